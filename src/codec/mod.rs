@@ -1,0 +1,1 @@
+//! Sans-IO framing: bytes in, frames out.

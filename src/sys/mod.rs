@@ -1,0 +1,1 @@
+//! The operating system: the one place that calls it, and the one place for `unsafe`.
