@@ -1,4 +1,10 @@
 //! sockloop: a hand-rolled, single-threaded readiness reactor for TCP.
+//!
+//! Layers, each knowing only those below it: [`sys`] (the OS: epoll,
+//! sockets, the only `unsafe`), [`codec`] (sans-IO framing), [`reactor`] (the
+//! event loop, connections and their buffers) and [`app`] (services on it).
 
+pub mod app;
 pub mod codec;
+pub mod reactor;
 pub mod sys;

@@ -1,0 +1,3 @@
+//! Services built on the reactor.
+
+pub mod echo;

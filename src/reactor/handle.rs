@@ -1,0 +1,59 @@
+//! Reaching a running reactor from another thread: a command queue plus the
+//! waker that makes the loop look at it.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Sender, SyncSender};
+use std::time::Duration;
+
+use super::stats::{ConnInfo, Stats};
+use crate::sys::Waker;
+
+pub(crate) enum Command {
+    Stop,
+    Stats(SyncSender<Stats>),
+    Connections(SyncSender<Vec<ConnInfo>>),
+}
+
+/// Cheap to clone and `Send`: query or stop a reactor from any thread.
+#[derive(Clone)]
+pub struct Handle {
+    waker: Arc<Waker>,
+    commands: Sender<Command>,
+}
+
+/// How long a query waits for a busy loop to answer before giving up.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Handle {
+    pub(crate) fn new(waker: Arc<Waker>, commands: Sender<Command>) -> Self {
+        Handle { waker, commands }
+    }
+
+    /// Asks the loop to return from `run`.
+    pub fn stop(&self) -> io::Result<()> {
+        self.send(Command::Stop)
+    }
+
+    pub fn stats(&self) -> io::Result<Stats> {
+        self.ask(Command::Stats)
+    }
+
+    pub fn connections(&self) -> io::Result<Vec<ConnInfo>> {
+        self.ask(Command::Connections)
+    }
+
+    fn ask<T>(&self, command: impl FnOnce(SyncSender<T>) -> Command) -> io::Result<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(command(tx))?;
+        rx.recv_timeout(REPLY_TIMEOUT)
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "reactor did not answer"))
+    }
+
+    fn send(&self, command: Command) -> io::Result<()> {
+        self.commands
+            .send(command)
+            .map_err(|_| io::Error::new(io::ErrorKind::NotConnected, "reactor has stopped"))?;
+        self.waker.wake()
+    }
+}

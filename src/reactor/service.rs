@@ -1,0 +1,147 @@
+//! What a service sees: connection ids, their bytes, and a [`Context`] to act
+//! through. No file descriptors, no readiness flags.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+use super::Core;
+use super::token::ConnId;
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer sent FIN and everything owed to it was flushed.
+    Peer,
+    /// A socket error: reset, broken pipe, and so on.
+    Error(io::ErrorKind),
+    /// The service closed it.
+    Local,
+    /// The peer broke the protocol (a frame error, say).
+    Protocol,
+}
+
+impl CloseReason {
+    pub(crate) const COUNT: usize = 4;
+
+    pub(crate) fn slot(self) -> usize {
+        match self {
+            CloseReason::Peer => 0,
+            CloseReason::Error(_) => 1,
+            CloseReason::Local => 2,
+            CloseReason::Protocol => 3,
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Peer => f.write_str("peer closed"),
+            CloseReason::Error(kind) => write!(f, "error: {kind}"),
+            CloseReason::Local => f.write_str("closed by service"),
+            CloseReason::Protocol => f.write_str("protocol error"),
+        }
+    }
+}
+
+/// An application on the reactor: plain state machine code, driven by calls.
+pub trait Service {
+    /// Per-connection state, kept by the reactor beside the connection.
+    type Conn;
+
+    /// A connection was accepted.
+    fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, peer: SocketAddr) -> Self::Conn;
+
+    /// New bytes arrived. `input` holds every byte not consumed so far;
+    /// return how many of them are consumed. The rest is offered again, with
+    /// more behind it, on the next call.
+    fn on_data(
+        &mut self,
+        ctx: &mut Context<'_>,
+        id: ConnId,
+        conn: &mut Self::Conn,
+        input: &[u8],
+    ) -> usize;
+
+    /// The peer sent FIN; `unconsumed` is what `on_data` left. By default the
+    /// connection closes once everything queued for it is flushed.
+    fn on_read_closed(
+        &mut self,
+        ctx: &mut Context<'_>,
+        id: ConnId,
+        conn: &mut Self::Conn,
+        unconsumed: &[u8],
+    ) {
+        let _ = (conn, unconsumed);
+        ctx.close(id);
+    }
+
+    /// The connection is gone; its id is dead from now on.
+    fn on_close(
+        &mut self,
+        ctx: &mut Context<'_>,
+        id: ConnId,
+        conn: Self::Conn,
+        reason: CloseReason,
+    ) {
+        let _ = (ctx, id, conn, reason);
+    }
+}
+
+/// The service's handle on the reactor during a callback. Every action is
+/// carried out when the callback returns: writes go out in one syscall.
+pub struct Context<'a> {
+    pub(crate) core: &'a mut Core,
+}
+
+impl Context<'_> {
+    /// Queues `data` for `id`. False if that connection is gone or closing.
+    pub fn write(&mut self, id: ConnId, data: &[u8]) -> bool {
+        self.write_with(id, |out| out.extend_from_slice(data))
+            .is_some()
+    }
+
+    /// Lets `f` append to `id`'s output (an encoder, say). `None` if that
+    /// connection is gone or closing.
+    pub fn write_with<R>(&mut self, id: ConnId, f: impl FnOnce(&mut Vec<u8>) -> R) -> Option<R> {
+        self.core.output_for(id).map(f)
+    }
+
+    /// Closes `id` once everything queued for it is flushed.
+    pub fn close(&mut self, id: ConnId) {
+        if let Some(conn) = self.core.conns.live_mut(id) {
+            conn.flags.close_when_flushed = true;
+            self.core.touch(id);
+        }
+    }
+
+    /// Closes `id` now, discarding whatever it has not been sent.
+    pub fn abort(&mut self, id: ConnId, reason: CloseReason) {
+        if let Some(conn) = self.core.conns.live_mut(id) {
+            conn.flags.abort = Some(reason);
+            self.core.touch(id);
+        }
+    }
+
+    /// Stops reading from `id` until [`resume_read`](Self::resume_read).
+    pub fn pause_read(&mut self, id: ConnId) {
+        if let Some(conn) = self.core.conns.live_mut(id) {
+            conn.flags.paused = true;
+        }
+    }
+
+    pub fn resume_read(&mut self, id: ConnId) {
+        if let Some(conn) = self.core.conns.live_mut(id)
+            && conn.flags.paused
+        {
+            conn.flags.paused = false;
+            self.core.schedule_read(id);
+        }
+    }
+
+    /// Bytes queued for `id` that the kernel has not taken yet.
+    pub fn pending_output(&self, id: ConnId) -> Option<usize> {
+        self.core.conns.live(id).map(|c| c.output.len())
+    }
+}

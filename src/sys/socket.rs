@@ -1,0 +1,246 @@
+//! Non-blocking TCP sockets: the listener, accepted connections, and their options.
+
+use std::io;
+use std::mem::{self, MaybeUninit};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, AddressFamily, Backlog, MsgFlags, Shutdown, SockFlag, SockType, SockaddrStorage, sockopt,
+};
+
+/// Options for a listening socket.
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    /// Length of the kernel's queue of completed connections not yet accepted
+    /// (capped by `net.core.somaxconn`).
+    pub backlog: i32,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions { backlog: 1024 }
+    }
+}
+
+/// Options applied to every accepted connection.
+#[derive(Debug, Clone)]
+pub struct SocketOptions {
+    /// Disable Nagle's algorithm, so small replies leave at once.
+    pub nodelay: bool,
+    /// `SO_RCVBUF`, when set; the kernel doubles it and applies its own limits.
+    pub recv_buffer: Option<usize>,
+    /// `SO_SNDBUF`, when set.
+    pub send_buffer: Option<usize>,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            nodelay: true,
+            recv_buffer: None,
+            send_buffer: None,
+        }
+    }
+}
+
+/// A non-blocking listening TCP socket.
+pub struct Listener {
+    fd: OwnedFd,
+    local: SocketAddr,
+}
+
+impl Listener {
+    /// Binds with `SO_REUSEADDR`, so a restarted server need not wait out TIME_WAIT.
+    pub fn bind(addr: SocketAddr, options: &ListenOptions) -> io::Result<Listener> {
+        let family = match addr {
+            SocketAddr::V4(_) => AddressFamily::Inet,
+            SocketAddr::V6(_) => AddressFamily::Inet6,
+        };
+        let fd = socket::socket(
+            family,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+        socket::listen(&fd, Backlog::new(options.backlog)?)?;
+        let local = local_addr(&fd)?;
+        Ok(Listener { fd, local })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Accepts one pending connection, already non-blocking and close-on-exec,
+    /// with its peer address (no extra `getpeername` call).
+    pub fn accept(&self) -> io::Result<(Socket, SocketAddr)> {
+        let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+        loop {
+            let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            // SAFETY: `storage` is a writable sockaddr_storage and `len` holds its
+            // size, as accept4 requires; the kernel writes at most `len` bytes.
+            let fd = unsafe {
+                libc::accept4(
+                    self.fd.as_raw_fd(),
+                    storage.as_mut_ptr().cast(),
+                    &mut len,
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                match Errno::last() {
+                    Errno::EINTR => continue,
+                    e => return Err(e.into()),
+                }
+            }
+            // SAFETY: accept4 succeeded, so `fd` is a fresh descriptor that
+            // nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            // SAFETY: the kernel initialised the first `len` bytes of `storage`,
+            // and the zeroed rest is a valid bit pattern for sockaddr_storage.
+            let storage = unsafe { storage.assume_init_ref() };
+            let peer = sockaddr_to_std(storage).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "peer address is not IP")
+            })?;
+            return Ok((Socket { fd }, peer));
+        }
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// A connected, non-blocking TCP socket.
+pub struct Socket {
+    fd: OwnedFd,
+}
+
+impl Socket {
+    pub fn apply(&self, options: &SocketOptions) -> io::Result<()> {
+        if options.nodelay {
+            socket::setsockopt(&self.fd, sockopt::TcpNoDelay, &true)?;
+        }
+        if let Some(size) = options.recv_buffer {
+            socket::setsockopt(&self.fd, sockopt::RcvBuf, &size)?;
+        }
+        if let Some(size) = options.send_buffer {
+            socket::setsockopt(&self.fd, sockopt::SndBuf, &size)?;
+        }
+        Ok(())
+    }
+
+    /// Reads into `buf`; `Ok(0)` is the peer's FIN. `EINTR` is retried.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match nix::unistd::read(&self.fd, buf) {
+                Err(Errno::EINTR) => continue,
+                r => return r.map_err(io::Error::from),
+            }
+        }
+    }
+
+    /// Reads up to `max` bytes appended to `buf`, into its spare capacity
+    /// without zeroing it first.
+    pub fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        buf.reserve(max);
+        let spare = &mut buf.spare_capacity_mut()[..max];
+        loop {
+            // SAFETY: `spare` is `max` writable bytes owned by `buf`; read(2)
+            // writes at most that many and never reads them.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), spare.as_mut_ptr().cast(), max) };
+            if n < 0 {
+                match Errno::last() {
+                    Errno::EINTR => continue,
+                    e => return Err(e.into()),
+                }
+            }
+            let n = n as usize;
+            let len = buf.len();
+            // SAFETY: the kernel initialised `n` bytes right after the old end.
+            unsafe { buf.set_len(len + n) };
+            return Ok(n);
+        }
+    }
+
+    /// Writes what the kernel takes now. `MSG_NOSIGNAL`: a peer that has gone
+    /// away gives `EPIPE`, not a process-killing SIGPIPE.
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match socket::send(self.fd.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL) {
+                Err(Errno::EINTR) => continue,
+                r => return r.map_err(io::Error::from),
+            }
+        }
+    }
+
+    /// The pending socket error (`SO_ERROR`), clearing it.
+    pub fn take_error(&self) -> Option<io::Error> {
+        match socket::getsockopt(&self.fd, sockopt::SocketError) {
+            Ok(0) => None,
+            Ok(code) => Some(io::Error::from_raw_os_error(code)),
+            Err(e) => Some(e.into()),
+        }
+    }
+
+    /// Sends FIN: the peer reads EOF once it has everything written before.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        socket::shutdown(self.fd.as_raw_fd(), Shutdown::Write)?;
+        Ok(())
+    }
+}
+
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
+    let addr: SockaddrStorage = socket::getsockname(fd.as_raw_fd())?;
+    if let Some(v4) = addr.as_sockaddr_in() {
+        Ok(SocketAddr::V4((*v4).into()))
+    } else if let Some(v6) = addr.as_sockaddr_in6() {
+        Ok(SocketAddr::V6((*v6).into()))
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "local address is not IP",
+        ))
+    }
+}
+
+fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which is
+            // smaller than and aligned within sockaddr_storage.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = u32::from_be(sin.sin_addr.s_addr).into();
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                sin6.sin6_addr.s6_addr.into(),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
