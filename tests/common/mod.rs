@@ -1,0 +1,145 @@
+//! Shared by the integration tests: a reactor on its own thread, seeded
+//! random bytes, and bounded waits.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use sockloop::reactor::{Config, Handle, Reactor, Service, Stats};
+use sockloop::sys::ListenOptions;
+
+/// Bound on any single blocking socket call in a test: a hang fails instead of stalling CI.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A reactor running `service` on 127.0.0.1, port 0, stopped and joined on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub handle: Handle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start<S, F>(config: Config, make_service: F) -> TestServer
+    where
+        S: Service,
+        F: FnOnce() -> S + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = thread::spawn(move || {
+            let mut reactor = Reactor::new(config, make_service()).expect("reactor");
+            let addr = reactor
+                .listen("127.0.0.1:0".parse().unwrap(), &ListenOptions::default())
+                .expect("listen");
+            tx.send((addr, reactor.handle())).unwrap();
+            reactor.run().expect("reactor run");
+        });
+        let (addr, handle) = rx.recv().expect("server started");
+        TestServer {
+            addr,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.handle.stats().expect("stats")
+    }
+
+    /// Polls the stats until `done` holds; panics after `IO_TIMEOUT`.
+    pub fn wait_for(&self, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
+        wait_until(what, || {
+            let stats = self.stats();
+            done(&stats).then_some(stats)
+        })
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.handle.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Retries `probe` every few milliseconds until it yields; panics after `IO_TIMEOUT`.
+pub fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// splitmix64: fast, seeded, good enough to make every test's bytes distinct.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+/// Reads until EOF; fails on a timeout or error.
+pub fn read_to_eof(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).expect("read to EOF");
+    out
+}
+
+/// Sends `data`, half-closes, and returns everything read back until EOF.
+pub fn echo_all(stream: TcpStream, data: &[u8]) -> Vec<u8> {
+    thread::scope(|s| {
+        let mut writer = stream.try_clone().unwrap();
+        s.spawn(move || {
+            writer.write_all(data).expect("write");
+            writer.shutdown(Shutdown::Write).expect("shutdown");
+        });
+        let mut reader = stream;
+        read_to_eof(&mut reader)
+    })
+}
+
+/// One request and its full reply, for a connection that stays open.
+pub fn round_trip(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
+    stream.write_all(data).expect("write");
+    let mut back = vec![0; data.len()];
+    stream.read_exact(&mut back).expect("read echo");
+    back
+}
