@@ -3,13 +3,14 @@
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use log::{error, info};
 
 use sockloop::app::echo::Echo;
 use sockloop::reactor::{Config, Reactor, Service};
-use sockloop::sys::{ListenOptions, SocketOptions};
+use sockloop::sys::{ListenOptions, SocketOptions, raise_fd_limit};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +52,21 @@ struct ServerArgs {
     /// SO_SNDBUF for accepted sockets.
     #[arg(long, value_parser = parse_size)]
     sndbuf: Option<usize>,
+    /// Close connections with no traffic either way for this long (500ms, 30s, 2m; 0 = never).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Close connections whose peer takes none of their pending output for this long (0 = never).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    write_timeout: Duration,
+    /// On SIGINT/SIGTERM, how long open connections get to finish before they are closed.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+    /// Log a one-line summary of the counters this often (0 = never).
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    stats_interval: Duration,
+    /// Print one line per readiness event and I/O call to stderr.
+    #[arg(long)]
+    trace: bool,
 }
 
 impl ServerArgs {
@@ -59,6 +75,11 @@ impl ServerArgs {
             max_conns: self.max_conns,
             high_watermark: self.high_watermark,
             low_watermark: self.high_watermark / 4,
+            idle_timeout: nonzero(self.idle_timeout),
+            write_timeout: nonzero(self.write_timeout),
+            shutdown_timeout: self.shutdown_timeout,
+            stats_interval: nonzero(self.stats_interval),
+            trace: self.trace,
             socket: SocketOptions {
                 nodelay: !self.no_nodelay,
                 recv_buffer: self.rcvbuf,
@@ -91,8 +112,42 @@ fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("too large: {text:?}"))
 }
 
+fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+/// Parses a duration: `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?}"))?;
+    let ms_per_unit = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
+    };
+    value
+        .checked_mul(ms_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("too long: {text:?}"))
+}
+
 fn serve<S: Service>(args: &ServerArgs, service: S) -> io::Result<()> {
     let mut reactor = Reactor::new(args.config(), service)?;
+    // Before any thread exists, so that no thread takes these signals the default way.
+    reactor.handle_signals()?;
+    let fd_limit = raise_fd_limit()?;
+    info!(
+        "file descriptor limit {fd_limit}: room for about {} connections",
+        fd_limit.saturating_sub(16)
+    );
     let options = ListenOptions {
         backlog: args.backlog,
     };
@@ -103,7 +158,12 @@ fn serve<S: Service>(args: &ServerArgs, service: S) -> io::Result<()> {
     stdout.flush()?;
     drop(stdout);
     info!("serving on {local}");
-    reactor.run()
+    reactor.run()?;
+    info!("stopped: {}", reactor.stats());
+    if reactor.was_forced() {
+        return Err(io::Error::other("shutdown cut short by a second signal"));
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -123,7 +183,18 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_duration, parse_size};
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("ms").is_err());
+    }
 
     #[test]
     fn sizes_parse_with_binary_units() {

@@ -171,7 +171,7 @@ fn connections_over_the_limit_are_closed_and_the_rest_keep_working() {
         other => panic!("the 11th connection should be closed, got {other:?}"),
     }
     let stats = server.stats();
-    assert_eq!(stats.rejected, 1);
+    assert_eq!(stats.closed_by(CloseReason::Limit), 1);
     assert_eq!(stats.active, 10);
     for (i, c) in clients.iter_mut().enumerate() {
         let msg = format!("still here {i}");

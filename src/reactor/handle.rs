@@ -11,6 +11,7 @@ use crate::sys::Waker;
 
 pub(crate) enum Command {
     Stop,
+    Shutdown,
     Stats(SyncSender<Stats>),
     Connections(SyncSender<Vec<ConnInfo>>),
 }
@@ -30,9 +31,15 @@ impl Handle {
         Handle { waker, commands }
     }
 
-    /// Asks the loop to return from `run`.
+    /// Asks the loop to return from `run` now, dropping every connection.
     pub fn stop(&self) -> io::Result<()> {
         self.send(Command::Stop)
+    }
+
+    /// Starts a graceful shutdown, as SIGTERM does: stop accepting, let every
+    /// connection finish with what it had sent, then return from `run`.
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.send(Command::Shutdown)
     }
 
     pub fn stats(&self) -> io::Result<Stats> {

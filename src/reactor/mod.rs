@@ -1,37 +1,45 @@
 //! The event loop: wait for readiness, dispatch it, flush what the services
 //! wrote, and do it again.
 //!
-//! One turn: `Poller::wait` fills the event array; each event names a
-//! listener, the waker, or a connection by [`ConnId`] (slot + generation, so
-//! an event for a slot that changed owner is dropped). A readable connection is
-//! read until the kernel has no more or its per-turn budget is spent, in which
-//! case it joins the ready list served before the next wait; its bytes go to
-//! the [`Service`], and what the service wrote is sent when the callback
-//! returns. Connections closed during a turn give their slot back only after
-//! it, when no event of that batch can name them any more.
+//! One turn: `Poller::wait` fills the event array, with a timeout taken from
+//! the nearest timer; each event names a listener, the waker, the signal fd or
+//! a connection by [`ConnId`] (slot + generation, so an event for a slot that
+//! changed owner is dropped). A readable connection is read until the kernel
+//! has no more or its per-turn budget is spent, in which case it joins the
+//! ready list served before the next wait; its bytes go to the [`Service`],
+//! and what the service wrote is sent when the callback returns. Connections
+//! closed during a turn give their slot back only after it, when no event of
+//! that batch can name them any more.
 
 mod buffer;
+pub(crate) mod core;
 mod handle;
 mod service;
 mod stats;
+mod timer;
 mod token;
 
 use std::collections::VecDeque;
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 
-use crate::sys::{Event, Interest, ListenOptions, Listener, Poller, Socket, SocketOptions, Waker};
+use crate::sys::{
+    Event, Interest, ListenOptions, Listener, Poller, SignalKind, Signals, Socket, SocketOptions,
+    SpareFd, Waker,
+};
 use buffer::Buffer;
+use core::{Connection, Core, Flags, ListenerSlot, trace_io};
 use handle::Command;
 pub use handle::Handle;
 pub use service::{CloseReason, Context, Service};
-pub use stats::{ConnInfo, Stats};
+pub use stats::{ConnInfo, Stats, format_table};
+pub use timer::TimerId;
+use timer::{TimerKind, Timers};
 pub use token::ConnId;
 use token::{Table, Token};
 
@@ -52,6 +60,16 @@ pub struct Config {
     pub accept_budget: usize,
     /// Most events taken from the kernel per wait.
     pub event_capacity: usize,
+    /// Close a connection with no traffic either way for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose peer takes none of its pending output for this long.
+    pub write_timeout: Option<Duration>,
+    /// How long a graceful shutdown may take before the rest is closed.
+    pub shutdown_timeout: Duration,
+    /// Log a one-line summary of the counters this often.
+    pub stats_interval: Option<Duration>,
+    /// One stderr line per readiness event and I/O call.
+    pub trace: bool,
     /// Options for every accepted socket.
     pub socket: SocketOptions,
 }
@@ -66,197 +84,19 @@ impl Default for Config {
             read_budget: 256 << 10,
             accept_budget: 256,
             event_capacity: 1024,
+            idle_timeout: None,
+            write_timeout: None,
+            shutdown_timeout: Duration::from_secs(5),
+            stats_interval: None,
+            trace: false,
             socket: SocketOptions::default(),
         }
     }
 }
 
-#[derive(Default)]
-struct Flags {
-    /// The service asked not to read for now.
-    paused: bool,
-    /// Output is above the high watermark: reading waits for it to drain.
-    backpressured: bool,
-    /// The kernel told us the peer sent FIN, maybe before we read up to it.
-    peer_fin: bool,
-    /// We read the FIN: no more input.
-    read_closed: bool,
-    close_when_flushed: bool,
-    abort: Option<CloseReason>,
-    /// Queued on the ready list.
-    ready: bool,
-    /// Queued on the touched list.
-    touched: bool,
-    /// Deregistered and reported to the service; the slot waits for the turn to end.
-    closed: bool,
-}
-
-struct Connection {
-    socket: Socket,
-    peer: SocketAddr,
-    opened: Instant,
-    input: Buffer,
-    output: Buffer,
-    bytes_in: u64,
-    bytes_out: u64,
-    flags: Flags,
-}
-
-impl Connection {
-    fn wants_read(&self) -> bool {
-        let f = &self.flags;
-        !(f.paused || f.backpressured || f.read_closed || f.close_when_flushed || f.abort.is_some())
-    }
-
-    fn takes_output(&self) -> bool {
-        !(self.flags.close_when_flushed || self.flags.abort.is_some())
-    }
-}
-
-impl Table<Connection> {
-    /// `id`'s connection, unless it has been closed this turn.
-    fn live(&self, id: ConnId) -> Option<&Connection> {
-        self.get(id).filter(|c| !c.flags.closed)
-    }
-
-    fn live_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
-        self.get_mut(id).filter(|c| !c.flags.closed)
-    }
-}
-
-struct ListenerSlot {
-    listener: Listener,
-    ready: bool,
-}
-
-/// Everything but the service and its per-connection state, so a
-/// [`Context`] can lend it to the service while the reactor holds the rest.
-pub(crate) struct Core {
-    config: Config,
-    poller: Poller,
-    waker: Arc<Waker>,
-    commands: mpsc::Receiver<Command>,
-    command_tx: mpsc::Sender<Command>,
-    listeners: Vec<ListenerSlot>,
-    conns: Table<Connection>,
-    /// Output of the connection being served, while it has no backlog: most
-    /// replies go from here to the kernel and never touch a per-connection buffer.
-    out: Vec<u8>,
-    out_owner: Option<ConnId>,
-    /// Connections with deferred work: output to flush, a close to carry out.
-    touched: Vec<ConnId>,
-    /// Connections and listeners to serve before the next wait.
-    ready: VecDeque<Token>,
-    /// Closed during this turn; their slots are freed after it.
-    dead: Vec<ConnId>,
-    stats: Stats,
-    stopped: bool,
-}
-
-impl Core {
-    fn touch(&mut self, id: ConnId) {
-        if let Some(conn) = self.conns.live_mut(id)
-            && !conn.flags.touched
-        {
-            conn.flags.touched = true;
-            self.touched.push(id);
-        }
-    }
-
-    /// Queues a read of `id` before the next wait: it may have data whose
-    /// edge was reported while we were not reading.
-    fn schedule_read(&mut self, id: ConnId) {
-        if let Some(conn) = self.conns.live_mut(id)
-            && !conn.flags.ready
-        {
-            conn.flags.ready = true;
-            self.ready.push_back(Token::Conn(id));
-        }
-    }
-
-    fn output_for(&mut self, id: ConnId) -> Option<&mut Vec<u8>> {
-        let conn = self.conns.live_mut(id)?;
-        if !conn.takes_output() {
-            return None;
-        }
-        if self.out_owner == Some(id) && conn.output.is_empty() {
-            return Some(&mut self.out);
-        }
-        if !conn.flags.touched {
-            conn.flags.touched = true;
-            self.touched.push(id);
-        }
-        Some(conn.output.tail_mut())
-    }
-
-    /// Writes `id`'s backlog until it is empty or the kernel is full.
-    fn flush(&mut self, id: ConnId) -> io::Result<()> {
-        let Some(conn) = self.conns.live_mut(id) else {
-            return Ok(());
-        };
-        while !conn.output.is_empty() {
-            match conn.socket.write(conn.output.as_slice()) {
-                Ok(n) => {
-                    self.stats.writes += 1;
-                    self.stats.bytes_out += n as u64;
-                    conn.bytes_out += n as u64;
-                    conn.output.consume(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-        }
-        self.after_write(id);
-        Ok(())
-    }
-
-    /// Sends the shared output buffer for its owner; what the kernel does not
-    /// take becomes that connection's backlog.
-    fn flush_out(&mut self, id: ConnId) -> io::Result<()> {
-        self.out_owner = None;
-        let Some(conn) = self.conns.live_mut(id) else {
-            self.out.clear();
-            return Ok(());
-        };
-        let mut sent = 0;
-        let result = loop {
-            if sent == self.out.len() {
-                break Ok(());
-            }
-            match conn.socket.write(&self.out[sent..]) {
-                Ok(n) => {
-                    self.stats.writes += 1;
-                    sent += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
-        self.stats.bytes_out += sent as u64;
-        conn.bytes_out += sent as u64;
-        if result.is_ok() {
-            conn.output.extend(&self.out[sent..]);
-        }
-        self.out.clear();
-        self.after_write(id);
-        result
-    }
-
-    /// Backpressure: stop reading above the high watermark, resume below the low one.
-    fn after_write(&mut self, id: ConnId) {
-        let Some(conn) = self.conns.live_mut(id) else {
-            return;
-        };
-        let pending = conn.output.len();
-        self.stats.peak_pending_output = self.stats.peak_pending_output.max(pending);
-        if pending > self.config.high_watermark {
-            conn.flags.backpressured = true;
-        } else if conn.flags.backpressured && pending <= self.config.low_watermark {
-            conn.flags.backpressured = false;
-            self.schedule_read(id);
-        }
-    }
-}
+/// After running out of file descriptors, accepting pauses this long at
+/// first, doubling up to the maximum while it keeps failing.
+const ACCEPT_BACKOFF_MS: (u64, u64) = (10, 1000);
 
 /// A single-threaded reactor running one [`Service`].
 pub struct Reactor<S: Service> {
@@ -275,21 +115,32 @@ impl<S: Service> Reactor<S> {
         poller.register(&*waker, Token::Waker.to_u64(), Interest::Readable)?;
         let (command_tx, commands) = mpsc::channel();
         let rbuf = vec![0; config.read_chunk.max(1)];
+        let now = Instant::now();
+        let mut timers = Timers::default();
+        if let Some(every) = config.stats_interval {
+            timers.add(now + every, TimerKind::StatsReport);
+        }
         Ok(Reactor {
             core: Core {
                 config,
                 poller,
                 waker,
+                signals: None,
                 commands,
                 command_tx,
                 listeners: Vec::new(),
+                spare_fd: SpareFd::new(),
                 conns: Table::new(),
                 out: Vec::new(),
                 out_owner: None,
                 touched: Vec::new(),
                 ready: VecDeque::new(),
                 dead: Vec::new(),
+                timers,
+                now,
                 stats: Stats::default(),
+                shutting_down: false,
+                forced: false,
                 stopped: false,
             },
             service,
@@ -310,11 +161,25 @@ impl<S: Service> Reactor<S> {
         self.core.listeners.push(ListenerSlot {
             listener,
             ready: false,
+            paused: false,
+            backoff_ms: ACCEPT_BACKOFF_MS.0,
         });
         Ok(local)
     }
 
-    /// A handle that other threads use to query or stop this reactor.
+    /// SIGINT and SIGTERM start a graceful shutdown (a second one stops at
+    /// once); SIGUSR1 prints the connection table. Blocks those signals in
+    /// the calling thread: call it before starting any thread.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let signals = Signals::new()?;
+        self.core
+            .poller
+            .register(&signals, Token::Signals.to_u64(), Interest::Readable)?;
+        self.core.signals = Some(signals);
+        Ok(())
+    }
+
+    /// A handle that other threads use to query, shut down or stop this reactor.
     pub fn handle(&self) -> Handle {
         Handle::new(self.core.waker.clone(), self.core.command_tx.clone())
     }
@@ -327,7 +192,13 @@ impl<S: Service> Reactor<S> {
         &self.service
     }
 
-    /// Runs until a [`Handle::stop`].
+    /// True if the last `run` ended because a second shutdown request cut
+    /// the graceful one short.
+    pub fn was_forced(&self) -> bool {
+        self.core.forced
+    }
+
+    /// Runs until stopped, or until a graceful shutdown has closed every connection.
     pub fn run(&mut self) -> io::Result<()> {
         while !self.core.stopped {
             self.turn()?;
@@ -338,17 +209,22 @@ impl<S: Service> Reactor<S> {
     /// One wait and everything it reported.
     pub fn turn(&mut self) -> io::Result<()> {
         let timeout = if self.core.ready.is_empty() {
-            None
+            self.core
+                .timers
+                .next_deadline()
+                .map(|at| at.saturating_duration_since(Instant::now()))
         } else {
             Some(Duration::ZERO)
         };
         let n = self.core.poller.wait(timeout)?;
+        self.core.now = Instant::now();
         self.core.stats.polls += 1;
         self.core.stats.events += n as u64;
         for i in 0..n {
             let event = self.core.poller.event(i);
             self.dispatch(event);
         }
+        self.run_timers();
         // Only what was queued before this point: newcomers wait one turn, so
         // a connection that refills its budget cannot starve the poller.
         for _ in 0..self.core.ready.len() {
@@ -360,14 +236,19 @@ impl<S: Service> Reactor<S> {
                     }
                 }
                 Some(Token::Listener(i)) => {
-                    self.core.listeners[i].ready = false;
-                    self.accept(i);
+                    if let Some(slot) = self.core.listeners.get_mut(i) {
+                        slot.ready = false;
+                        self.accept(i);
+                    }
                 }
-                Some(Token::Waker) | None => {}
+                Some(Token::Waker | Token::Signals) | None => {}
             }
         }
         for id in self.core.dead.drain(..) {
             self.core.conns.remove(id);
+        }
+        if self.core.shutting_down && self.core.stats.active == 0 {
+            self.core.stopped = true;
         }
         Ok(())
     }
@@ -377,6 +258,7 @@ impl<S: Service> Reactor<S> {
             Token::Conn(id) => self.on_conn_event(id, event),
             Token::Listener(i) => self.accept(i),
             Token::Waker => self.on_wake(),
+            Token::Signals => self.on_signal(),
         }
     }
 
@@ -385,10 +267,20 @@ impl<S: Service> Reactor<S> {
             self.core.stats.stale_events += 1;
             return;
         };
+        trace_io!(
+            self.core.config.trace,
+            "{id} event{}{}{}{}",
+            if event.is_readable() { " readable" } else { "" },
+            if event.is_writable() { " writable" } else { "" },
+            if event.is_read_closed() { " hup" } else { "" },
+            if event.is_error() { " error" } else { "" },
+        );
         if event.is_error() {
             // A reset or similar: nothing more can be sent or received.
-            let err = conn.socket.take_error();
-            let kind = err.map_or(io::ErrorKind::ConnectionReset, |e| e.kind());
+            let kind = conn
+                .socket
+                .take_error()
+                .map_or(io::ErrorKind::ConnectionReset, |e| e.kind());
             self.close(id, CloseReason::Error(kind));
             self.settle();
             return;
@@ -406,14 +298,26 @@ impl<S: Service> Reactor<S> {
     }
 
     fn accept(&mut self, i: usize) {
+        if self.core.listeners.get(i).is_none_or(|slot| slot.paused) {
+            return;
+        }
         for _ in 0..self.core.config.accept_budget {
             match self.core.listeners[i].listener.accept() {
-                Ok((socket, peer)) => self.admit(socket, peer),
+                Ok((socket, peer)) => {
+                    self.core.listeners[i].backoff_ms = ACCEPT_BACKOFF_MS.0;
+                    self.admit(socket, peer);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // The peer gave up while queued: only that connection is lost.
                 Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if !self.shed(i) {
+                        self.pause_accept(i, &e);
+                        return;
+                    }
+                }
                 Err(e) => {
-                    warn!("accept failed: {e}");
+                    self.pause_accept(i, &e);
                     return;
                 }
             }
@@ -425,10 +329,45 @@ impl<S: Service> Reactor<S> {
         }
     }
 
+    /// Out of descriptors: frees the spare to accept one waiting connection
+    /// and close it at once, so the queue drains instead of the listener
+    /// staying readable and spinning the loop. False if there was no spare.
+    fn shed(&mut self, i: usize) -> bool {
+        let core = &mut self.core;
+        if !core.spare_fd.release() {
+            return false;
+        }
+        let shed = core.listeners[i].listener.accept();
+        core.spare_fd.restore();
+        if let Ok((_, peer)) = shed {
+            core.stats.accepted += 1;
+            core.stats.closed += 1;
+            core.stats.closed_by[CloseReason::Limit.slot()] += 1;
+            if core.stats.closed_by(CloseReason::Limit).is_power_of_two() {
+                warn!("out of file descriptors: closing new connections (from {peer})");
+            }
+        }
+        true
+    }
+
+    fn pause_accept(&mut self, i: usize, err: &io::Error) {
+        let slot = &mut self.core.listeners[i];
+        warn!(
+            "accept failed: {err}; pausing accepts for {} ms",
+            slot.backoff_ms
+        );
+        slot.paused = true;
+        let at = self.core.now + Duration::from_millis(slot.backoff_ms);
+        slot.backoff_ms = (slot.backoff_ms * 2).min(ACCEPT_BACKOFF_MS.1);
+        self.core.timers.add(at, TimerKind::ResumeAccept(i));
+    }
+
     fn admit(&mut self, socket: Socket, peer: SocketAddr) {
         let core = &mut self.core;
-        if core.conns.len() - core.dead.len() >= core.config.max_conns {
-            core.stats.rejected += 1;
+        core.stats.accepted += 1;
+        if core.stats.active as usize >= core.config.max_conns {
+            core.stats.closed += 1;
+            core.stats.closed_by[CloseReason::Limit.slot()] += 1;
             debug!(
                 "rejected {peer}: at the limit of {} connections",
                 core.config.max_conns
@@ -447,19 +386,29 @@ impl<S: Service> Reactor<S> {
             warn!("register {peer}: {e}");
             return;
         }
+        core.stats.interest_changes += 1;
+        let idle_timer = core
+            .config
+            .idle_timeout
+            .map(|t| core.timers.add(core.now + t, TimerKind::Idle(id)));
         core.conns.insert(Connection {
             socket,
             peer,
-            opened: Instant::now(),
+            opened: core.now,
             input: Buffer::default(),
             output: Buffer::default(),
             bytes_in: 0,
             bytes_out: 0,
+            last_active: core.now,
+            last_write: core.now,
+            idle_timer,
+            write_timer: None,
+            drain_left: None,
             flags: Flags::default(),
         });
-        core.stats.accepted += 1;
         core.stats.active += 1;
         debug!("accepted {id} from {peer}");
+        trace_io!(core.config.trace, "{id} accept from {peer}");
         core.out_owner = Some(id);
         let state = self.service.on_connect(&mut Context { core }, id, peer);
         if self.states.len() <= id.index() {
@@ -472,37 +421,54 @@ impl<S: Service> Reactor<S> {
     /// Reads `id` until the kernel is drained, the budget is spent, or the
     /// connection stops wanting input.
     fn read(&mut self, id: ConnId) {
-        let chunk = self.rbuf.len();
         let mut budget = self.core.config.read_budget;
         loop {
+            let trace = self.core.config.trace;
             let Some(conn) = self.core.conns.live_mut(id) else {
                 return;
             };
+            if conn.flags.fin_sent {
+                return self.discard(id);
+            }
             if !conn.wants_read() {
                 return;
             }
+            // While shutting down, read no further than what had arrived.
+            let max = conn
+                .drain_left
+                .map_or(self.rbuf.len(), |left| left.min(self.rbuf.len()));
             let into_rbuf = conn.input.is_empty();
             let result = if into_rbuf {
-                conn.socket.read(&mut self.rbuf)
+                conn.socket.read(&mut self.rbuf[..max])
             } else {
-                conn.input.read_from(&conn.socket, chunk)
+                conn.input.read_from(&conn.socket, max)
             };
             self.core.stats.reads += 1;
             match result {
                 Ok(0) => {
+                    trace_io!(trace, "{id} read EOF");
                     conn.flags.read_closed = true;
                     self.read_closed(id);
                     return;
                 }
                 Ok(n) => {
+                    trace_io!(trace, "{id} read {n}");
                     let peer_fin = conn.flags.peer_fin;
                     conn.bytes_in += n as u64;
+                    conn.last_active = self.core.now;
                     self.core.stats.bytes_in += n as u64;
+                    if let Some(left) = &mut conn.drain_left {
+                        *left -= n;
+                    }
                     self.deliver(id, n, into_rbuf);
+                    if self.core.conns.live(id).and_then(|c| c.drain_left) == Some(0) {
+                        self.finish_input(id);
+                        return;
+                    }
                     // A short read emptied the socket; edge-triggering reports
                     // the next bytes, so another read would only say EAGAIN.
                     // Unless a FIN is queued: that read is how we see it.
-                    if n < chunk && !peer_fin {
+                    if n < max && !peer_fin {
                         return;
                     }
                     budget = budget.saturating_sub(n);
@@ -512,12 +478,39 @@ impl<S: Service> Reactor<S> {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    trace_io!(trace, "{id} read EAGAIN");
                     self.core.stats.eagain_reads += 1;
                     return;
                 }
                 Err(e) => {
+                    trace_io!(trace, "{id} read error: {e}");
                     self.close(id, CloseReason::Error(e.kind()));
                     self.settle();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// After our FIN at shutdown: reads and drops whatever the peer still
+    /// sends, until it closes too.
+    fn discard(&mut self, id: ConnId) {
+        let trace = self.core.config.trace;
+        while let Some(conn) = self.core.conns.live_mut(id) {
+            self.core.stats.reads += 1;
+            match conn.socket.read(&mut self.rbuf) {
+                Ok(n) if n > 0 => {
+                    trace_io!(trace, "{id} read {n} (discarded)");
+                    conn.bytes_in += n as u64;
+                    self.core.stats.bytes_in += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.core.stats.eagain_reads += 1;
+                    return;
+                }
+                end => {
+                    trace_io!(trace, "{id} read {end:?} after FIN");
+                    self.close(id, CloseReason::Shutdown);
                     return;
                 }
             }
@@ -567,6 +560,18 @@ impl<S: Service> Reactor<S> {
         self.settle();
     }
 
+    /// Shutdown: the service has had every byte that arrived before it. Flush,
+    /// send FIN, and wait for the peer to close.
+    fn finish_input(&mut self, id: ConnId) {
+        if let Some(conn) = self.core.conns.live_mut(id) {
+            conn.drain_left = None;
+            conn.flags.close_when_flushed = true;
+            conn.flags.linger = true;
+            self.core.touch(id);
+        }
+        self.settle();
+    }
+
     /// Carries out what callbacks deferred: sends output, performs closes.
     fn settle(&mut self) {
         if let Some(id) = self.core.out_owner
@@ -590,18 +595,30 @@ impl<S: Service> Reactor<S> {
             let Some(conn) = self.core.conns.live_mut(id) else {
                 continue;
             };
-            if conn.flags.close_when_flushed && conn.output.is_empty() {
-                let reason = if conn.flags.read_closed {
-                    CloseReason::Peer
-                } else {
-                    CloseReason::Local
-                };
-                self.close(id, reason);
+            if !conn.flags.close_when_flushed || !conn.output.is_empty() || conn.flags.fin_sent {
+                continue;
+            }
+            if conn.flags.linger && !conn.flags.read_closed {
+                trace_io!(self.core.config.trace, "{id} shutdown(write)");
+                match conn.socket.shutdown_write() {
+                    Ok(()) => {
+                        conn.flags.fin_sent = true;
+                        self.core.schedule_read(id);
+                    }
+                    Err(e) => self.close(id, CloseReason::Error(e.kind())),
+                }
+            } else if conn.flags.linger {
+                self.close(id, CloseReason::Shutdown);
+            } else if conn.flags.read_closed {
+                self.close(id, CloseReason::Peer);
+            } else {
+                self.close(id, CloseReason::Local);
             }
         }
     }
 
-    /// Deregisters and closes `id` at once, and tells the service.
+    /// Deregisters `id` at once and tells the service; the fd closes when
+    /// the slot is freed at the end of the turn.
     fn close(&mut self, id: ConnId, reason: CloseReason) {
         let core = &mut self.core;
         let Some(conn) = core.conns.live_mut(id) else {
@@ -610,19 +627,157 @@ impl<S: Service> Reactor<S> {
         if let Err(e) = core.poller.deregister(&conn.socket) {
             warn!("{id}: deregister: {e}");
         }
+        core.stats.interest_changes += 1;
         // The slot (and so the fd number) stays taken until the turn ends, so
         // no event of this batch can reach a new owner.
         conn.flags.closed = true;
         conn.input.release();
         conn.output.release();
+        for timer in [conn.idle_timer.take(), conn.write_timer.take()]
+            .into_iter()
+            .flatten()
+        {
+            core.timers.cancel(timer);
+        }
         core.stats.active -= 1;
         core.stats.closed += 1;
         core.stats.closed_by[reason.slot()] += 1;
         core.dead.push(id);
         debug!("closed {id} ({}): {reason}", conn.peer);
+        trace_io!(core.config.trace, "{id} close: {reason}");
         if let Some(state) = self.states.get_mut(id.index()).and_then(Option::take) {
             self.service
                 .on_close(&mut Context { core }, id, state, reason);
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = self.core.now;
+        while let Some((timer, kind)) = self.core.timers.pop_due(now) {
+            match kind {
+                TimerKind::Idle(id) => {
+                    let Some(conn) = self.core.conns.live_mut(id) else {
+                        continue;
+                    };
+                    let (Some(timeout), true) = (
+                        self.core.config.idle_timeout,
+                        conn.idle_timer == Some(timer),
+                    ) else {
+                        continue;
+                    };
+                    let due = conn.last_active + timeout;
+                    if due <= now {
+                        conn.idle_timer = None;
+                        self.close(id, CloseReason::Idle);
+                    } else {
+                        conn.idle_timer = Some(self.core.timers.add(due, TimerKind::Idle(id)));
+                    }
+                }
+                TimerKind::Write(id) => {
+                    let Some(conn) = self.core.conns.live_mut(id) else {
+                        continue;
+                    };
+                    let (Some(timeout), true) = (
+                        self.core.config.write_timeout,
+                        conn.write_timer == Some(timer),
+                    ) else {
+                        continue;
+                    };
+                    conn.write_timer = None;
+                    if conn.output.is_empty() {
+                        continue;
+                    }
+                    let due = conn.last_write + timeout;
+                    if due <= now {
+                        self.close(id, CloseReason::WriteTimeout);
+                    } else {
+                        conn.write_timer = Some(self.core.timers.add(due, TimerKind::Write(id)));
+                    }
+                }
+                TimerKind::Service(id, tag) => {
+                    if let (Some(state), true) = (
+                        self.states.get_mut(id.index()).and_then(Option::as_mut),
+                        self.core.conns.live(id).is_some(),
+                    ) {
+                        let core = &mut self.core;
+                        self.service.on_timer(&mut Context { core }, id, state, tag);
+                    }
+                }
+                TimerKind::ResumeAccept(i) => {
+                    if let Some(slot) = self.core.listeners.get_mut(i) {
+                        slot.paused = false;
+                        self.accept(i);
+                    }
+                }
+                TimerKind::ShutdownDeadline => {
+                    let open: Vec<ConnId> = self.live_ids();
+                    if !open.is_empty() {
+                        warn!("shutdown timeout: closing {} connections", open.len());
+                    }
+                    for id in open {
+                        self.close(id, CloseReason::Shutdown);
+                    }
+                    self.core.stopped = true;
+                }
+                TimerKind::StatsReport => {
+                    info!("stats: {}", self.core.stats);
+                    if let Some(every) = self.core.config.stats_interval {
+                        self.core.timers.add(now + every, TimerKind::StatsReport);
+                    }
+                }
+            }
+            self.settle();
+        }
+    }
+
+    fn live_ids(&self) -> Vec<ConnId> {
+        self.core
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.flags.closed)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Stops accepting, lets every connection finish with what it had sent
+    /// before now, and ends `run` when the last one closes or the shutdown
+    /// timeout passes. A second call stops at once.
+    pub fn shutdown(&mut self) {
+        let core = &mut self.core;
+        if core.shutting_down {
+            info!("second shutdown request: stopping now");
+            core.forced = true;
+            core.stopped = true;
+            return;
+        }
+        core.shutting_down = true;
+        info!("shutting down: {} connections to finish", core.stats.active);
+        for slot in core.listeners.drain(..) {
+            if let Err(e) = core.poller.deregister(&slot.listener) {
+                warn!("deregister listener: {e}");
+            }
+        }
+        core.timers.add(
+            core.now + core.config.shutdown_timeout,
+            TimerKind::ShutdownDeadline,
+        );
+        for id in self.live_ids() {
+            let Some(conn) = self.core.conns.live_mut(id) else {
+                continue;
+            };
+            if conn.flags.read_closed || !conn.takes_output() {
+                continue; // already finishing on its own
+            }
+            match conn.socket.unread_len() {
+                Ok(0) | Err(_) => self.finish_input(id),
+                Ok(unread) => {
+                    conn.drain_left = Some(unread);
+                    self.core.schedule_read(id);
+                }
+            }
+        }
+        if self.core.stats.active == 0 {
+            self.core.stopped = true;
         }
     }
 
@@ -633,11 +788,30 @@ impl<S: Service> Reactor<S> {
         while let Ok(command) = self.core.commands.try_recv() {
             match command {
                 Command::Stop => self.core.stopped = true,
+                Command::Shutdown => self.shutdown(),
                 Command::Stats(reply) => {
                     let _ = reply.send(self.core.stats);
                 }
                 Command::Connections(reply) => {
                     let _ = reply.send(self.connections());
+                }
+            }
+        }
+    }
+
+    fn on_signal(&mut self) {
+        loop {
+            let next = match &self.core.signals {
+                Some(signals) => signals.next(),
+                None => return,
+            };
+            match next {
+                Ok(Some(SignalKind::Terminate)) => self.shutdown(),
+                Ok(Some(SignalKind::Report)) => eprintln!("{}", format_table(&self.connections())),
+                Ok(None) => return,
+                Err(e) => {
+                    warn!("reading signals: {e}");
+                    return;
                 }
             }
         }
@@ -658,6 +832,7 @@ impl<S: Service> Reactor<S> {
                 bytes_out: c.bytes_out,
                 pending_output: c.output.len(),
                 reading: c.wants_read(),
+                state: c.state(),
             })
             .collect()
     }

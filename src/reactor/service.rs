@@ -5,7 +5,10 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
-use super::Core;
+use std::time::Duration;
+
+use super::core::Core;
+use super::timer::{TimerId, TimerKind};
 use super::token::ConnId;
 
 /// Why a connection ended.
@@ -19,10 +22,18 @@ pub enum CloseReason {
     Local,
     /// The peer broke the protocol (a frame error, say).
     Protocol,
+    /// No traffic either way for the idle timeout.
+    Idle,
+    /// The peer took none of our pending output for the write timeout.
+    WriteTimeout,
+    /// Over the connection limit, or out of file descriptors: closed on accept.
+    Limit,
+    /// The server shut down.
+    Shutdown,
 }
 
 impl CloseReason {
-    pub(crate) const COUNT: usize = 4;
+    pub(crate) const COUNT: usize = 8;
 
     pub(crate) fn slot(self) -> usize {
         match self {
@@ -30,8 +41,24 @@ impl CloseReason {
             CloseReason::Error(_) => 1,
             CloseReason::Local => 2,
             CloseReason::Protocol => 3,
+            CloseReason::Idle => 4,
+            CloseReason::WriteTimeout => 5,
+            CloseReason::Limit => 6,
+            CloseReason::Shutdown => 7,
         }
     }
+
+    /// Short names, in slot order, for summaries.
+    pub(crate) const NAMES: [&'static str; Self::COUNT] = [
+        "peer",
+        "error",
+        "local",
+        "protocol",
+        "idle",
+        "write-timeout",
+        "limit",
+        "shutdown",
+    ];
 }
 
 impl fmt::Display for CloseReason {
@@ -41,6 +68,10 @@ impl fmt::Display for CloseReason {
             CloseReason::Error(kind) => write!(f, "error: {kind}"),
             CloseReason::Local => f.write_str("closed by service"),
             CloseReason::Protocol => f.write_str("protocol error"),
+            CloseReason::Idle => f.write_str("idle timeout"),
+            CloseReason::WriteTimeout => f.write_str("write timeout"),
+            CloseReason::Limit => f.write_str("connection limit"),
+            CloseReason::Shutdown => f.write_str("server shutdown"),
         }
     }
 }
@@ -75,6 +106,11 @@ pub trait Service {
     ) {
         let _ = (conn, unconsumed);
         ctx.close(id);
+    }
+
+    /// A timer set with [`Context::set_timer`] for this connection fired.
+    fn on_timer(&mut self, ctx: &mut Context<'_>, id: ConnId, conn: &mut Self::Conn, tag: u64) {
+        let _ = (ctx, id, conn, tag);
     }
 
     /// The connection is gone; its id is dead from now on.
@@ -138,6 +174,24 @@ impl Context<'_> {
             conn.flags.paused = false;
             self.core.schedule_read(id);
         }
+    }
+
+    /// Calls [`Service::on_timer`] with `tag` after `after`, unless `id` has
+    /// closed by then. `None` if it already has.
+    pub fn set_timer(&mut self, id: ConnId, after: Duration, tag: u64) -> Option<TimerId> {
+        self.core.conns.live(id)?;
+        let at = self.core.now + after;
+        Some(self.core.timers.add(at, TimerKind::Service(id, tag)))
+    }
+
+    pub fn cancel_timer(&mut self, timer: TimerId) {
+        self.core.timers.cancel(timer);
+    }
+
+    /// Adds to the reactor's frame counters.
+    pub fn count_frames(&mut self, received: u64, sent: u64) {
+        self.core.stats.frames_in += received;
+        self.core.stats.frames_out += sent;
     }
 
     /// Bytes queued for `id` that the kernel has not taken yet.

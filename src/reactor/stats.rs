@@ -1,5 +1,6 @@
 //! What a reactor counts, for operators, tests and people studying the loop.
 
+use std::fmt::{self, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -9,15 +10,18 @@ use super::token::ConnId;
 /// Counters since the reactor started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Every connection taken from a listener, including those closed at once
+    /// for the limit.
     pub accepted: u64,
-    /// Accepted and closed at once: over `max_conns`.
-    pub rejected: u64,
     pub active: u64,
     pub closed: u64,
     /// Closes per [`CloseReason`]; see [`Stats::closed_by`].
     pub(crate) closed_by: [u64; CloseReason::COUNT],
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Frames decoded from peers and encoded to them, as services report them.
+    pub frames_in: u64,
+    pub frames_out: u64,
     /// The largest backlog of unsent output any connection has had.
     pub peak_pending_output: usize,
     /// Calls to the poller's wait, and the events they returned.
@@ -27,6 +31,10 @@ pub struct Stats {
     /// Reads that found nothing (EAGAIN): the waste a reactor tries to avoid.
     pub eagain_reads: u64,
     pub writes: u64,
+    pub eagain_writes: u64,
+    /// Calls that change what the poller watches. Registration is once per
+    /// fd, so this is two per connection (add, delete), never per message.
+    pub interest_changes: u64,
     /// Events for a connection that had already gone.
     pub stale_events: u64,
 }
@@ -35,6 +43,46 @@ impl Stats {
     /// How many connections ended for this reason (any error kind counts as one).
     pub fn closed_by(&self, reason: CloseReason) -> u64 {
         self.closed_by[reason.slot()]
+    }
+
+    /// Syscalls the loop made for I/O and polling.
+    pub fn syscalls(&self) -> u64 {
+        self.polls + self.reads + self.writes + self.interest_changes
+    }
+}
+
+/// One line: what an operator wants to see every few seconds.
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "active {} accepted {} closed {} (",
+            self.active, self.accepted, self.closed
+        )?;
+        let mut first = true;
+        for (name, n) in CloseReason::NAMES.iter().zip(self.closed_by) {
+            if n > 0 {
+                let sep = if first { "" } else { " " };
+                write!(f, "{sep}{name} {n}")?;
+                first = false;
+            }
+        }
+        let per_wait = self.events as f64 / self.polls.max(1) as f64;
+        write!(
+            f,
+            ") in {} B out {} B frames {}/{} waits {} ({per_wait:.1} events/wait) \
+             reads {} (EAGAIN {}) writes {} (EAGAIN {}) interest changes {}",
+            self.bytes_in,
+            self.bytes_out,
+            self.frames_in,
+            self.frames_out,
+            self.polls,
+            self.reads,
+            self.eagain_reads,
+            self.writes,
+            self.eagain_writes,
+            self.interest_changes,
+        )
     }
 }
 
@@ -50,4 +98,29 @@ pub struct ConnInfo {
     pub pending_output: usize,
     /// False while paused, backpressured or closing.
     pub reading: bool,
+    /// open, paused, backpressured, read-closed, draining, closing or lingering.
+    pub state: &'static str,
+}
+
+/// The connection table, like a tiny `ss`.
+pub fn format_table(conns: &[ConnInfo]) -> String {
+    let mut out = format!(
+        "{:<10} {:<40} {:>9} {:>12} {:>12} {:>10} {}\n",
+        "id", "peer", "age", "bytes in", "bytes out", "pending", "state"
+    );
+    for c in conns {
+        let _ = writeln!(
+            out,
+            "{:<10} {:<40} {:>8.1}s {:>12} {:>12} {:>10} {}",
+            c.id.to_string(),
+            c.peer.to_string(),
+            c.age.as_secs_f64(),
+            c.bytes_in,
+            c.bytes_out,
+            c.pending_output,
+            c.state
+        );
+    }
+    let _ = write!(out, "{} connections", conns.len());
+    out
 }

@@ -35,9 +35,11 @@ pub(crate) enum Token {
     Conn(ConnId),
     Listener(usize),
     Waker,
+    Signals,
 }
 
 const WAKER_INDEX: u32 = u32::MAX;
+const SIGNALS_INDEX: u32 = u32::MAX - 1;
 
 impl Token {
     pub(crate) fn to_u64(self) -> u64 {
@@ -45,6 +47,7 @@ impl Token {
             Token::Conn(id) => (u64::from(id.generation.get()) << 32) | u64::from(id.index),
             Token::Listener(i) => i as u64,
             Token::Waker => u64::from(WAKER_INDEX),
+            Token::Signals => u64::from(SIGNALS_INDEX),
         }
     }
 
@@ -53,6 +56,7 @@ impl Token {
         match NonZeroU32::new((raw >> 32) as u32) {
             Some(generation) => Token::Conn(ConnId { index, generation }),
             None if index == WAKER_INDEX => Token::Waker,
+            None if index == SIGNALS_INDEX => Token::Signals,
             None => Token::Listener(index as usize),
         }
     }
@@ -117,10 +121,6 @@ impl<T> Table<T> {
             };
             (id, value)
         })
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.slab.len()
     }
 }
 

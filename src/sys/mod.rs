@@ -10,6 +10,11 @@ mod epoll;
 #[cfg(target_os = "linux")]
 pub use epoll::{Event, Poller, Waker};
 
+#[cfg(target_os = "linux")]
+mod process;
+#[cfg(target_os = "linux")]
+pub use process::{SignalKind, Signals, SpareFd, raise_fd_limit};
+
 mod socket;
 pub use socket::{ListenOptions, Listener, Socket, SocketOptions};
 

@@ -189,6 +189,18 @@ impl Socket {
         }
     }
 
+    /// Bytes received and not read yet (`FIONREAD`).
+    pub fn unread_len(&self) -> io::Result<usize> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int through the pointer, which points
+        // at a live local of that type.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n.max(0) as usize)
+    }
+
     /// Sends FIN: the peer reads EOF once it has everything written before.
     pub fn shutdown_write(&self) -> io::Result<()> {
         socket::shutdown(self.fd.as_raw_fd(), Shutdown::Write)?;

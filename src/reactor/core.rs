@@ -1,0 +1,313 @@
+//! The reactor's state apart from the service: connections, their buffers,
+//! the poller, timers and counters — what a [`Context`](super::Context) lends
+//! to a service during a callback.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, mpsc};
+use std::time::Instant;
+
+use super::Config;
+use super::buffer::Buffer;
+use super::handle::Command;
+use super::service::CloseReason;
+use super::stats::Stats;
+use super::timer::{TimerId, TimerKind, Timers};
+use super::token::{ConnId, Table, Token};
+use crate::sys::{Listener, Poller, Signals, Socket, SpareFd, Waker};
+
+/// Writes one `--trace` line when tracing is on; costs one branch when off.
+macro_rules! trace_io {
+    ($on:expr, $($arg:tt)*) => {
+        if $on {
+            $crate::reactor::core::trace_line(format_args!($($arg)*));
+        }
+    };
+}
+pub(crate) use trace_io;
+
+pub(crate) fn trace_line(args: fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr().lock(), "trace {args}");
+}
+
+#[derive(Default)]
+pub(crate) struct Flags {
+    /// The service asked not to read for now.
+    pub(crate) paused: bool,
+    /// Output is above the high watermark: reading waits for it to drain.
+    pub(crate) backpressured: bool,
+    /// The kernel told us the peer sent FIN, maybe before we read up to it.
+    pub(crate) peer_fin: bool,
+    /// We read the FIN: no more input.
+    pub(crate) read_closed: bool,
+    pub(crate) close_when_flushed: bool,
+    pub(crate) abort: Option<CloseReason>,
+    /// Shutting down: once flushed, send FIN and discard input until the peer
+    /// closes too, rather than close with unread input (which sends RST).
+    pub(crate) linger: bool,
+    pub(crate) fin_sent: bool,
+    /// Queued on the ready list.
+    pub(crate) ready: bool,
+    /// Queued on the touched list.
+    pub(crate) touched: bool,
+    /// Deregistered and reported to the service; the slot waits for the turn to end.
+    pub(crate) closed: bool,
+}
+
+pub(crate) struct Connection {
+    pub(crate) socket: Socket,
+    pub(crate) peer: SocketAddr,
+    pub(crate) opened: Instant,
+    pub(crate) input: Buffer,
+    pub(crate) output: Buffer,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    /// Last byte read or written: the idle timer's reference.
+    pub(crate) last_active: Instant,
+    /// Last time the kernel took some of our output: the write timer's reference.
+    pub(crate) last_write: Instant,
+    pub(crate) idle_timer: Option<TimerId>,
+    pub(crate) write_timer: Option<TimerId>,
+    /// Shutting down: how many more received bytes the service still gets.
+    pub(crate) drain_left: Option<usize>,
+    pub(crate) flags: Flags,
+}
+
+impl Connection {
+    pub(crate) fn wants_read(&self) -> bool {
+        let f = &self.flags;
+        !(f.paused || f.backpressured || f.read_closed || f.close_when_flushed || f.abort.is_some())
+    }
+
+    pub(crate) fn takes_output(&self) -> bool {
+        !(self.flags.close_when_flushed || self.flags.abort.is_some())
+    }
+
+    fn wrote(&mut self, n: usize, now: Instant) {
+        if n > 0 {
+            self.bytes_out += n as u64;
+            self.last_active = now;
+            self.last_write = now;
+        }
+    }
+
+    pub(crate) fn state(&self) -> &'static str {
+        let f = &self.flags;
+        if f.fin_sent {
+            "lingering"
+        } else if f.close_when_flushed || f.abort.is_some() {
+            "closing"
+        } else if self.drain_left.is_some() {
+            "draining"
+        } else if f.backpressured {
+            "backpressured"
+        } else if f.paused {
+            "paused"
+        } else if f.read_closed {
+            "read-closed"
+        } else {
+            "open"
+        }
+    }
+}
+
+impl Table<Connection> {
+    /// `id`'s connection, unless it has been closed this turn.
+    pub(crate) fn live(&self, id: ConnId) -> Option<&Connection> {
+        self.get(id).filter(|c| !c.flags.closed)
+    }
+
+    pub(crate) fn live_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
+        self.get_mut(id).filter(|c| !c.flags.closed)
+    }
+}
+
+pub(crate) struct ListenerSlot {
+    pub(crate) listener: Listener,
+    pub(crate) ready: bool,
+    /// Out of descriptors: not accepting until a timer says to try again.
+    pub(crate) paused: bool,
+    pub(crate) backoff_ms: u64,
+}
+
+pub(crate) struct Core {
+    pub(crate) config: Config,
+    pub(crate) poller: Poller,
+    pub(crate) waker: Arc<Waker>,
+    pub(crate) signals: Option<Signals>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) command_tx: mpsc::Sender<Command>,
+    pub(crate) listeners: Vec<ListenerSlot>,
+    pub(crate) spare_fd: SpareFd,
+    pub(crate) conns: Table<Connection>,
+    /// Output of the connection being served, while it has no backlog: most
+    /// replies go from here to the kernel and never touch a per-connection buffer.
+    pub(crate) out: Vec<u8>,
+    pub(crate) out_owner: Option<ConnId>,
+    /// Connections with deferred work: output to flush, a close to carry out.
+    pub(crate) touched: Vec<ConnId>,
+    /// Connections and listeners to serve before the next wait.
+    pub(crate) ready: VecDeque<Token>,
+    /// Closed during this turn; their slots are freed after it.
+    pub(crate) dead: Vec<ConnId>,
+    pub(crate) timers: Timers,
+    /// Read once per turn: precise enough for timeouts, and free for traffic.
+    pub(crate) now: Instant,
+    pub(crate) stats: Stats,
+    pub(crate) shutting_down: bool,
+    /// A second shutdown request came: stop without draining.
+    pub(crate) forced: bool,
+    pub(crate) stopped: bool,
+}
+
+impl Core {
+    pub(crate) fn touch(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.live_mut(id)
+            && !conn.flags.touched
+        {
+            conn.flags.touched = true;
+            self.touched.push(id);
+        }
+    }
+
+    /// Queues a read of `id` before the next wait: it may have data whose
+    /// edge was reported while we were not reading.
+    pub(crate) fn schedule_read(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.live_mut(id)
+            && !conn.flags.ready
+        {
+            conn.flags.ready = true;
+            self.ready.push_back(Token::Conn(id));
+        }
+    }
+
+    pub(crate) fn output_for(&mut self, id: ConnId) -> Option<&mut Vec<u8>> {
+        let conn = self.conns.live_mut(id)?;
+        if !conn.takes_output() {
+            return None;
+        }
+        if self.out_owner == Some(id) && conn.output.is_empty() {
+            return Some(&mut self.out);
+        }
+        if !conn.flags.touched {
+            conn.flags.touched = true;
+            self.touched.push(id);
+        }
+        Some(conn.output.tail_mut())
+    }
+
+    /// Writes `id`'s backlog until it is empty or the kernel is full.
+    pub(crate) fn flush(&mut self, id: ConnId) -> io::Result<()> {
+        let Some(conn) = self.conns.live_mut(id) else {
+            return Ok(());
+        };
+        let sent = send(
+            &mut self.stats,
+            self.config.trace,
+            id,
+            &conn.socket,
+            conn.output.as_slice(),
+        )?;
+        conn.wrote(sent, self.now);
+        conn.output.consume(sent);
+        self.after_write(id);
+        Ok(())
+    }
+
+    /// Sends the shared output buffer for its owner; what the kernel does not
+    /// take becomes that connection's backlog.
+    pub(crate) fn flush_out(&mut self, id: ConnId) -> io::Result<()> {
+        self.out_owner = None;
+        let result = match self.conns.live_mut(id) {
+            Some(conn) if conn.flags.abort.is_none() && !self.out.is_empty() => send(
+                &mut self.stats,
+                self.config.trace,
+                id,
+                &conn.socket,
+                &self.out,
+            )
+            .map(|sent| {
+                conn.wrote(sent, self.now);
+                conn.output.extend(&self.out[sent..]);
+            }),
+            _ => Ok(()),
+        };
+        self.out.clear();
+        self.after_write(id);
+        result
+    }
+
+    /// Backpressure: stop reading above the high watermark, resume below the
+    /// low one. A backlog also starts the write timer.
+    fn after_write(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.live_mut(id) else {
+            return;
+        };
+        let pending = conn.output.len();
+        self.stats.peak_pending_output = self.stats.peak_pending_output.max(pending);
+        if pending > self.config.high_watermark {
+            if !conn.flags.backpressured {
+                conn.flags.backpressured = true;
+                trace_io!(
+                    self.config.trace,
+                    "{id} reading paused: {pending} bytes pending"
+                );
+            }
+        } else if conn.flags.backpressured && pending <= self.config.low_watermark {
+            conn.flags.backpressured = false;
+            trace_io!(
+                self.config.trace,
+                "{id} reading resumed: {pending} bytes pending"
+            );
+            self.schedule_read(id);
+        }
+        let Some(conn) = self.conns.live_mut(id) else {
+            return;
+        };
+        if pending > 0
+            && conn.write_timer.is_none()
+            && let Some(timeout) = self.config.write_timeout
+        {
+            conn.last_write = self.now;
+            conn.write_timer = Some(self.timers.add(self.now + timeout, TimerKind::Write(id)));
+        }
+    }
+}
+
+/// Writes as much of `data` as the kernel takes; returns how much that was.
+fn send(
+    stats: &mut Stats,
+    trace: bool,
+    id: ConnId,
+    socket: &Socket,
+    data: &[u8],
+) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < data.len() {
+        stats.writes += 1;
+        match socket.write(&data[sent..]) {
+            Ok(n) => {
+                let partial = if n < data.len() - sent {
+                    " (partial)"
+                } else {
+                    ""
+                };
+                trace_io!(trace, "{id} write {n} of {}{partial}", data.len() - sent);
+                sent += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stats.eagain_writes += 1;
+                trace_io!(trace, "{id} write EAGAIN");
+                break;
+            }
+            Err(e) => {
+                trace_io!(trace, "{id} write error: {e}");
+                return Err(e);
+            }
+        }
+    }
+    stats.bytes_out += sent as u64;
+    Ok(sent)
+}
