@@ -1,38 +1,93 @@
-//! The built `sockloop` binary, driven by an independent client: Python's socket module.
+//! The built `sockloop` binary as an operator runs it: driven by an
+//! independent client (Python), stopped by signals, squeezed for file
+//! descriptors, and traced.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
 
-/// Kills and reaps the server however the test ends.
-struct Server(Child);
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+use common::{IO_TIMEOUT, Rng, fill_pattern, round_trip, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A running `sockloop`, killed and reaped however the test ends.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    /// Runs `prefix... sockloop args... --listen 127.0.0.1:0`, stderr to `stderr`.
+    fn start(prefix: &[&str], args: &[&str], stderr: Stdio) -> Server {
+        let bin = env!("CARGO_BIN_EXE_sockloop");
+        let mut command = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn sockloop");
+        let mut server = Server { child, port: 0 };
+        let stdout = server.child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        server.port = line
+            .trim()
+            .strip_prefix("listening on 127.0.0.1:")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("port");
+        server
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("send signal");
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        wait_until("the server to exit", || self.child.try_wait().unwrap())
+    }
+
+    /// utime + stime so far, in clock ticks.
+    fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }
 }
 
-/// Starts `sockloop ARGS --listen 127.0.0.1:0` and returns it with the port it printed.
-fn start(args: &[&str]) -> (Server, u16) {
-    let child = Command::new(env!("CARGO_BIN_EXE_sockloop"))
-        .args(args)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn sockloop");
-    let mut server = Server(child);
-    let stdout = server.0.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let port = line
-        .trim()
-        .strip_prefix("listening on 127.0.0.1:")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .expect("port");
-    (server, port)
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 const PY_ECHO_CLIENT: &str = r#"
@@ -60,9 +115,9 @@ print("ok", len(got), hashlib.sha256(got).hexdigest())
 
 #[test]
 fn python_client_echoes_a_megabyte_through_the_binary() {
-    let (_server, port) = start(&["echo"]);
+    let server = Server::start(&[], &["echo"], Stdio::null());
     let out = Command::new("python3")
-        .args(["-c", PY_ECHO_CLIENT, &port.to_string(), "1000000"])
+        .args(["-c", PY_ECHO_CLIENT, &server.port.to_string(), "1000000"])
         .output()
         .expect("run python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -73,4 +128,215 @@ fn python_client_echoes_a_megabyte_through_the_binary() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.starts_with("ok 1000000 "), "{stdout}");
+}
+
+/// One client of the shutdown test: streams a seeded pattern with at most
+/// `WINDOW` bytes unanswered, so everything it has written sits in the
+/// server's receive queue, not in its own send queue.
+struct Streamer {
+    sent: AtomicU64,
+    received: AtomicU64,
+    got_eof: AtomicBool,
+}
+
+const WINDOW: u64 = 32 << 10;
+
+fn stream_until_eof(stream: TcpStream, seed: u64, me: &Streamer) {
+    let mut writer = stream.try_clone().unwrap();
+    thread::scope(|s| {
+        s.spawn(|| {
+            let mut rng = Rng::new(seed);
+            let mut buf = vec![0; 16 << 10];
+            while !me.got_eof.load(Ordering::Acquire) {
+                let sent = me.sent.load(Ordering::Relaxed);
+                if sent - me.received.load(Ordering::Acquire) + buf.len() as u64 > WINDOW {
+                    thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+                let n = rng.range(1, buf.len());
+                fill_pattern(seed, sent, &mut buf[..n]);
+                if writer.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+                me.sent.store(sent + n as u64, Ordering::Release);
+            }
+        });
+        let mut reader = stream;
+        let mut buf = vec![0; 64 << 10];
+        let mut expect = vec![0; 64 << 10];
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .expect("read echo (a reset loses bytes)");
+            if n == 0 {
+                me.got_eof.store(true, Ordering::Release);
+                return;
+            }
+            let at = me.received.load(Ordering::Relaxed);
+            fill_pattern(seed, at, &mut expect[..n]);
+            assert!(
+                buf[..n] == expect[..n],
+                "client {seed}: wrong bytes at offset {at}"
+            );
+            me.received.store(at + n as u64, Ordering::Release);
+        }
+    });
+}
+
+#[test]
+fn sigterm_mid_transfer_returns_every_byte_sent_before_it_then_eof() {
+    const CLIENTS: usize = 50;
+    let mut server = Server::start(&[], &["echo", "--shutdown-timeout", "30s"], Stdio::null());
+    let streamers: Vec<Streamer> = (0..CLIENTS)
+        .map(|_| Streamer {
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            got_eof: AtomicBool::new(false),
+        })
+        .collect();
+    let status = thread::scope(|s| {
+        for (i, me) in streamers.iter().enumerate() {
+            let stream = server.connect();
+            s.spawn(move || stream_until_eof(stream, i as u64, me));
+        }
+        wait_until("every client to be mid-transfer", || {
+            streamers
+                .iter()
+                .all(|c| c.received.load(Ordering::Acquire) > 256 << 10)
+                .then_some(())
+        });
+        let before: Vec<u64> = streamers
+            .iter()
+            .map(|c| c.sent.load(Ordering::Acquire))
+            .collect();
+        server.signal(Signal::SIGTERM);
+        let status = server.wait_exit();
+        for (i, c) in streamers.iter().enumerate() {
+            let received = c.received.load(Ordering::Acquire);
+            assert!(c.got_eof.load(Ordering::Acquire), "client {i} got no EOF");
+            assert!(
+                received >= before[i],
+                "client {i} sent {} before SIGTERM but got back only {received}",
+                before[i]
+            );
+        }
+        status
+    });
+    assert!(status.success(), "exit status {status}");
+}
+
+fn clock_ticks_per_second() -> u64 {
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("CLK_TCK")
+}
+
+#[test]
+fn out_of_file_descriptors_it_stays_responsive_and_recovers() {
+    const ATTEMPTS: usize = 200;
+    let mut server = Server::start(
+        &["prlimit", "--nofile=64:64", "--"],
+        &["echo"],
+        Stdio::null(),
+    );
+    let mut held: Vec<TcpStream> = Vec::new();
+    for _ in 0..ATTEMPTS {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", server.port)) {
+            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            held.push(s);
+        }
+    }
+    // Connections beyond the limit are closed at once; those within it echo.
+    let mut served = 0;
+    let mut shed = 0;
+    for s in &mut held {
+        let served_now = s.write_all(b"ping").is_ok() && {
+            let mut buf = [0; 4];
+            s.read_exact(&mut buf).is_ok() && &buf == b"ping"
+        };
+        if served_now {
+            served += 1;
+        } else {
+            shed += 1;
+        }
+    }
+    assert!(served > 0 && served < 64, "served {served}");
+    assert!(shed > 0, "nothing was shed");
+
+    // Saturated for one second, with new attempts still arriving: it must
+    // not spin on the listener.
+    let before = server.cpu_ticks();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        let _ = TcpStream::connect(("127.0.0.1", server.port));
+        thread::sleep(Duration::from_millis(10));
+    }
+    let ticks = server.cpu_ticks() - before;
+    let hz = clock_ticks_per_second();
+    assert!(
+        ticks * 4 < hz,
+        "{ticks} ticks of CPU in one saturated second: spinning"
+    );
+
+    drop(held);
+    let back = wait_until("a new client to be served", || {
+        let mut s = server.connect();
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut buf = [0; 5];
+        (s.write_all(b"again").is_ok() && s.read_exact(&mut buf).is_ok()).then_some(buf)
+    });
+    assert_eq!(&back, b"again");
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit().success());
+}
+
+#[test]
+fn trace_shows_one_connection_from_accept_to_close() {
+    let path = std::env::temp_dir().join(format!("sockloop-trace-{}.log", std::process::id()));
+    let log = File::create(&path).unwrap();
+    let mut server = Server::start(&[], &["echo", "--trace"], Stdio::from(log));
+    let mut client = server.connect();
+    assert_eq!(round_trip(&mut client, b"hello"), b"hello");
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit().success());
+    let trace = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+
+    let lines: Vec<&str> = trace
+        .lines()
+        .filter_map(|l| l.strip_prefix("trace "))
+        .collect();
+    let id = lines
+        .iter()
+        .find_map(|l| l.split_once(" accept from "))
+        .map(|(id, _)| id)
+        .unwrap_or_else(|| panic!("no accept in trace:\n{trace}"));
+    let mine: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(id).map(str::trim))
+        .collect();
+    let expected = [
+        "accept from",
+        "read 5",
+        "write 5 of 5",
+        "read EOF",
+        "close: peer closed",
+    ];
+    let mut at = 0;
+    for step in expected {
+        let found = mine[at..].iter().position(|l| l.starts_with(step));
+        let Some(offset) = found else {
+            panic!("no {step:?} after line {at} for {id}:\n{}", mine.join("\n"));
+        };
+        at += offset + 1;
+    }
 }

@@ -337,14 +337,19 @@ impl<S: Service> Reactor<S> {
         if !core.spare_fd.release() {
             return false;
         }
-        let shed = core.listeners[i].listener.accept();
+        // The accepted socket closes at the end of this statement, before the
+        // spare is taken back.
+        let shed = core.listeners[i].listener.accept().map(|(_, peer)| peer);
         core.spare_fd.restore();
-        if let Ok((_, peer)) = shed {
+        if let Ok(peer) = shed {
             core.stats.accepted += 1;
             core.stats.closed += 1;
             core.stats.closed_by[CloseReason::Limit.slot()] += 1;
             if core.stats.closed_by(CloseReason::Limit).is_power_of_two() {
-                warn!("out of file descriptors: closing new connections (from {peer})");
+                let n = core.stats.closed_by(CloseReason::Limit);
+                warn!(
+                    "out of file descriptors: {n} new connections closed so far (last from {peer})"
+                );
             }
         }
         true

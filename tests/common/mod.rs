@@ -143,3 +143,14 @@ pub fn round_trip(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
     stream.read_exact(&mut back).expect("read echo");
     back
 }
+
+/// Fills `buf` with bytes `offset..offset + buf.len()` of an endless
+/// pseudo-random stream named by `seed`: a writer and a reader that split the
+/// stream differently still agree on every byte.
+pub fn fill_pattern(seed: u64, offset: u64, buf: &mut [u8]) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        let pos = offset + i as u64;
+        let word = Rng::new(seed ^ (pos / 8).wrapping_mul(0x2545_f491_4f6c_dd1d)).next_u64();
+        *b = word.to_le_bytes()[(pos % 8) as usize];
+    }
+}
