@@ -310,10 +310,16 @@ impl<S: Service> Reactor<S> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // The peer gave up while queued: only that connection is lost.
                 Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                // Linux checks for a free descriptor before looking at the
+                // queue, so this comes even when nobody is waiting.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    if !self.shed(i) {
-                        self.pause_accept(i, &e);
-                        return;
+                    match self.shed(i) {
+                        Ok(()) => {}
+                        Err(shed) if shed.kind() == io::ErrorKind::WouldBlock => return,
+                        Err(_) => {
+                            self.pause_accept(i, &e);
+                            return;
+                        }
                     }
                 }
                 Err(e) => {
@@ -331,11 +337,11 @@ impl<S: Service> Reactor<S> {
 
     /// Out of descriptors: frees the spare to accept one waiting connection
     /// and close it at once, so the queue drains instead of the listener
-    /// staying readable and spinning the loop. False if there was no spare.
-    fn shed(&mut self, i: usize) -> bool {
+    /// staying readable and spinning the loop. `WouldBlock` if nobody was waiting.
+    fn shed(&mut self, i: usize) -> io::Result<()> {
         let core = &mut self.core;
         if !core.spare_fd.release() {
-            return false;
+            return Err(io::Error::other("no spare descriptor"));
         }
         // The accepted socket closes at the end of this statement, before the
         // spare is taken back.
@@ -352,7 +358,7 @@ impl<S: Service> Reactor<S> {
                 );
             }
         }
-        true
+        shed.map(drop)
     }
 
     fn pause_accept(&mut self, i: usize, err: &io::Error) {
