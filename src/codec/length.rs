@@ -23,6 +23,9 @@ pub struct LengthCodec {
     adjustment: i64,
     /// `max_frame_len` clamped to what the length field can express.
     max: usize,
+    /// After `Ok(None)`: how many bytes the frame (or its header) needs, so that
+    /// calls that only appended too few bytes return without re-reading the header.
+    wanted: usize,
 }
 
 /// Configures a [`LengthCodec`]; defaults: 4-byte big-endian field, no
@@ -97,6 +100,7 @@ impl LengthCodecBuilder {
             offset: self.offset,
             adjustment: self.adjustment,
             max,
+            wanted: 0,
         })
     }
 }
@@ -139,8 +143,14 @@ impl LengthCodec {
 
 impl Decoder for LengthCodec {
     fn decode(&mut self, buf: &[u8]) -> Result<Option<Frame>, FrameError> {
+        if buf.len() < self.wanted {
+            return Ok(None);
+        }
+        // Whatever happens below, the next call sees a new frame or more bytes.
+        self.wanted = 0;
         let header_len = self.header_len();
         let Some(field) = buf.get(self.offset..header_len) else {
+            self.wanted = header_len;
             return Ok(None);
         };
         let header = self.read_field(field);
@@ -159,7 +169,11 @@ impl Decoder for LengthCodec {
         }
         // Cannot overflow: build() checked header_len + max.
         let len = header_len + payload_len as usize;
-        Ok((buf.len() >= len).then_some(Frame {
+        if buf.len() < len {
+            self.wanted = len;
+            return Ok(None);
+        }
+        Ok(Some(Frame {
             payload: header_len..len,
             len,
         }))
