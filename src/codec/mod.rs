@@ -1,1 +1,207 @@
 //! Sans-IO framing: bytes in, frames out.
+//!
+//! A decoder looks at the unconsumed front of a connection's input buffer and
+//! says where the next frame lies; it never copies, allocates or owns bytes, so
+//! the reactor can slice frames straight out of its buffer. Every decoder bounds
+//! what a peer can make us buffer: [`Decoder::max_buffered`].
+//!
+//! Build a codec from a CLI spec:
+//!
+//! ```
+//! use sockloop::codec::{Codec, Decoder, Encoder, Framing};
+//!
+//! let framing: Framing = "len:u16be".parse().unwrap();
+//! let mut codec = Codec::new(framing, 1024).unwrap();
+//! let mut wire = Vec::new();
+//! codec.encode(b"hi", &mut wire).unwrap();
+//! let frame = codec.decode(&wire).unwrap().unwrap();
+//! assert_eq!(&wire[frame.payload], b"hi");
+//! assert_eq!(frame.len, 4);
+//! ```
+
+mod delimited;
+mod fixed;
+mod framing;
+pub mod fuzz;
+mod length;
+mod raw;
+
+use std::fmt;
+use std::ops::Range;
+
+pub use delimited::{DelimitedCodec, DelimitedCodecBuilder};
+pub use fixed::FixedCodec;
+pub use framing::{Codec, Framing};
+pub use length::{Endian, LengthCodec, LengthCodecBuilder};
+pub use raw::RawCodec;
+
+/// The default bound on a frame's payload: 8 MiB.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
+
+/// A frame found at the front of the buffer given to [`Decoder::decode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Where the payload lies in the buffer passed to `decode` (header /
+    /// delimiter excluded unless configured to keep it).
+    pub payload: Range<usize>,
+    /// How many bytes of the buffer this frame occupies in total; the caller
+    /// consumes exactly that many from the front before the next call.
+    pub len: usize,
+}
+
+/// What is wrong with a peer's bytes, or with a payload given to an encoder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// The payload is longer than `max_frame_len`. For a delimited frame whose
+    /// delimiter has not been seen yet, `len` is a lower bound (`max + 1`).
+    TooLong { len: u64, max: usize },
+    /// A length header plus the configured adjustment is below zero.
+    NegativeLength { header: u64, adjustment: i64 },
+    /// The stream ended with a partial frame of `buffered` bytes.
+    Truncated { buffered: usize },
+    /// Encode: the payload is longer than the header or `max_frame_len` allows.
+    PayloadTooLong { len: usize, max: usize },
+    /// Encode: a positive length adjustment means every payload is at least `min` bytes.
+    PayloadTooShort { len: usize, min: usize },
+    /// Encode: the delimiter occurs in the payload (or straddles its end), so
+    /// the frame would be cut short when decoded.
+    ContainsDelimiter { at: usize },
+    /// Encode: a fixed-size codec got a payload of another size.
+    WrongSize { len: usize, expected: usize },
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLong { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the maximum of {max} bytes")
+            }
+            Self::NegativeLength { header, adjustment } => write!(
+                f,
+                "length header {header} with adjustment {adjustment} gives a negative frame length"
+            ),
+            Self::Truncated { buffered } => {
+                write!(
+                    f,
+                    "stream ended inside a frame ({buffered} bytes left over)"
+                )
+            }
+            Self::PayloadTooLong { len, max } => {
+                write!(
+                    f,
+                    "payload of {len} bytes is longer than the {max} bytes a frame can carry"
+                )
+            }
+            Self::PayloadTooShort { len, min } => {
+                write!(
+                    f,
+                    "payload of {len} bytes is shorter than the {min} bytes the length adjustment requires"
+                )
+            }
+            Self::ContainsDelimiter { at } => {
+                write!(f, "payload contains the frame delimiter at byte {at}")
+            }
+            Self::WrongSize { len, expected } => {
+                write!(
+                    f,
+                    "payload of {len} bytes does not fit fixed frames of {expected} bytes"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// A codec configuration that cannot work, or a framing spec that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The framing spec is none of the accepted forms.
+    UnknownFraming(String),
+    /// `fixed:N` with N not an integer ≥ 1.
+    BadFixedSize(String),
+    /// A length field must be 1, 2, 4 or 8 bytes wide.
+    BadWidth(usize),
+    /// `max_frame_len` of 0 (or clamped to 0 by the header width and adjustment).
+    ZeroMaxFrameLen,
+    /// The header and adjustment admit no frame within `max_frame_len`.
+    NoValidFrame {
+        min_payload: i128,
+        max_payload: i128,
+    },
+    /// Header plus maximum payload does not fit in `usize`.
+    Overflow,
+    /// A delimiter must have at least one byte.
+    EmptyDelimiter,
+    /// A fixed frame size of 0, or larger than `max_frame_len`.
+    BadFixedLen { len: usize, max: usize },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownFraming(spec) => write!(
+                f,
+                "unknown framing `{spec}`: expected raw, lines, crlf, len:u8, len:u16be, \
+                 len:u16le, len:u32be, len:u32le, len:u64be, len:u64le or fixed:N"
+            ),
+            Self::BadFixedSize(n) => {
+                write!(
+                    f,
+                    "bad size in `fixed:{n}`: expected an integer of at least 1"
+                )
+            }
+            Self::BadWidth(w) => write!(f, "length field of {w} bytes: must be 1, 2, 4 or 8"),
+            Self::ZeroMaxFrameLen => write!(f, "max frame length must be at least 1"),
+            Self::NoValidFrame {
+                min_payload,
+                max_payload,
+            } => write!(
+                f,
+                "length adjustment leaves no valid frame (payloads from {min_payload} to {max_payload} bytes)"
+            ),
+            Self::Overflow => write!(f, "header plus max frame length overflows usize"),
+            Self::EmptyDelimiter => write!(f, "delimiter must not be empty"),
+            Self::BadFixedLen { len, max } => write!(
+                f,
+                "fixed frame size {len} must be between 1 and the max frame length {max}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Turns the front of a byte stream into frames, one call at a time.
+pub trait Decoder {
+    /// `buf` starts at the first unconsumed byte. After `Ok(Some(f))` the caller
+    /// drops `f.len` bytes from the front and calls again with what follows;
+    /// after `Ok(None)` the caller calls again later with the same unconsumed
+    /// bytes plus more appended, so a decoder may remember how far it scanned.
+    /// After `Err` the stream is unusable: close the connection.
+    fn decode(&mut self, buf: &[u8]) -> Result<Option<Frame>, FrameError>;
+
+    /// End of stream: `buf` is whatever stayed unconsumed. `Ok(())` if it is
+    /// empty, `Err(FrameError::Truncated { .. })` if a partial frame is left.
+    fn decode_eof(&mut self, buf: &[u8]) -> Result<(), FrameError> {
+        if buf.is_empty() {
+            Ok(())
+        } else {
+            Err(FrameError::Truncated {
+                buffered: buf.len(),
+            })
+        }
+    }
+
+    /// The most bytes this decoder ever needs buffered for one frame, header or
+    /// delimiter included. While `decode` returns `Ok(None)`, fewer than this
+    /// many bytes are buffered.
+    fn max_buffered(&self) -> usize;
+}
+
+/// Turns payloads into wire bytes.
+pub trait Encoder {
+    /// Appends header + payload (+ delimiter) to `out`. A payload the framing
+    /// cannot carry is an error, never truncated; on error `out` is unchanged.
+    fn encode(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError>;
+}

@@ -1,0 +1,173 @@
+//! Fuzz bodies, shared by the cargo-fuzz targets in `fuzz/` (nightly) and by
+//! `tests/fuzz_corpus.rs` (stable replay of the corpus), and the reactor-style
+//! driver the property tests use. Each function panics when an invariant breaks.
+//!
+//! A fuzz input is a few config bytes (codec shape, max frame length, chunking)
+//! followed by the byte stream a peer would send.
+
+use super::{Decoder, DelimitedCodec, Encoder, Endian, FixedCodec, FrameError, LengthCodec};
+
+/// The frames a stream decoded to, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feed {
+    pub frames: Vec<Vec<u8>>,
+    /// `decode_eof`'s result, or the first decode error.
+    pub end: Result<(), FrameError>,
+}
+
+/// Feeds `stream` to `decoder` the way the reactor does: append a chunk to the
+/// unconsumed bytes, decode until `Ok(None)`, drop each frame's `len` bytes.
+/// Chunk sizes come from `chunks` (0 counts as 1); when it runs out, the rest
+/// is one chunk.
+///
+/// Asserts that every frame lies inside the buffer, consumes at least one byte
+/// and at most `max_buffered()`, and that `Ok(None)` leaves fewer than
+/// `max_buffered()` bytes buffered — so a peer can make us hold at most that
+/// plus one read.
+pub fn feed<D: Decoder>(
+    decoder: &mut D,
+    stream: &[u8],
+    chunks: impl IntoIterator<Item = usize>,
+) -> Feed {
+    let bound = decoder.max_buffered();
+    let mut chunks = chunks.into_iter();
+    let mut buf = Vec::new();
+    let mut frames = Vec::new();
+    let mut rest = stream;
+    while !rest.is_empty() {
+        let n = chunks.next().unwrap_or(rest.len()).clamp(1, rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        buf.extend_from_slice(chunk);
+        loop {
+            match decoder.decode(&buf) {
+                Ok(Some(frame)) => {
+                    let range = &frame.payload;
+                    assert!(
+                        range.start <= range.end && range.end <= frame.len,
+                        "payload {range:?} outside frame of {} bytes",
+                        frame.len
+                    );
+                    assert!(frame.len >= 1, "empty frame would loop forever");
+                    assert!(frame.len <= buf.len(), "frame longer than the buffer");
+                    assert!(frame.len <= bound, "frame longer than max_buffered {bound}");
+                    frames.push(buf[frame.payload].to_vec());
+                    buf.drain(..frame.len);
+                }
+                Ok(None) => break,
+                Err(end) => {
+                    return Feed {
+                        frames,
+                        end: Err(end),
+                    };
+                }
+            }
+        }
+        assert!(
+            buf.len() < bound,
+            "{} bytes buffered waiting for a frame, max_buffered {bound}",
+            buf.len()
+        );
+    }
+    let end = decoder.decode_eof(&buf);
+    Feed { frames, end }
+}
+
+/// Pseudo-random chunk sizes in `1..=max_chunk`, reproducible from `seed`.
+pub fn chunk_sizes(seed: u8, max_chunk: usize) -> impl Iterator<Item = usize> {
+    let mut state = u64::from(seed);
+    std::iter::repeat_with(move || {
+        // A 64-bit LCG (Knuth's MMIX constants); the high bits are good enough here.
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        1 + (state >> 33) as usize % max_chunk.max(1)
+    })
+}
+
+/// Checks `codec` on `stream`: chunked and whole-buffer decoding agree, and,
+/// if `round_trips`, each decoded payload re-encodes to a frame that decodes
+/// back to it.
+fn check<C: Decoder + Encoder + Clone>(
+    codec: &C,
+    stream: &[u8],
+    seed: u8,
+    max_chunk: usize,
+    round_trips: bool,
+) {
+    let chunked = feed(&mut codec.clone(), stream, chunk_sizes(seed, max_chunk));
+    let whole = feed(&mut codec.clone(), stream, None);
+    assert_eq!(chunked, whole, "chunking changed the outcome");
+    if !round_trips {
+        return;
+    }
+    for payload in chunked.frames {
+        let mut wire = Vec::new();
+        if let Err(e) = codec.encode(&payload, &mut wire) {
+            panic!("decoded payload {payload:?} does not re-encode: {e}");
+        }
+        let again = feed(&mut codec.clone(), &wire, None);
+        assert_eq!(again.frames, [payload], "re-encoded frame {wire:?}");
+        assert_eq!(again.end, Ok(()));
+    }
+}
+
+/// Config bytes: shape (width, endian, offset), adjustment (i8), max (u16be,
+/// plus one), max chunk, chunk seed.
+pub fn length(data: &[u8]) {
+    let Some(([shape, adjustment, max_hi, max_lo, max_chunk, seed], stream)) =
+        data.split_first_chunk()
+    else {
+        return;
+    };
+    let endian = if shape & 4 == 0 {
+        Endian::Big
+    } else {
+        Endian::Little
+    };
+    let built = LengthCodec::builder()
+        .width([1, 2, 4, 8][usize::from(shape & 3)])
+        .endian(endian)
+        .offset(usize::from((shape >> 3) & 3))
+        .adjustment(i64::from(*adjustment as i8))
+        .max_frame_len(usize::from(u16::from_be_bytes([*max_hi, *max_lo])) + 1)
+        .build();
+    // Refusals are the builder's job, tested on their own.
+    if let Ok(codec) = built {
+        check(&codec, stream, *seed, usize::from(*max_chunk) + 1, true);
+    }
+}
+
+/// Config bytes: shape (delimiter length 1–4, lines mode, keep delimiter),
+/// four delimiter bytes, max (u16be, plus one), max chunk, chunk seed.
+pub fn delimited(data: &[u8]) {
+    let Some(([shape, d0, d1, d2, d3, max_hi, max_lo, max_chunk, seed], stream)) =
+        data.split_first_chunk()
+    else {
+        return;
+    };
+    let delimiter = [*d0, *d1, *d2, *d3];
+    let mut builder = if shape & 4 == 0 {
+        DelimitedCodec::builder(&delimiter[..=usize::from(shape & 3)])
+    } else {
+        DelimitedCodec::lines()
+    };
+    let keep = shape & 8 != 0;
+    let built = builder
+        .keep_delimiter(keep)
+        .max_frame_len(usize::from(u16::from_be_bytes([*max_hi, *max_lo])) + 1)
+        .build();
+    let codec = built.unwrap_or_else(|e| panic!("a non-empty delimiter builds: {e}"));
+    // A kept delimiter is part of the payload, which then cannot be encoded.
+    check(&codec, stream, *seed, usize::from(*max_chunk) + 1, !keep);
+}
+
+/// Config bytes: frame size (u16be, low 12 bits, plus one), max chunk, chunk seed.
+pub fn fixed(data: &[u8]) {
+    let Some(([len_hi, len_lo, max_chunk, seed], stream)) = data.split_first_chunk() else {
+        return;
+    };
+    let len = usize::from(u16::from_be_bytes([*len_hi, *len_lo]) & 0x0fff) + 1;
+    let codec = FixedCodec::new(len, len).unwrap_or_else(|e| panic!("1..=4096 builds: {e}"));
+    check(&codec, stream, *seed, usize::from(*max_chunk) + 1, true);
+}
