@@ -38,6 +38,10 @@ fn main() -> io::Result<()> {
     let listener = TcpListener::bind(&addr)?;
     listener.set_nonblocking(true)?;
     let lfd = listener.as_raw_fd();
+    // std's accept queue holds 128; a burst of connects would overflow it and
+    // wait for SYN retries. Listening again on a listening socket resizes it.
+    // SAFETY: a plain syscall on a socket we own; the result is checked.
+    cvt(unsafe { libc::listen(lfd, libc::SOMAXCONN) })?;
     println!("listening on {}", listener.local_addr()?);
     io::stdout().flush()?;
 
