@@ -13,6 +13,7 @@
 
 use std::env;
 use std::io::{self, Write};
+use std::process;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,7 +30,7 @@ fn main() -> io::Result<()> {
             "--flavor" => match args.next().as_deref() {
                 Some("current_thread") => multi_thread = false,
                 Some("multi_thread") => multi_thread = true,
-                _ => return Err(usage("--flavor takes current_thread or multi_thread")),
+                _ => usage("--flavor takes current_thread or multi_thread"),
             },
             _ => addr = arg,
         }
@@ -39,7 +40,7 @@ fn main() -> io::Result<()> {
     let buf_size = match env::var("ECHO_BUF") {
         Ok(v) => match v.parse::<usize>() {
             Ok(n) if n > 0 => n,
-            _ => return Err(usage("ECHO_BUF must be a positive number of bytes")),
+            _ => usage("ECHO_BUF must be a positive number of bytes"),
         },
         Err(_) => DEFAULT_BUF,
     };
@@ -85,6 +86,8 @@ async fn echo(mut socket: TcpStream, buf_size: usize) -> io::Result<()> {
     }
 }
 
-fn usage(msg: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, msg)
+fn usage(msg: &str) -> ! {
+    eprintln!("echo_tokio: {msg}");
+    eprintln!("usage: [ECHO_BUF=bytes] echo_tokio [ADDR] [--flavor current_thread|multi_thread]");
+    process::exit(2)
 }
