@@ -120,9 +120,9 @@ fn on_ready(fd: RawFd, ready: u32, buf: &mut [u8], tail: &mut Vec<u8>) -> io::Re
             tail.drain(..sent);
             return Ok(true); // Still full: wait for the next EPOLLOUT.
         }
-        *tail = Vec::new(); // Free it, don't just clear it.
-    // Input may have arrived while we were not reading, and its edge is
-    // gone: read now, even without EPOLLIN.
+        // Free the tail, don't just clear it. Input may have arrived while we
+        // were not reading, and its edge is gone: read now, even without EPOLLIN.
+        *tail = Vec::new();
     } else if ready & (libc::EPOLLIN as u32 | HANGUP) == 0 {
         return Ok(true); // Writable, but there is nothing to send.
     }
