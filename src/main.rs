@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use log::{error, info};
 
-use sockloop::app::echo::Echo;
+use sockloop::app::echo::{Echo, FramedEcho};
+use sockloop::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Framing};
 use sockloop::reactor::{Config, Reactor, Service};
 use sockloop::sys::{ListenOptions, SocketOptions, raise_fd_limit};
 
@@ -24,8 +25,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Echo every byte back to its sender.
-    Echo(ServerArgs),
+    /// Echo every byte, or every frame, back to its sender.
+    Echo(EchoArgs),
+}
+
+#[derive(Args)]
+struct EchoArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// raw, lines, crlf, len:u8, len:u16be, len:u16le, len:u32be, len:u32le,
+    /// len:u64be, len:u64le or fixed:N.
+    #[arg(long, default_value = "raw")]
+    framing: Framing,
+    /// Largest frame payload accepted; a peer that sends a bigger one is disconnected.
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_LEN, value_parser = parse_size)]
+    max_frame: usize,
 }
 
 /// Options every server takes.
@@ -170,7 +184,12 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Echo(args) => serve(args, Echo),
+        Command::Echo(args) => match args.framing {
+            Framing::Raw => serve(&args.server, Echo),
+            framing => Codec::new(framing, args.max_frame)
+                .map_err(io::Error::other)
+                .and_then(|codec| serve(&args.server, FramedEcho::new(codec))),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

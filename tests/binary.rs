@@ -5,90 +5,15 @@
 mod common;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, Rng, fill_pattern, round_trip, wait_until};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-
-/// A running `sockloop`, killed and reaped however the test ends.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    /// Runs `prefix... sockloop args... --listen 127.0.0.1:0`, stderr to `stderr`.
-    fn start(prefix: &[&str], args: &[&str], stderr: Stdio) -> Server {
-        let bin = env!("CARGO_BIN_EXE_sockloop");
-        let mut command = match prefix.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        let child = command
-            .args(args)
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn sockloop");
-        let mut server = Server { child, port: 0 };
-        let stdout = server.child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        server.port = line
-            .trim()
-            .strip_prefix("listening on 127.0.0.1:")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("port");
-        server
-    }
-
-    fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id() as i32)
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(self.pid(), signal).expect("send signal");
-    }
-
-    fn wait_exit(&mut self) -> ExitStatus {
-        wait_until("the server to exit", || self.child.try_wait().unwrap())
-    }
-
-    /// utime + stime so far, in clock ticks.
-    fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{IO_TIMEOUT, Rng, Server, fill_pattern, round_trip, wait_until};
+use nix::sys::signal::Signal;
 
 const PY_ECHO_CLIENT: &str = r#"
 import hashlib, os, socket, sys, threading

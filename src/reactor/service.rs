@@ -194,6 +194,11 @@ impl Context<'_> {
         self.core.stats.frames_out += sent;
     }
 
+    /// Counts a connection that ended with a partial frame buffered.
+    pub fn count_truncated_frame(&mut self) {
+        self.core.stats.truncated_frames += 1;
+    }
+
     /// Bytes queued for `id` that the kernel has not taken yet.
     pub fn pending_output(&self, id: ConnId) -> Option<usize> {
         self.core.conns.live(id).map(|c| c.output.len())

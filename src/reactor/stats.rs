@@ -22,6 +22,8 @@ pub struct Stats {
     /// Frames decoded from peers and encoded to them, as services report them.
     pub frames_in: u64,
     pub frames_out: u64,
+    /// Connections that closed with a partial frame buffered.
+    pub truncated_frames: u64,
     /// The largest backlog of unsent output any connection has had.
     pub peak_pending_output: usize,
     /// Calls to the poller's wait, and the events they returned.

@@ -3,11 +3,14 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use sockloop::reactor::{Config, Handle, Reactor, Service, Stats};
 use sockloop::sys::ListenOptions;
 
@@ -152,5 +155,79 @@ pub fn fill_pattern(seed: u64, offset: u64, buf: &mut [u8]) {
         let pos = offset + i as u64;
         let word = Rng::new(seed ^ (pos / 8).wrapping_mul(0x2545_f491_4f6c_dd1d)).next_u64();
         *b = word.to_le_bytes()[(pos % 8) as usize];
+    }
+}
+
+/// A running `sockloop`, killed and reaped however the test ends.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+}
+
+impl Server {
+    /// Runs `prefix... sockloop args... --listen 127.0.0.1:0`, stderr to `stderr`.
+    pub fn start(prefix: &[&str], args: &[&str], stderr: Stdio) -> Server {
+        let bin = env!("CARGO_BIN_EXE_sockloop");
+        let mut command = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn sockloop");
+        let mut server = Server { child, port: 0 };
+        let stdout = server.child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        server.port = line
+            .trim()
+            .strip_prefix("listening on 127.0.0.1:")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("port");
+        server
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("send signal");
+    }
+
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        wait_until("the server to exit", || self.child.try_wait().unwrap())
+    }
+
+    /// utime + stime so far, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
