@@ -16,7 +16,7 @@ use super::service::CloseReason;
 use super::stats::Stats;
 use super::timer::{TimerId, TimerKind, Timers};
 use super::token::{ConnId, Table, Token};
-use crate::sys::{Listener, Poller, Signals, Socket, SpareFd, Waker};
+use crate::sys::{Interest, Listener, Poller, Signals, Socket, SpareFd, Waker};
 
 /// Writes one `--trace` line when tracing is on; costs one branch when off.
 macro_rules! trace_io {
@@ -47,7 +47,12 @@ pub(crate) struct Flags {
     /// Shutting down: once flushed, send FIN and discard input until the peer
     /// closes too, rather than close with unread input (which sends RST).
     pub(crate) linger: bool,
-    pub(crate) fin_sent: bool,
+    /// The service asked for FIN once the output is flushed.
+    pub(crate) shut_write_when_flushed: bool,
+    /// FIN sent: nothing more can be written.
+    pub(crate) write_closed: bool,
+    /// An outgoing connect still in progress: no reads, no writes yet.
+    pub(crate) connecting: bool,
     /// Queued on the ready list.
     pub(crate) ready: bool,
     /// Queued on the touched list.
@@ -76,13 +81,37 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
+    pub(crate) fn new(socket: Socket, peer: SocketAddr, now: Instant) -> Connection {
+        Connection {
+            socket,
+            peer,
+            opened: now,
+            input: Buffer::default(),
+            output: Buffer::default(),
+            bytes_in: 0,
+            bytes_out: 0,
+            last_active: now,
+            last_write: now,
+            idle_timer: None,
+            write_timer: None,
+            drain_left: None,
+            flags: Flags::default(),
+        }
+    }
+
     pub(crate) fn wants_read(&self) -> bool {
         let f = &self.flags;
-        !(f.paused || f.backpressured || f.read_closed || f.close_when_flushed || f.abort.is_some())
+        !(f.paused
+            || f.backpressured
+            || f.read_closed
+            || f.close_when_flushed
+            || f.abort.is_some()
+            || f.connecting)
     }
 
     pub(crate) fn takes_output(&self) -> bool {
-        !(self.flags.close_when_flushed || self.flags.abort.is_some())
+        let f = &self.flags;
+        !(f.close_when_flushed || f.abort.is_some() || f.shut_write_when_flushed || f.write_closed)
     }
 
     fn wrote(&mut self, n: usize, now: Instant) {
@@ -95,7 +124,9 @@ impl Connection {
 
     pub(crate) fn state(&self) -> &'static str {
         let f = &self.flags;
-        if f.fin_sent {
+        if f.connecting {
+            "connecting"
+        } else if f.linger && f.write_closed {
             "lingering"
         } else if f.close_when_flushed || f.abort.is_some() {
             "closing"
@@ -107,6 +138,8 @@ impl Connection {
             "paused"
         } else if f.read_closed {
             "read-closed"
+        } else if f.write_closed {
+            "write-closed"
         } else {
             "open"
         }
@@ -183,6 +216,42 @@ impl Core {
         }
     }
 
+    /// Registers a new connection (accepted, or connecting) under a fresh id.
+    pub(crate) fn add(&mut self, socket: Socket, peer: SocketAddr) -> io::Result<ConnId> {
+        socket.apply(&self.config.socket)?;
+        let id = self.conns.next_id();
+        self.poller
+            .register(&socket, Token::Conn(id).to_u64(), Interest::ReadWrite)?;
+        self.stats.interest_changes += 1;
+        let mut conn = Connection::new(socket, peer, self.now);
+        conn.idle_timer = self
+            .config
+            .idle_timeout
+            .map(|t| self.timers.add(self.now + t, TimerKind::Idle(id)));
+        self.conns.insert(conn);
+        self.stats.active += 1;
+        Ok(id)
+    }
+
+    /// Starts connecting to `addr`; the service hears `on_connect` once the
+    /// connection is up, or `on_connect_failed`.
+    pub(crate) fn connect(
+        &mut self,
+        addr: SocketAddr,
+        local: Option<SocketAddr>,
+    ) -> io::Result<ConnId> {
+        let id = self.add(Socket::connect(addr, local)?, addr)?;
+        if let Some(conn) = self.conns.live_mut(id) {
+            conn.flags.connecting = true;
+        }
+        self.timers.add(
+            self.now + self.config.connect_timeout,
+            TimerKind::Connect(id),
+        );
+        trace_io!(self.config.trace, "{id} connect to {addr}");
+        Ok(id)
+    }
+
     pub(crate) fn output_for(&mut self, id: ConnId) -> Option<&mut Vec<u8>> {
         let conn = self.conns.live_mut(id)?;
         if !conn.takes_output() {
@@ -200,7 +269,7 @@ impl Core {
 
     /// Writes `id`'s backlog until it is empty or the kernel is full.
     pub(crate) fn flush(&mut self, id: ConnId) -> io::Result<()> {
-        let Some(conn) = self.conns.live_mut(id) else {
+        let Some(conn) = self.conns.live_mut(id).filter(|c| !c.flags.connecting) else {
             return Ok(());
         };
         let sent = send(

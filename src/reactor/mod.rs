@@ -32,8 +32,7 @@ use crate::sys::{
     Event, Interest, ListenOptions, Listener, Poller, SignalKind, Signals, Socket, SocketOptions,
     SpareFd, Waker,
 };
-use buffer::Buffer;
-use core::{Connection, Core, Flags, ListenerSlot, trace_io};
+use core::{Core, ListenerSlot, trace_io};
 use handle::Command;
 pub use handle::Handle;
 pub use service::{CloseReason, Context, Service};
@@ -66,6 +65,8 @@ pub struct Config {
     pub write_timeout: Option<Duration>,
     /// How long a graceful shutdown may take before the rest is closed.
     pub shutdown_timeout: Duration,
+    /// How long an outgoing connect may take.
+    pub connect_timeout: Duration,
     /// Log a one-line summary of the counters this often.
     pub stats_interval: Option<Duration>,
     /// One stderr line per readiness event and I/O call.
@@ -87,6 +88,7 @@ impl Default for Config {
             idle_timeout: None,
             write_timeout: None,
             shutdown_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
             stats_interval: None,
             trace: false,
             socket: SocketOptions::default(),
@@ -275,6 +277,12 @@ impl<S: Service> Reactor<S> {
             if event.is_read_closed() { " hup" } else { "" },
             if event.is_error() { " error" } else { "" },
         );
+        if conn.flags.connecting && !self.finish_connect(id, &event) {
+            return;
+        }
+        let Some(conn) = self.core.conns.live_mut(id) else {
+            return;
+        };
         if event.is_error() {
             // A reset or similar: nothing more can be sent or received.
             let kind = conn
@@ -385,47 +393,62 @@ impl<S: Service> Reactor<S> {
             );
             return;
         }
-        if let Err(e) = socket.apply(&core.config.socket) {
-            warn!("socket options for {peer}: {e}");
-            return;
-        }
-        let id = core.conns.next_id();
-        if let Err(e) = core
-            .poller
-            .register(&socket, Token::Conn(id).to_u64(), Interest::ReadWrite)
-        {
-            warn!("register {peer}: {e}");
-            return;
-        }
-        core.stats.interest_changes += 1;
-        let idle_timer = core
-            .config
-            .idle_timeout
-            .map(|t| core.timers.add(core.now + t, TimerKind::Idle(id)));
-        core.conns.insert(Connection {
-            socket,
-            peer,
-            opened: core.now,
-            input: Buffer::default(),
-            output: Buffer::default(),
-            bytes_in: 0,
-            bytes_out: 0,
-            last_active: core.now,
-            last_write: core.now,
-            idle_timer,
-            write_timer: None,
-            drain_left: None,
-            flags: Flags::default(),
-        });
-        core.stats.active += 1;
+        let id = match core.add(socket, peer) {
+            Ok(id) => id,
+            Err(e) => {
+                warn!("setting up {peer}: {e}");
+                return;
+            }
+        };
         debug!("accepted {id} from {peer}");
         trace_io!(core.config.trace, "{id} accept from {peer}");
+        self.open(id, peer);
+    }
+
+    /// A connection is up: the service makes its state, then its output goes.
+    fn open(&mut self, id: ConnId, peer: SocketAddr) {
+        let core = &mut self.core;
         core.out_owner = Some(id);
         let state = self.service.on_connect(&mut Context { core }, id, peer);
         if self.states.len() <= id.index() {
             self.states.resize_with(id.index() + 1, || None);
         }
         self.states[id.index()] = Some(state);
+        self.core.touch(id);
+        self.settle();
+    }
+
+    /// Completes or fails an outgoing connect; true once it is up.
+    fn finish_connect(&mut self, id: ConnId, event: &Event) -> bool {
+        let Some(conn) = self.core.conns.live_mut(id) else {
+            return false;
+        };
+        if !(event.is_writable() || event.is_error() || event.is_read_closed()) {
+            return false;
+        }
+        match conn.socket.take_error() {
+            None => {
+                conn.flags.connecting = false;
+                let peer = conn.peer;
+                self.core.stats.connected += 1;
+                trace_io!(self.core.config.trace, "{id} connected to {peer}");
+                self.open(id, peer);
+                true
+            }
+            Some(error) => {
+                self.connect_failed(id, error);
+                false
+            }
+        }
+    }
+
+    fn connect_failed(&mut self, id: ConnId, error: io::Error) {
+        self.core.stats.connect_failed += 1;
+        trace_io!(self.core.config.trace, "{id} connect failed: {error}");
+        self.close(id, CloseReason::Error(error.kind()));
+        let core = &mut self.core;
+        self.service
+            .on_connect_failed(&mut Context { core }, id, error);
         self.settle();
     }
 
@@ -438,7 +461,7 @@ impl<S: Service> Reactor<S> {
             let Some(conn) = self.core.conns.live_mut(id) else {
                 return;
             };
-            if conn.flags.fin_sent {
+            if conn.flags.linger && conn.flags.write_closed {
                 return self.discard(id);
             }
             if !conn.wants_read() {
@@ -606,24 +629,37 @@ impl<S: Service> Reactor<S> {
             let Some(conn) = self.core.conns.live_mut(id) else {
                 continue;
             };
-            if !conn.flags.close_when_flushed || !conn.output.is_empty() || conn.flags.fin_sent {
+            if !conn.output.is_empty() {
                 continue;
             }
-            if conn.flags.linger && !conn.flags.read_closed {
+            let f = &conn.flags;
+            // Shutting down, the peer may still be sending: FIN first, then
+            // read until it closes, so unread input does not turn into RST.
+            let linger = f.close_when_flushed && f.linger && !f.read_closed;
+            if (f.shut_write_when_flushed || linger) && !f.write_closed {
                 trace_io!(self.core.config.trace, "{id} shutdown(write)");
-                match conn.socket.shutdown_write() {
-                    Ok(()) => {
-                        conn.flags.fin_sent = true;
-                        self.core.schedule_read(id);
-                    }
-                    Err(e) => self.close(id, CloseReason::Error(e.kind())),
+                if let Err(e) = conn.socket.shutdown_write() {
+                    self.close(id, CloseReason::Error(e.kind()));
+                    continue;
                 }
-            } else if conn.flags.linger {
-                self.close(id, CloseReason::Shutdown);
-            } else if conn.flags.read_closed {
-                self.close(id, CloseReason::Peer);
-            } else {
-                self.close(id, CloseReason::Local);
+                conn.flags.write_closed = true;
+                if linger {
+                    self.core.schedule_read(id);
+                }
+            }
+            let Some(conn) = self.core.conns.live_mut(id) else {
+                continue;
+            };
+            let f = &conn.flags;
+            if f.close_when_flushed && !linger {
+                let reason = if f.linger {
+                    CloseReason::Shutdown
+                } else if f.read_closed {
+                    CloseReason::Peer
+                } else {
+                    CloseReason::Local
+                };
+                self.close(id, reason);
             }
         }
     }
@@ -703,6 +739,12 @@ impl<S: Service> Reactor<S> {
                         self.close(id, CloseReason::WriteTimeout);
                     } else {
                         conn.write_timer = Some(self.core.timers.add(due, TimerKind::Write(id)));
+                    }
+                }
+                TimerKind::Connect(id) => {
+                    if self.core.conns.live(id).is_some_and(|c| c.flags.connecting) {
+                        let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                        self.connect_failed(id, error);
                     }
                 }
                 TimerKind::Service(id, tag) => {

@@ -81,7 +81,8 @@ pub trait Service {
     /// Per-connection state, kept by the reactor beside the connection.
     type Conn;
 
-    /// A connection was accepted.
+    /// A connection was accepted, or an outgoing one from
+    /// [`Context::connect`] is established.
     fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, peer: SocketAddr) -> Self::Conn;
 
     /// New bytes arrived. `input` holds every byte not consumed so far;
@@ -106,6 +107,12 @@ pub trait Service {
     ) {
         let _ = (conn, unconsumed);
         ctx.close(id);
+    }
+
+    /// An outgoing connection from [`Context::connect`] failed or timed out;
+    /// `id` is dead.
+    fn on_connect_failed(&mut self, ctx: &mut Context<'_>, id: ConnId, error: io::Error) {
+        let _ = (ctx, id, error);
     }
 
     /// A timer set with [`Context::set_timer`] for this connection fired.
@@ -148,6 +155,22 @@ impl Context<'_> {
     pub fn close(&mut self, id: ConnId) {
         if let Some(conn) = self.core.conns.live_mut(id) {
             conn.flags.close_when_flushed = true;
+            self.core.touch(id);
+        }
+    }
+
+    /// Opens a connection to `addr` (from `local`, if given). Writes to it
+    /// are held until it is up; then the service hears [`Service::on_connect`]
+    /// or, on failure or after the connect timeout, [`Service::on_connect_failed`].
+    pub fn connect(&mut self, addr: SocketAddr, local: Option<SocketAddr>) -> io::Result<ConnId> {
+        self.core.connect(addr, local)
+    }
+
+    /// Sends FIN to `id` once everything queued for it is flushed; reading
+    /// goes on. No writes are taken after this.
+    pub fn shutdown_write(&mut self, id: ConnId) {
+        if let Some(conn) = self.core.conns.live_mut(id) {
+            conn.flags.shut_write_when_flushed = true;
             self.core.touch(id);
         }
     }

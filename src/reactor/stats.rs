@@ -13,6 +13,9 @@ pub struct Stats {
     /// Every connection taken from a listener, including those closed at once
     /// for the limit.
     pub accepted: u64,
+    /// Outgoing connections established, and those that failed or timed out.
+    pub connected: u64,
+    pub connect_failed: u64,
     pub active: u64,
     pub closed: u64,
     /// Closes per [`CloseReason`]; see [`Stats::closed_by`].

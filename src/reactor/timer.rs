@@ -20,6 +20,8 @@ pub struct TimerId(u64);
 pub(crate) enum TimerKind {
     Idle(ConnId),
     Write(ConnId),
+    /// An outgoing connect that must be up by now.
+    Connect(ConnId),
     /// Set by the service, for one of its connections.
     Service(ConnId, u64),
     /// Accepting was paused after the process ran out of file descriptors.

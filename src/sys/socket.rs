@@ -54,16 +54,7 @@ pub struct Listener {
 impl Listener {
     /// Binds with `SO_REUSEADDR`, so a restarted server need not wait out TIME_WAIT.
     pub fn bind(addr: SocketAddr, options: &ListenOptions) -> io::Result<Listener> {
-        let family = match addr {
-            SocketAddr::V4(_) => AddressFamily::Inet,
-            SocketAddr::V6(_) => AddressFamily::Inet6,
-        };
-        let fd = socket::socket(
-            family,
-            SockType::Stream,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
+        let fd = tcp_socket(addr)?;
         socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
         socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
         socket::listen(&fd, Backlog::new(options.backlog)?)?;
@@ -123,6 +114,21 @@ pub struct Socket {
 }
 
 impl Socket {
+    /// Starts a non-blocking connect to `addr`, from `local` if given (to
+    /// spread clients over several source addresses). The connection is
+    /// established when the socket turns writable with no pending error
+    /// ([`Socket::take_error`]).
+    pub fn connect(addr: SocketAddr, local: Option<SocketAddr>) -> io::Result<Socket> {
+        let fd = tcp_socket(addr)?;
+        if let Some(local) = local {
+            socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(local))?;
+        }
+        match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
+            Ok(()) | Err(Errno::EINPROGRESS) => Ok(Socket { fd }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub fn apply(&self, options: &SocketOptions) -> io::Result<()> {
         if options.nodelay {
             socket::setsockopt(&self.fd, sockopt::TcpNoDelay, &true)?;
@@ -212,6 +218,16 @@ impl AsFd for Socket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// A non-blocking, close-on-exec TCP socket of `addr`'s family.
+fn tcp_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    Ok(socket::socket(family, SockType::Stream, flags, None)?)
 }
 
 fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
