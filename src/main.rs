@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use log::{error, info};
 
 use sockloop::app::echo::{Echo, FramedEcho};
+use sockloop::app::relay::Relay;
 use sockloop::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Framing};
 use sockloop::reactor::{Config, Reactor, Service};
 use sockloop::sys::{ListenOptions, SocketOptions, raise_fd_limit};
@@ -27,6 +28,20 @@ struct Cli {
 enum Command {
     /// Echo every byte, or every frame, back to its sender.
     Echo(EchoArgs),
+    /// Proxy each client to an upstream (round-robin), both ways.
+    Relay(RelayArgs),
+}
+
+#[derive(Args)]
+struct RelayArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Where to connect each client; repeat for round-robin over several.
+    #[arg(long, required = true)]
+    upstream: Vec<SocketAddr>,
+    /// How long an upstream connect may take before the client is closed.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    connect_timeout: Duration,
 }
 
 #[derive(Args)]
@@ -154,7 +169,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn serve<S: Service>(args: &ServerArgs, service: S) -> io::Result<()> {
-    let mut reactor = Reactor::new(args.config(), service)?;
+    serve_with(args, args.config(), service)
+}
+
+fn serve_with<S: Service>(args: &ServerArgs, config: Config, service: S) -> io::Result<()> {
+    let mut reactor = Reactor::new(config, service)?;
     // Before any thread exists, so that no thread takes these signals the default way.
     reactor.handle_signals()?;
     let fd_limit = raise_fd_limit()?;
@@ -190,6 +209,13 @@ fn main() -> ExitCode {
                 .map_err(io::Error::other)
                 .and_then(|codec| serve(&args.server, FramedEcho::new(codec))),
         },
+        Command::Relay(args) => {
+            let config = Config {
+                connect_timeout: args.connect_timeout,
+                ..args.server.config()
+            };
+            serve_with(&args.server, config, Relay::new(args.upstream.clone()))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -77,6 +77,9 @@ pub(crate) struct Connection {
     pub(crate) write_timer: Option<TimerId>,
     /// Shutting down: how many more received bytes the service still gets.
     pub(crate) drain_left: Option<usize>,
+    /// Whose input fills this connection's output, when not its own (a relay
+    /// pair): that one stops being read while this output is backed up.
+    pub(crate) fed_by: Option<ConnId>,
     pub(crate) flags: Flags,
 }
 
@@ -95,6 +98,7 @@ impl Connection {
             idle_timer: None,
             write_timer: None,
             drain_left: None,
+            fed_by: None,
             flags: Flags::default(),
         }
     }
@@ -269,18 +273,21 @@ impl Core {
 
     /// Writes `id`'s backlog until it is empty or the kernel is full.
     pub(crate) fn flush(&mut self, id: ConnId) -> io::Result<()> {
-        let Some(conn) = self.conns.live_mut(id).filter(|c| !c.flags.connecting) else {
+        let Some(conn) = self.conns.live_mut(id) else {
             return Ok(());
         };
-        let sent = send(
-            &mut self.stats,
-            self.config.trace,
-            id,
-            &conn.socket,
-            conn.output.as_slice(),
-        )?;
-        conn.wrote(sent, self.now);
-        conn.output.consume(sent);
+        // Output held for a connect in progress still counts for backpressure.
+        if !conn.flags.connecting {
+            let sent = send(
+                &mut self.stats,
+                self.config.trace,
+                id,
+                &conn.socket,
+                conn.output.as_slice(),
+            )?;
+            conn.wrote(sent, self.now);
+            conn.output.consume(sent);
+        }
         self.after_write(id);
         Ok(())
     }
@@ -308,29 +315,36 @@ impl Core {
         result
     }
 
-    /// Backpressure: stop reading above the high watermark, resume below the
-    /// low one. A backlog also starts the write timer.
+    /// Backpressure: stop reading the connection that feeds this output
+    /// above the high watermark, resume it below the low one. A backlog also
+    /// starts the write timer.
     fn after_write(&mut self, id: ConnId) {
         let Some(conn) = self.conns.live_mut(id) else {
             return;
         };
         let pending = conn.output.len();
+        let source = conn.fed_by.unwrap_or(id);
         self.stats.peak_pending_output = self.stats.peak_pending_output.max(pending);
-        if pending > self.config.high_watermark {
-            if !conn.flags.backpressured {
-                conn.flags.backpressured = true;
+        let (high, low, trace) = (
+            self.config.high_watermark,
+            self.config.low_watermark,
+            self.config.trace,
+        );
+        if let Some(src) = self.conns.live_mut(source) {
+            if pending > high && !src.flags.backpressured {
+                src.flags.backpressured = true;
                 trace_io!(
-                    self.config.trace,
-                    "{id} reading paused: {pending} bytes pending"
+                    trace,
+                    "{source} reading paused: {id} has {pending} bytes pending"
                 );
+            } else if pending <= low && src.flags.backpressured {
+                src.flags.backpressured = false;
+                trace_io!(
+                    trace,
+                    "{source} reading resumed: {id} has {pending} bytes pending"
+                );
+                self.schedule_read(source);
             }
-        } else if conn.flags.backpressured && pending <= self.config.low_watermark {
-            conn.flags.backpressured = false;
-            trace_io!(
-                self.config.trace,
-                "{id} reading resumed: {pending} bytes pending"
-            );
-            self.schedule_read(id);
         }
         let Some(conn) = self.conns.live_mut(id) else {
             return;

@@ -592,6 +592,16 @@ impl<S: Service> Reactor<S> {
                 .on_read_closed(&mut Context { core }, id, state, input.as_slice());
         }
         self.settle();
+        // Both directions are done: nothing is left for this socket.
+        if self
+            .core
+            .conns
+            .live(id)
+            .is_some_and(|c| c.flags.write_closed && !c.flags.linger)
+        {
+            self.close(id, CloseReason::Peer);
+            self.settle();
+        }
     }
 
     /// Shutdown: the service has had every byte that arrived before it. Flush,
@@ -645,6 +655,9 @@ impl<S: Service> Reactor<S> {
                 conn.flags.write_closed = true;
                 if linger {
                     self.core.schedule_read(id);
+                } else if conn.flags.read_closed {
+                    self.close(id, CloseReason::Peer);
+                    continue;
                 }
             }
             let Some(conn) = self.core.conns.live_mut(id) else {

@@ -175,6 +175,16 @@ impl Context<'_> {
         }
     }
 
+    /// Makes `a` and `b` a relay pair for backpressure: `a` stops being read
+    /// while `b`'s output is above the high watermark, and the other way round.
+    pub fn link(&mut self, a: ConnId, b: ConnId) {
+        for (from, to) in [(a, b), (b, a)] {
+            if let Some(conn) = self.core.conns.live_mut(to) {
+                conn.fed_by = Some(from);
+            }
+        }
+    }
+
     /// Closes `id` now, discarding whatever it has not been sent.
     pub fn abort(&mut self, id: ConnId, reason: CloseReason) {
         if let Some(conn) = self.core.conns.live_mut(id) {

@@ -1,0 +1,117 @@
+//! Relay: a TCP proxy. Each accepted client gets its own connection to an
+//! upstream (round-robin over the list); bytes flow both ways.
+//!
+//! The reactor carries the hard parts once the two sides are linked:
+//! a side stops being read while the other side's output is backed up, bytes
+//! from a client whose upstream is still connecting wait (bounded by the same
+//! rule), and a socket closes once both its directions are done. What is left
+//! here is the pairing, FIN propagation and failure handling.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use log::{debug, warn};
+
+use crate::reactor::{CloseReason, ConnId, Context, Service};
+
+pub struct Relay {
+    upstreams: Vec<SocketAddr>,
+    next: usize,
+    /// Upstream connects in progress: upstream id → (client id, client address).
+    connecting: HashMap<ConnId, (ConnId, SocketAddr)>,
+}
+
+impl Relay {
+    /// `upstreams` must not be empty.
+    pub fn new(upstreams: Vec<SocketAddr>) -> Relay {
+        assert!(!upstreams.is_empty(), "a relay needs an upstream");
+        Relay {
+            upstreams,
+            next: 0,
+            connecting: HashMap::new(),
+        }
+    }
+}
+
+/// One side of a pair; `peer` is the other side.
+pub struct Side {
+    peer: ConnId,
+}
+
+impl Service for Relay {
+    type Conn = Option<Side>;
+
+    fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, addr: SocketAddr) -> Option<Side> {
+        if let Some((client, _)) = self.connecting.remove(&id) {
+            // The upstream is up: what the client sent meanwhile goes out now.
+            return Some(Side { peer: client });
+        }
+        let upstream = self.upstreams[self.next % self.upstreams.len()];
+        self.next = self.next.wrapping_add(1);
+        match ctx.connect(upstream, None) {
+            Ok(up) => {
+                debug!("{id} from {addr} → {up} to {upstream}");
+                ctx.link(id, up);
+                self.connecting.insert(up, (id, addr));
+                Some(Side { peer: up })
+            }
+            Err(e) => {
+                warn!("relay {addr} → {upstream}: {e}");
+                ctx.close(id);
+                None
+            }
+        }
+    }
+
+    fn on_connect_failed(&mut self, ctx: &mut Context<'_>, id: ConnId, error: std::io::Error) {
+        if let Some((client, addr)) = self.connecting.remove(&id) {
+            warn!("relay {addr} → upstream: {error}; closing the client");
+            ctx.abort(client, CloseReason::Error(error.kind()));
+        }
+    }
+
+    fn on_data(
+        &mut self,
+        ctx: &mut Context<'_>,
+        id: ConnId,
+        side: &mut Option<Side>,
+        input: &[u8],
+    ) -> usize {
+        if let Some(side) = side
+            && !ctx.write(side.peer, input)
+        {
+            ctx.abort(id, CloseReason::Local);
+        }
+        input.len()
+    }
+
+    fn on_read_closed(
+        &mut self,
+        ctx: &mut Context<'_>,
+        id: ConnId,
+        side: &mut Option<Side>,
+        _: &[u8],
+    ) {
+        match side {
+            // Pass the FIN on once the bytes before it are through.
+            Some(side) => ctx.shutdown_write(side.peer),
+            None => ctx.close(id),
+        }
+    }
+
+    fn on_close(
+        &mut self,
+        ctx: &mut Context<'_>,
+        id: ConnId,
+        side: Option<Side>,
+        reason: CloseReason,
+    ) {
+        self.connecting.remove(&id);
+        let Some(side) = side else { return };
+        match reason {
+            // Both directions finished: the other side winds down by itself.
+            CloseReason::Peer => ctx.close(side.peer),
+            _ => ctx.abort(side.peer, reason),
+        }
+    }
+}
