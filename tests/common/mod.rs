@@ -30,11 +30,19 @@ impl TestServer {
         S: Service,
         F: FnOnce() -> S + Send + 'static,
     {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), config, make_service)
+    }
+
+    pub fn start_on<S, F>(addr: SocketAddr, config: Config, make_service: F) -> TestServer
+    where
+        S: Service,
+        F: FnOnce() -> S + Send + 'static,
+    {
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = thread::spawn(move || {
             let mut reactor = Reactor::new(config, make_service()).expect("reactor");
             let addr = reactor
-                .listen("127.0.0.1:0".parse().unwrap(), &ListenOptions::default())
+                .listen(addr, &ListenOptions::default())
                 .expect("listen");
             tx.send((addr, reactor.handle())).unwrap();
             reactor.run().expect("reactor run");
