@@ -42,6 +42,10 @@ struct RelayArgs {
     /// How long an upstream connect may take before the client is closed.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     connect_timeout: Duration,
+    /// Move bytes socket → pipe → socket with splice(2), never through user space.
+    #[cfg(target_os = "linux")]
+    #[arg(long)]
+    splice: bool,
 }
 
 #[derive(Args)]
@@ -214,7 +218,14 @@ fn main() -> ExitCode {
                 connect_timeout: args.connect_timeout,
                 ..args.server.config()
             };
-            serve_with(&args.server, config, Relay::new(args.upstream.clone()))
+            let relay = Relay::new(args.upstream.clone());
+            #[cfg(target_os = "linux")]
+            let relay = if args.splice {
+                relay.with_splice()
+            } else {
+                relay
+            };
+            serve_with(&args.server, config, relay)
         }
     };
     match result {

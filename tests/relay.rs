@@ -46,11 +46,12 @@ fn stream_and_verify(stream: TcpStream, seed: u64, blocks: u64) {
     });
 }
 
-#[test]
-fn hundred_clients_times_8_mib_through_relay_and_echo_binaries() {
+fn hundred_clients_times_8_mib(relay_flags: &[&str]) {
     let echo = Server::start(&[], &["echo"], Stdio::null());
     let upstream = format!("127.0.0.1:{}", echo.port);
-    let relay = Server::start(&[], &["relay", "--upstream", &upstream], Stdio::null());
+    let mut args = vec!["relay", "--upstream", &upstream];
+    args.extend_from_slice(relay_flags);
+    let relay = Server::start(&[], &args, Stdio::null());
     thread::scope(|s| {
         for seed in 0..100 {
             let stream = relay.connect();
@@ -60,10 +61,19 @@ fn hundred_clients_times_8_mib_through_relay_and_echo_binaries() {
 }
 
 #[test]
-fn half_close_passes_through_the_relay() {
+fn hundred_clients_times_8_mib_through_relay_and_echo_binaries() {
+    hundred_clients_times_8_mib(&[]);
+}
+
+#[test]
+fn hundred_clients_times_8_mib_through_the_splice_relay() {
+    hundred_clients_times_8_mib(&["--splice"]);
+}
+
+fn half_close_passes_through(splice: bool) {
     let upstream = TestServer::start(Config::default(), || Echo);
     let addr = upstream.addr;
-    let relay = TestServer::start(Config::default(), move || Relay::new(vec![addr]));
+    let relay = TestServer::start(Config::default(), move || relay_to(vec![addr], splice));
     let data = Rng::new(9).bytes(5 << 20);
     let back = echo_all(relay.connect(), &data);
     assert!(
@@ -75,9 +85,32 @@ fn half_close_passes_through_the_relay() {
     // The upstream saw our FIN: it closed as a peer that finished.
     let up = upstream.wait_for("upstream close", |s| s.closed == 1);
     assert_eq!(up.closed_by(CloseReason::Peer), 1);
-    relay.wait_for("both relay sides closed", |s| {
+    let stats = relay.wait_for("both relay sides closed", |s| {
         s.closed == 2 && s.active == 0
     });
+    assert_eq!(stats.bytes_in, 2 * data.len() as u64, "exact byte counts");
+    assert_eq!(stats.bytes_out, 2 * data.len() as u64);
+    if splice {
+        // All but what arrived before the upstream was up went by splice.
+        assert!(stats.bytes_spliced > data.len() as u64, "{stats:?}");
+    } else {
+        assert_eq!(stats.bytes_spliced, 0);
+    }
+}
+
+fn relay_to(upstreams: Vec<SocketAddr>, splice: bool) -> Relay {
+    let relay = Relay::new(upstreams);
+    if splice { relay.with_splice() } else { relay }
+}
+
+#[test]
+fn half_close_passes_through_the_relay() {
+    half_close_passes_through(false);
+}
+
+#[test]
+fn half_close_passes_through_the_splice_relay() {
+    half_close_passes_through(true);
 }
 
 #[test]
@@ -100,14 +133,13 @@ fn upstream_down_closes_clients_and_recovery_needs_no_restart() {
     assert_eq!(round_trip(&mut client, b"back again"), b"back again");
 }
 
-#[test]
-fn a_client_that_never_reads_holds_the_upstream_not_memory() {
+fn a_client_that_never_reads_holds_the_upstream(splice: bool) {
     let source = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = source.local_addr().unwrap();
     let stop = AtomicBool::new(false);
     let config = Config::default();
     let bound = config.high_watermark + config.read_chunk;
-    let relay = TestServer::start(config, move || Relay::new(vec![addr]));
+    let relay = TestServer::start(config, move || relay_to(vec![addr], splice));
     thread::scope(|s| {
         // An upstream that sends for as long as anyone takes its bytes.
         s.spawn(|| {
@@ -143,6 +175,16 @@ fn a_client_that_never_reads_holds_the_upstream_not_memory() {
         stop.store(true, Ordering::Relaxed);
         drop(silent);
     });
+}
+
+#[test]
+fn a_client_that_never_reads_holds_the_upstream_not_memory() {
+    a_client_that_never_reads_holds_the_upstream(false);
+}
+
+#[test]
+fn a_client_that_never_reads_holds_the_upstream_under_splice() {
+    a_client_that_never_reads_holds_the_upstream(true);
 }
 
 #[test]

@@ -16,6 +16,8 @@ use crate::reactor::{CloseReason, ConnId, Context, Service};
 
 pub struct Relay {
     upstreams: Vec<SocketAddr>,
+    /// Move bytes with splice(2) once both sides are up (Linux).
+    splice: bool,
     next: usize,
     /// Upstream connects in progress: upstream id → (client id, client address).
     connecting: HashMap<ConnId, (ConnId, SocketAddr)>,
@@ -27,9 +29,19 @@ impl Relay {
         assert!(!upstreams.is_empty(), "a relay needs an upstream");
         Relay {
             upstreams,
+            splice: false,
             next: 0,
             connecting: HashMap::new(),
         }
+    }
+}
+
+impl Relay {
+    /// Relays with splice(2) instead of copying through user space (Linux only).
+    #[cfg(target_os = "linux")]
+    pub fn with_splice(mut self) -> Relay {
+        self.splice = true;
+        self
     }
 }
 
@@ -42,8 +54,16 @@ impl Service for Relay {
     type Conn = Option<Side>;
 
     fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, addr: SocketAddr) -> Option<Side> {
-        if let Some((client, _)) = self.connecting.remove(&id) {
-            // The upstream is up: what the client sent meanwhile goes out now.
+        if let Some((client, client_addr)) = self.connecting.remove(&id) {
+            debug!("{client} from {client_addr}: upstream {id} at {addr} is up");
+            // The upstream is up: what the client sent meanwhile goes out now,
+            // and later bytes by splice if asked (falling back to copying).
+            #[cfg(target_os = "linux")]
+            if self.splice
+                && let Err(e) = ctx.splice(client, id)
+            {
+                warn!("relay {client_addr} → {addr}: no splice ({e}), copying instead");
+            }
             return Some(Side { peer: client });
         }
         let upstream = self.upstreams[self.next % self.upstreams.len()];

@@ -16,6 +16,8 @@ use super::service::CloseReason;
 use super::stats::Stats;
 use super::timer::{TimerId, TimerKind, Timers};
 use super::token::{ConnId, Table, Token};
+#[cfg(target_os = "linux")]
+use crate::sys::Pipe;
 use crate::sys::{Interest, Listener, Poller, Signals, Socket, SpareFd, Waker};
 
 /// Writes one `--trace` line when tracing is on; costs one branch when off.
@@ -80,6 +82,10 @@ pub(crate) struct Connection {
     /// Whose input fills this connection's output, when not its own (a relay
     /// pair): that one stops being read while this output is backed up.
     pub(crate) fed_by: Option<ConnId>,
+    /// Zero-copy relaying: this connection's input goes through a pipe
+    /// straight into `peer`'s socket.
+    #[cfg(target_os = "linux")]
+    pub(crate) splice: Option<Box<Splice>>,
     pub(crate) flags: Flags,
 }
 
@@ -99,6 +105,8 @@ impl Connection {
             write_timer: None,
             drain_left: None,
             fed_by: None,
+            #[cfg(target_os = "linux")]
+            splice: None,
             flags: Flags::default(),
         }
     }
@@ -148,6 +156,12 @@ impl Connection {
             "open"
         }
     }
+}
+
+#[cfg(target_os = "linux")]
+pub(crate) struct Splice {
+    pub(crate) peer: ConnId,
+    pub(crate) pipe: Pipe,
 }
 
 impl Table<Connection> {
@@ -254,6 +268,68 @@ impl Core {
         );
         trace_io!(self.config.trace, "{id} connect to {addr}");
         Ok(id)
+    }
+
+    /// Bytes owed to `id`: its output buffer, plus what its splice peer has
+    /// read into the pipe towards it.
+    pub(crate) fn pending_output(&self, id: ConnId) -> Option<usize> {
+        let conn = self.conns.live(id)?;
+        #[cfg(target_os = "linux")]
+        if let Some(splice) = &conn.splice {
+            let piped = self.conns.live(splice.peer).and_then(|p| p.splice.as_ref());
+            return Some(conn.output.len() + piped.map_or(0, |s| s.pipe.len()));
+        }
+        Some(conn.output.len())
+    }
+
+    /// Moves `src`'s pipe into its peer's socket, once the peer's own output
+    /// buffer has gone out (it holds older bytes).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn pump(&mut self, src: ConnId) -> Result<(), (ConnId, io::Error)> {
+        let Some(dst) = self
+            .conns
+            .live(src)
+            .and_then(|c| c.splice.as_ref())
+            .map(|s| s.peer)
+        else {
+            return Ok(());
+        };
+        let Some((from, to)) = self.conns.get2_mut(src, dst) else {
+            return Ok(());
+        };
+        let Some(splice) = from.splice.as_mut() else {
+            return Ok(());
+        };
+        if to.flags.closed || to.flags.connecting || !to.output.is_empty() {
+            return Ok(());
+        }
+        while !splice.pipe.is_empty() {
+            match splice.pipe.drain_into(&to.socket) {
+                Ok(n) => {
+                    trace_io!(self.config.trace, "{dst} splice {n} from {src}");
+                    self.stats.writes += 1;
+                    self.stats.bytes_out += n as u64;
+                    self.stats.bytes_spliced += n as u64;
+                    to.wrote(n, self.now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.stats.eagain_writes += 1;
+                    break;
+                }
+                Err(e) => return Err((dst, e)),
+            }
+        }
+        if splice.pipe.is_empty() {
+            if from.flags.backpressured {
+                from.flags.backpressured = false;
+                self.schedule_read(src);
+            }
+            // A FIN may have been waiting for these bytes.
+            self.touch(dst);
+        } else {
+            from.flags.backpressured = true;
+        }
+        Ok(())
     }
 
     pub(crate) fn output_for(&mut self, id: ConnId) -> Option<&mut Vec<u8>> {

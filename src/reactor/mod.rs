@@ -300,8 +300,95 @@ impl<S: Service> Reactor<S> {
             self.core.touch(id);
             self.settle();
         }
+        #[cfg(target_os = "linux")]
+        if event.is_writable()
+            && let Some(peer) = self
+                .core
+                .conns
+                .live(id)
+                .and_then(|c| c.splice.as_ref())
+                .map(|s| s.peer)
+        {
+            self.pump(peer);
+        }
         if event.is_readable() || event.is_read_closed() {
             self.read(id);
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn pump(&mut self, src: ConnId) {
+        if let Err((dst, e)) = self.core.pump(src) {
+            self.close(dst, CloseReason::Error(e.kind()));
+        }
+        self.settle();
+    }
+
+    /// The spliced read path: socket → pipe → peer socket, never through
+    /// user space. The pipe is only filled when empty, so an EAGAIN from the
+    /// fill means the socket, not the pipe, has nothing more.
+    #[cfg(target_os = "linux")]
+    fn splice_read(&mut self, id: ConnId) {
+        let mut budget = self.core.config.read_budget;
+        let chunk = self.rbuf.len();
+        loop {
+            let trace = self.core.config.trace;
+            let Some(conn) = self.core.conns.live_mut(id) else {
+                return;
+            };
+            let Some(pipe_len) = conn.splice.as_ref().map(|s| s.pipe.len()) else {
+                return;
+            };
+            if pipe_len > 0 {
+                self.pump(id);
+                if self
+                    .core
+                    .conns
+                    .live(id)
+                    .is_none_or(|c| c.flags.backpressured)
+                {
+                    return;
+                }
+                continue;
+            }
+            if !conn.wants_read() {
+                return;
+            }
+            let Some(splice) = conn.splice.as_mut() else {
+                return;
+            };
+            self.core.stats.reads += 1;
+            match splice.pipe.fill_from(&conn.socket, chunk) {
+                Ok(0) => {
+                    trace_io!(trace, "{id} splice EOF");
+                    conn.flags.read_closed = true;
+                    self.read_closed(id);
+                    return;
+                }
+                Ok(n) => {
+                    trace_io!(trace, "{id} splice {n} into pipe");
+                    conn.bytes_in += n as u64;
+                    conn.last_active = self.core.now;
+                    self.core.stats.bytes_in += n as u64;
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        self.pump(id);
+                        self.core.schedule_read(id);
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    trace_io!(trace, "{id} splice EAGAIN");
+                    self.core.stats.eagain_reads += 1;
+                    return;
+                }
+                Err(e) => {
+                    trace_io!(trace, "{id} splice error: {e}");
+                    self.close(id, CloseReason::Error(e.kind()));
+                    self.settle();
+                    return;
+                }
+            }
         }
     }
 
@@ -463,6 +550,10 @@ impl<S: Service> Reactor<S> {
             };
             if conn.flags.linger && conn.flags.write_closed {
                 return self.discard(id);
+            }
+            #[cfg(target_os = "linux")]
+            if conn.splice.is_some() && conn.input.is_empty() {
+                return self.splice_read(id);
             }
             if !conn.wants_read() {
                 return;
@@ -636,12 +727,12 @@ impl<S: Service> Reactor<S> {
                 self.close(id, CloseReason::Error(e.kind()));
                 continue;
             }
+            if self.core.pending_output(id) != Some(0) {
+                continue;
+            }
             let Some(conn) = self.core.conns.live_mut(id) else {
                 continue;
             };
-            if !conn.output.is_empty() {
-                continue;
-            }
             let f = &conn.flags;
             // Shutting down, the peer may still be sending: FIN first, then
             // read until it closes, so unread input does not turn into RST.
@@ -896,7 +987,7 @@ impl<S: Service> Reactor<S> {
                 age: now.duration_since(c.opened),
                 bytes_in: c.bytes_in,
                 bytes_out: c.bytes_out,
-                pending_output: c.output.len(),
+                pending_output: self.core.pending_output(id).unwrap_or(0),
                 reading: c.wants_read(),
                 state: c.state(),
             })

@@ -8,8 +8,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::core::Core;
+#[cfg(target_os = "linux")]
+use super::core::Splice;
 use super::timer::{TimerId, TimerKind};
 use super::token::ConnId;
+#[cfg(target_os = "linux")]
+use crate::sys::Pipe;
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +189,26 @@ impl Context<'_> {
         }
     }
 
+    /// Relays `a` and `b` to each other with splice(2) from now on: what
+    /// one receives goes through a pipe into the other's socket without
+    /// entering user space, and `on_data` is no longer called for either.
+    /// Each side stops being read while its pipe cannot drain.
+    #[cfg(target_os = "linux")]
+    pub fn splice(&mut self, a: ConnId, b: ConnId) -> io::Result<()> {
+        let (pa, pb) = (Pipe::new()?, Pipe::new()?);
+        let core = &mut self.core;
+        let (ca, cb) = core
+            .conns
+            .get2_mut(a, b)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "connection gone"))?;
+        ca.splice = Some(Box::new(Splice { peer: b, pipe: pa }));
+        cb.splice = Some(Box::new(Splice { peer: a, pipe: pb }));
+        // Data may already wait in either socket, its edge spent.
+        core.schedule_read(a);
+        core.schedule_read(b);
+        Ok(())
+    }
+
     /// Closes `id` now, discarding whatever it has not been sent.
     pub fn abort(&mut self, id: ConnId, reason: CloseReason) {
         if let Some(conn) = self.core.conns.live_mut(id) {
@@ -234,6 +258,6 @@ impl Context<'_> {
 
     /// Bytes queued for `id` that the kernel has not taken yet.
     pub fn pending_output(&self, id: ConnId) -> Option<usize> {
-        self.core.conns.live(id).map(|c| c.output.len())
+        self.core.pending_output(id)
     }
 }

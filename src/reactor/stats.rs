@@ -22,6 +22,8 @@ pub struct Stats {
     pub(crate) closed_by: [u64; CloseReason::COUNT],
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Of `bytes_out`, those moved by splice(2), never copied through user space.
+    pub bytes_spliced: u64,
     /// Frames decoded from peers and encoded to them, as services report them.
     pub frames_in: u64,
     pub frames_out: u64,

@@ -108,6 +108,12 @@ impl<T> Table<T> {
         }
     }
 
+    /// Two different entries at once.
+    pub(crate) fn get2_mut(&mut self, a: ConnId, b: ConnId) -> Option<(&mut T, &mut T)> {
+        let ((ga, va), (gb, vb)) = self.slab.get2_mut(a.index(), b.index())?;
+        (*ga == a.generation && *gb == b.generation).then_some((va, vb))
+    }
+
     pub(crate) fn remove(&mut self, id: ConnId) -> Option<T> {
         self.get(id)?;
         Some(self.slab.remove(id.index()).1)

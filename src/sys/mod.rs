@@ -15,6 +15,11 @@ mod process;
 #[cfg(target_os = "linux")]
 pub use process::{SignalKind, Signals, SpareFd, raise_fd_limit};
 
+#[cfg(target_os = "linux")]
+mod splice;
+#[cfg(target_os = "linux")]
+pub use splice::Pipe;
+
 mod socket;
 pub use socket::{ListenOptions, Listener, Socket, SocketOptions};
 

@@ -1,0 +1,64 @@
+//! Zero-copy relaying on Linux: socket → pipe → socket with splice(2), so
+//! payload bytes never enter user space.
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, SpliceFFlags, splice};
+use nix::unistd::pipe2;
+
+use super::Socket;
+
+/// A non-blocking pipe used as the buffer between two sockets; it counts
+/// the bytes it holds (its capacity, 64 KiB by default, bounds them).
+pub struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    len: usize,
+}
+
+const FLAGS: SpliceFFlags = SpliceFFlags::SPLICE_F_NONBLOCK.union(SpliceFFlags::SPLICE_F_MOVE);
+
+impl Pipe {
+    pub fn new() -> io::Result<Pipe> {
+        let (read, write) = pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+        Ok(Pipe {
+            read,
+            write,
+            len: 0,
+        })
+    }
+
+    /// Bytes in the pipe, not yet passed on.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Moves up to `max` bytes from `from` into the pipe; `Ok(0)` is the peer's FIN.
+    pub fn fill_from(&mut self, from: &Socket, max: usize) -> io::Result<usize> {
+        let n = retry(|| splice(from, None, &self.write, None, max, FLAGS))?;
+        self.len += n;
+        Ok(n)
+    }
+
+    /// Moves what the pipe holds into `to`, as far as `to` takes it.
+    pub fn drain_into(&mut self, to: &Socket) -> io::Result<usize> {
+        let n = retry(|| splice(&self.read, None, to, None, self.len, FLAGS))?;
+        self.len -= n;
+        Ok(n)
+    }
+}
+
+fn retry(mut call: impl FnMut() -> nix::Result<usize>) -> io::Result<usize> {
+    loop {
+        match call() {
+            Err(Errno::EINTR) => continue,
+            r => return r.map_err(io::Error::from),
+        }
+    }
+}
