@@ -71,6 +71,8 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// One stderr line per readiness event and I/O call.
     pub trace: bool,
+    /// Before sleeping in the poller, spin on non-blocking polls this long.
+    pub busy_poll: Option<Duration>,
     /// Options for every accepted socket.
     pub socket: SocketOptions,
 }
@@ -91,6 +93,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(5),
             stats_interval: None,
             trace: false,
+            busy_poll: None,
             socket: SocketOptions::default(),
         }
     }
@@ -218,9 +221,8 @@ impl<S: Service> Reactor<S> {
         } else {
             Some(Duration::ZERO)
         };
-        let n = self.core.poller.wait(timeout)?;
+        let n = self.wait(timeout)?;
         self.core.now = Instant::now();
-        self.core.stats.polls += 1;
         self.core.stats.events += n as u64;
         for i in 0..n {
             let event = self.core.poller.event(i);
@@ -253,6 +255,30 @@ impl<S: Service> Reactor<S> {
             self.core.stopped = true;
         }
         Ok(())
+    }
+
+    /// Waits for events. With `busy_poll`, first spins on zero-timeout waits
+    /// for up to that long: a reply then costs no sleep and wake-up, at the
+    /// price of a busy core.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        if let Some(spin) = self.core.config.busy_poll
+            && timeout != Some(Duration::ZERO)
+        {
+            let until = Instant::now() + timeout.map_or(spin, |t| t.min(spin));
+            loop {
+                self.core.stats.polls += 1;
+                let n = self.core.poller.wait(Some(Duration::ZERO))?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                if Instant::now() >= until {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        self.core.stats.polls += 1;
+        self.core.poller.wait(timeout)
     }
 
     fn dispatch(&mut self, event: Event) {
