@@ -1,3 +1,4 @@
 //! Services built on the reactor.
 
 pub mod echo;
+pub mod hub;
