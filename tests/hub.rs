@@ -280,3 +280,34 @@ fn under_the_drop_policy_a_client_that_never_reads_misses_frames_and_stays() {
     let dropped = server.stop();
     assert_eq!(dropped as usize, readers * FRAMES - to_silent);
 }
+
+#[test]
+fn a_client_that_breaks_the_framing_loses_only_its_own_connection() {
+    let server = Server::start(
+        &[],
+        &["hub", "--framing", "lines", "--max-frame", "16"],
+        Stdio::null(),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], server.port));
+    let (a, b) = (connect_to(addr), connect_to(addr));
+    let mut bad = connect_to(addr);
+    // A whole frame, then a line longer than --max-frame.
+    bad.write_all(b"fine\n").unwrap();
+    bad.write_all(&[b'x'; 64]).unwrap();
+    let mut rest = Vec::new();
+    match bad.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "the offender got {rest:?}"),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+    }
+    (&a).write_all(b"after\n").unwrap();
+    let mut line = String::new();
+    let mut a = BufReader::new(a);
+    let mut b = BufReader::new(b);
+    a.read_line(&mut line).unwrap();
+    assert_eq!(line, "fine\n");
+    for expected in ["fine\n", "after\n"] {
+        line.clear();
+        b.read_line(&mut line).unwrap();
+        assert_eq!(line, expected);
+    }
+}
