@@ -6,12 +6,12 @@
 //! batches are fanned out in the order its bytes arrive.
 //!
 //! The reactor gives each connection its own output buffer, so "queued"
-//! means copied into each subscriber's buffer when the kernel will not take
-//! it at once. A slow subscriber cannot hold the others back: before a batch
+//! means copied into each subscriber's buffer, then written from there; a
+//! shared-chunk output queue in the reactor would save that copy. A slow subscriber cannot hold the others back: before a batch
 //! is queued for it, its backlog (what the kernel refused) is compared with
 //! the high watermark, and over it the subscriber is cut off
 //! ([`SlowPolicy::Disconnect`]) or misses that batch ([`SlowPolicy::Drop`]).
-//! Its backlog so stays under the high watermark plus one batch, and a batch
+//! So its backlog stays under the high watermark plus one batch, and a batch
 //! is at most one read (the reactor's read chunk) plus one partial frame.
 
 use std::fmt;
