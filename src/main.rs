@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use log::{error, info};
 
 use sockloop::app::echo::{Echo, FramedEcho};
+use sockloop::app::hub::{Hub, SlowPolicy};
 use sockloop::app::relay::Relay;
 use sockloop::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Framing};
 use sockloop::reactor::{Config, Reactor, Service};
@@ -30,6 +31,8 @@ enum Command {
     Echo(EchoArgs),
     /// Proxy each client to an upstream (round-robin), both ways.
     Relay(RelayArgs),
+    /// Relay every frame a client sends to every other connected client.
+    Hub(HubArgs),
 }
 
 #[derive(Args)]
@@ -59,6 +62,23 @@ struct EchoArgs {
     /// Largest frame payload accepted; a peer that sends a bigger one is disconnected.
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME_LEN, value_parser = parse_size)]
     max_frame: usize,
+}
+
+#[derive(Args)]
+struct HubArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// lines, crlf, len:u8, len:u16be, len:u16le, len:u32be, len:u32le,
+    /// len:u64be, len:u64le or fixed:N (raw has no frames to relay whole).
+    #[arg(long)]
+    framing: Framing,
+    /// Largest frame payload accepted; a peer that sends a bigger one is disconnected.
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_LEN, value_parser = parse_size)]
+    max_frame: usize,
+    /// A subscriber with more unsent bytes than --high-watermark is
+    /// disconnected, or misses frames until it catches up (drop).
+    #[arg(long, default_value = "disconnect")]
+    slow_policy: SlowPolicy,
 }
 
 /// Options every server takes.
@@ -233,6 +253,20 @@ fn main() -> ExitCode {
             };
             serve_with(&args.server, config, relay)
         }
+        // Raw "frames" are whatever one read returned: relayed, they would
+        // interleave senders mid-message.
+        Command::Hub(HubArgs {
+            framing: Framing::Raw,
+            ..
+        }) => Err(io::Error::other(
+            "hub needs a framing with message boundaries, not raw",
+        )),
+        Command::Hub(args) => Codec::new(args.framing, args.max_frame)
+            .map_err(io::Error::other)
+            .and_then(|codec| {
+                let hub = Hub::new(codec, args.slow_policy, args.server.high_watermark);
+                serve(&args.server, hub)
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

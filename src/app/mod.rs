@@ -1,4 +1,5 @@
 //! Services built on the reactor.
 
 pub mod echo;
+pub mod hub;
 pub mod relay;

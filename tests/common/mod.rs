@@ -17,11 +17,13 @@ use sockloop::sys::ListenOptions;
 /// Bound on any single blocking socket call in a test: a hang fails instead of stalling CI.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A reactor running `service` on 127.0.0.1, port 0, stopped and joined on drop.
-pub struct TestServer {
+/// A reactor running `service` on 127.0.0.1, port 0, stopped and joined on
+/// drop. [`stop`](Self::stop) returns what `finish` took from the stopped
+/// reactor (a service's own counters, say).
+pub struct TestServer<T = ()> {
     pub addr: SocketAddr,
     pub handle: Handle,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<T>>,
 }
 
 impl TestServer {
@@ -38,6 +40,34 @@ impl TestServer {
         S: Service,
         F: FnOnce() -> S + Send + 'static,
     {
+        TestServer::start_on_then(addr, config, make_service, |_| ())
+    }
+}
+
+impl<T: Send + 'static> TestServer<T> {
+    pub fn start_then<S, F, G>(config: Config, make_service: F, finish: G) -> TestServer<T>
+    where
+        S: Service,
+        F: FnOnce() -> S + Send + 'static,
+        G: FnOnce(&Reactor<S>) -> T + Send + 'static,
+    {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        Self::start_on_then(addr, config, make_service, finish)
+    }
+
+    /// Runs the reactor on `addr`; `finish` takes what it wants from the
+    /// stopped reactor (its service's counters, say) for [`TestServer::stop`].
+    pub fn start_on_then<S, F, G>(
+        addr: SocketAddr,
+        config: Config,
+        make_service: F,
+        finish: G,
+    ) -> TestServer<T>
+    where
+        S: Service,
+        F: FnOnce() -> S + Send + 'static,
+        G: FnOnce(&Reactor<S>) -> T + Send + 'static,
+    {
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = thread::spawn(move || {
             let mut reactor = Reactor::new(config, make_service()).expect("reactor");
@@ -46,6 +76,7 @@ impl TestServer {
                 .expect("listen");
             tx.send((addr, reactor.handle())).unwrap();
             reactor.run().expect("reactor run");
+            finish(&reactor)
         });
         let (addr, handle) = rx.recv().expect("server started");
         TestServer {
@@ -55,6 +86,15 @@ impl TestServer {
         }
     }
 
+    /// Stops the reactor and returns what `finish` took from it.
+    pub fn stop(mut self) -> T {
+        let _ = self.handle.stop();
+        let thread = self.thread.take().expect("running");
+        thread.join().expect("reactor thread")
+    }
+}
+
+impl<T> TestServer<T> {
     pub fn connect(&self) -> TcpStream {
         let stream = TcpStream::connect(self.addr).expect("connect");
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -75,7 +115,7 @@ impl TestServer {
     }
 }
 
-impl Drop for TestServer {
+impl<T> Drop for TestServer<T> {
     fn drop(&mut self) {
         let _ = self.handle.stop();
         if let Some(thread) = self.thread.take() {
