@@ -11,9 +11,10 @@
 
 use std::net::SocketAddr;
 
-use log::{debug, warn};
+use log::warn;
 
-use crate::codec::{Codec, Decoder, Encoder};
+use super::frames;
+use crate::codec::{Codec, Encoder};
 use crate::reactor::{CloseReason, ConnId, Context, Service};
 
 /// Raw byte echo.
@@ -71,32 +72,18 @@ impl Service for FramedEcho {
         conn: &mut FramedConn,
         input: &[u8],
     ) -> usize {
-        let mut used = 0;
-        let mut frames = 0;
-        let result = loop {
-            let rest = &input[used..];
-            match conn.codec.decode(rest) {
-                Ok(Some(frame)) => {
-                    let payload = &rest[frame.payload];
-                    let codec = &conn.codec;
-                    if let Some(Err(e)) = ctx.write_with(id, |out| codec.encode(payload, out)) {
-                        break Err(e);
-                    }
-                    used += frame.len;
-                    frames += 1;
-                }
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
-        ctx.count_frames(frames, frames);
-        if let Err(e) = result {
+        let done = frames::decode_all(&mut conn.codec, input, |codec, payload| {
+            ctx.write_with(id, |out| codec.encode(payload, out))
+                .unwrap_or(Ok(()))
+        });
+        ctx.count_frames(done.frames, done.frames);
+        if let Some(e) = done.error {
             warn!("{id} from {}: {e}; closing", conn.peer);
             // Nothing more goes to this peer, not even replies still queued.
             ctx.abort(id, CloseReason::Protocol);
             return input.len();
         }
-        used
+        done.used
     }
 
     fn on_read_closed(
@@ -106,10 +93,6 @@ impl Service for FramedEcho {
         conn: &mut FramedConn,
         unconsumed: &[u8],
     ) {
-        if let Err(e) = conn.codec.decode_eof(unconsumed) {
-            debug!("{id} from {}: closed mid-frame: {e}", conn.peer);
-            ctx.count_truncated_frame();
-        }
-        ctx.close(id);
+        frames::finish(ctx, id, &mut conn.codec, conn.peer, unconsumed);
     }
 }

@@ -7,8 +7,10 @@
 //!
 //! The reactor gives each connection its own output buffer, so "queued"
 //! means copied into each subscriber's buffer, then written from there; a
-//! shared-chunk output queue in the reactor would save that copy. A slow subscriber cannot hold the others back: before a batch
-//! is queued for it, its backlog (what the kernel refused) is compared with
+//! shared-chunk output queue in the reactor would save that copy.
+//!
+//! A slow subscriber cannot hold the others back: before a batch is queued
+//! for it, its backlog (what the kernel refused) is compared with
 //! the high watermark, and over it the subscriber is cut off
 //! ([`SlowPolicy::Disconnect`]) or misses that batch ([`SlowPolicy::Drop`]).
 //! So its backlog stays under the high watermark plus one batch, and a batch
@@ -18,10 +20,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
-use log::{debug, info, warn};
+use log::{info, warn};
 use slab::Slab;
 
-use crate::codec::{Codec, Decoder, Encoder};
+use super::frames;
+use crate::codec::{Codec, Encoder};
 use crate::reactor::{CloseReason, ConnId, Context, Service};
 
 /// What to do with a subscriber whose backlog is over the high watermark.
@@ -175,32 +178,20 @@ impl Service for Hub {
         input: &[u8],
     ) -> usize {
         self.encoded.clear();
-        let mut used = 0;
-        let mut frames = 0;
-        let result = loop {
-            let rest = &input[used..];
-            match conn.codec.decode(rest) {
-                Ok(Some(frame)) => {
-                    if let Err(e) = conn.codec.encode(&rest[frame.payload], &mut self.encoded) {
-                        break Err(e);
-                    }
-                    used += frame.len;
-                    frames += 1;
-                }
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
+        let encoded = &mut self.encoded;
+        let done = frames::decode_all(&mut conn.codec, input, |codec, payload| {
+            codec.encode(payload, encoded)
+        });
         // Frames that decoded before an error are whole: they still go out.
-        if frames > 0 {
-            self.fan_out(ctx, conn.key, frames);
+        if done.frames > 0 {
+            self.fan_out(ctx, conn.key, done.frames);
         }
-        if let Err(e) = result {
+        if let Some(e) = done.error {
             warn!("{id} from {}: {e}; closing", conn.peer);
             ctx.abort(id, CloseReason::Protocol);
             return input.len();
         }
-        used
+        done.used
     }
 
     /// FIN means the client is leaving: it gets what is already queued for
@@ -212,11 +203,7 @@ impl Service for Hub {
         conn: &mut HubConn,
         unconsumed: &[u8],
     ) {
-        if let Err(e) = conn.codec.decode_eof(unconsumed) {
-            debug!("{id} from {}: closed mid-frame: {e}", conn.peer);
-            ctx.count_truncated_frame();
-        }
-        ctx.close(id);
+        frames::finish(ctx, id, &mut conn.codec, conn.peer, unconsumed);
     }
 
     fn on_close(
