@@ -19,8 +19,8 @@ pub struct Relay {
     /// Move bytes with splice(2) once both sides are up (Linux).
     splice: bool,
     next: usize,
-    /// Upstream connects in progress: upstream id → (client id, client address).
-    connecting: HashMap<ConnId, (ConnId, SocketAddr)>,
+    /// Upstream connects in progress: upstream id → the client it serves.
+    connecting: HashMap<ConnId, Pending>,
 }
 
 impl Relay {
@@ -45,6 +45,12 @@ impl Relay {
     }
 }
 
+struct Pending {
+    client: ConnId,
+    client_addr: SocketAddr,
+    upstream: SocketAddr,
+}
+
 /// One side of a pair; `peer` is the other side.
 pub struct Side {
     peer: ConnId,
@@ -54,7 +60,12 @@ impl Service for Relay {
     type Conn = Option<Side>;
 
     fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, addr: SocketAddr) -> Option<Side> {
-        if let Some((client, client_addr)) = self.connecting.remove(&id) {
+        if let Some(Pending {
+            client,
+            client_addr,
+            ..
+        }) = self.connecting.remove(&id)
+        {
             debug!("{client} from {client_addr}: upstream {id} at {addr} is up");
             // The upstream is up: what the client sent meanwhile goes out now,
             // and later bytes by splice if asked (falling back to copying).
@@ -72,7 +83,12 @@ impl Service for Relay {
             Ok(up) => {
                 debug!("{id} from {addr} → {up} to {upstream}");
                 ctx.link(id, up);
-                self.connecting.insert(up, (id, addr));
+                let pending = Pending {
+                    client: id,
+                    client_addr: addr,
+                    upstream,
+                };
+                self.connecting.insert(up, pending);
                 Some(Side { peer: up })
             }
             Err(e) => {
@@ -84,9 +100,12 @@ impl Service for Relay {
     }
 
     fn on_connect_failed(&mut self, ctx: &mut Context<'_>, id: ConnId, error: std::io::Error) {
-        if let Some((client, addr)) = self.connecting.remove(&id) {
-            warn!("relay {addr} → upstream: {error}; closing the client");
-            ctx.abort(client, CloseReason::Error(error.kind()));
+        if let Some(p) = self.connecting.remove(&id) {
+            warn!(
+                "relay {} → {}: {error}; closing the client",
+                p.client_addr, p.upstream
+            );
+            ctx.abort(p.client, CloseReason::Error(error.kind()));
         }
     }
 
