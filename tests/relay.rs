@@ -202,3 +202,35 @@ fn round_robin_splits_ten_clients_five_and_five() {
     assert_eq!(a.stats().accepted, 5);
     assert_eq!(b.stats().accepted, 5);
 }
+
+#[test]
+fn an_upstream_that_never_answers_times_out_and_the_client_is_closed() {
+    use sockloop::sys::{ListenOptions, Listener};
+    // A listener that never accepts, its queue already full: further SYNs
+    // are dropped, so a connect neither succeeds nor fails.
+    let black_hole = Listener::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &ListenOptions { backlog: 0 },
+    )
+    .unwrap();
+    let addr = black_hole.local_addr();
+    // Backlog 0 holds one: this connection fills it.
+    let _filler = TcpStream::connect(addr).unwrap();
+    let config = Config {
+        connect_timeout: std::time::Duration::from_millis(300),
+        ..Config::default()
+    };
+    let relay = TestServer::start(config, move || Relay::new(vec![addr]));
+    let mut client = relay.connect();
+    let mut buf = [0; 8];
+    assert_eq!(
+        client.read(&mut buf).unwrap_or(0),
+        0,
+        "the client must be closed"
+    );
+    let stats = relay.wait_for("the timeout counted", |s| s.connect_failed == 1);
+    assert_eq!(
+        stats.closed_by(CloseReason::Error(std::io::ErrorKind::TimedOut)),
+        2
+    );
+}
