@@ -184,7 +184,7 @@ impl LoadClient {
             }
             Phase::Done => return,
         }
-        let free = self.plan.in_flight - conn.sent_at.len();
+        let free = self.plan.in_flight.saturating_sub(conn.sent_at.len());
         let count = match self.plan.interval {
             None => free,
             Some(interval) => {
