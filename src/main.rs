@@ -11,6 +11,7 @@ use log::{error, info};
 use sockloop::app::echo::{Echo, FramedEcho};
 use sockloop::app::hub::{Hub, SlowPolicy};
 use sockloop::app::relay::Relay;
+use sockloop::bench::{self, Mode};
 use sockloop::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Framing};
 use sockloop::reactor::{Config, Reactor, Service};
 use sockloop::sys::{ListenOptions, SocketOptions, raise_fd_limit};
@@ -33,6 +34,8 @@ enum Command {
     Relay(RelayArgs),
     /// Relay every frame a client sends to every other connected client.
     Hub(HubArgs),
+    /// Load an echo server with many connections from one thread; verify every byte.
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -49,6 +52,42 @@ struct RelayArgs {
     #[cfg(target_os = "linux")]
     #[arg(long)]
     splice: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Echo server to load; without it, an echo server starts in this process.
+    #[arg(long)]
+    target: Option<SocketAddr>,
+    #[arg(long, default_value_t = 50)]
+    conns: usize,
+    /// Payload bytes per request (e.g. 64, 4KiB).
+    #[arg(long, default_value = "64", value_parser = parse_size)]
+    size: usize,
+    /// pingpong: DEPTH requests in flight per connection; stream: send back to
+    /// back within a window of bytes.
+    #[arg(long, default_value = "pingpong")]
+    mode: Mode,
+    #[arg(long, default_value_t = 1)]
+    depth: usize,
+    /// Length of the measured window.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Load before the measured window, not counted.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Requests per second across all connections (default: as fast as echoes return).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Frame requests (and decode echoes) with this codec; see `echo --framing`.
+    #[arg(long, default_value = "raw")]
+    framing: Framing,
+    /// Report the CPU time this server process spends during the measured window.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -229,6 +268,33 @@ fn serve_with<S: Service>(args: &ServerArgs, config: Config, service: S) -> io::
     Ok(())
 }
 
+fn run_bench(args: &BenchArgs) -> io::Result<()> {
+    let report = bench::run(&bench::Options {
+        target: args.target,
+        conns: args.conns,
+        size: args.size,
+        mode: args.mode,
+        depth: args.depth,
+        duration: args.duration,
+        warmup: args.warmup,
+        rate: args.rate,
+        framing: args.framing,
+        server_pid: args.server_pid,
+    })?;
+    for error in &report.errors {
+        eprintln!("bench: error: {error}");
+    }
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{report}");
+    }
+    match report.error_count {
+        0 => Ok(()),
+        n => Err(io::Error::other(format!("bench failed with {n} errors"))),
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
@@ -267,6 +333,7 @@ fn main() -> ExitCode {
                 let hub = Hub::new(codec, args.slow_policy, args.server.high_watermark);
                 serve(&args.server, hub)
             }),
+        Command::Bench(args) => run_bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -172,6 +172,13 @@ impl<S: Service> Reactor<S> {
         Ok(local)
     }
 
+    /// Opens a connection to `addr` (from `local`, if given) from outside any
+    /// callback, as a client does before it has heard of anything; then as
+    /// [`Context::connect`]: the service hears `on_connect` or `on_connect_failed`.
+    pub fn connect(&mut self, addr: SocketAddr, local: Option<SocketAddr>) -> io::Result<ConnId> {
+        self.core.connect(addr, local)
+    }
+
     /// SIGINT and SIGTERM start a graceful shutdown (a second one stops at
     /// once); SIGUSR1 prints the connection table. Blocks those signals in
     /// the calling thread: call it before starting any thread.

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Runs one `sockloop bench` load against sockloop's echo and each baseline
+# server, ROUNDS rounds interleaved (A B C D E, A B C D E, ...), each server
+# pinned to CPU 0 and the load generator to CPU 1, and prints a table of
+# medians (min-max) with ratios to tokio current_thread.
+#
+# Usage: benches/compare.sh [sockloop bench args...]
+#   default load: --conns 100 --size 64 --mode pingpong --duration 5s --warmup 1s
+#   ROUNDS=5 (default); KEEP=dir keeps each run's JSON and stderr there.
+#
+# Server CPU per message: the bench reads utime+stime of the server process
+# (/proc/PID/stat, 10 ms ticks) at the start and end of its measured window
+# (--server-pid), so connection setup, warmup and the final drain are left out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-5}
+if [ $# -eq 0 ]; then
+    set -- --conns 100 --size 64 --mode pingpong --duration 5s --warmup 1s
+fi
+LOAD=("$@")
+
+cargo build --release --quiet --bin sockloop --examples
+OUT=${CARGO_TARGET_DIR:-target}/release
+BIN=$OUT/sockloop
+
+# name|command; every server prints `listening on IP:PORT` first on stdout.
+SERVERS=(
+    "sockloop|$BIN echo --listen 127.0.0.1:0 --idle-timeout 0 --write-timeout 0"
+    "tokio_current_thread|$OUT/examples/echo_tokio 127.0.0.1:0 --flavor current_thread"
+    "tokio_multi_thread|$OUT/examples/echo_tokio 127.0.0.1:0 --flavor multi_thread"
+    "threads|$OUT/examples/echo_threads 127.0.0.1:0"
+    "epoll_floor|$OUT/examples/echo_epoll_floor 127.0.0.1:0"
+)
+
+WORK=$(mktemp -d)
+SERVER_PID=
+cleanup() {
+    if [ -n "$SERVER_PID" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [ -n "${KEEP:-}" ]; then
+        mkdir -p "$KEEP" && cp -r "$WORK"/. "$KEEP"/
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Starts a server on CPU 0; sets SERVER_PID and SERVER_ADDR.
+start_server() {
+    local name=$1 command=$2
+    # taskset execs the server, so $! is the server's own pid.
+    # shellcheck disable=SC2086 # the command is meant to split into words
+    taskset -c 0 $command >"$WORK/$name.stdout" 2>"$WORK/$name.server.log" &
+    SERVER_PID=$!
+    SERVER_ADDR=
+    for _ in $(seq 100); do
+        SERVER_ADDR=$(sed -n 's/^listening on //p' "$WORK/$name.stdout" 2>/dev/null || true)
+        [ -n "$SERVER_ADDR" ] && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "compare: $name did not start:" >&2
+    cat "$WORK/$name.server.log" >&2
+    exit 1
+}
+
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+echo "load: ${LOAD[*]}; $ROUNDS rounds; servers on CPU 0, load generator on CPU 1" >&2
+failed=0
+for round in $(seq "$ROUNDS"); do
+    for entry in "${SERVERS[@]}"; do
+        name=${entry%%|*}
+        start_server "$name" "${entry#*|}"
+        log="$WORK/$name.$round.bench.log"
+        if json=$(taskset -c 1 "$BIN" bench --target "$SERVER_ADDR" --server-pid "$SERVER_PID" \
+            --json "${LOAD[@]}" 2>"$log"); then
+            echo "$name $json" >>"$WORK/results"
+            echo "round $round $name: $(grep -o '"msgs_per_sec":[0-9.]*' <<<"$json")" >&2
+        else
+            failed=1
+            echo "round $round $name: bench failed:" >&2
+            grep -v '^bench: .*s measuring\|warmup \|draining' "$log" | tail -5 >&2
+        fi
+        stop_server
+    done
+done
+
+python3 benches/compare_table.py "$WORK/results"
+exit "$failed"
