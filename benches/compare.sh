@@ -6,7 +6,9 @@
 #
 # Usage: benches/compare.sh [sockloop bench args...]
 #   default load: --conns 100 --size 64 --mode pingpong --duration 5s --warmup 1s
-#   ROUNDS=5 (default); KEEP=dir keeps each run's JSON and stderr there.
+#   ROUNDS=5 (default); KEEP=dir keeps each run's JSON and stderr there;
+#   SKIP=regex leaves out the servers whose names match (e.g. SKIP=threads
+#   at 10,000 connections).
 #
 # Server CPU per message: the bench reads utime+stime of the server process
 # (/proc/PID/stat, 10 ms ticks) at the start and end of its measured window
@@ -77,6 +79,9 @@ failed=0
 for round in $(seq "$ROUNDS"); do
     for entry in "${SERVERS[@]}"; do
         name=${entry%%|*}
+        if [ -n "${SKIP:-}" ] && [[ $name =~ $SKIP ]]; then
+            continue
+        fi
         start_server "$name" "${entry#*|}"
         log="$WORK/$name.$round.bench.log"
         if json=$(taskset -c 1 "$BIN" bench --target "$SERVER_ADDR" --server-pid "$SERVER_PID" \
