@@ -5,7 +5,9 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Write};
+use std::mem;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
@@ -197,6 +199,9 @@ pub(crate) struct Core {
     /// replies go from here to the kernel and never touch a per-connection buffer.
     pub(crate) out: Vec<u8>,
     pub(crate) out_owner: Option<ConnId>,
+    /// A reply that is a piece of the input being delivered (an echo): it is
+    /// sent from there when the callback returns, never copied.
+    pub(crate) out_input: Option<Range<usize>>,
     /// Connections with deferred work: output to flush, a close to carry out.
     pub(crate) touched: Vec<ConnId>,
     /// Connections and listeners to serve before the next wait.
@@ -372,21 +377,33 @@ impl Core {
     /// take becomes that connection's backlog.
     pub(crate) fn flush_out(&mut self, id: ConnId) -> io::Result<()> {
         self.out_owner = None;
+        let out = mem::take(&mut self.out);
+        let result = self.send_now(id, &out);
+        self.out = out;
+        self.out.clear();
+        result
+    }
+
+    /// Sends the piece of `input` the service echoed, if it did.
+    pub(crate) fn send_input(&mut self, id: ConnId, input: &[u8]) -> io::Result<()> {
+        match self.out_input.take() {
+            Some(range) => self.send_now(id, &input[range]),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes `data` for `id`, which has no backlog; what the kernel does not
+    /// take becomes its backlog.
+    fn send_now(&mut self, id: ConnId, data: &[u8]) -> io::Result<()> {
         let result = match self.conns.live_mut(id) {
-            Some(conn) if conn.flags.abort.is_none() && !self.out.is_empty() => send(
-                &mut self.stats,
-                self.config.trace,
-                id,
-                &conn.socket,
-                &self.out,
-            )
-            .map(|sent| {
-                conn.wrote(sent, self.now);
-                conn.output.extend(&self.out[sent..]);
-            }),
+            Some(conn) if conn.flags.abort.is_none() && !data.is_empty() => {
+                send(&mut self.stats, self.config.trace, id, &conn.socket, data).map(|sent| {
+                    conn.wrote(sent, self.now);
+                    conn.output.extend(&data[sent..]);
+                })
+            }
             _ => Ok(()),
         };
-        self.out.clear();
         self.after_write(id);
         result
     }

@@ -138,6 +138,7 @@ impl<S: Service> Reactor<S> {
                 conns: Table::new(),
                 out: Vec::new(),
                 out_owner: None,
+                out_input: None,
                 touched: Vec::new(),
                 ready: VecDeque::new(),
                 dead: Vec::new(),
@@ -529,7 +530,7 @@ impl<S: Service> Reactor<S> {
     fn open(&mut self, id: ConnId, peer: SocketAddr) {
         let core = &mut self.core;
         core.out_owner = Some(id);
-        let state = self.service.on_connect(&mut Context { core }, id, peer);
+        let state = self.service.on_connect(&mut Context::new(core), id, peer);
         if self.states.len() <= id.index() {
             self.states.resize_with(id.index() + 1, || None);
         }
@@ -568,7 +569,7 @@ impl<S: Service> Reactor<S> {
         self.close(id, CloseReason::Error(error.kind()));
         let core = &mut self.core;
         self.service
-            .on_connect_failed(&mut Context { core }, id, error);
+            .on_connect_failed(&mut Context::new(core), id, error);
         self.settle();
     }
 
@@ -682,23 +683,30 @@ impl<S: Service> Reactor<S> {
         };
         let core = &mut self.core;
         core.out_owner = Some(id);
+        let mut failed = None;
         if in_rbuf {
             let input = &self.rbuf[..n];
-            let used = self
-                .service
-                .on_data(&mut Context { core }, id, state, input);
+            let used =
+                self.service
+                    .on_data(&mut Context::with_input(core, input), id, state, input);
+            failed = core.send_input(id, input).err();
             if let Some(conn) = core.conns.live_mut(id) {
                 conn.input.extend(&input[used.min(n)..]);
             }
         } else if let Some(conn) = core.conns.live_mut(id) {
             let mut input = mem::take(&mut conn.input);
-            let used = self
-                .service
-                .on_data(&mut Context { core }, id, state, input.as_slice());
+            let bytes = input.as_slice();
+            let used =
+                self.service
+                    .on_data(&mut Context::with_input(core, bytes), id, state, bytes);
+            failed = core.send_input(id, bytes).err();
             input.consume(used);
             if let Some(conn) = core.conns.live_mut(id) {
                 conn.input = input;
             }
+        }
+        if let Some(e) = failed {
+            self.close(id, CloseReason::Error(e.kind()));
         }
         self.settle();
     }
@@ -713,7 +721,7 @@ impl<S: Service> Reactor<S> {
             let core = &mut self.core;
             core.out_owner = Some(id);
             self.service
-                .on_read_closed(&mut Context { core }, id, state, input.as_slice());
+                .on_read_closed(&mut Context::new(core), id, state, input.as_slice());
         }
         self.settle();
         // Both directions are done: nothing is left for this socket.
@@ -831,7 +839,7 @@ impl<S: Service> Reactor<S> {
         trace_io!(core.config.trace, "{id} close: {reason}");
         if let Some(state) = self.states.get_mut(id.index()).and_then(Option::take) {
             self.service
-                .on_close(&mut Context { core }, id, state, reason);
+                .on_close(&mut Context::new(core), id, state, reason);
         }
     }
 
@@ -890,7 +898,8 @@ impl<S: Service> Reactor<S> {
                         self.core.conns.live(id).is_some(),
                     ) {
                         let core = &mut self.core;
-                        self.service.on_timer(&mut Context { core }, id, state, tag);
+                        self.service
+                            .on_timer(&mut Context::new(core), id, state, tag);
                     }
                 }
                 TimerKind::ResumeAccept(i) => {

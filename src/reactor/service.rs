@@ -80,6 +80,12 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// Where `inner` lies within `outer`, if it is a non-empty piece of it.
+fn subslice(outer: &[u8], inner: &[u8]) -> Option<std::ops::Range<usize>> {
+    let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    (!inner.is_empty() && start + inner.len() <= outer.len()).then_some(start..start + inner.len())
+}
+
 /// An application on the reactor: plain state machine code, driven by calls.
 pub trait Service {
     /// Per-connection state, kept by the reactor beside the connection.
@@ -139,12 +145,38 @@ pub trait Service {
 /// The service's handle on the reactor during a callback. Every action is
 /// carried out when the callback returns: writes go out in one syscall.
 pub struct Context<'a> {
-    pub(crate) core: &'a mut Core,
+    core: &'a mut Core,
+    /// The input being delivered, if any: a reply that is a piece of it is
+    /// sent from it directly.
+    input: &'a [u8],
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
+    pub(crate) fn new(core: &'a mut Core) -> Self {
+        Context { core, input: &[] }
+    }
+
+    pub(crate) fn with_input(core: &'a mut Core, input: &'a [u8]) -> Self {
+        Context { core, input }
+    }
+
     /// Queues `data` for `id`. False if that connection is gone or closing.
     pub fn write(&mut self, id: ConnId, data: &[u8]) -> bool {
+        // The common echo: the reply is the input itself. Remember where it
+        // lies rather than copy it.
+        if let Some(range) = subslice(self.input, data)
+            && self.core.out_owner == Some(id)
+            && self.core.out.is_empty()
+            && self.core.out_input.is_none()
+            && self
+                .core
+                .conns
+                .live(id)
+                .is_some_and(|c| c.takes_output() && c.output.is_empty())
+        {
+            self.core.out_input = Some(range);
+            return true;
+        }
         self.write_with(id, |out| out.extend_from_slice(data))
             .is_some()
     }
@@ -152,6 +184,12 @@ impl Context<'_> {
     /// Lets `f` append to `id`'s output (an encoder, say). `None` if that
     /// connection is gone or closing.
     pub fn write_with<R>(&mut self, id: ConnId, f: impl FnOnce(&mut Vec<u8>) -> R) -> Option<R> {
+        // A reply remembered as a piece of the input goes first, to keep order.
+        if self.core.out_owner == Some(id)
+            && let Some(range) = self.core.out_input.take()
+        {
+            self.core.out.extend_from_slice(&self.input[range]);
+        }
         self.core.output_for(id).map(f)
     }
 
