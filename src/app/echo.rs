@@ -11,11 +11,9 @@
 
 use std::net::SocketAddr;
 
-use log::warn;
-
 use super::frames;
 use crate::codec::{Codec, Encoder};
-use crate::reactor::{CloseReason, ConnId, Context, Service};
+use crate::reactor::{ConnId, Context, Service};
 
 /// Raw byte echo.
 #[derive(Debug, Default)]
@@ -77,13 +75,7 @@ impl Service for FramedEcho {
                 .unwrap_or(Ok(()))
         });
         ctx.count_frames(done.frames, done.frames);
-        if let Some(e) = done.error {
-            warn!("{id} from {}: {e}; closing", conn.peer);
-            // Nothing more goes to this peer, not even replies still queued.
-            ctx.abort(id, CloseReason::Protocol);
-            return input.len();
-        }
-        done.used
+        done.consumed(ctx, id, conn.peer, input)
     }
 
     fn on_read_closed(

@@ -3,10 +3,10 @@
 
 use std::net::SocketAddr;
 
-use log::debug;
+use log::{debug, warn};
 
 use crate::codec::{Codec, Decoder, FrameError};
-use crate::reactor::{ConnId, Context};
+use crate::reactor::{CloseReason, ConnId, Context};
 
 /// What one pass over a connection's input found.
 pub(crate) struct Decoded {
@@ -15,6 +15,28 @@ pub(crate) struct Decoded {
     pub(crate) frames: u64,
     /// The error that stopped the pass, if any; frames before it are whole.
     pub(crate) error: Option<FrameError>,
+}
+
+impl Decoded {
+    /// How much of `input` the service consumed. On a frame error the sender
+    /// is logged and cut off — nothing more goes to it, not even replies
+    /// still queued — and the rest of its input is dropped with it.
+    pub(crate) fn consumed(
+        self,
+        ctx: &mut Context<'_>,
+        id: ConnId,
+        peer: SocketAddr,
+        input: &[u8],
+    ) -> usize {
+        match self.error {
+            None => self.used,
+            Some(e) => {
+                warn!("{id} from {peer}: {e}; closing");
+                ctx.abort(id, CloseReason::Protocol);
+                input.len()
+            }
+        }
+    }
 }
 
 /// Calls `each` with the payload of every complete frame at the front of

@@ -186,12 +186,7 @@ impl Service for Hub {
         if done.frames > 0 {
             self.fan_out(ctx, conn.key, done.frames);
         }
-        if let Some(e) = done.error {
-            warn!("{id} from {}: {e}; closing", conn.peer);
-            ctx.abort(id, CloseReason::Protocol);
-            return input.len();
-        }
-        done.used
+        done.consumed(ctx, id, conn.peer, input)
     }
 
     /// FIN means the client is leaving: it gets what is already queued for
