@@ -128,6 +128,11 @@ impl Connection {
         !(f.close_when_flushed || f.abort.is_some() || f.shut_write_when_flushed || f.write_closed)
     }
 
+    pub(crate) fn received(&mut self, n: usize, now: Instant) {
+        self.bytes_in += n as u64;
+        self.last_active = now;
+    }
+
     fn wrote(&mut self, n: usize, now: Instant) {
         if n > 0 {
             self.bytes_out += n as u64;

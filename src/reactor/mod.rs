@@ -401,8 +401,7 @@ impl<S: Service> Reactor<S> {
                 }
                 Ok(n) => {
                     trace_io!(trace, "{id} splice {n} into pipe");
-                    conn.bytes_in += n as u64;
-                    conn.last_active = self.core.now;
+                    conn.received(n, self.core.now);
                     self.core.stats.bytes_in += n as u64;
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
@@ -411,17 +410,7 @@ impl<S: Service> Reactor<S> {
                         return;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    trace_io!(trace, "{id} splice EAGAIN");
-                    self.core.stats.eagain_reads += 1;
-                    return;
-                }
-                Err(e) => {
-                    trace_io!(trace, "{id} splice error: {e}");
-                    self.close(id, CloseReason::Error(e.kind()));
-                    self.settle();
-                    return;
-                }
+                Err(e) => return self.read_failed(id, "splice", e),
             }
         }
     }
@@ -613,8 +602,7 @@ impl<S: Service> Reactor<S> {
                 Ok(n) => {
                     trace_io!(trace, "{id} read {n}");
                     let peer_fin = conn.flags.peer_fin;
-                    conn.bytes_in += n as u64;
-                    conn.last_active = self.core.now;
+                    conn.received(n, self.core.now);
                     self.core.stats.bytes_in += n as u64;
                     if let Some(left) = &mut conn.drain_left {
                         *left -= n;
@@ -636,19 +624,22 @@ impl<S: Service> Reactor<S> {
                         return;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    trace_io!(trace, "{id} read EAGAIN");
-                    self.core.stats.eagain_reads += 1;
-                    return;
-                }
-                Err(e) => {
-                    trace_io!(trace, "{id} read error: {e}");
-                    self.close(id, CloseReason::Error(e.kind()));
-                    self.settle();
-                    return;
-                }
+                Err(e) => return self.read_failed(id, "read", e),
             }
         }
+    }
+
+    /// A read or splice that failed: EAGAIN means the socket is drained;
+    /// anything else ends the connection.
+    fn read_failed(&mut self, id: ConnId, op: &str, e: io::Error) {
+        if e.kind() == io::ErrorKind::WouldBlock {
+            trace_io!(self.core.config.trace, "{id} {op} EAGAIN");
+            self.core.stats.eagain_reads += 1;
+            return;
+        }
+        trace_io!(self.core.config.trace, "{id} {op} error: {e}");
+        self.close(id, CloseReason::Error(e.kind()));
+        self.settle();
     }
 
     /// After our FIN at shutdown: reads and drops whatever the peer still
