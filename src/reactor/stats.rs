@@ -51,11 +51,6 @@ impl Stats {
     pub fn closed_by(&self, reason: CloseReason) -> u64 {
         self.closed_by[reason.slot()]
     }
-
-    /// Syscalls the loop made for I/O and polling.
-    pub fn syscalls(&self) -> u64 {
-        self.polls + self.reads + self.writes + self.interest_changes
-    }
 }
 
 /// One line: what an operator wants to see every few seconds.
