@@ -400,15 +400,18 @@ impl Core {
     /// Writes `data` for `id`, which has no backlog; what the kernel does not
     /// take becomes its backlog.
     fn send_now(&mut self, id: ConnId, data: &[u8]) -> io::Result<()> {
-        let result = match self.conns.live_mut(id) {
-            Some(conn) if conn.flags.abort.is_none() && !data.is_empty() => {
-                send(&mut self.stats, self.config.trace, id, &conn.socket, data).map(|sent| {
-                    conn.wrote(sent, self.now);
-                    conn.output.extend(&data[sent..]);
-                })
-            }
-            _ => Ok(()),
+        // Nothing written, nothing pending changed: no backpressure to review.
+        let Some(conn) = self
+            .conns
+            .live_mut(id)
+            .filter(|c| c.flags.abort.is_none() && !data.is_empty())
+        else {
+            return Ok(());
         };
+        let result = send(&mut self.stats, self.config.trace, id, &conn.socket, data).map(|sent| {
+            conn.wrote(sent, self.now);
+            conn.output.extend(&data[sent..]);
+        });
         self.after_write(id);
         result
     }
