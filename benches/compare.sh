@@ -8,7 +8,10 @@
 #   default load: --conns 100 --size 64 --mode pingpong --duration 5s --warmup 1s
 #   ROUNDS=5 (default); KEEP=dir keeps each run's JSON and stderr there;
 #   SKIP=regex leaves out the servers whose names match (e.g. SKIP=threads
-#   at 10,000 connections).
+#   at 10,000 connections); SYSCALLS=1 also counts the server's syscalls
+#   over the measured window (perf stat on the raw_syscalls tracepoint,
+#   switched on and off by the bench through a FIFO). Counting costs the
+#   server a little per syscall, so take CPU figures from runs without it.
 #
 # Server CPU per message: the bench reads utime+stime of the server process
 # (/proc/PID/stat, 10 ms ticks) at the start and end of its measured window
@@ -37,7 +40,10 @@ SERVERS=(
 
 WORK=$(mktemp -d)
 SERVER_PID=
+PERF_PID=
+BENCH_EXTRA=()
 cleanup() {
+    [ -n "$PERF_PID" ] && stop_perf
     if [ -n "$SERVER_PID" ]; then
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
@@ -68,6 +74,43 @@ start_server() {
     exit 1
 }
 
+# Counts the server's syscalls while the bench holds the window open; sets
+# BENCH_EXTRA to the bench flag that drives it.
+start_counting() {
+    local name=$1 round=$2
+    rm -f "$WORK/ctl" && mkfifo "$WORK/ctl"
+    perf stat -x, -e raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait \
+        --control "fifo:$WORK/ctl" -D -1 -p "$SERVER_PID" -o "$WORK/$name.$round.perf" 2>/dev/null &
+    PERF_PID=$!
+    # The bench opens the FIFO without blocking: perf must be reading it first.
+    until [ -f "$WORK/$name.$round.perf" ]; do sleep 0.05; done
+    BENCH_EXTRA=(--window-fifo "$WORK/ctl")
+}
+
+stop_perf() {
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=
+}
+
+# Adds the counts per message to the bench's JSON.
+stop_counting() {
+    local name=$1 round=$2 json=$3
+    stop_perf
+    python3 - "$WORK/$name.$round.perf" "$json" <<'PY'
+import json, sys
+counts = {}
+for line in open(sys.argv[1]):
+    fields = line.strip().split(",")
+    if len(fields) > 2 and fields[0].isdigit():
+        counts[fields[2]] = int(fields[0])
+run = json.loads(sys.argv[2])
+run["server_syscalls_per_msg"] = counts["raw_syscalls:sys_enter"] / run["msgs"]
+run["server_waits_per_msg"] = counts["syscalls:sys_enter_epoll_wait"] / run["msgs"]
+print(json.dumps(run, separators=(",", ":")))
+PY
+}
+
 stop_server() {
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
@@ -83,12 +126,15 @@ for round in $(seq "$ROUNDS"); do
             continue
         fi
         start_server "$name" "${entry#*|}"
+        [ "${SYSCALLS:-0}" = 1 ] && start_counting "$name" "$round"
         log="$WORK/$name.$round.bench.log"
         if json=$(taskset -c 1 "$BIN" bench --target "$SERVER_ADDR" --server-pid "$SERVER_PID" \
-            --json "${LOAD[@]}" 2>"$log"); then
+            --json "${BENCH_EXTRA[@]}" "${LOAD[@]}" 2>"$log"); then
+            [ -n "$PERF_PID" ] && json=$(stop_counting "$name" "$round" "$json")
             echo "$name $json" >>"$WORK/results"
             echo "round $round $name: $(grep -o '"msgs_per_sec":[0-9.]*' <<<"$json")" >&2
         else
+            [ -n "$PERF_PID" ] && stop_perf
             failed=1
             echo "round $round $name: bench failed:" >&2
             grep -v '^bench: .*s measuring\|warmup \|draining' "$log" | tail -5 >&2

@@ -85,6 +85,10 @@ struct BenchArgs {
     /// Report the CPU time this server process spends during the measured window.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Write `enable` to this FIFO when the measured window opens and
+    /// `disable` when it closes, e.g. for `perf stat --control fifo:PATH -D -1`.
+    #[arg(long)]
+    window_fifo: Option<std::path::PathBuf>,
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -280,6 +284,7 @@ fn run_bench(args: &BenchArgs) -> io::Result<()> {
         rate: args.rate,
         framing: args.framing,
         server_pid: args.server_pid,
+        window_fifo: args.window_fifo.clone(),
     })?;
     for error in &report.errors {
         eprintln!("bench: error: {error}");

@@ -10,7 +10,7 @@
 //! and must then see the server's FIN), done. A single error ends the run.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,8 @@ pub(crate) struct Plan {
     pub(crate) duration: Duration,
     /// A server process whose CPU time is read at the window's edges.
     pub(crate) server_pid: Option<u32>,
+    /// Told `enable` and `disable` at the window's edges (`perf stat --control`).
+    pub(crate) window_fifo: Option<std::fs::File>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,6 +327,7 @@ impl LoadClient {
                 self.window.latency.reset();
                 self.window.start = Some(now);
                 self.window.server_cpu = self.server_cpu().map(|t| (t, t));
+                self.signal_window("enable");
                 self.phase = Phase::Measuring {
                     until: now + self.plan.duration,
                 };
@@ -332,6 +335,7 @@ impl LoadClient {
             }
             Phase::Measuring { until } if now >= until => {
                 self.window.end = Some(now);
+                self.signal_window("disable");
                 if let (Some((start, _)), Some(end)) = (self.window.server_cpu, self.server_cpu()) {
                     self.window.server_cpu = Some((start, end));
                 }
@@ -379,6 +383,14 @@ impl LoadClient {
         );
         self.recent.reset();
         self.recent_msgs = 0;
+    }
+
+    fn signal_window(&mut self, command: &str) {
+        if let Some(fifo) = &mut self.plan.window_fifo
+            && let Err(e) = writeln!(fifo, "{command}")
+        {
+            self.fail(None, format!("telling the window FIFO {command}: {e}"));
+        }
     }
 
     fn server_cpu(&mut self) -> Option<Duration> {

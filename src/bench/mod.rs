@@ -14,6 +14,7 @@ mod pattern;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt;
 use std::str::FromStr;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -87,6 +88,9 @@ pub struct Options {
     pub framing: Framing,
     /// A server process whose CPU time over the measured window is reported.
     pub server_pid: Option<u32>,
+    /// A FIFO that hears `enable` when the measured window opens and
+    /// `disable` when it closes: the control channel of `perf stat --control`.
+    pub window_fifo: Option<std::path::PathBuf>,
 }
 
 /// The measured window's numbers, and what went wrong.
@@ -278,6 +282,20 @@ pub fn run(options: &Options) -> io::Result<Report> {
         warmup: options.warmup,
         duration: options.duration,
         server_pid: options.server_pid,
+        window_fifo: options
+            .window_fifo
+            .as_ref()
+            .map(|path| {
+                // Non-blocking, so a FIFO nobody reads fails (ENXIO) instead of hanging.
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(path)
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("window FIFO {}: {e}", path.display()))
+                    })
+            })
+            .transpose()?,
     };
     let config = Config {
         // Our own window bounds what is queued; reading must never pause for it.
