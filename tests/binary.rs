@@ -122,6 +122,9 @@ fn sigterm_mid_transfer_returns_every_byte_sent_before_it_then_eof() {
     let status = thread::scope(|s| {
         for (i, me) in streamers.iter().enumerate() {
             let stream = server.connect();
+            // Else Nagle may hold a write in our own send queue until the
+            // server's next reply brings an ACK: written, but not sent.
+            stream.set_nodelay(true).unwrap();
             s.spawn(move || stream_until_eof(stream, i as u64, me));
         }
         wait_until("every client to be mid-transfer", || {
@@ -130,11 +133,17 @@ fn sigterm_mid_transfer_returns_every_byte_sent_before_it_then_eof() {
                 .all(|c| c.received.load(Ordering::Acquire) > 256 << 10)
                 .then_some(())
         });
+        // The server takes SIGTERM while stopped, and the clients go on
+        // writing: what they send before it runs again was sent before the
+        // signal took effect, and still lies unread in its sockets then.
+        server.signal(Signal::SIGSTOP);
+        server.signal(Signal::SIGTERM);
+        thread::sleep(Duration::from_millis(50));
         let before: Vec<u64> = streamers
             .iter()
             .map(|c| c.sent.load(Ordering::Acquire))
             .collect();
-        server.signal(Signal::SIGTERM);
+        server.signal(Signal::SIGCONT);
         let status = server.wait_exit();
         for (i, c) in streamers.iter().enumerate() {
             let received = c.received.load(Ordering::Acquire);

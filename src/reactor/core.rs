@@ -5,7 +5,6 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Write};
-use std::mem;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::{Arc, mpsc};
@@ -84,6 +83,9 @@ pub(crate) struct Connection {
     /// Whose input fills this connection's output, when not its own (a relay
     /// pair): that one stops being read while this output is backed up.
     pub(crate) fed_by: Option<ConnId>,
+    /// Its reply held back until the batch ends: an index into `Core::held`.
+    /// While one is held, `output` is empty.
+    pub(crate) held: Option<usize>,
     /// Zero-copy relaying: this connection's input goes through a pipe
     /// straight into `peer`'s socket.
     #[cfg(target_os = "linux")]
@@ -107,6 +109,7 @@ impl Connection {
             write_timer: None,
             drain_left: None,
             fed_by: None,
+            held: None,
             #[cfg(target_os = "linux")]
             splice: None,
             flags: Flags::default(),
@@ -171,6 +174,36 @@ pub(crate) struct Splice {
     pub(crate) pipe: Pipe,
 }
 
+/// A reply held back until the current batch of events is handled, so that
+/// the batch's replies leave back to back after all of its reads. Bunched
+/// sends cost the kernel less than sends spread between reads.
+pub(crate) struct Held {
+    pub(crate) id: ConnId,
+    bytes: HeldBytes,
+}
+
+/// Where a held reply lies: in the reactor's read arena (an echo of input
+/// that arrived in this batch), or in the shared output buffer.
+enum HeldBytes {
+    Arena(Range<usize>),
+    Out(Range<usize>),
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        match &self.bytes {
+            HeldBytes::Arena(r) | HeldBytes::Out(r) => r.len(),
+        }
+    }
+
+    fn slice<'a>(&self, arena: &'a [u8], out: &'a [u8]) -> &'a [u8] {
+        match &self.bytes {
+            HeldBytes::Arena(r) => &arena[r.clone()],
+            HeldBytes::Out(r) => &out[r.clone()],
+        }
+    }
+}
+
 impl Table<Connection> {
     /// `id`'s connection, unless it has been closed this turn.
     pub(crate) fn live(&self, id: ConnId) -> Option<&Connection> {
@@ -200,13 +233,18 @@ pub(crate) struct Core {
     pub(crate) listeners: Vec<ListenerSlot>,
     pub(crate) spare_fd: SpareFd,
     pub(crate) conns: Table<Connection>,
-    /// Output of the connection being served, while it has no backlog: most
-    /// replies go from here to the kernel and never touch a per-connection buffer.
+    /// Output of the connections served in this batch while they have no
+    /// backlog: most replies go from here to the kernel and never touch a
+    /// per-connection buffer. Cleared when the batch's replies are sent.
     pub(crate) out: Vec<u8>,
+    /// The connection being served, and where its bytes in `out` begin.
     pub(crate) out_owner: Option<ConnId>,
-    /// A reply that is a piece of the input being delivered (an echo): it is
-    /// sent from there when the callback returns, never copied.
+    out_mark: usize,
+    /// A reply that is a piece of the input being delivered (an echo), as a
+    /// range of the read arena: it is sent from there, never copied.
     pub(crate) out_input: Option<Range<usize>>,
+    /// Replies held until the batch ends, oldest first.
+    pub(crate) held: Vec<Held>,
     /// Connections with deferred work: output to flush, a close to carry out.
     pub(crate) touched: Vec<ConnId>,
     /// Connections and listeners to serve before the next wait.
@@ -224,6 +262,42 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    pub(crate) fn new(
+        config: Config,
+        poller: Poller,
+        waker: Arc<Waker>,
+        command_tx: mpsc::Sender<Command>,
+        commands: mpsc::Receiver<Command>,
+        timers: Timers,
+        now: Instant,
+    ) -> Core {
+        Core {
+            config,
+            poller,
+            waker,
+            signals: None,
+            commands,
+            command_tx,
+            listeners: Vec::new(),
+            spare_fd: SpareFd::new(),
+            conns: Table::new(),
+            out: Vec::new(),
+            out_owner: None,
+            out_mark: 0,
+            out_input: None,
+            held: Vec::new(),
+            touched: Vec::new(),
+            ready: VecDeque::new(),
+            dead: Vec::new(),
+            timers,
+            now,
+            stats: Stats::default(),
+            shutting_down: false,
+            forced: false,
+            stopped: false,
+        }
+    }
+
     pub(crate) fn touch(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.live_mut(id)
             && !conn.flags.touched
@@ -280,10 +354,13 @@ impl Core {
         Ok(id)
     }
 
-    /// Bytes owed to `id`: its output buffer, plus what its splice peer has
-    /// read into the pipe towards it.
+    /// Bytes owed to `id`: its held reply and output buffer, plus what its
+    /// splice peer has read into the pipe towards it.
     pub(crate) fn pending_output(&self, id: ConnId) -> Option<usize> {
         let conn = self.conns.live(id)?;
+        if let Some(i) = conn.held {
+            return Some(self.held[i].len());
+        }
         #[cfg(target_os = "linux")]
         if let Some(splice) = &conn.splice {
             let piped = self.conns.live(splice.peer).and_then(|p| p.splice.as_ref());
@@ -342,7 +419,15 @@ impl Core {
         Ok(())
     }
 
-    pub(crate) fn output_for(&mut self, id: ConnId) -> Option<&mut Vec<u8>> {
+    /// Where a write to `id` goes: the shared buffer while `id` is being
+    /// served and has no backlog, else its own output buffer.
+    pub(crate) fn output_for(&mut self, id: ConnId, arena: &[u8]) -> Option<&mut Vec<u8>> {
+        if self.out_owner != Some(id)
+            && let Err(e) = self.send_held(id, arena)
+        {
+            // Older bytes must go first; without them the connection is done.
+            self.abort(id, CloseReason::Error(e.kind()));
+        }
         let conn = self.conns.live_mut(id)?;
         if !conn.takes_output() {
             return None;
@@ -357,8 +442,16 @@ impl Core {
         Some(conn.output.tail_mut())
     }
 
-    /// Writes `id`'s backlog until it is empty or the kernel is full.
-    pub(crate) fn flush(&mut self, id: ConnId) -> io::Result<()> {
+    pub(crate) fn abort(&mut self, id: ConnId, reason: CloseReason) {
+        if let Some(conn) = self.conns.live_mut(id) {
+            conn.flags.abort = Some(reason);
+            self.touch(id);
+        }
+    }
+
+    /// Writes `id`'s held reply and backlog until they are out or the kernel is full.
+    pub(crate) fn flush(&mut self, id: ConnId, arena: &[u8]) -> io::Result<()> {
+        self.send_held(id, arena)?;
         let Some(conn) = self.conns.live_mut(id) else {
             return Ok(());
         };
@@ -378,42 +471,63 @@ impl Core {
         Ok(())
     }
 
-    /// Sends the shared output buffer for its owner; what the kernel does not
-    /// take becomes that connection's backlog.
-    pub(crate) fn flush_out(&mut self, id: ConnId) -> io::Result<()> {
+    /// A callback serving `id` begins: its writes to `id` go to `out`.
+    pub(crate) fn begin_serving(&mut self, id: ConnId) {
+        self.out_owner = Some(id);
+        self.out_mark = self.out.len();
+    }
+
+    /// Whether the callback being served has written to `out`.
+    pub(crate) fn wrote_out(&self) -> bool {
+        self.out.len() > self.out_mark
+    }
+
+    /// The callback serving `id` returned: what it wrote to `id` is held
+    /// until the batch ends. An older held reply of `id` goes out first.
+    pub(crate) fn hold_reply(&mut self, id: ConnId, arena: &[u8]) -> io::Result<()> {
         self.out_owner = None;
-        let out = mem::take(&mut self.out);
-        let result = self.send_now(id, &out);
-        self.out = out;
-        self.out.clear();
-        result
-    }
-
-    /// Sends the piece of `input` the service echoed, if it did.
-    pub(crate) fn send_input(&mut self, id: ConnId, input: &[u8]) -> io::Result<()> {
-        match self.out_input.take() {
-            Some(range) => self.send_now(id, &input[range]),
-            None => Ok(()),
+        let bytes = match self.out_input.take() {
+            Some(range) => HeldBytes::Arena(range),
+            None => HeldBytes::Out(self.out_mark..self.out.len()),
+        };
+        let held = Held { id, bytes };
+        if held.len() == 0 || self.conns.live(id).is_none_or(|c| c.flags.abort.is_some()) {
+            return Ok(());
         }
-    }
-
-    /// Writes `data` for `id`, which has no backlog; what the kernel does not
-    /// take becomes its backlog.
-    fn send_now(&mut self, id: ConnId, data: &[u8]) -> io::Result<()> {
-        // Nothing written, nothing pending changed: no backpressure to review.
-        let Some(conn) = self
-            .conns
-            .live_mut(id)
-            .filter(|c| c.flags.abort.is_none() && !data.is_empty())
-        else {
+        self.send_held(id, arena)?;
+        let Some(conn) = self.conns.live_mut(id) else {
             return Ok(());
         };
-        let result = send(&mut self.stats, self.config.trace, id, &conn.socket, data).map(|sent| {
-            conn.wrote(sent, self.now);
-            conn.output.extend(&data[sent..]);
-        });
+        if conn.output.is_empty() {
+            conn.held = Some(self.held.len());
+            self.held.push(held);
+        } else {
+            // The older reply did not all fit: the kernel is full, queue behind it.
+            conn.output.extend(held.slice(arena, &self.out));
+            self.after_write(id);
+        }
+        Ok(())
+    }
+
+    /// Sends `id`'s held reply now, if it has one; what the kernel does not
+    /// take becomes its backlog. A reply held for a connection being aborted
+    /// is dropped.
+    pub(crate) fn send_held(&mut self, id: ConnId, arena: &[u8]) -> io::Result<()> {
+        let Some(conn) = self.conns.live_mut(id) else {
+            return Ok(());
+        };
+        let Some(i) = conn.held.take() else {
+            return Ok(());
+        };
+        if conn.flags.abort.is_some() {
+            return Ok(());
+        }
+        let data = self.held[i].slice(arena, &self.out);
+        let sent = send(&mut self.stats, self.config.trace, id, &conn.socket, data)?;
+        conn.wrote(sent, self.now);
+        conn.output.extend(&data[sent..]);
         self.after_write(id);
-        result
+        Ok(())
     }
 
     /// Backpressure: stop reading the connection that feeds this output

@@ -19,10 +19,10 @@ mod stats;
 mod timer;
 mod token;
 
-use std::collections::VecDeque;
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ use log::{debug, info, warn};
 
 use crate::sys::{
     Event, Interest, ListenOptions, Listener, Poller, SignalKind, Signals, Socket, SocketOptions,
-    SpareFd, Waker,
+    Waker,
 };
 use core::{Core, ListenerSlot, trace_io};
 use handle::Command;
@@ -40,7 +40,7 @@ pub use stats::{ConnInfo, Stats, format_table};
 pub use timer::TimerId;
 use timer::{TimerKind, Timers};
 pub use token::ConnId;
-use token::{Table, Token};
+use token::Token;
 
 /// Knobs of a reactor. The defaults suit an echo server with many connections.
 #[derive(Debug, Clone)]
@@ -108,9 +108,13 @@ pub struct Reactor<S: Service> {
     core: Core,
     service: S,
     states: Vec<Option<S::Conn>>,
-    /// Shared landing zone for reads; a connection keeps its own input buffer
-    /// only while the service leaves a partial message in it.
-    rbuf: Vec<u8>,
+    /// Shared landing zone for reads, two read chunks long; a connection
+    /// keeps its own input buffer only while the service leaves a partial
+    /// message in it. Reads go one after another, so echoes held until the
+    /// batch ends can be sent from here.
+    arena: Vec<u8>,
+    /// How much of `arena` this batch has filled.
+    arena_used: usize,
 }
 
 impl<S: Service> Reactor<S> {
@@ -119,39 +123,18 @@ impl<S: Service> Reactor<S> {
         let waker = Arc::new(Waker::new()?);
         poller.register(&*waker, Token::Waker.to_u64(), Interest::Readable)?;
         let (command_tx, commands) = mpsc::channel();
-        let rbuf = vec![0; config.read_chunk.max(1)];
+        let arena = vec![0; 2 * config.read_chunk.max(1)];
         let now = Instant::now();
         let mut timers = Timers::default();
         if let Some(every) = config.stats_interval {
             timers.add(now + every, TimerKind::StatsReport);
         }
         Ok(Reactor {
-            core: Core {
-                config,
-                poller,
-                waker,
-                signals: None,
-                commands,
-                command_tx,
-                listeners: Vec::new(),
-                spare_fd: SpareFd::new(),
-                conns: Table::new(),
-                out: Vec::new(),
-                out_owner: None,
-                out_input: None,
-                touched: Vec::new(),
-                ready: VecDeque::new(),
-                dead: Vec::new(),
-                timers,
-                now,
-                stats: Stats::default(),
-                shutting_down: false,
-                forced: false,
-                stopped: false,
-            },
+            core: Core::new(config, poller, waker, command_tx, commands, timers, now),
             service,
             states: Vec::new(),
-            rbuf,
+            arena,
+            arena_used: 0,
         })
     }
 
@@ -256,6 +239,7 @@ impl<S: Service> Reactor<S> {
                 Some(Token::Waker | Token::Signals) | None => {}
             }
         }
+        self.send_held();
         for id in self.core.dead.drain(..) {
             self.core.conns.remove(id);
         }
@@ -364,7 +348,7 @@ impl<S: Service> Reactor<S> {
     #[cfg(target_os = "linux")]
     fn splice_read(&mut self, id: ConnId) {
         let mut budget = self.core.config.read_budget;
-        let chunk = self.rbuf.len();
+        let chunk = self.core.config.read_chunk;
         loop {
             let trace = self.core.config.trace;
             let Some(conn) = self.core.conns.live_mut(id) else {
@@ -518,8 +502,10 @@ impl<S: Service> Reactor<S> {
     /// A connection is up: the service makes its state, then its output goes.
     fn open(&mut self, id: ConnId, peer: SocketAddr) {
         let core = &mut self.core;
-        core.out_owner = Some(id);
-        let state = self.service.on_connect(&mut Context::new(core), id, peer);
+        core.begin_serving(id);
+        let state = self
+            .service
+            .on_connect(&mut Context::new(core, &self.arena), id, peer);
         if self.states.len() <= id.index() {
             self.states.resize_with(id.index() + 1, || None);
         }
@@ -558,7 +544,7 @@ impl<S: Service> Reactor<S> {
         self.close(id, CloseReason::Error(error.kind()));
         let core = &mut self.core;
         self.service
-            .on_connect_failed(&mut Context::new(core), id, error);
+            .on_connect_failed(&mut Context::new(core, &self.arena), id, error);
         self.settle();
     }
 
@@ -568,6 +554,7 @@ impl<S: Service> Reactor<S> {
         let mut budget = self.core.config.read_budget;
         loop {
             let trace = self.core.config.trace;
+            let room = self.arena_room();
             let Some(conn) = self.core.conns.live_mut(id) else {
                 return;
             };
@@ -584,10 +571,11 @@ impl<S: Service> Reactor<S> {
             // While shutting down, read no further than what had arrived.
             let max = conn
                 .drain_left
-                .map_or(self.rbuf.len(), |left| left.min(self.rbuf.len()));
-            let into_rbuf = conn.input.is_empty();
-            let result = if into_rbuf {
-                conn.socket.read(&mut self.rbuf[..max])
+                .map_or(room.len(), |left| left.min(room.len()));
+            let into_arena = conn.input.is_empty();
+            let result = if into_arena {
+                conn.socket
+                    .read(&mut self.arena[room.start..room.start + max])
             } else {
                 conn.input.read_from(&conn.socket, max)
             };
@@ -607,7 +595,7 @@ impl<S: Service> Reactor<S> {
                     if let Some(left) = &mut conn.drain_left {
                         *left -= n;
                     }
-                    self.deliver(id, n, into_rbuf);
+                    self.deliver(id, n, into_arena);
                     if self.core.conns.live(id).and_then(|c| c.drain_left) == Some(0) {
                         self.finish_input(id);
                         return;
@@ -646,9 +634,13 @@ impl<S: Service> Reactor<S> {
     /// sends, until it closes too.
     fn discard(&mut self, id: ConnId) {
         let trace = self.core.config.trace;
-        while let Some(conn) = self.core.conns.live_mut(id) {
+        loop {
+            let room = self.arena_room();
+            let Some(conn) = self.core.conns.live_mut(id) else {
+                return;
+            };
             self.core.stats.reads += 1;
-            match conn.socket.read(&mut self.rbuf) {
+            match conn.socket.read(&mut self.arena[room]) {
                 Ok(n) if n > 0 => {
                     trace_io!(trace, "{id} read {n} (discarded)");
                     conn.bytes_in += n as u64;
@@ -667,37 +659,65 @@ impl<S: Service> Reactor<S> {
         }
     }
 
-    /// Hands `n` new bytes to the service, keeps what it leaves, sends what it wrote.
-    fn deliver(&mut self, id: ConnId, n: usize, in_rbuf: bool) {
+    /// Where the next read into the arena goes: a read chunk of room, made
+    /// by sending the held replies if the batch has filled the arena.
+    fn arena_room(&mut self) -> Range<usize> {
+        let chunk = self.core.config.read_chunk.max(1);
+        if self.arena.len() - self.arena_used < chunk {
+            self.send_held();
+        }
+        self.arena_used..self.arena_used + chunk
+    }
+
+    /// Sends the replies held back during this batch, oldest first.
+    fn send_held(&mut self) {
+        let mut i = 0;
+        // Closing a connection may run callbacks, but none of them holds a reply.
+        while let Some(held) = self.core.held.get(i) {
+            let id = held.id;
+            if let Err(e) = self.core.send_held(id, &self.arena) {
+                self.close(id, CloseReason::Error(e.kind()));
+            }
+            i += 1;
+        }
+        self.core.held.clear();
+        self.core.out.clear();
+        self.arena_used = 0;
+        self.settle();
+    }
+
+    /// Hands `n` new bytes to the service and keeps what it leaves; what it
+    /// writes back is held until the batch ends.
+    fn deliver(&mut self, id: ConnId, n: usize, in_arena: bool) {
         let Some(state) = self.states.get_mut(id.index()).and_then(Option::as_mut) else {
             return;
         };
         let core = &mut self.core;
-        core.out_owner = Some(id);
-        let mut failed = None;
-        if in_rbuf {
-            let input = &self.rbuf[..n];
-            let used =
-                self.service
-                    .on_data(&mut Context::with_input(core, input), id, state, input);
-            failed = core.send_input(id, input).err();
+        core.begin_serving(id);
+        if in_arena {
+            let range = self.arena_used..self.arena_used + n;
+            // Held echoes may point into these bytes: the next read goes after them.
+            self.arena_used += n;
+            let input = &self.arena[range.clone()];
+            let used = self.service.on_data(
+                &mut Context::with_input(core, &self.arena, range),
+                id,
+                state,
+                input,
+            );
             if let Some(conn) = core.conns.live_mut(id) {
                 conn.input.extend(&input[used.min(n)..]);
             }
         } else if let Some(conn) = core.conns.live_mut(id) {
             let mut input = mem::take(&mut conn.input);
             let bytes = input.as_slice();
-            let used =
-                self.service
-                    .on_data(&mut Context::with_input(core, bytes), id, state, bytes);
-            failed = core.send_input(id, bytes).err();
+            let used = self
+                .service
+                .on_data(&mut Context::new(core, &self.arena), id, state, bytes);
             input.consume(used);
             if let Some(conn) = core.conns.live_mut(id) {
                 conn.input = input;
             }
-        }
-        if let Some(e) = failed {
-            self.close(id, CloseReason::Error(e.kind()));
         }
         self.settle();
     }
@@ -710,9 +730,13 @@ impl<S: Service> Reactor<S> {
         ) {
             let input = mem::take(&mut conn.input);
             let core = &mut self.core;
-            core.out_owner = Some(id);
-            self.service
-                .on_read_closed(&mut Context::new(core), id, state, input.as_slice());
+            core.begin_serving(id);
+            self.service.on_read_closed(
+                &mut Context::new(core, &self.arena),
+                id,
+                state,
+                input.as_slice(),
+            );
         }
         self.settle();
         // Both directions are done: nothing is left for this socket.
@@ -742,7 +766,7 @@ impl<S: Service> Reactor<S> {
     /// Carries out what callbacks deferred: sends output, performs closes.
     fn settle(&mut self) {
         if let Some(id) = self.core.out_owner
-            && let Err(e) = self.core.flush_out(id)
+            && let Err(e) = self.core.hold_reply(id, &self.arena)
         {
             self.close(id, CloseReason::Error(e.kind()));
         }
@@ -755,7 +779,7 @@ impl<S: Service> Reactor<S> {
                 self.close(id, reason);
                 continue;
             }
-            if let Err(e) = self.core.flush(id) {
+            if let Err(e) = self.core.flush(id, &self.arena) {
                 self.close(id, CloseReason::Error(e.kind()));
                 continue;
             }
@@ -830,7 +854,7 @@ impl<S: Service> Reactor<S> {
         trace_io!(core.config.trace, "{id} close: {reason}");
         if let Some(state) = self.states.get_mut(id.index()).and_then(Option::take) {
             self.service
-                .on_close(&mut Context::new(core), id, state, reason);
+                .on_close(&mut Context::new(core, &self.arena), id, state, reason);
         }
     }
 
@@ -890,7 +914,7 @@ impl<S: Service> Reactor<S> {
                     ) {
                         let core = &mut self.core;
                         self.service
-                            .on_timer(&mut Context::new(core), id, state, tag);
+                            .on_timer(&mut Context::new(core, &self.arena), id, state, tag);
                     }
                 }
                 TimerKind::ResumeAccept(i) => {

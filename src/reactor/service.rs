@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
 
 use std::time::Duration;
 
@@ -81,7 +82,7 @@ impl fmt::Display for CloseReason {
 }
 
 /// Where `inner` lies within `outer`, if it is a non-empty piece of it.
-fn subslice(outer: &[u8], inner: &[u8]) -> Option<std::ops::Range<usize>> {
+fn subslice(outer: &[u8], inner: &[u8]) -> Option<Range<usize>> {
     let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
     (!inner.is_empty() && start + inner.len() <= outer.len()).then_some(start..start + inner.len())
 }
@@ -143,38 +144,47 @@ pub trait Service {
 }
 
 /// The service's handle on the reactor during a callback. Every action is
-/// carried out when the callback returns: writes go out in one syscall.
+/// carried out when the callback returns; a reply to the connection being
+/// served goes out in one syscall, together with the other replies of the
+/// same batch of events.
 pub struct Context<'a> {
     core: &'a mut Core,
-    /// The input being delivered, if any: a reply that is a piece of it is
-    /// sent from it directly.
-    input: &'a [u8],
+    /// The reactor's read arena, where input and held echoes of it lie.
+    arena: &'a [u8],
+    /// Where the input being delivered lies in `arena`, if it does: a reply
+    /// that is a piece of it is sent from there directly.
+    input: Range<usize>,
 }
 
 impl<'a> Context<'a> {
-    pub(crate) fn new(core: &'a mut Core) -> Self {
-        Context { core, input: &[] }
+    pub(crate) fn new(core: &'a mut Core, arena: &'a [u8]) -> Self {
+        Context {
+            core,
+            arena,
+            input: 0..0,
+        }
     }
 
-    pub(crate) fn with_input(core: &'a mut Core, input: &'a [u8]) -> Self {
-        Context { core, input }
+    pub(crate) fn with_input(core: &'a mut Core, arena: &'a [u8], input: Range<usize>) -> Self {
+        Context { core, arena, input }
     }
 
     /// Queues `data` for `id`. False if that connection is gone or closing.
     pub fn write(&mut self, id: ConnId, data: &[u8]) -> bool {
         // The common echo: the reply is the input itself. Remember where it
         // lies rather than copy it.
-        if let Some(range) = subslice(self.input, data)
+        if let Some(range) = subslice(&self.arena[self.input.clone()], data)
             && self.core.out_owner == Some(id)
-            && self.core.out.is_empty()
             && self.core.out_input.is_none()
+            && !self.core.wrote_out()
             && self
                 .core
                 .conns
                 .live(id)
                 .is_some_and(|c| c.takes_output() && c.output.is_empty())
         {
-            self.core.out_input = Some(range);
+            self.core.out_input =
+                Some(self.input.start + range.start..self.input.start + range.end);
             return true;
         }
         self.write_with(id, |out| out.extend_from_slice(data))
@@ -188,9 +198,9 @@ impl<'a> Context<'a> {
         if self.core.out_owner == Some(id)
             && let Some(range) = self.core.out_input.take()
         {
-            self.core.out.extend_from_slice(&self.input[range]);
+            self.core.out.extend_from_slice(&self.arena[range]);
         }
-        self.core.output_for(id).map(f)
+        self.core.output_for(id, self.arena).map(f)
     }
 
     /// Closes `id` once everything queued for it is flushed.
@@ -249,10 +259,7 @@ impl<'a> Context<'a> {
 
     /// Closes `id` now, discarding whatever it has not been sent.
     pub fn abort(&mut self, id: ConnId, reason: CloseReason) {
-        if let Some(conn) = self.core.conns.live_mut(id) {
-            conn.flags.abort = Some(reason);
-            self.core.touch(id);
-        }
+        self.core.abort(id, reason);
     }
 
     /// Stops reading from `id` until [`resume_read`](Self::resume_read).
