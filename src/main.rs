@@ -167,6 +167,10 @@ struct ServerArgs {
     /// latency for a busy core.
     #[arg(long, default_value = "0", value_parser = parse_duration)]
     busy_poll: Duration,
+    /// Hold up to this many replies and send them back to back, after the
+    /// reads that caused them (0 or 1: send each at once).
+    #[arg(long, default_value_t = Config::default().hold_replies)]
+    hold_replies: usize,
 }
 
 impl ServerArgs {
@@ -181,6 +185,7 @@ impl ServerArgs {
             stats_interval: nonzero(self.stats_interval),
             trace: self.trace,
             busy_poll: nonzero(self.busy_poll),
+            hold_replies: self.hold_replies,
             socket: SocketOptions {
                 nodelay: !self.no_nodelay,
                 recv_buffer: self.rcvbuf,

@@ -73,6 +73,10 @@ pub struct Config {
     pub trace: bool,
     /// Before sleeping in the poller, spin on non-blocking polls this long.
     pub busy_poll: Option<Duration>,
+    /// How many replies to hold before sending them back to back: the sends
+    /// of a group of events go out together after the group's reads. 0 or 1
+    /// sends each reply as soon as its event is handled.
+    pub hold_replies: usize,
     /// Options for every accepted socket.
     pub socket: SocketOptions,
 }
@@ -94,6 +98,7 @@ impl Default for Config {
             stats_interval: None,
             trace: false,
             busy_poll: None,
+            hold_replies: 32,
             socket: SocketOptions::default(),
         }
     }
@@ -218,6 +223,9 @@ impl<S: Service> Reactor<S> {
         for i in 0..n {
             let event = self.core.poller.event(i);
             self.dispatch(event);
+            if self.core.held.len() >= self.core.config.hold_replies {
+                self.send_held();
+            }
         }
         self.run_timers();
         // Only what was queued before this point: newcomers wait one turn, so
