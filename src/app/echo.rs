@@ -2,7 +2,8 @@
 //!
 //! [`Echo`] returns raw bytes: the whole service is `on_data` — queue the
 //! input as output and say it was all consumed. The reactor does the rest: it
-//! sends the reply when the callback returns, stops reading a peer that does
+//! sends the reply straight from where it was read (together with the other
+//! replies of the same group of events), stops reading a peer that does
 //! not read its replies (backpressure), and on the peer's FIN flushes what is
 //! owed, then closes.
 //!

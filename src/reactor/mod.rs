@@ -6,8 +6,10 @@
 //! a connection by [`ConnId`] (slot + generation, so an event for a slot that
 //! changed owner is dropped). A readable connection is read until the kernel
 //! has no more or its per-turn budget is spent, in which case it joins the
-//! ready list served before the next wait; its bytes go to the [`Service`],
-//! and what the service wrote is sent when the callback returns. Connections
+//! ready list served before the next wait; its bytes go to the [`Service`].
+//! What the service wrote back to it is held, and the replies of a group of
+//! events (`Config::hold_replies`) are sent back to back after that group's
+//! reads; writes to other connections go at once. Connections
 //! closed during a turn give their slot back only after it, when no event of
 //! that batch can name them any more.
 
