@@ -226,7 +226,7 @@ impl<S: Service> Reactor<S> {
             let event = self.core.poller.event(i);
             self.dispatch(event);
             if self.core.held.len() >= self.core.config.hold_replies {
-                self.send_held();
+                self.flush_held();
             }
         }
         self.run_timers();
@@ -249,7 +249,7 @@ impl<S: Service> Reactor<S> {
                 Some(Token::Waker | Token::Signals) | None => {}
             }
         }
-        self.send_held();
+        self.flush_held();
         for id in self.core.dead.drain(..) {
             self.core.conns.remove(id);
         }
@@ -674,13 +674,13 @@ impl<S: Service> Reactor<S> {
     fn arena_room(&mut self) -> Range<usize> {
         let chunk = self.core.config.read_chunk.max(1);
         if self.arena.len() - self.arena_used < chunk {
-            self.send_held();
+            self.flush_held();
         }
         self.arena_used..self.arena_used + chunk
     }
 
     /// Sends the replies held back during this batch, oldest first.
-    fn send_held(&mut self) {
+    fn flush_held(&mut self) {
         let mut i = 0;
         // Closing a connection may run callbacks, but none of them holds a reply.
         while let Some(held) = self.core.held.get(i) {
