@@ -8,11 +8,12 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, Rng, Server, fill_pattern, round_trip, wait_until};
+use common::{
+    IO_TIMEOUT, Server, clock_ticks_per_second, round_trip, stream_through_sigterm, wait_until,
+};
 use nix::sys::signal::Signal;
 
 const PY_ECHO_CLIENT: &str = r#"
@@ -55,119 +56,12 @@ fn python_client_echoes_a_megabyte_through_the_binary() {
     assert!(stdout.starts_with("ok 1000000 "), "{stdout}");
 }
 
-/// One client of the shutdown test: streams a seeded pattern with at most
-/// `WINDOW` bytes unanswered, so everything it has written sits in the
-/// server's receive queue, not in its own send queue.
-struct Streamer {
-    sent: AtomicU64,
-    received: AtomicU64,
-    got_eof: AtomicBool,
-}
-
-const WINDOW: u64 = 32 << 10;
-
-fn stream_until_eof(stream: TcpStream, seed: u64, me: &Streamer) {
-    let mut writer = stream.try_clone().unwrap();
-    thread::scope(|s| {
-        s.spawn(|| {
-            let mut rng = Rng::new(seed);
-            let mut buf = vec![0; 16 << 10];
-            while !me.got_eof.load(Ordering::Acquire) {
-                let sent = me.sent.load(Ordering::Relaxed);
-                if sent - me.received.load(Ordering::Acquire) + buf.len() as u64 > WINDOW {
-                    thread::sleep(Duration::from_micros(200));
-                    continue;
-                }
-                let n = rng.range(1, buf.len());
-                fill_pattern(seed, sent, &mut buf[..n]);
-                if writer.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-                me.sent.store(sent + n as u64, Ordering::Release);
-            }
-        });
-        let mut reader = stream;
-        let mut buf = vec![0; 64 << 10];
-        let mut expect = vec![0; 64 << 10];
-        loop {
-            let n = reader
-                .read(&mut buf)
-                .expect("read echo (a reset loses bytes)");
-            if n == 0 {
-                me.got_eof.store(true, Ordering::Release);
-                return;
-            }
-            let at = me.received.load(Ordering::Relaxed);
-            fill_pattern(seed, at, &mut expect[..n]);
-            assert!(
-                buf[..n] == expect[..n],
-                "client {seed}: wrong bytes at offset {at}"
-            );
-            me.received.store(at + n as u64, Ordering::Release);
-        }
-    });
-}
-
 #[test]
 fn sigterm_mid_transfer_returns_every_byte_sent_before_it_then_eof() {
-    const CLIENTS: usize = 50;
     let mut server = Server::start(&[], &["echo", "--shutdown-timeout", "30s"], Stdio::null());
-    let streamers: Vec<Streamer> = (0..CLIENTS)
-        .map(|_| Streamer {
-            sent: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            got_eof: AtomicBool::new(false),
-        })
-        .collect();
-    let status = thread::scope(|s| {
-        for (i, me) in streamers.iter().enumerate() {
-            let stream = server.connect();
-            // Else Nagle may hold a write in our own send queue until the
-            // server's next reply brings an ACK: written, but not sent.
-            stream.set_nodelay(true).unwrap();
-            s.spawn(move || stream_until_eof(stream, i as u64, me));
-        }
-        wait_until("every client to be mid-transfer", || {
-            streamers
-                .iter()
-                .all(|c| c.received.load(Ordering::Acquire) > 256 << 10)
-                .then_some(())
-        });
-        // The server takes SIGTERM while stopped, and the clients go on
-        // writing: what they send before it runs again was sent before the
-        // signal took effect, and still lies unread in its sockets then.
-        server.signal(Signal::SIGSTOP);
-        server.signal(Signal::SIGTERM);
-        thread::sleep(Duration::from_millis(50));
-        let before: Vec<u64> = streamers
-            .iter()
-            .map(|c| c.sent.load(Ordering::Acquire))
-            .collect();
-        server.signal(Signal::SIGCONT);
-        let status = server.wait_exit();
-        for (i, c) in streamers.iter().enumerate() {
-            let received = c.received.load(Ordering::Acquire);
-            assert!(c.got_eof.load(Ordering::Acquire), "client {i} got no EOF");
-            assert!(
-                received >= before[i],
-                "client {i} sent {} before SIGTERM but got back only {received}",
-                before[i]
-            );
-        }
-        status
-    });
+    let addr = server.addr();
+    let status = stream_through_sigterm(&mut server, addr, 50);
     assert!(status.success(), "exit status {status}");
-}
-
-fn clock_ticks_per_second() -> u64 {
-    let out = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .expect("getconf");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("CLK_TCK")
 }
 
 #[test]
@@ -211,9 +105,8 @@ fn out_of_file_descriptors_it_stays_responsive_and_recovers() {
         thread::sleep(Duration::from_millis(10));
     }
     let ticks = server.cpu_ticks() - before;
-    let hz = clock_ticks_per_second();
     assert!(
-        ticks * 4 < hz,
+        ticks * 4 < clock_ticks_per_second(),
         "{ticks} ticks of CPU in one saturated second: spinning"
     );
 

@@ -4,12 +4,14 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{Backlog, listen};
 use nix::unistd::Pid;
 use sockloop::reactor::{Config, Handle, Reactor, Service, Stats};
 use sockloop::sys::ListenOptions;
@@ -215,7 +217,10 @@ pub struct Server {
 impl Server {
     /// Runs `prefix... sockloop args... --listen 127.0.0.1:0`, stderr to `stderr`.
     pub fn start(prefix: &[&str], args: &[&str], stderr: Stdio) -> Server {
-        let bin = env!("CARGO_BIN_EXE_sockloop");
+        // SOCKLOOP_TEST_BIN runs the tests against another build (an older
+        // one, to see a regression test fail).
+        let bin = std::env::var_os("SOCKLOOP_TEST_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_sockloop").into());
         let mut command = match prefix.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
@@ -244,6 +249,10 @@ impl Server {
         server
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     pub fn connect(&self) -> TcpStream {
         let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -263,6 +272,17 @@ impl Server {
         wait_until("the server to exit", || self.child.try_wait().unwrap())
     }
 
+    /// Resident memory of the server process (VmRSS).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .expect("VmRSS in /proc/PID/status");
+        kib.trim().parse::<u64>().unwrap() * 1024
+    }
+
     /// utime + stime so far, in clock ticks.
     pub fn cpu_ticks(&self) -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
@@ -277,5 +297,193 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// An upstream slow to answer a SYN: a listener whose accept queue (backlog
+/// 0 holds one connection) is kept full by a connection of our own, so the
+/// kernel drops every other SYN until [`open`](Self::open) takes ours off
+/// the queue; the dropped connect then completes on its retry, about a
+/// second later.
+pub struct SlowUpstream {
+    listener: TcpListener,
+    filler: Option<TcpStream>,
+    pub addr: SocketAddr,
+}
+
+impl SlowUpstream {
+    pub fn new() -> SlowUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listen(&listener, Backlog::new(0).unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let filler = TcpStream::connect(addr).unwrap();
+        SlowUpstream {
+            listener,
+            filler: Some(filler),
+            addr,
+        }
+    }
+
+    /// Empties the accept queue: the next SYN gets through.
+    pub fn open(&mut self) {
+        let (queued, _) = self.listener.accept().unwrap();
+        drop(queued);
+        self.filler = None;
+    }
+
+    /// The next connection, waiting up to `IO_TIMEOUT` for it.
+    pub fn accept(&self) -> TcpStream {
+        self.listener.set_nonblocking(true).unwrap();
+        let stream = wait_until("a connection to the slow upstream", || {
+            self.listener.accept().ok().map(|(s, _)| s)
+        });
+        stream.set_nonblocking(false).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream
+    }
+}
+
+/// One client of a graceful-shutdown test: streams a seeded pattern with at
+/// most `STREAM_WINDOW` bytes unanswered, so everything it has written sits
+/// in the server's receive queue, not in its own send queue, and checks
+/// every byte that comes back until EOF.
+#[derive(Default)]
+pub struct Streamer {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+    pub got_eof: AtomicBool,
+}
+
+pub const STREAM_WINDOW: u64 = 32 << 10;
+
+impl Streamer {
+    pub fn run(&self, stream: TcpStream, seed: u64) {
+        let mut writer = stream.try_clone().unwrap();
+        thread::scope(|s| {
+            s.spawn(|| {
+                let mut rng = Rng::new(seed);
+                let mut buf = vec![0; 16 << 10];
+                while !self.got_eof.load(Ordering::Acquire) {
+                    let sent = self.sent.load(Ordering::Relaxed);
+                    let unanswered = sent - self.received.load(Ordering::Acquire);
+                    if unanswered + buf.len() as u64 > STREAM_WINDOW {
+                        thread::sleep(Duration::from_micros(200));
+                        continue;
+                    }
+                    let n = rng.range(1, buf.len());
+                    fill_pattern(seed, sent, &mut buf[..n]);
+                    if writer.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                    self.sent.store(sent + n as u64, Ordering::Release);
+                }
+            });
+            let mut reader = stream;
+            let mut buf = vec![0; 64 << 10];
+            let mut expect = vec![0; 64 << 10];
+            loop {
+                let n = reader
+                    .read(&mut buf)
+                    .expect("read echo (a reset loses bytes)");
+                if n == 0 {
+                    self.got_eof.store(true, Ordering::Release);
+                    return;
+                }
+                let at = self.received.load(Ordering::Relaxed);
+                fill_pattern(seed, at, &mut expect[..n]);
+                assert!(
+                    buf[..n] == expect[..n],
+                    "client {seed}: wrong bytes at offset {at}"
+                );
+                self.received.store(at + n as u64, Ordering::Release);
+            }
+        });
+    }
+}
+
+/// Streams `clients` seeded patterns to `addr` until every one is well under
+/// way, then sends SIGTERM to `server` (while it is stopped, so that bytes
+/// sent meanwhile lie unread in its sockets) and checks that each client got
+/// back at least everything it had sent before the signal, then EOF.
+/// Returns how `server` exited.
+pub fn stream_through_sigterm(server: &mut Server, addr: SocketAddr, clients: usize) -> ExitStatus {
+    let streamers: Vec<Streamer> = (0..clients).map(|_| Streamer::default()).collect();
+    thread::scope(|s| {
+        for (i, me) in streamers.iter().enumerate() {
+            let stream = TcpStream::connect(addr).expect("connect");
+            stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            // Else Nagle may hold a write in our own send queue until the
+            // server's next reply brings an ACK: written, but not sent.
+            stream.set_nodelay(true).unwrap();
+            s.spawn(move || me.run(stream, i as u64));
+        }
+        wait_until("every client to be mid-transfer", || {
+            streamers
+                .iter()
+                .all(|c| c.received.load(Ordering::Acquire) > 256 << 10)
+                .then_some(())
+        });
+        server.signal(Signal::SIGSTOP);
+        server.signal(Signal::SIGTERM);
+        thread::sleep(Duration::from_millis(50));
+        let before: Vec<u64> = streamers
+            .iter()
+            .map(|c| c.sent.load(Ordering::Acquire))
+            .collect();
+        server.signal(Signal::SIGCONT);
+        let status = server.wait_exit();
+        for (i, c) in streamers.iter().enumerate() {
+            let received = c.received.load(Ordering::Acquire);
+            assert!(c.got_eof.load(Ordering::Acquire), "client {i} got no EOF");
+            assert!(
+                received >= before[i],
+                "client {i} sent {} before SIGTERM but got back only {received}",
+                before[i]
+            );
+        }
+        status
+    })
+}
+
+pub fn clock_ticks_per_second() -> u64 {
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("CLK_TCK")
+}
+
+/// A file in the temp directory for a child's stderr, removed on drop.
+pub struct LogFile {
+    path: std::path::PathBuf,
+}
+
+impl LogFile {
+    pub fn new(name: &str) -> LogFile {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let file = format!("sockloop-{name}-{}-{n}.log", std::process::id());
+        LogFile {
+            path: std::env::temp_dir().join(file),
+        }
+    }
+
+    /// A fresh, empty file to hand to a child as its stderr.
+    pub fn stdio(&self) -> Stdio {
+        Stdio::from(std::fs::File::create(&self.path).expect("create log file"))
+    }
+
+    pub fn read(&self) -> String {
+        std::fs::read_to_string(&self.path).unwrap_or_default()
+    }
+}
+
+impl Drop for LogFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
