@@ -102,9 +102,30 @@ struct EchoArgs {
     /// len:u64be, len:u64le or fixed:N.
     #[arg(long, default_value = "raw")]
     framing: Framing,
+    #[command(flatten)]
+    frames: FrameArgs,
+}
+
+/// Limits on one frame, for servers that decode frames.
+#[derive(Args)]
+struct FrameArgs {
     /// Largest frame payload accepted; a peer that sends a bigger one is disconnected.
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME_LEN, value_parser = parse_size)]
     max_frame: usize,
+    /// Close a connection whose frame is still incomplete this long after
+    /// its first byte arrived (a peer trickling a frame it never finishes;
+    /// 0 = never).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    frame_timeout: Duration,
+}
+
+impl FrameArgs {
+    fn config(&self, server: &ServerArgs) -> Config {
+        Config {
+            frame_timeout: nonzero(self.frame_timeout),
+            ..server.config()
+        }
+    }
 }
 
 #[derive(Args)]
@@ -115,9 +136,8 @@ struct HubArgs {
     /// len:u64be, len:u64le or fixed:N (raw has no frames to relay whole).
     #[arg(long)]
     framing: Framing,
-    /// Largest frame payload accepted; a peer that sends a bigger one is disconnected.
-    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_LEN, value_parser = parse_size)]
-    max_frame: usize,
+    #[command(flatten)]
+    frames: FrameArgs,
     /// A subscriber with more unsent bytes than --high-watermark is
     /// disconnected, or misses frames until it catches up (drop).
     #[arg(long, default_value = "disconnect")]
@@ -311,9 +331,12 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Echo(args) => match args.framing {
             Framing::Raw => serve(&args.server, Echo),
-            framing => Codec::new(framing, args.max_frame)
+            framing => Codec::new(framing, args.frames.max_frame)
                 .map_err(io::Error::other)
-                .and_then(|codec| serve(&args.server, FramedEcho::new(codec))),
+                .and_then(|codec| {
+                    let config = args.frames.config(&args.server);
+                    serve_with(&args.server, config, FramedEcho::new(codec))
+                }),
         },
         Command::Relay(args) => {
             let config = Config {
@@ -337,11 +360,11 @@ fn main() -> ExitCode {
         }) => Err(io::Error::other(
             "hub needs a framing with message boundaries, not raw",
         )),
-        Command::Hub(args) => Codec::new(args.framing, args.max_frame)
+        Command::Hub(args) => Codec::new(args.framing, args.frames.max_frame)
             .map_err(io::Error::other)
             .and_then(|codec| {
                 let hub = Hub::new(codec, args.slow_policy, args.server.high_watermark);
-                serve(&args.server, hub)
+                serve_with(&args.server, args.frames.config(&args.server), hub)
             }),
         Command::Bench(args) => run_bench(args),
     };

@@ -7,9 +7,9 @@ use std::io::{Read, Write};
 use std::thread;
 use std::time::Duration;
 
-use common::{Rng, TestServer, echo_all, round_trip};
+use common::{Rng, SlowUpstream, TestServer, echo_all, round_trip};
 use sockloop::app::echo::Echo;
-use sockloop::reactor::{CloseReason, Config};
+use sockloop::reactor::{CloseReason, Config, ConnId, Context, Service};
 
 #[test]
 fn idle_connections_close_and_talkative_ones_stay() {
@@ -82,4 +82,52 @@ fn counters_match_what_the_clients_did() {
         "one add and one delete per connection"
     );
     assert!(stats.reads >= CLIENTS && stats.writes >= CLIENTS);
+}
+
+/// On each accepted connection, starts a connect to `target` and abandons
+/// it at once; counts what it hears about those connects.
+struct AbandonsConnects {
+    target: std::net::SocketAddr,
+    failed: Vec<std::io::ErrorKind>,
+}
+
+impl Service for AbandonsConnects {
+    type Conn = ();
+
+    fn on_connect(&mut self, ctx: &mut Context<'_>, _: ConnId, _: std::net::SocketAddr) {
+        if let Ok(up) = ctx.connect(self.target, None) {
+            ctx.abort(up, CloseReason::Local);
+        }
+    }
+
+    fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &mut (), input: &[u8]) -> usize {
+        input.len()
+    }
+
+    fn on_connect_failed(&mut self, _: &mut Context<'_>, _: ConnId, error: std::io::Error) {
+        self.failed.push(error.kind());
+    }
+}
+
+#[test]
+fn a_service_hears_about_every_connect_it_started_even_one_it_abandoned() {
+    let slow = SlowUpstream::new();
+    let target = slow.addr;
+    let server = TestServer::start_then(
+        Config::default(),
+        move || AbandonsConnects {
+            target,
+            failed: Vec::new(),
+        },
+        |reactor| reactor.service().failed.clone(),
+    );
+    let _clients: Vec<_> = (0..3).map(|_| server.connect()).collect();
+    server.wait_for("three connects started and closed", |s| {
+        s.accepted == 3 && s.closed == 3
+    });
+    assert_eq!(
+        server.stop(),
+        vec![std::io::ErrorKind::ConnectionAborted; 3],
+        "each abandoned connect is reported once"
+    );
 }

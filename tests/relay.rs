@@ -9,8 +9,13 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
+use std::time::Duration;
 
-use common::{IO_TIMEOUT, Rng, Server, TestServer, echo_all, round_trip, wait_until};
+use common::{
+    IO_TIMEOUT, LogFile, Rng, Server, SlowUpstream, TestServer, clock_ticks_per_second, echo_all,
+    read_to_eof, round_trip, stream_through_sigterm, wait_until,
+};
+use nix::sys::socket::{setsockopt, sockopt};
 use sockloop::app::echo::Echo;
 use sockloop::app::relay::Relay;
 use sockloop::reactor::{CloseReason, Config};
@@ -233,4 +238,218 @@ fn an_upstream_that_never_answers_times_out_and_the_client_is_closed() {
         stats.closed_by(CloseReason::Error(std::io::ErrorKind::TimedOut)),
         2
     );
+}
+
+/// A relay started as a binary in front of `upstreams`, its stderr kept in a
+/// file for the test to read; the file goes when the returned guard drops.
+fn relay_binary(upstreams: &[SocketAddr], flags: &[&str]) -> (Server, LogFile) {
+    let log = LogFile::new("relay");
+    let mut args = vec!["relay".to_string()];
+    for up in upstreams {
+        args.extend(["--upstream".to_string(), up.to_string()]);
+    }
+    args.extend(flags.iter().map(|f| f.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&[], &args, log.stdio());
+    (server, log)
+}
+
+#[test]
+fn a_splice_relay_with_output_queued_for_its_upstream_stays_idle_and_serves_others() {
+    let mut slow = SlowUpstream::new();
+    let echo = Server::start(&[], &["echo"], Stdio::null());
+    let (relay, _log) = relay_binary(
+        &[slow.addr, echo.addr()],
+        &["--splice", "--sndbuf", "16384"],
+    );
+    // Sent while the upstream connect waits for its SYN retry: the relay
+    // queues it in the upstream's output.
+    let data = Rng::new(1).bytes(512 << 10);
+    let mut first = relay.connect();
+    first.write_all(&data).unwrap();
+    slow.open();
+    let mut up = slow.accept();
+    // The upstream reads nothing yet: the first flush leaves most of the
+    // queue unsent. One more byte then goes into the client's pipe.
+    thread::sleep(Duration::from_millis(200));
+    first.write_all(b"!").unwrap();
+    thread::sleep(Duration::from_millis(100));
+
+    let before = relay.cpu_ticks();
+    thread::sleep(Duration::from_secs(1));
+    let ticks = relay.cpu_ticks() - before;
+    assert!(
+        ticks * 4 < clock_ticks_per_second(),
+        "the relay spent {ticks} ticks of CPU in one idle second: spinning"
+    );
+    let mut second = relay.connect();
+    second
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(round_trip(&mut second, b"meanwhile"), b"meanwhile");
+
+    // Once the upstream reads, everything arrives, in order.
+    let mut got = vec![0; data.len() + 1];
+    up.read_exact(&mut got).unwrap();
+    assert!(got[..data.len()] == data[..], "bytes altered");
+    assert_eq!(got[data.len()], b'!');
+}
+
+/// Runs `client` against a relay whose one upstream is slow to accept; the
+/// upstream, once its connect is through, sends `greeting` and returns what
+/// it read until EOF.
+fn through_a_slow_upstream(
+    config: Config,
+    splice: bool,
+    client: impl FnOnce(&TestServer, TcpStream),
+    greeting: &[u8],
+) -> Vec<u8> {
+    let mut slow = SlowUpstream::new();
+    let addr = slow.addr;
+    let relay = TestServer::start(config, move || relay_to(vec![addr], splice));
+    let stream = relay.connect();
+    client(&relay, stream);
+    slow.open();
+    let mut up = slow.accept();
+    up.write_all(greeting).unwrap();
+    let request = read_to_eof(&mut up);
+    drop(up);
+    request
+}
+
+#[test]
+fn a_client_fin_before_the_upstream_is_up_waits_for_the_connect() {
+    for splice in [false, true] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let request = through_a_slow_upstream(
+            Config::default(),
+            splice,
+            |relay, mut client| {
+                // A client that has nothing to say until it hears a greeting.
+                client.shutdown(Shutdown::Write).unwrap();
+                // The relay has seen the FIN while the connect is still going.
+                wait_until("the client's FIN to reach the relay", || {
+                    let conns = relay.handle.connections().unwrap();
+                    conns.iter().any(|c| c.state == "read-closed").then_some(())
+                });
+                thread::spawn(move || tx.send(read_to_eof(&mut client)).unwrap());
+            },
+            b"greeting",
+        );
+        assert_eq!(request, b"", "splice {splice}");
+        assert_eq!(rx.recv().unwrap(), b"greeting", "splice {splice}");
+    }
+}
+
+#[test]
+fn shutdown_lets_an_upstream_connect_in_progress_finish_and_answer() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let request = through_a_slow_upstream(
+        Config::default(),
+        false,
+        |relay, mut client| {
+            client.write_all(b"request").unwrap();
+            wait_until("the request to reach the relay", || {
+                (relay.stats().bytes_in == 7).then_some(())
+            });
+            relay.handle.shutdown().unwrap();
+            thread::spawn(move || tx.send(read_to_eof(&mut client)).unwrap());
+        },
+        b"answer",
+    );
+    assert_eq!(request, b"request");
+    assert_eq!(rx.recv().unwrap(), b"answer");
+}
+
+#[test]
+fn shutdown_lets_the_upstream_answer_a_request_already_forwarded() {
+    for splice in [false, true] {
+        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = upstream.local_addr().unwrap();
+        let relay = TestServer::start(Config::default(), move || relay_to(vec![addr], splice));
+        let mut client = relay.connect();
+        client.write_all(b"request").unwrap();
+        let (mut up, _) = upstream.accept().unwrap();
+        let mut request = [0; 7];
+        up.read_exact(&mut request).unwrap();
+        // The answer is still being worked out when the relay is told to stop.
+        relay.handle.shutdown().unwrap();
+        thread::sleep(Duration::from_millis(100));
+        up.write_all(b"answer").unwrap();
+        up.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_to_eof(&mut client), b"answer", "splice {splice}");
+        assert_eq!(read_to_eof(&mut up), b"", "splice {splice}");
+    }
+}
+
+#[test]
+fn clients_leaving_while_their_upstream_connects_leave_nothing_behind() {
+    const CLIENTS: u64 = 5;
+    let slow = SlowUpstream::new();
+    let addr = slow.addr;
+    let relay = TestServer::start_then(
+        Config::default(),
+        move || Relay::new(vec![addr]),
+        |reactor| reactor.service().pending_connects(),
+    );
+    for _ in 0..CLIENTS {
+        let client = relay.connect();
+        // A reset, so the relay learns of it at once.
+        setsockopt(&client, sockopt::Linger, &RESET).unwrap();
+        drop(client);
+    }
+    relay.wait_for("every client and upstream closed", |s| {
+        s.accepted == CLIENTS && s.active == 0
+    });
+    assert_eq!(relay.stop(), 0, "upstream connects still remembered");
+    drop(slow);
+}
+
+/// `SO_LINGER` on with a zero timeout: closing sends RST.
+const RESET: libc::linger = libc::linger {
+    l_onoff: 1,
+    l_linger: 0,
+};
+
+#[test]
+fn sigterm_mid_transfer_through_the_relay_delivers_every_answer_then_eof() {
+    for flags in [&[][..], &["--splice"]] {
+        let echo = Server::start(&[], &["echo"], Stdio::null());
+        let mut args = vec!["--shutdown-timeout", "30s"];
+        args.extend_from_slice(flags);
+        let (mut relay, log) = relay_binary(&[echo.addr()], &args);
+        let addr = relay.addr();
+        let status = stream_through_sigterm(&mut relay, addr, 20);
+        assert!(status.success(), "{flags:?}: exit status {status}");
+        let log = log.read();
+        assert!(
+            !log.contains("shutdown timeout"),
+            "{flags:?}: the relay waited for its shutdown timeout:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn an_upstream_reset_reaches_the_client_as_a_reset() {
+    for splice in [false, true] {
+        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = upstream.local_addr().unwrap();
+        let relay = TestServer::start(Config::default(), move || relay_to(vec![addr], splice));
+        let mut client = relay.connect();
+        client.write_all(b"request").unwrap();
+        let (mut up, _) = upstream.accept().unwrap();
+        let mut request = [0; 7];
+        up.read_exact(&mut request).unwrap();
+        up.write_all(b"half an ans").unwrap();
+        let mut got = [0; 11];
+        client.read_exact(&mut got).unwrap();
+        setsockopt(&up, sockopt::Linger, &RESET).unwrap();
+        drop(up);
+        let mut rest = [0; 8];
+        let end = client.read(&mut rest);
+        assert!(
+            matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "splice {splice}: the client saw {end:?}, not a reset"
+        );
+    }
 }

@@ -37,6 +37,11 @@ impl Relay {
 }
 
 impl Relay {
+    /// Upstream connects in progress.
+    pub fn pending_connects(&self) -> usize {
+        self.connecting.len()
+    }
+
     /// Relays with splice(2) instead of copying through user space (Linux only).
     #[cfg(target_os = "linux")]
     pub fn with_splice(mut self) -> Relay {
@@ -145,12 +150,27 @@ impl Service for Relay {
         side: Option<Side>,
         reason: CloseReason,
     ) {
-        self.connecting.remove(&id);
         let Some(side) = side else { return };
+        // A client gone before its upstream is up: that connect is abandoned.
+        self.connecting.remove(&side.peer);
         match reason {
             // Both directions finished: the other side winds down by itself.
             CloseReason::Peer => ctx.close(side.peer),
+            // A stream cut short on one side must not look complete on the other.
+            CloseReason::Error(_) => {
+                warn!(
+                    "relay: {id} ({}) {reason}; resetting {} ({})",
+                    addr_or_unknown(ctx.peer_addr(id)),
+                    side.peer,
+                    addr_or_unknown(ctx.peer_addr(side.peer)),
+                );
+                ctx.reset(side.peer, reason);
+            }
             _ => ctx.abort(side.peer, reason),
         }
     }
+}
+
+fn addr_or_unknown(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "gone".to_string(), |a| a.to_string())
 }

@@ -2,10 +2,6 @@
 //! on every consume, and freed whole once empty, so an idle connection holds
 //! no buffer memory at all.
 
-use std::io;
-
-use crate::sys::Socket;
-
 #[derive(Default)]
 pub(crate) struct Buffer {
     data: Vec<u8>,
@@ -45,12 +41,6 @@ impl Buffer {
 
     pub(crate) fn release(&mut self) {
         *self = Buffer::default();
-    }
-
-    /// Appends up to `max` bytes read from `socket`.
-    pub(crate) fn read_from(&mut self, socket: &Socket, max: usize) -> io::Result<usize> {
-        self.compact();
-        socket.read_append(&mut self.data, max)
     }
 
     /// Moves the live bytes to the front once the consumed prefix is at least

@@ -47,15 +47,22 @@ pub(crate) struct Flags {
     pub(crate) read_closed: bool,
     pub(crate) close_when_flushed: bool,
     pub(crate) abort: Option<CloseReason>,
-    /// Shutting down: once flushed, send FIN and discard input until the peer
-    /// closes too, rather than close with unread input (which sends RST).
+    /// Shutting down, the service has had its last input: whatever the peer
+    /// still sends is read and dropped, and a close becomes FIN, then wait
+    /// for the peer to close too, rather than close with unread input
+    /// (which sends RST).
     pub(crate) linger: bool,
     /// The service asked for FIN once the output is flushed.
     pub(crate) shut_write_when_flushed: bool,
     /// FIN sent: nothing more can be written.
     pub(crate) write_closed: bool,
-    /// An outgoing connect still in progress: no reads, no writes yet.
+    /// An outgoing connect still in progress: no reads, no writes yet, and
+    /// no FIN: shutting down a socket in SYN_SENT aborts the connect.
     pub(crate) connecting: bool,
+    /// We opened it (`connect`), rather than accepted it.
+    pub(crate) outbound: bool,
+    /// Close with RST (`SO_LINGER` 0) rather than FIN.
+    pub(crate) reset: bool,
     /// Queued on the ready list.
     pub(crate) ready: bool,
     /// Queued on the touched list.
@@ -78,6 +85,10 @@ pub(crate) struct Connection {
     pub(crate) last_write: Instant,
     pub(crate) idle_timer: Option<TimerId>,
     pub(crate) write_timer: Option<TimerId>,
+    /// When the first byte of the partial message the service left in
+    /// `input` arrived: the frame timeout's reference.
+    pub(crate) partial_since: Option<Instant>,
+    pub(crate) frame_timer: Option<TimerId>,
     /// Shutting down: how many more received bytes the service still gets.
     pub(crate) drain_left: Option<usize>,
     /// Whose input fills this connection's output, when not its own (a relay
@@ -107,6 +118,8 @@ impl Connection {
             last_write: now,
             idle_timer: None,
             write_timer: None,
+            partial_since: None,
+            frame_timer: None,
             drain_left: None,
             fed_by: None,
             held: None,
@@ -345,6 +358,7 @@ impl Core {
         let id = self.add(Socket::connect(addr, local)?, addr)?;
         if let Some(conn) = self.conns.live_mut(id) {
             conn.flags.connecting = true;
+            conn.flags.outbound = true;
         }
         self.timers.add(
             self.now + self.config.connect_timeout,
@@ -387,10 +401,10 @@ impl Core {
         let Some(splice) = from.splice.as_mut() else {
             return Ok(());
         };
-        if to.flags.closed || to.flags.connecting || !to.output.is_empty() {
-            return Ok(());
-        }
-        while !splice.pipe.is_empty() {
+        // Older bytes queued for `dst` go first: until they have, the pipe
+        // stays full and `src` waits, woken when that queue drains.
+        let blocked = to.flags.closed || to.flags.connecting || !to.output.is_empty();
+        while !blocked && !splice.pipe.is_empty() {
             match splice.pipe.drain_into(&to.socket) {
                 Ok(n) => {
                     trace_io!(self.config.trace, "{dst} splice {n} from {src}");
@@ -417,6 +431,36 @@ impl Core {
             from.flags.backpressured = true;
         }
         Ok(())
+    }
+
+    /// The service consumed `used` bytes of an input of which `left_before`
+    /// were left from earlier calls: a partial message that remains started
+    /// now, unless it is the one left before (then its clock runs on).
+    pub(crate) fn track_partial(&mut self, id: ConnId, left_before: usize, used: usize) {
+        let Some(conn) = self.conns.live_mut(id) else {
+            return;
+        };
+        if conn.input.is_empty() {
+            conn.partial_since = None;
+        } else if used >= left_before || conn.partial_since.is_none() {
+            conn.partial_since = Some(self.now);
+            if conn.frame_timer.is_none() {
+                self.arm_frame_timer(id);
+            }
+        }
+    }
+
+    /// One frame timer per connection, set for when its partial message is
+    /// due; a message completed meanwhile leaves it to find nothing to do.
+    pub(crate) fn arm_frame_timer(&mut self, id: ConnId) {
+        let Some(timeout) = self.config.frame_timeout else {
+            return;
+        };
+        if let Some(conn) = self.conns.live_mut(id)
+            && let Some(since) = conn.partial_since
+        {
+            conn.frame_timer = Some(self.timers.add(since + timeout, TimerKind::Frame(id)));
+        }
     }
 
     /// Where a write to `id` goes: the shared buffer while `id` is being
@@ -447,6 +491,14 @@ impl Core {
             conn.flags.abort = Some(reason);
             self.touch(id);
         }
+    }
+
+    /// As [`abort`](Self::abort), and the close sends RST.
+    pub(crate) fn reset(&mut self, id: ConnId, reason: CloseReason) {
+        if let Some(conn) = self.conns.live_mut(id) {
+            conn.flags.reset = true;
+        }
+        self.abort(id, reason);
     }
 
     /// Writes `id`'s held reply and backlog until they are out or the kernel is full.

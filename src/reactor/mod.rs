@@ -30,10 +30,8 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use crate::sys::{
-    Event, Interest, ListenOptions, Listener, Poller, SignalKind, Signals, Socket, SocketOptions,
-    Waker,
-};
+use crate::sys::{Event, Interest, Listener, Poller, SignalKind, Signals, Socket, Waker};
+pub use crate::sys::{ListenOptions, SocketOptions};
 use core::{Core, ListenerSlot, trace_io};
 use handle::Command;
 pub use handle::Handle;
@@ -65,6 +63,11 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Close a connection whose peer takes none of its pending output for this long.
     pub write_timeout: Option<Duration>,
+    /// Close a connection whose service has left a partial message (a frame
+    /// not yet complete) unconsumed for this long since its first byte: a
+    /// peer trickling bytes of a frame it never finishes (slowloris) does
+    /// not keep its slot because every byte counts as traffic.
+    pub frame_timeout: Option<Duration>,
     /// How long a graceful shutdown may take before the rest is closed.
     pub shutdown_timeout: Duration,
     /// How long an outgoing connect may take.
@@ -95,6 +98,7 @@ impl Default for Config {
             event_capacity: 1024,
             idle_timeout: None,
             write_timeout: None,
+            frame_timeout: None,
             shutdown_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             stats_interval: None,
@@ -250,8 +254,13 @@ impl<S: Service> Reactor<S> {
             }
         }
         self.flush_held();
-        for id in self.core.dead.drain(..) {
-            self.core.conns.remove(id);
+        if !self.core.dead.is_empty() {
+            for id in self.core.dead.drain(..) {
+                self.core.conns.remove(id);
+            }
+            // Descriptors were freed: take the spare back if an earlier
+            // attempt found none.
+            self.core.spare_fd.restore();
         }
         if self.core.shutting_down && self.core.stats.active == 0 {
             self.core.stopped = true;
@@ -385,8 +394,10 @@ impl<S: Service> Reactor<S> {
             let Some(splice) = conn.splice.as_mut() else {
                 return;
             };
+            // While shutting down, take no more than what had arrived.
+            let max = conn.drain_left.map_or(chunk, |left| left.min(chunk));
             self.core.stats.reads += 1;
-            match splice.pipe.fill_from(&conn.socket, chunk) {
+            match splice.pipe.fill_from(&conn.socket, max) {
                 Ok(0) => {
                     trace_io!(trace, "{id} splice EOF");
                     conn.flags.read_closed = true;
@@ -397,6 +408,14 @@ impl<S: Service> Reactor<S> {
                     trace_io!(trace, "{id} splice {n} into pipe");
                     conn.received(n, self.core.now);
                     self.core.stats.bytes_in += n as u64;
+                    if let Some(left) = &mut conn.drain_left {
+                        *left -= n;
+                        if *left == 0 {
+                            self.pump(id);
+                            self.end_input(id);
+                            return;
+                        }
+                    }
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
                         self.pump(id);
@@ -465,8 +484,10 @@ impl<S: Service> Reactor<S> {
             core.stats.closed_by[CloseReason::Limit.slot()] += 1;
             if core.stats.closed_by(CloseReason::Limit).is_power_of_two() {
                 let n = core.stats.closed_by(CloseReason::Limit);
+                let s = if n == 1 { "" } else { "s" };
                 warn!(
-                    "out of file descriptors: {n} new connections closed so far (last from {peer})"
+                    "out of file descriptors: {n} new connection{s} closed at once so far \
+                     (last from {peer})"
                 );
             }
         }
@@ -551,10 +572,7 @@ impl<S: Service> Reactor<S> {
     fn connect_failed(&mut self, id: ConnId, error: io::Error) {
         self.core.stats.connect_failed += 1;
         trace_io!(self.core.config.trace, "{id} connect failed: {error}");
-        self.close(id, CloseReason::Error(error.kind()));
-        let core = &mut self.core;
-        self.service
-            .on_connect_failed(&mut Context::new(core, &self.arena), id, error);
+        self.close_with(id, CloseReason::Error(error.kind()), Some(error));
         self.settle();
     }
 
@@ -568,7 +586,7 @@ impl<S: Service> Reactor<S> {
             let Some(conn) = self.core.conns.live_mut(id) else {
                 return;
             };
-            if conn.flags.linger && conn.flags.write_closed {
+            if conn.flags.linger {
                 return self.discard(id);
             }
             #[cfg(target_os = "linux")]
@@ -582,13 +600,9 @@ impl<S: Service> Reactor<S> {
             let max = conn
                 .drain_left
                 .map_or(room.len(), |left| left.min(room.len()));
-            let into_arena = conn.input.is_empty();
-            let result = if into_arena {
-                conn.socket
-                    .read(&mut self.arena[room.start..room.start + max])
-            } else {
-                conn.input.read_from(&conn.socket, max)
-            };
+            let result = conn
+                .socket
+                .read(&mut self.arena[room.start..room.start + max]);
             self.core.stats.reads += 1;
             match result {
                 Ok(0) => {
@@ -605,9 +619,9 @@ impl<S: Service> Reactor<S> {
                     if let Some(left) = &mut conn.drain_left {
                         *left -= n;
                     }
-                    self.deliver(id, n, into_arena);
+                    self.deliver(id, room.start..room.start + n);
                     if self.core.conns.live(id).and_then(|c| c.drain_left) == Some(0) {
-                        self.finish_input(id);
+                        self.end_input(id);
                         return;
                     }
                     // A short read emptied the socket; edge-triggering reports
@@ -640,10 +654,12 @@ impl<S: Service> Reactor<S> {
         self.settle();
     }
 
-    /// After our FIN at shutdown: reads and drops whatever the peer still
-    /// sends, until it closes too.
+    /// Shutting down, after the service's last input: reads and drops
+    /// whatever the peer still sends, within the same per-turn budget as any
+    /// read, until it closes too.
     fn discard(&mut self, id: ConnId) {
         let trace = self.core.config.trace;
+        let mut budget = self.core.config.read_budget;
         loop {
             let room = self.arena_room();
             let Some(conn) = self.core.conns.live_mut(id) else {
@@ -651,20 +667,29 @@ impl<S: Service> Reactor<S> {
             };
             self.core.stats.reads += 1;
             match conn.socket.read(&mut self.arena[room]) {
-                Ok(n) if n > 0 => {
+                Ok(0) => {
+                    trace_io!(trace, "{id} read EOF (shutting down)");
+                    conn.flags.read_closed = true;
+                    if conn.flags.write_closed {
+                        self.close(id, CloseReason::Shutdown);
+                    } else {
+                        // Output may still be owed; the close follows its flush.
+                        self.core.touch(id);
+                    }
+                    self.settle();
+                    return;
+                }
+                Ok(n) => {
                     trace_io!(trace, "{id} read {n} (discarded)");
                     conn.bytes_in += n as u64;
                     self.core.stats.bytes_in += n as u64;
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        self.core.schedule_read(id);
+                        return;
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.core.stats.eagain_reads += 1;
-                    return;
-                }
-                end => {
-                    trace_io!(trace, "{id} read {end:?} after FIN");
-                    self.close(id, CloseReason::Shutdown);
-                    return;
-                }
+                Err(e) => return self.read_failed(id, "read", e),
             }
         }
     }
@@ -696,44 +721,54 @@ impl<S: Service> Reactor<S> {
         self.settle();
     }
 
-    /// Hands `n` new bytes to the service and keeps what it leaves; what it
-    /// writes back is held until the batch ends.
-    fn deliver(&mut self, id: ConnId, n: usize, in_arena: bool) {
+    /// Hands the bytes just read into `range` of the arena to the service
+    /// and keeps what it leaves; what it writes back is held until the batch
+    /// ends. Memory for a partial message is what was received of it: the
+    /// arena is shared, and only leftovers are copied out of it.
+    fn deliver(&mut self, id: ConnId, range: Range<usize>) {
         let Some(state) = self.states.get_mut(id.index()).and_then(Option::as_mut) else {
             return;
         };
         let core = &mut self.core;
-        core.begin_serving(id);
-        if in_arena {
-            let range = self.arena_used..self.arena_used + n;
+        let Some(conn) = core.conns.live_mut(id) else {
+            return;
+        };
+        let left_before = conn.input.len();
+        let used = if left_before == 0 {
             // Held echoes may point into these bytes: the next read goes after them.
-            self.arena_used += n;
+            self.arena_used = range.end;
             let input = &self.arena[range.clone()];
-            let used = self.service.on_data(
-                &mut Context::with_input(core, &self.arena, range),
-                id,
-                state,
-                input,
-            );
+            core.begin_serving(id);
+            let ctx = &mut Context::with_input(core, &self.arena, range);
+            let used = self.service.on_data(ctx, id, state, input);
             if let Some(conn) = core.conns.live_mut(id) {
-                conn.input.extend(&input[used.min(n)..]);
+                conn.input.extend(&input[used.min(input.len())..]);
             }
-        } else if let Some(conn) = core.conns.live_mut(id) {
+            used
+        } else {
+            conn.input.extend(&self.arena[range]);
             let mut input = mem::take(&mut conn.input);
-            let bytes = input.as_slice();
-            let used = self
-                .service
-                .on_data(&mut Context::new(core, &self.arena), id, state, bytes);
+            core.begin_serving(id);
+            let ctx = &mut Context::new(core, &self.arena);
+            let used = self.service.on_data(ctx, id, state, input.as_slice());
             input.consume(used);
             if let Some(conn) = core.conns.live_mut(id) {
                 conn.input = input;
             }
-        }
+            used
+        };
+        self.core.track_partial(id, left_before, used);
         self.settle();
     }
 
     fn read_closed(&mut self, id: ConnId) {
         debug!("{id}: peer sent FIN");
+        self.input_ended(id);
+    }
+
+    /// The service hears that `id`'s input has ended, with what it left
+    /// unconsumed.
+    fn input_ended(&mut self, id: ConnId) {
         if let (Some(state), Some(conn)) = (
             self.states.get_mut(id.index()).and_then(Option::as_mut),
             self.core.conns.live_mut(id),
@@ -761,16 +796,17 @@ impl<S: Service> Reactor<S> {
         }
     }
 
-    /// Shutdown: the service has had every byte that arrived before it. Flush,
-    /// send FIN, and wait for the peer to close.
-    fn finish_input(&mut self, id: ConnId) {
+    /// Shutting down: the service has had every byte that arrived before
+    /// the shutdown, and hears the end of input as if the peer had sent
+    /// FIN. What the peer sends from now on is dropped, and closing waits
+    /// for its own close, so that unread input does not turn into RST.
+    fn end_input(&mut self, id: ConnId) {
         if let Some(conn) = self.core.conns.live_mut(id) {
             conn.drain_left = None;
-            conn.flags.close_when_flushed = true;
             conn.flags.linger = true;
-            self.core.touch(id);
         }
-        self.settle();
+        self.input_ended(id);
+        self.core.schedule_read(id);
     }
 
     /// Carries out what callbacks deferred: sends output, performs closes.
@@ -799,6 +835,11 @@ impl<S: Service> Reactor<S> {
             let Some(conn) = self.core.conns.live_mut(id) else {
                 continue;
             };
+            // A FIN now would abort the connect: it waits until it is up
+            // (`open` touches the connection again).
+            if conn.flags.connecting {
+                continue;
+            }
             let f = &conn.flags;
             // Shutting down, the peer may still be sending: FIN first, then
             // read until it closes, so unread input does not turn into RST.
@@ -834,9 +875,15 @@ impl<S: Service> Reactor<S> {
         }
     }
 
-    /// Deregisters `id` at once and tells the service; the fd closes when
-    /// the slot is freed at the end of the turn.
     fn close(&mut self, id: ConnId, reason: CloseReason) {
+        self.close_with(id, reason, None);
+    }
+
+    /// Deregisters `id` at once and tells the service: `on_close`, or, for a
+    /// connect that never completed, `on_connect_failed` with `error` (or
+    /// with why it was abandoned). The fd closes when the slot is freed at
+    /// the end of the turn.
+    fn close_with(&mut self, id: ConnId, reason: CloseReason, error: Option<io::Error>) {
         let core = &mut self.core;
         let Some(conn) = core.conns.live_mut(id) else {
             return;
@@ -844,27 +891,43 @@ impl<S: Service> Reactor<S> {
         if let Err(e) = core.poller.deregister(&conn.socket) {
             warn!("{id}: deregister: {e}");
         }
+        if conn.flags.reset
+            && let Err(e) = conn.socket.reset_on_close()
+        {
+            warn!("{id}: SO_LINGER: {e}");
+        }
         core.stats.interest_changes += 1;
         // The slot (and so the fd number) stays taken until the turn ends, so
         // no event of this batch can reach a new owner.
         conn.flags.closed = true;
         conn.input.release();
         conn.output.release();
-        for timer in [conn.idle_timer.take(), conn.write_timer.take()]
-            .into_iter()
-            .flatten()
+        for timer in [
+            conn.idle_timer.take(),
+            conn.write_timer.take(),
+            conn.frame_timer.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             core.timers.cancel(timer);
         }
+        let connecting = conn.flags.connecting;
         core.stats.active -= 1;
         core.stats.closed += 1;
         core.stats.closed_by[reason.slot()] += 1;
         core.dead.push(id);
         debug!("closed {id} ({}): {reason}", conn.peer);
         trace_io!(core.config.trace, "{id} close: {reason}");
+        let ctx = &mut Context::new(core, &self.arena);
         if let Some(state) = self.states.get_mut(id.index()).and_then(Option::take) {
-            self.service
-                .on_close(&mut Context::new(core, &self.arena), id, state, reason);
+            self.service.on_close(ctx, id, state, reason);
+        } else if connecting {
+            let error = error.unwrap_or_else(|| {
+                let why = format!("connect abandoned: {reason}");
+                io::Error::new(io::ErrorKind::ConnectionAborted, why)
+            });
+            self.service.on_connect_failed(ctx, id, error);
         }
     }
 
@@ -911,6 +974,7 @@ impl<S: Service> Reactor<S> {
                         conn.write_timer = Some(self.core.timers.add(due, TimerKind::Write(id)));
                     }
                 }
+                TimerKind::Frame(id) => self.frame_timer_fired(id),
                 TimerKind::Connect(id) => {
                     if self.core.conns.live(id).is_some_and(|c| c.flags.connecting) {
                         let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
@@ -954,6 +1018,33 @@ impl<S: Service> Reactor<S> {
         }
     }
 
+    /// A frame still incomplete `Config::frame_timeout` after its first
+    /// byte closes its connection. The clock restarts while we are the ones
+    /// not reading (paused or backpressured).
+    fn frame_timer_fired(&mut self, id: ConnId) {
+        let now = self.core.now;
+        let Some(conn) = self.core.conns.live_mut(id) else {
+            return;
+        };
+        conn.frame_timer = None;
+        let (Some(timeout), Some(since)) = (self.core.config.frame_timeout, conn.partial_since)
+        else {
+            return;
+        };
+        if !conn.wants_read() {
+            conn.partial_since = Some(now);
+            self.core.arm_frame_timer(id);
+        } else if since + timeout <= now {
+            warn!(
+                "{id} from {}: frame still incomplete {timeout:?} after its first byte; closing",
+                conn.peer
+            );
+            self.close(id, CloseReason::FrameTimeout);
+        } else {
+            self.core.arm_frame_timer(id);
+        }
+    }
+
     fn live_ids(&self) -> Vec<ConnId> {
         self.core
             .conns
@@ -989,11 +1080,15 @@ impl<S: Service> Reactor<S> {
             let Some(conn) = self.core.conns.live_mut(id) else {
                 continue;
             };
-            if conn.flags.read_closed || !conn.takes_output() {
-                continue; // already finishing on its own
+            let f = &conn.flags;
+            // Connections we opened (a relay's upstreams) end with those
+            // they serve; the others may be finishing on their own already.
+            if f.outbound || f.read_closed || f.linger || f.close_when_flushed || f.abort.is_some()
+            {
+                continue;
             }
             match conn.socket.unread_len() {
-                Ok(0) | Err(_) => self.finish_input(id),
+                Ok(0) | Err(_) => self.end_input(id),
                 Ok(unread) => {
                     conn.drain_left = Some(unread);
                     self.core.schedule_read(id);
@@ -1059,5 +1154,45 @@ impl<S: Service> Reactor<S> {
                 state: c.state(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
+
+    use super::*;
+
+    /// Takes every byte and says nothing.
+    struct Sink;
+
+    impl Service for Sink {
+        type Conn = ();
+
+        fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: SocketAddr) {}
+
+        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &mut (), input: &[u8]) -> usize {
+            input.len()
+        }
+    }
+
+    #[test]
+    fn the_spare_descriptor_comes_back_after_a_turn_that_freed_one() {
+        let mut reactor = Reactor::new(Config::default(), Sink).unwrap();
+        let addr = reactor
+            .listen("127.0.0.1:0".parse().unwrap(), &ListenOptions::default())
+            .unwrap();
+        // As if taking it back had failed once, when the descriptor freed
+        // for shedding went to someone else first.
+        reactor.core.spare_fd.release();
+        drop(TcpStream::connect(addr).unwrap());
+        for _ in 0..100 {
+            if reactor.stats().closed == 1 {
+                break;
+            }
+            reactor.turn().unwrap();
+        }
+        assert_eq!(reactor.stats().closed, 1);
+        assert!(reactor.core.spare_fd.is_held());
     }
 }

@@ -31,6 +31,8 @@ pub enum CloseReason {
     Idle,
     /// The peer took none of our pending output for the write timeout.
     WriteTimeout,
+    /// The peer left a frame incomplete for the frame timeout.
+    FrameTimeout,
     /// Over the connection limit, or out of file descriptors: closed on accept.
     Limit,
     /// The server shut down.
@@ -38,7 +40,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub(crate) const COUNT: usize = 8;
+    pub(crate) const COUNT: usize = 9;
 
     pub(crate) fn slot(self) -> usize {
         match self {
@@ -50,6 +52,7 @@ impl CloseReason {
             CloseReason::WriteTimeout => 5,
             CloseReason::Limit => 6,
             CloseReason::Shutdown => 7,
+            CloseReason::FrameTimeout => 8,
         }
     }
 
@@ -63,6 +66,7 @@ impl CloseReason {
         "write-timeout",
         "limit",
         "shutdown",
+        "frame-timeout",
     ];
 }
 
@@ -75,6 +79,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Protocol => f.write_str("protocol error"),
             CloseReason::Idle => f.write_str("idle timeout"),
             CloseReason::WriteTimeout => f.write_str("write timeout"),
+            CloseReason::FrameTimeout => f.write_str("frame timeout"),
             CloseReason::Limit => f.write_str("connection limit"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
         }
@@ -240,10 +245,12 @@ impl<'a> Context<'a> {
     /// Relays `a` and `b` to each other with splice(2) from now on: what
     /// one receives goes through a pipe into the other's socket without
     /// entering user space, and `on_data` is no longer called for either.
-    /// Each side stops being read while its pipe cannot drain.
+    /// Each side stops being read while its pipe cannot drain (the two are
+    /// [`link`](Self::link)ed).
     #[cfg(target_os = "linux")]
     pub fn splice(&mut self, a: ConnId, b: ConnId) -> io::Result<()> {
         let (pa, pb) = (Pipe::new()?, Pipe::new()?);
+        self.link(a, b);
         let core = &mut self.core;
         let (ca, cb) = core
             .conns
@@ -260,6 +267,18 @@ impl<'a> Context<'a> {
     /// Closes `id` now, discarding whatever it has not been sent.
     pub fn abort(&mut self, id: ConnId, reason: CloseReason) {
         self.core.abort(id, reason);
+    }
+
+    /// Closes `id` now with a reset (RST), discarding whatever it has not
+    /// been sent: its peer sees the stream cut short, not a clean end. A
+    /// relay does this to one side when the other was reset.
+    pub fn reset(&mut self, id: ConnId, reason: CloseReason) {
+        self.core.reset(id, reason);
+    }
+
+    /// The address of `id`'s peer; still known during `on_close`.
+    pub fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+        self.core.conns.get(id).map(|c| c.peer)
     }
 
     /// Stops reading from `id` until [`resume_read`](Self::resume_read).

@@ -20,6 +20,8 @@ pub struct TimerId(u64);
 pub(crate) enum TimerKind {
     Idle(ConnId),
     Write(ConnId),
+    /// A partial message must be complete by now.
+    Frame(ConnId),
     /// An outgoing connect that must be up by now.
     Connect(ConnId),
     /// Set by the service, for one of its connections.

@@ -81,6 +81,11 @@ impl SpareFd {
         self.0.take().is_some()
     }
 
+    /// Whether the reserve is held.
+    pub fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Takes the reserve back, if a descriptor is free again.
     pub fn restore(&mut self) {
         if self.0.is_none() {

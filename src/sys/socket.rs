@@ -152,29 +152,6 @@ impl Socket {
         }
     }
 
-    /// Reads up to `max` bytes appended to `buf`, into its spare capacity
-    /// without zeroing it first.
-    pub fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        buf.reserve(max);
-        let spare = &mut buf.spare_capacity_mut()[..max];
-        loop {
-            // SAFETY: `spare` is `max` writable bytes owned by `buf`; read(2)
-            // writes at most that many and never reads them.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), spare.as_mut_ptr().cast(), max) };
-            if n < 0 {
-                match Errno::last() {
-                    Errno::EINTR => continue,
-                    e => return Err(e.into()),
-                }
-            }
-            let n = n as usize;
-            let len = buf.len();
-            // SAFETY: the kernel initialised `n` bytes right after the old end.
-            unsafe { buf.set_len(len + n) };
-            return Ok(n);
-        }
-    }
-
     /// Writes what the kernel takes now. `MSG_NOSIGNAL`: a peer that has gone
     /// away gives `EPIPE`, not a process-killing SIGPIPE.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
@@ -205,6 +182,17 @@ impl Socket {
             return Err(io::Error::last_os_error());
         }
         Ok(n.max(0) as usize)
+    }
+
+    /// Makes the coming close send RST rather than FIN (`SO_LINGER` on, with
+    /// a zero timeout): the peer sees the stream cut short, not complete.
+    pub fn reset_on_close(&self) -> io::Result<()> {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        socket::setsockopt(&self.fd, sockopt::Linger, &linger)?;
+        Ok(())
     }
 
     /// Sends FIN: the peer reads EOF once it has everything written before.

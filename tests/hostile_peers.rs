@@ -1,0 +1,107 @@
+//! Peers that try to hold a server's memory or its slots without doing any
+//! real work: partial frames, and frames trickled a byte at a time.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::thread;
+use std::time::Duration;
+
+use common::{Server, TestServer, round_trip};
+use sockloop::app::echo::FramedEcho;
+use sockloop::codec::{Codec, Framing};
+use sockloop::reactor::{CloseReason, Config};
+
+#[test]
+fn a_partial_frame_costs_what_was_received_not_a_read_buffer() {
+    const PEERS: usize = 2000;
+    let server = Server::start(
+        &[],
+        &["echo", "--framing", "lines", "--max-frame", "1K"],
+        Stdio::null(),
+    );
+    let before = server.rss_bytes();
+    let mut peers: Vec<TcpStream> = (0..PEERS).map(|_| server.connect()).collect();
+    // Three bytes of a line never finished, each arriving as a read of its own.
+    for byte in [b"a", b"b", b"c"] {
+        for peer in &mut peers {
+            peer.set_nodelay(true).unwrap();
+            peer.write_all(byte).unwrap();
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+    let grown = server.rss_bytes().saturating_sub(before);
+    let per_peer = grown / PEERS as u64;
+    eprintln!("RSS grew {grown} B for {PEERS} peers: {per_peer} B per peer");
+    assert!(
+        per_peer <= 4096,
+        "{per_peer} B of server memory per peer holding a 3-byte partial frame"
+    );
+    // Still a working server: a whole line comes back.
+    let mut client = server.connect();
+    assert_eq!(round_trip(&mut client, b"whole\n"), b"whole\n");
+}
+
+fn lines_server(frame_timeout: Duration) -> TestServer {
+    let config = Config {
+        frame_timeout: Some(frame_timeout),
+        ..Config::default()
+    };
+    TestServer::start(config, || {
+        FramedEcho::new(Codec::new(Framing::Lines, 1024).unwrap())
+    })
+}
+
+#[test]
+fn a_peer_trickling_a_frame_it_never_finishes_is_closed_by_the_frame_timeout() {
+    let server = lines_server(Duration::from_millis(300));
+    let mut trickler = server.connect();
+    let mut steady = server.connect();
+    let mut closed = false;
+    // A byte every 50 ms is traffic enough for any idle timeout.
+    for i in 0..100 {
+        if trickler.write_all(b"x").is_err() {
+            closed = true;
+            break;
+        }
+        let line = format!("line {i}\n");
+        assert_eq!(round_trip(&mut steady, line.as_bytes()), line.as_bytes());
+        if server.stats().closed_by(CloseReason::FrameTimeout) == 1 {
+            closed = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(closed, "the trickling peer still holds its slot after 5 s");
+    let mut rest = Vec::new();
+    let _ = trickler.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "the trickler got {rest:?}");
+    let stats = server.stats();
+    assert_eq!(stats.closed_by(CloseReason::FrameTimeout), 1);
+    assert_eq!(stats.active, 1, "the steady peer is still connected");
+    assert_eq!(round_trip(&mut steady, b"still\n"), b"still\n");
+}
+
+#[test]
+fn frames_that_each_complete_in_time_are_never_timed_out() {
+    let server = lines_server(Duration::from_millis(300));
+    let mut peer = server.connect();
+    peer.set_nodelay(true).unwrap();
+    // Always a partial frame pending, but none older than about 100 ms:
+    // "a" + "b\nc" + "d\ne" + ... over two seconds.
+    peer.write_all(b"a").unwrap();
+    let mut back = Vec::new();
+    for i in 0..20 {
+        thread::sleep(Duration::from_millis(100));
+        let piece = format!("{i}\nn");
+        peer.write_all(piece.as_bytes()).unwrap();
+        let mut buf = [0; 64];
+        let n = peer.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {} frames", i);
+        back.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(server.stats().closed_by(CloseReason::FrameTimeout), 0);
+    assert!(back.starts_with(b"a0\nn1\nn2\n"), "{back:?}");
+}
