@@ -14,6 +14,7 @@ use sockloop::app::relay::Relay;
 use sockloop::bench::{self, Mode};
 use sockloop::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Framing};
 use sockloop::reactor::{Config, Reactor, Service};
+use sockloop::stderr;
 use sockloop::sys::{ListenOptions, SocketOptions, raise_fd_limit};
 
 #[derive(Parser)]
@@ -326,7 +327,7 @@ fn run_bench(args: &BenchArgs) -> io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    stderr::init_logger("info");
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Echo(args) => match args.framing {
@@ -368,13 +369,16 @@ fn main() -> ExitCode {
             }),
         Command::Bench(args) => run_bench(args),
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Bounded: a stderr that nobody reads must not keep the process alive.
+    stderr::flush(Duration::from_secs(2));
+    code
 }
 
 #[cfg(test)]

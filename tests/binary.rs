@@ -167,3 +167,69 @@ fn trace_shows_one_connection_from_accept_to_close() {
         at += offset + 1;
     }
 }
+
+/// Sends `data` on `stream` and reads it back, waiting at most `limit` for
+/// each; false if it was not echoed in time.
+fn echoed_within(stream: &mut TcpStream, data: &[u8], limit: Duration) -> bool {
+    stream.set_write_timeout(Some(limit)).unwrap();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut back = vec![0; data.len()];
+    stream.write_all(data).is_ok() && stream.read_exact(&mut back).is_ok() && back == data
+}
+
+#[test]
+fn unread_stderr_never_stalls_the_server() {
+    const CONNS: usize = 3_000;
+    // Each table is ~300 KB at 3,000 connections; the pipe holds 64 KiB.
+    const TABLES: usize = 4;
+    const PROMPT: Duration = Duration::from_secs(5);
+    let mut server = Server::start(&[], &["echo"], Stdio::piped());
+    let mut stderr = server.take_stderr();
+    let mut held: Vec<TcpStream> = (0..CONNS).map(|_| server.connect()).collect();
+    // Accepted in order: once the last is echoed, all of them are in the table.
+    let last = held.last_mut().expect("connections");
+    assert_eq!(round_trip(last, b"ready"), b"ready");
+
+    for _ in 0..TABLES {
+        server.signal(Signal::SIGUSR1);
+        // Apart, so that the server takes each one rather than one for all.
+        thread::sleep(Duration::from_millis(50));
+    }
+    // For a few seconds with stderr still unread, old and new clients alike
+    // are echoed: nothing waits for the tables to be written.
+    let start = Instant::now();
+    let mut i = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        let mut fresh = server.connect();
+        assert!(
+            echoed_within(&mut fresh, b"fresh", PROMPT),
+            "a new client was not echoed within {PROMPT:?}: the server waits on stderr"
+        );
+        let old = &mut held[i % CONNS];
+        assert!(
+            echoed_within(old, b"old", PROMPT),
+            "connection {i} was not echoed within {PROMPT:?}: the server waits on stderr"
+        );
+        i += 1;
+        thread::sleep(Duration::from_millis(100));
+    }
+    drop(held);
+
+    let reader = thread::spawn(move || {
+        let mut out = Vec::new();
+        stderr.read_to_end(&mut out).expect("read stderr");
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    server.signal(Signal::SIGTERM);
+    let status = server.wait_exit();
+    let out = reader.join().expect("stderr reader");
+    assert!(status.success(), "exit status {status}");
+    let table_header = |l: &str| l.starts_with("id ") && l.contains(" peer ");
+    assert!(
+        out.lines().any(table_header) || out.contains("diagnostic messages dropped"),
+        "no connection table and no drop notice on stderr:\n{}",
+        out.lines().take(20).collect::<Vec<_>>().join("\n")
+    );
+    // Written at exit, after everything else, and still not lost.
+    assert!(out.contains("stopped: "), "no final stats line on stderr");
+}

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::{Arc, mpsc};
@@ -32,7 +32,7 @@ macro_rules! trace_io {
 pub(crate) use trace_io;
 
 pub(crate) fn trace_line(args: fmt::Arguments<'_>) {
-    let _ = writeln!(io::stderr().lock(), "trace {args}");
+    crate::stderr::line(format_args!("trace {args}"));
 }
 
 #[derive(Default)]

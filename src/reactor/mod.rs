@@ -1126,7 +1126,9 @@ impl<S: Service> Reactor<S> {
             };
             match next {
                 Ok(Some(SignalKind::Terminate)) => self.shutdown(),
-                Ok(Some(SignalKind::Report)) => eprintln!("{}", format_table(&self.connections())),
+                Ok(Some(SignalKind::Report)) => {
+                    crate::stderr::line(format_args!("{}", format_table(&self.connections())));
+                }
                 Ok(None) => return,
                 Err(e) => {
                     warn!("reading signals: {e}");

@@ -13,7 +13,7 @@ pub use epoll::{Event, Poller, Waker};
 #[cfg(target_os = "linux")]
 mod process;
 #[cfg(target_os = "linux")]
-pub use process::{SignalKind, Signals, SpareFd, raise_fd_limit};
+pub use process::{SignalKind, Signals, SpareFd, raise_fd_limit, spawn_without_signals};
 
 #[cfg(target_os = "linux")]
 mod splice;

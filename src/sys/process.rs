@@ -4,9 +4,10 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::thread::{self, JoinHandle};
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 /// What an operator asked for.
@@ -54,6 +55,25 @@ impl AsFd for Signals {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// Starts a thread that blocks every signal.
+///
+/// [`Signals`] works only while every thread blocks SIGINT, SIGTERM and
+/// SIGUSR1: a thread that does not would take a SIGTERM the default way and
+/// end the process. A new thread inherits its creator's mask, and the creator
+/// may be any thread at any time (a library user's, or `main` before
+/// [`Signals::new`]), so the mask is set here, across the spawn, rather than
+/// left to the caller.
+pub fn spawn_without_signals<F, T>(name: &str, body: F) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let old = SigSet::all().thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
+    let spawned = thread::Builder::new().name(name.to_owned()).spawn(body);
+    old.thread_set_mask()?;
+    spawned
 }
 
 /// Raises the soft limit on open files to the hard limit; returns the new limit.

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -258,6 +258,11 @@ impl Server {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         stream
+    }
+
+    /// The read end of a server started with `Stdio::piped()` stderr.
+    pub fn take_stderr(&mut self) -> ChildStderr {
+        self.child.stderr.take().expect("stderr was piped")
     }
 
     pub fn pid(&self) -> Pid {
