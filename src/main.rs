@@ -1,7 +1,7 @@
 //! The `sockloop` command line.
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -246,11 +246,12 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("too long: {text:?}"))
 }
 
-fn serve<S: Service>(args: &ServerArgs, service: S) -> io::Result<()> {
-    serve_with(args, args.config(), service)
-}
-
-fn serve_with<S: Service>(args: &ServerArgs, config: Config, service: S) -> io::Result<()> {
+/// Binds the listener; serving starts with [`run_server`].
+fn bind<S: Service>(
+    args: &ServerArgs,
+    config: Config,
+    service: S,
+) -> io::Result<(Reactor<S>, SocketAddr)> {
     let mut reactor = Reactor::new(config, service)?;
     // Before any thread exists, so that no thread takes these signals the default way.
     reactor.handle_signals()?;
@@ -263,6 +264,15 @@ fn serve_with<S: Service>(args: &ServerArgs, config: Config, service: S) -> io::
         backlog: args.backlog,
     };
     let local = reactor.listen(args.listen, &options)?;
+    Ok((reactor, local))
+}
+
+fn serve<S: Service>(args: &ServerArgs, config: Config, service: S) -> io::Result<()> {
+    let (reactor, local) = bind(args, config, service)?;
+    run_server(reactor, local)
+}
+
+fn run_server<S: Service>(mut reactor: Reactor<S>, local: SocketAddr) -> io::Result<()> {
     // Scripts and tests read this line to learn the port: print it exactly once, at once.
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {local}")?;
@@ -275,6 +285,61 @@ fn serve_with<S: Service>(args: &ServerArgs, config: Config, service: S) -> io::
         return Err(io::Error::other("shutdown cut short by a second signal"));
     }
     Ok(())
+}
+
+/// Refuses an upstream that is this relay itself: each client would make it
+/// connect to itself again, until it runs out of descriptors.
+fn refuse_own_upstream(local: SocketAddr, upstreams: &[SocketAddr]) -> io::Result<()> {
+    match upstreams
+        .iter()
+        .find(|&&upstream| reaches(upstream, local, is_own_address))
+    {
+        Some(upstream) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--upstream {upstream} is this relay itself (it listens on {local}): \
+                 each client would be relayed back to the relay, without end"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether a connection to `upstream` would arrive at a listener bound to
+/// `listen`; `is_own` says whether this host has an address.
+fn reaches(upstream: SocketAddr, listen: SocketAddr, is_own: impl Fn(IpAddr) -> bool) -> bool {
+    if upstream.port() != listen.port() {
+        return false;
+    }
+    // `::ffff:127.0.0.1` is 127.0.0.1 on the wire.
+    let (to, at) = (upstream.ip().to_canonical(), listen.ip().to_canonical());
+    // The kernel sends a connect to 0.0.0.0 or [::] to this host (Linux: to
+    // its loopback; BSD: maybe its first address): refuse it whatever `at` is.
+    if to.is_unspecified() {
+        return true;
+    }
+    let local = || to.is_loopback() || is_own(to);
+    match at {
+        // A wildcard listener takes every local address of its family;
+        // [::] takes IPv4 too, as IPV6_V6ONLY is left off.
+        IpAddr::V4(ip) if ip.is_unspecified() => to.is_ipv4() && local(),
+        IpAddr::V6(ip) if ip.is_unspecified() => local(),
+        at => at == to,
+    }
+}
+
+/// Whether `ip` is an address of one of this host's interfaces. Asked of
+/// the interfaces, not by binding to it: with `ip_nonlocal_bind` on, any bind
+/// succeeds. If they cannot be listed, only loopback counts.
+fn is_own_address(ip: IpAddr) -> bool {
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return false;
+    };
+    interfaces.filter_map(|i| i.address).any(|address| {
+        let v4 = address.as_sockaddr_in().map(|a| IpAddr::from(a.ip()));
+        let v6 = address.as_sockaddr_in6().map(|a| IpAddr::from(a.ip()));
+        v4.or(v6) == Some(ip)
+    })
 }
 
 fn run_bench(args: &BenchArgs) -> io::Result<()> {
@@ -310,10 +375,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Echo(args) => match args.framing {
-            Framing::Raw => serve(&args.server, Echo),
+            Framing::Raw => serve(&args.server, args.server.config(), Echo),
             framing => Codec::new(framing, args.max_frame)
                 .map_err(io::Error::other)
-                .and_then(|codec| serve(&args.server, FramedEcho::new(codec))),
+                .and_then(|codec| {
+                    serve(&args.server, args.server.config(), FramedEcho::new(codec))
+                }),
         },
         Command::Relay(args) => {
             let config = Config {
@@ -327,7 +394,10 @@ fn main() -> ExitCode {
             } else {
                 relay
             };
-            serve_with(&args.server, config, relay)
+            bind(&args.server, config, relay).and_then(|(reactor, local)| {
+                refuse_own_upstream(local, &args.upstream)?;
+                run_server(reactor, local)
+            })
         }
         // Raw "frames" are whatever one read returned: relayed, they would
         // interleave senders mid-message.
@@ -341,7 +411,7 @@ fn main() -> ExitCode {
             .map_err(io::Error::other)
             .and_then(|codec| {
                 let hub = Hub::new(codec, args.slow_policy, args.server.high_watermark);
-                serve(&args.server, hub)
+                serve(&args.server, args.server.config(), hub)
             }),
         Command::Bench(args) => run_bench(args),
     };
@@ -356,8 +426,59 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_duration, parse_size};
-    use std::time::Duration;
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    /// `reaches` with a host that owns 127.0.0.1/8, ::1 and 10.1.2.3.
+    fn reaches_here(upstream: &str, listen: &str) -> bool {
+        reaches(addr(upstream), addr(listen), |ip| {
+            ip == "10.1.2.3".parse::<IpAddr>().unwrap()
+        })
+    }
+
+    #[test]
+    fn an_upstream_reaches_its_own_listener_on_the_same_address_and_port() {
+        assert!(reaches_here("127.0.0.1:7992", "127.0.0.1:7992"));
+        assert!(reaches_here("[::1]:7992", "[::1]:7992"));
+        assert!(reaches_here("127.0.0.1:7992", "[::ffff:127.0.0.1]:7992"));
+        assert!(!reaches_here("127.0.0.1:7993", "127.0.0.1:7992"));
+        assert!(!reaches_here("127.0.0.2:7992", "127.0.0.1:7992"));
+        assert!(!reaches_here("10.1.2.3:7992", "127.0.0.1:7992"));
+    }
+
+    #[test]
+    fn a_wildcard_listener_is_reached_through_any_address_of_this_host() {
+        assert!(reaches_here("127.0.0.1:7992", "0.0.0.0:7992"));
+        assert!(reaches_here("127.9.9.9:7992", "0.0.0.0:7992"));
+        assert!(reaches_here("10.1.2.3:7992", "0.0.0.0:7992"));
+        assert!(!reaches_here("10.1.2.4:7992", "0.0.0.0:7992"));
+        assert!(!reaches_here("127.0.0.1:7993", "0.0.0.0:7992"));
+        // An IPv4 wildcard takes no IPv6; an IPv6 wildcard takes both.
+        assert!(!reaches_here("[::1]:7992", "0.0.0.0:7992"));
+        assert!(reaches_here("[::1]:7992", "[::]:7992"));
+        assert!(reaches_here("127.0.0.1:7992", "[::]:7992"));
+        assert!(reaches_here("10.1.2.3:7992", "[::]:7992"));
+        assert!(!reaches_here("10.1.2.4:7992", "[::]:7992"));
+    }
+
+    #[test]
+    fn an_unspecified_upstream_counts_as_this_host() {
+        assert!(reaches_here("0.0.0.0:7992", "127.0.0.1:7992"));
+        assert!(reaches_here("0.0.0.0:7992", "0.0.0.0:7992"));
+        assert!(reaches_here("[::]:7992", "10.1.2.3:7992"));
+        assert!(!reaches_here("0.0.0.0:7993", "0.0.0.0:7992"));
+    }
+
+    #[test]
+    fn this_host_owns_its_loopback_address_and_no_multicast_group() {
+        assert!(is_own_address(IpAddr::from([127, 0, 0, 1])));
+        // Multicast groups are never an interface's own address.
+        assert!(!is_own_address(IpAddr::from([224, 0, 0, 1])));
+        assert!(!is_own_address("ff02::1".parse().unwrap()));
+    }
 
     #[test]
     fn durations_parse_with_units() {

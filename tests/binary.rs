@@ -6,13 +6,13 @@ mod common;
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, Rng, Server, fill_pattern, round_trip, wait_until};
+use common::{Exited, IO_TIMEOUT, Rng, Server, fill_pattern, round_trip, sockloop, wait_until};
 use nix::sys::signal::Signal;
 
 const PY_ECHO_CLIENT: &str = r#"
@@ -273,4 +273,37 @@ fn trace_shows_one_connection_from_accept_to_close() {
         };
         at += offset + 1;
     }
+}
+
+/// Runs the binary to its exit, stdout and stderr captured.
+fn run_to_exit(args: &[&str]) -> Exited {
+    let mut command = sockloop(&[], args);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    Server::spawn(&mut command).finish()
+}
+
+/// A port nothing listens on just now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn a_relay_whose_upstream_is_its_own_listen_address_refuses_to_start() {
+    let own = format!("127.0.0.1:{}", free_port());
+    // Before the fix it served: one client then made it connect to itself
+    // until it ran out of descriptors. It must stop before serving anyone.
+    let exited = run_to_exit(&["relay", "--listen", &own, "--upstream", &own]);
+    assert!(
+        !exited.stdout.contains("listening on"),
+        "it started serving: {}{}",
+        exited.stdout,
+        exited.stderr
+    );
+    assert!(!exited.status.success(), "exit status {}", exited.status);
+    assert!(
+        exited.stderr.contains(&format!("--upstream {own}")),
+        "the error does not name the upstream: {}",
+        exited.stderr
+    );
 }
