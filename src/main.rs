@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use log::{error, info};
+use log::{error, info, warn};
 
 use sockloop::app::echo::{Echo, FramedEcho};
 use sockloop::app::hub::{Hub, SlowPolicy};
@@ -46,7 +46,7 @@ struct RelayArgs {
     #[arg(long, required = true)]
     upstream: Vec<SocketAddr>,
     /// How long an upstream connect may take before the client is closed.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = refuse_zero(parse_duration))]
     connect_timeout: Duration,
     /// Move bytes socket → pipe → socket with splice(2), never through user space.
     #[cfg(target_os = "linux")]
@@ -102,9 +102,8 @@ struct EchoArgs {
     /// len:u64be, len:u64le or fixed:N.
     #[arg(long, default_value = "raw")]
     framing: Framing,
-    /// Largest frame payload accepted; a peer that sends a bigger one is disconnected.
-    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_LEN, value_parser = parse_size)]
-    max_frame: usize,
+    #[command(flatten)]
+    limit: FrameLimit,
 }
 
 #[derive(Args)]
@@ -115,13 +114,37 @@ struct HubArgs {
     /// len:u64be, len:u64le or fixed:N (raw has no frames to relay whole).
     #[arg(long)]
     framing: Framing,
-    /// Largest frame payload accepted; a peer that sends a bigger one is disconnected.
-    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_LEN, value_parser = parse_size)]
-    max_frame: usize,
+    #[command(flatten)]
+    limit: FrameLimit,
     /// A subscriber with more unsent bytes than --high-watermark is
     /// disconnected, or misses frames until it catches up (drop).
     #[arg(long, default_value = "disconnect")]
     slow_policy: SlowPolicy,
+}
+
+/// `DEFAULT_MAX_FRAME_LEN` as `--help` shows it.
+const DEFAULT_MAX_FRAME: &str = "8MiB";
+
+#[derive(Args)]
+struct FrameLimit {
+    /// Largest frame payload accepted; a peer that sends a bigger one is disconnected.
+    #[arg(long, default_value = DEFAULT_MAX_FRAME, value_parser = refuse_zero(parse_size))]
+    max_frame: usize,
+}
+
+impl FrameLimit {
+    /// The codec for `framing` under this limit; its error names both flags.
+    fn codec(&self, framing: Framing) -> io::Result<Codec> {
+        Codec::new(framing, self.max_frame).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "--framing {framing} with --max-frame {}: {e}",
+                    self.max_frame
+                ),
+            )
+        })
+    }
 }
 
 /// Options every server takes.
@@ -131,22 +154,23 @@ struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
     /// Connections beyond this many are accepted and closed at once.
-    #[arg(long, default_value_t = usize::MAX, hide_default_value = true)]
+    #[arg(long, default_value_t = usize::MAX, hide_default_value = true,
+          value_parser = refuse_zero(parse_count))]
     max_conns: usize,
     /// Kernel queue of connections waiting to be accepted.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i32).range(0..))]
     backlog: i32,
-    /// Stop reading a peer whose unsent replies exceed this (e.g. 1MiB, 64KiB, 4096).
-    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    /// Stop reading a peer whose unsent replies exceed this (e.g. 1MiB, 256KiB).
+    #[arg(long, default_value = "1MiB", value_parser = refuse_zero(parse_size))]
     high_watermark: usize,
     /// Leave Nagle's algorithm on (TCP_NODELAY off).
     #[arg(long)]
     no_nodelay: bool,
     /// SO_RCVBUF for accepted sockets.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = refuse_zero(parse_size))]
     rcvbuf: Option<usize>,
     /// SO_SNDBUF for accepted sockets.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = refuse_zero(parse_size))]
     sndbuf: Option<usize>,
     /// Close connections with no traffic either way for this long (500ms, 30s, 2m; 0 = never).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -194,6 +218,61 @@ impl ServerArgs {
             ..Config::default()
         }
     }
+
+    /// Values that are legal but likely not what was meant, as warnings.
+    fn surprises(&self) -> Vec<String> {
+        let defaults = Config::default();
+        let mut warnings = Vec::new();
+        if self.high_watermark < defaults.read_chunk {
+            warnings.push(format!(
+                "--high-watermark {} is less than one read ({} bytes): the reply to a \
+                 single read can pass it, and that peer stops being read",
+                self.high_watermark, defaults.read_chunk
+            ));
+        }
+        if self.hold_replies > defaults.event_capacity {
+            warnings.push(format!(
+                "--hold-replies {} is more than the {} events one wait returns: the end \
+                 of each wait sends what is held, so it means \"hold for the whole wait\"",
+                self.hold_replies, defaults.event_capacity
+            ));
+        }
+        warnings
+    }
+}
+
+impl Command {
+    /// What to warn about before starting.
+    fn surprises(&self) -> Vec<String> {
+        match self {
+            Command::Echo(args) => {
+                let mut warnings = args.server.surprises();
+                if args.framing == Framing::Raw && args.limit.max_frame != DEFAULT_MAX_FRAME_LEN {
+                    warnings.push("--max-frame has no effect with --framing raw".to_owned());
+                }
+                warnings
+            }
+            Command::Relay(args) => args.server.surprises(),
+            Command::Hub(args) => args.server.surprises(),
+            Command::Bench(_) => Vec::new(),
+        }
+    }
+}
+
+/// Wraps a value parser to refuse zero, for knobs where it means nothing sensible.
+fn refuse_zero<T: Default + PartialEq + 'static>(
+    parse: fn(&str) -> Result<T, String>,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |text| match parse(text)? {
+        value if value == T::default() => Err("must be more than 0".to_owned()),
+        value => Ok(value),
+    }
+}
+
+fn parse_count(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("not a count: {text:?}"))
 }
 
 /// Parses a byte count: `4096`, `64K`, `64KiB`, `1M`, `1MiB`, `1G` (binary units).
@@ -373,15 +452,20 @@ fn run_bench(args: &BenchArgs) -> io::Result<()> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    for warning in cli.command.surprises() {
+        warn!("{warning}");
+    }
     let result = match &cli.command {
-        Command::Echo(args) => match args.framing {
-            Framing::Raw => serve(&args.server, args.server.config(), Echo),
-            framing => Codec::new(framing, args.max_frame)
-                .map_err(io::Error::other)
-                .and_then(|codec| {
-                    serve(&args.server, args.server.config(), FramedEcho::new(codec))
-                }),
-        },
+        Command::Echo(args) => {
+            let config = args.server.config();
+            match args.framing {
+                Framing::Raw => serve(&args.server, config, Echo),
+                framing => args
+                    .limit
+                    .codec(framing)
+                    .and_then(|codec| serve(&args.server, config, FramedEcho::new(codec))),
+            }
+        }
         Command::Relay(args) => {
             let config = Config {
                 connect_timeout: args.connect_timeout,
@@ -405,14 +489,12 @@ fn main() -> ExitCode {
             framing: Framing::Raw,
             ..
         }) => Err(io::Error::other(
-            "hub needs a framing with message boundaries, not raw",
+            "hub needs a --framing with message boundaries, not raw",
         )),
-        Command::Hub(args) => Codec::new(args.framing, args.max_frame)
-            .map_err(io::Error::other)
-            .and_then(|codec| {
-                let hub = Hub::new(codec, args.slow_policy, args.server.high_watermark);
-                serve(&args.server, args.server.config(), hub)
-            }),
+        Command::Hub(args) => args.limit.codec(args.framing).and_then(|codec| {
+            let hub = Hub::new(codec, args.slow_policy, args.server.high_watermark);
+            serve(&args.server, args.server.config(), hub)
+        }),
         Command::Bench(args) => run_bench(args),
     };
     match result {
@@ -478,6 +560,43 @@ mod tests {
         // Multicast groups are never an interface's own address.
         assert!(!is_own_address(IpAddr::from([224, 0, 0, 1])));
         assert!(!is_own_address("ff02::1".parse().unwrap()));
+    }
+
+    fn surprises(args: &[&str]) -> Vec<String> {
+        let cli = Cli::try_parse_from([&["sockloop"], args].concat()).expect("valid arguments");
+        cli.command.surprises()
+    }
+
+    #[test]
+    fn legal_but_surprising_values_are_named_in_a_warning() {
+        assert_eq!(surprises(&["echo"]), Vec::<String>::new());
+        assert_eq!(
+            surprises(&["echo", "--framing", "lines", "--max-frame", "1K"]).len(),
+            0
+        );
+        let cases = [
+            (
+                &["echo", "--high-watermark", "4K"][..],
+                "--high-watermark 4096",
+            ),
+            (
+                &["hub", "--framing", "lines", "--hold-replies", "5000"],
+                "--hold-replies 5000",
+            ),
+            (&["echo", "--max-frame", "1K"], "--max-frame"),
+        ];
+        for (args, flag) in cases {
+            let warnings = surprises(args);
+            assert!(
+                warnings.len() == 1 && warnings[0].starts_with(flag),
+                "{args:?}: {warnings:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_max_frame_default_shown_is_the_real_one() {
+        assert_eq!(parse_size(DEFAULT_MAX_FRAME), Ok(DEFAULT_MAX_FRAME_LEN));
     }
 
     #[test]

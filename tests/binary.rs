@@ -307,3 +307,46 @@ fn a_relay_whose_upstream_is_its_own_listen_address_refuses_to_start() {
         exited.stderr
     );
 }
+
+#[test]
+fn nonsense_option_values_are_refused_at_start_naming_the_flag() {
+    let cases: [(&[&str], &str); 7] = [
+        (&["echo", "--max-conns", "0"], "--max-conns"),
+        (&["echo", "--high-watermark", "0"], "--high-watermark"),
+        (&["echo", "--max-frame", "0"], "--max-frame"),
+        (
+            &["echo", "--framing", "lines", "--max-frame", "0"],
+            "--max-frame",
+        ),
+        (
+            &["hub", "--framing", "len:u16be", "--max-frame", "0"],
+            "--max-frame",
+        ),
+        (
+            &["echo", "--framing", "fixed:100", "--max-frame", "10"],
+            "--max-frame",
+        ),
+        (
+            &[
+                "relay",
+                "--upstream",
+                "127.0.0.1:9",
+                "--connect-timeout",
+                "0",
+            ],
+            "--connect-timeout",
+        ),
+    ];
+    for (args, flag) in cases {
+        let exited = run_to_exit(&[args, &["--listen", "127.0.0.1:0"]].concat());
+        assert!(
+            !exited.status.success() && !exited.stdout.contains("listening on"),
+            "{args:?} was accepted"
+        );
+        assert!(
+            exited.stderr.contains(flag),
+            "{args:?}: the error does not name {flag}: {}",
+            exited.stderr
+        );
+    }
+}
