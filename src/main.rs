@@ -1,5 +1,6 @@
 //! The `sockloop` command line.
 
+use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -353,10 +354,7 @@ fn serve<S: Service>(args: &ServerArgs, config: Config, service: S) -> io::Resul
 
 fn run_server<S: Service>(mut reactor: Reactor<S>, local: SocketAddr) -> io::Result<()> {
     // Scripts and tests read this line to learn the port: print it exactly once, at once.
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening on {local}")?;
-    stdout.flush()?;
-    drop(stdout);
+    print_line(format_args!("listening on {local}"))?;
     info!("serving on {local}");
     reactor.run()?;
     info!("stopped: {}", reactor.stats());
@@ -364,6 +362,16 @@ fn run_server<S: Service>(mut reactor: Reactor<S>, local: SocketAddr) -> io::Res
         return Err(io::Error::other("shutdown cut short by a second signal"));
     }
     Ok(())
+}
+
+/// Writes one line to stdout at once. A reader that has gone (`| head -1`)
+/// took all it wanted: not an error, and no reason to stop.
+fn print_line(line: impl fmt::Display) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.map_err(|e| io::Error::new(e.kind(), format!("stdout: {e}"))),
+    }
 }
 
 /// Refuses an upstream that is this relay itself: each client would make it
@@ -436,12 +444,13 @@ fn run_bench(args: &BenchArgs) -> io::Result<()> {
         window_fifo: args.window_fifo.clone(),
     })?;
     for error in &report.errors {
-        eprintln!("bench: error: {error}");
+        // Ignored: a failed run says so in its exit status, even with stderr gone.
+        let _ = writeln!(io::stderr().lock(), "bench: error: {error}");
     }
     if args.json {
-        println!("{}", report.to_json());
+        print_line(report.to_json())?;
     } else {
-        println!("{report}");
+        print_line(&report)?;
     }
     match report.error_count {
         0 => Ok(()),

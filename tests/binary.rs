@@ -350,3 +350,39 @@ fn nonsense_option_values_are_refused_at_start_naming_the_flag() {
         );
     }
 }
+
+#[test]
+fn bench_exits_quietly_when_nobody_reads_its_output() {
+    let bench = [
+        "bench",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--conns",
+        "2",
+    ];
+    // As `bench | head -1` once head has gone: the report meets a closed pipe.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut command = sockloop(&[], &bench);
+    command.stdout(writer).stderr(Stdio::piped());
+    let exited = Server::spawn(&mut command).finish();
+    assert!(
+        exited.status.success() && !exited.stderr.contains("panicked"),
+        "stdout closed: exit status {}: {}",
+        exited.status,
+        exited.stderr
+    );
+
+    // As `bench 2>&1 | head -1`: every progress line meets it too.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut command = sockloop(&[], &bench);
+    command.stdout(writer.try_clone().unwrap()).stderr(writer);
+    let status = Server::spawn(&mut command).finish().status;
+    assert!(
+        status.success(),
+        "stdout and stderr closed: exit status {status}"
+    );
+}
