@@ -326,29 +326,42 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("too long: {text:?}"))
 }
 
-/// Binds the listener; serving starts with [`run_server`].
+/// Binds the listener of a server that keeps about `fds_per_client`
+/// descriptors per client; serving starts with [`run_server`].
 fn bind<S: Service>(
     args: &ServerArgs,
     config: Config,
     service: S,
+    fds_per_client: u64,
 ) -> io::Result<(Reactor<S>, SocketAddr)> {
     let mut reactor = Reactor::new(config, service)?;
     // Before any thread exists, so that no thread takes these signals the default way.
     reactor.handle_signals()?;
     let fd_limit = raise_fd_limit()?;
+    let each = match fds_per_client {
+        1 => String::new(),
+        n => format!(" at {n} descriptors each"),
+    };
     info!(
-        "file descriptor limit {fd_limit}: room for about {} connections",
-        fd_limit.saturating_sub(16)
+        "file descriptor limit {fd_limit}: room for about {} clients{each}",
+        fd_limit.saturating_sub(16) / fds_per_client
     );
     let options = ListenOptions {
         backlog: args.backlog,
     };
-    let local = reactor.listen(args.listen, &options)?;
+    let local = reactor
+        .listen(args.listen, &options)
+        .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", args.listen)))?;
     Ok((reactor, local))
 }
 
-fn serve<S: Service>(args: &ServerArgs, config: Config, service: S) -> io::Result<()> {
-    let (reactor, local) = bind(args, config, service)?;
+fn serve<S: Service>(
+    args: &ServerArgs,
+    config: Config,
+    service: S,
+    fds_per_client: u64,
+) -> io::Result<()> {
+    let (reactor, local) = bind(args, config, service, fds_per_client)?;
     run_server(reactor, local)
 }
 
@@ -468,11 +481,11 @@ fn main() -> ExitCode {
         Command::Echo(args) => {
             let config = args.server.config();
             match args.framing {
-                Framing::Raw => serve(&args.server, config, Echo),
+                Framing::Raw => serve(&args.server, config, Echo, 1),
                 framing => args
                     .limit
                     .codec(framing)
-                    .and_then(|codec| serve(&args.server, config, FramedEcho::new(codec))),
+                    .and_then(|codec| serve(&args.server, config, FramedEcho::new(codec), 1)),
             }
         }
         Command::Relay(args) => {
@@ -481,13 +494,16 @@ fn main() -> ExitCode {
                 ..args.server.config()
             };
             let relay = Relay::new(args.upstream.clone());
+            // Two sockets per client; splice adds a pipe (two descriptors) each way.
             #[cfg(target_os = "linux")]
-            let relay = if args.splice {
-                relay.with_splice()
+            let (relay, fds_per_client) = if args.splice {
+                (relay.with_splice(), 6)
             } else {
-                relay
+                (relay, 2)
             };
-            bind(&args.server, config, relay).and_then(|(reactor, local)| {
+            #[cfg(not(target_os = "linux"))]
+            let fds_per_client = 2;
+            bind(&args.server, config, relay, fds_per_client).and_then(|(reactor, local)| {
                 refuse_own_upstream(local, &args.upstream)?;
                 run_server(reactor, local)
             })
@@ -502,7 +518,7 @@ fn main() -> ExitCode {
         )),
         Command::Hub(args) => args.limit.codec(args.framing).and_then(|codec| {
             let hub = Hub::new(codec, args.slow_policy, args.server.high_watermark);
-            serve(&args.server, args.server.config(), hub)
+            serve(&args.server, args.server.config(), hub, 1)
         }),
         Command::Bench(args) => run_bench(args),
     };

@@ -352,6 +352,19 @@ fn nonsense_option_values_are_refused_at_start_naming_the_flag() {
 }
 
 #[test]
+fn a_listen_address_in_use_is_named_in_the_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let exited = run_to_exit(&["echo", "--listen", &addr]);
+    assert!(!exited.status.success(), "exit status {}", exited.status);
+    assert!(
+        exited.stderr.contains(&format!("listen on {addr}: ")),
+        "{}",
+        exited.stderr
+    );
+}
+
+#[test]
 fn bench_exits_quietly_when_nobody_reads_its_output() {
     let bench = [
         "bench",
