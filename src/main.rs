@@ -60,6 +60,8 @@ struct BenchArgs {
     /// Echo server to load; without it, an echo server starts in this process.
     #[arg(long)]
     target: Option<SocketAddr>,
+    /// Connections to open; past 20,000 to a 127.x target they come from
+    /// 127.0.0.2, 127.0.0.3, ... for more ephemeral ports.
     #[arg(long, default_value_t = 50)]
     conns: usize,
     /// Payload bytes per request (e.g. 64, 4KiB).
@@ -69,6 +71,7 @@ struct BenchArgs {
     /// back within a window of bytes.
     #[arg(long, default_value = "pingpong")]
     mode: Mode,
+    /// Requests in flight per connection (stream: at least this many).
     #[arg(long, default_value_t = 1)]
     depth: usize,
     /// Length of the measured window.
@@ -154,7 +157,7 @@ struct ServerArgs {
     /// Address to listen on; port 0 picks a free one (printed at start).
     #[arg(long, default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
-    /// Connections beyond this many are accepted and closed at once.
+    /// Connections beyond this many are accepted and closed at once; unlimited by default.
     #[arg(long, default_value_t = usize::MAX, hide_default_value = true,
           value_parser = refuse_zero(parse_count))]
     max_conns: usize,
@@ -182,18 +185,19 @@ struct ServerArgs {
     /// On SIGINT/SIGTERM, how long open connections get to finish before they are closed.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
-    /// Log a one-line summary of the counters this often (0 = never).
-    #[arg(long, default_value = "0", value_parser = parse_duration)]
-    stats_interval: Duration,
+    /// Log a one-line summary of the counters this often (e.g. 10s); off by default.
+    #[arg(long, value_parser = parse_duration)]
+    stats_interval: Option<Duration>,
     /// Print one line per readiness event and I/O call to stderr.
     #[arg(long)]
     trace: bool,
     /// Spin on non-blocking polls this long before sleeping (e.g. 50us): lower
-    /// latency for a busy core.
-    #[arg(long, default_value = "0", value_parser = parse_duration)]
-    busy_poll: Duration,
+    /// latency for a busy core; off by default.
+    #[arg(long, value_parser = parse_duration)]
+    busy_poll: Option<Duration>,
     /// Hold up to this many replies and send them back to back, after the
-    /// reads that caused them (0 or 1: send each at once).
+    /// reads that caused them; the end of each wait sends what is held
+    /// anyway (0 or 1: send each at once).
     #[arg(long, default_value_t = Config::default().hold_replies)]
     hold_replies: usize,
 }
@@ -207,9 +211,9 @@ impl ServerArgs {
             idle_timeout: nonzero(self.idle_timeout),
             write_timeout: nonzero(self.write_timeout),
             shutdown_timeout: self.shutdown_timeout,
-            stats_interval: nonzero(self.stats_interval),
+            stats_interval: self.stats_interval.and_then(nonzero),
             trace: self.trace,
-            busy_poll: nonzero(self.busy_poll),
+            busy_poll: self.busy_poll.and_then(nonzero),
             hold_replies: self.hold_replies,
             socket: SocketOptions {
                 nodelay: !self.no_nodelay,

@@ -399,3 +399,31 @@ fn bench_exits_quietly_when_nobody_reads_its_output() {
         "stdout and stderr closed: exit status {status}"
     );
 }
+
+#[test]
+fn every_flag_in_help_is_in_a_readme_table() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let table_rows = readme.lines().filter(|line| line.starts_with("| `--"));
+    for command in ["echo", "relay", "hub", "bench"] {
+        let help = run_to_exit(&[command, "--help"]);
+        assert!(help.status.success(), "{command} --help: {}", help.status);
+        // Option lines start with the flag; descriptions may name others.
+        let flags = help
+            .stdout
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|word| word.starts_with("--") && *word != "--help");
+        for flag in flags {
+            // In an options table, as the whole flag, not the start of a longer one.
+            let quoted = format!("`{flag}");
+            let found = table_rows.clone().any(|row| {
+                row.match_indices(&quoted).any(|(at, _)| {
+                    let next = row[at + quoted.len()..].chars().next();
+                    !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
+            });
+            assert!(found, "`{command} {flag}` is in no table of README.md");
+        }
+    }
+}
