@@ -1,12 +1,13 @@
 //! The `sockloop` command line.
 
+use std::fmt;
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use log::{error, info};
+use log::{error, info, warn};
 
 use sockloop::app::echo::{Echo, FramedEcho};
 use sockloop::app::hub::{Hub, SlowPolicy};
@@ -47,7 +48,7 @@ struct RelayArgs {
     #[arg(long, required = true)]
     upstream: Vec<SocketAddr>,
     /// How long an upstream connect may take before the client is closed.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = refuse_zero(parse_duration))]
     connect_timeout: Duration,
     /// Move bytes socket → pipe → socket with splice(2), never through user space.
     #[cfg(target_os = "linux")]
@@ -60,6 +61,8 @@ struct BenchArgs {
     /// Echo server to load; without it, an echo server starts in this process.
     #[arg(long)]
     target: Option<SocketAddr>,
+    /// Connections to open; past 20,000 to a 127.x target they come from
+    /// 127.0.0.2, 127.0.0.3, ... for more ephemeral ports.
     #[arg(long, default_value_t = 50)]
     conns: usize,
     /// Payload bytes per request (e.g. 64, 4KiB).
@@ -69,6 +72,7 @@ struct BenchArgs {
     /// back within a window of bytes.
     #[arg(long, default_value = "pingpong")]
     mode: Mode,
+    /// Requests in flight per connection (stream: at least this many).
     #[arg(long, default_value_t = 1)]
     depth: usize,
     /// Length of the measured window.
@@ -104,29 +108,7 @@ struct EchoArgs {
     #[arg(long, default_value = "raw")]
     framing: Framing,
     #[command(flatten)]
-    frames: FrameArgs,
-}
-
-/// Limits on one frame, for servers that decode frames.
-#[derive(Args)]
-struct FrameArgs {
-    /// Largest frame payload accepted; a peer that sends a bigger one is disconnected.
-    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_LEN, value_parser = parse_size)]
-    max_frame: usize,
-    /// Close a connection whose frame is still incomplete this long after
-    /// its first byte arrived (a peer trickling a frame it never finishes;
-    /// 0 = never).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    frame_timeout: Duration,
-}
-
-impl FrameArgs {
-    fn config(&self, server: &ServerArgs) -> Config {
-        Config {
-            frame_timeout: nonzero(self.frame_timeout),
-            ..server.config()
-        }
-    }
+    limits: FrameLimits,
 }
 
 #[derive(Args)]
@@ -138,11 +120,49 @@ struct HubArgs {
     #[arg(long)]
     framing: Framing,
     #[command(flatten)]
-    frames: FrameArgs,
+    limits: FrameLimits,
     /// A subscriber with more unsent bytes than --high-watermark is
     /// disconnected, or misses frames until it catches up (drop).
     #[arg(long, default_value = "disconnect")]
     slow_policy: SlowPolicy,
+}
+
+/// `DEFAULT_MAX_FRAME_LEN` as `--help` shows it.
+const DEFAULT_MAX_FRAME: &str = "8MiB";
+
+/// Limits on one frame, for servers that decode frames.
+#[derive(Args)]
+struct FrameLimits {
+    /// Largest frame payload accepted; a peer that sends a bigger one is disconnected.
+    #[arg(long, default_value = DEFAULT_MAX_FRAME, value_parser = refuse_zero(parse_size))]
+    max_frame: usize,
+    /// Close a connection whose frame is still incomplete this long after
+    /// its first byte arrived (a peer trickling a frame it never finishes;
+    /// 0 = never).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    frame_timeout: Duration,
+}
+
+impl FrameLimits {
+    fn config(&self, server: &ServerArgs) -> Config {
+        Config {
+            frame_timeout: nonzero(self.frame_timeout),
+            ..server.config()
+        }
+    }
+
+    /// The codec for `framing` under this limit; its error names both flags.
+    fn codec(&self, framing: Framing) -> io::Result<Codec> {
+        Codec::new(framing, self.max_frame).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "--framing {framing} with --max-frame {}: {e}",
+                    self.max_frame
+                ),
+            )
+        })
+    }
 }
 
 /// Options every server takes.
@@ -151,23 +171,24 @@ struct ServerArgs {
     /// Address to listen on; port 0 picks a free one (printed at start).
     #[arg(long, default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
-    /// Connections beyond this many are accepted and closed at once.
-    #[arg(long, default_value_t = usize::MAX, hide_default_value = true)]
+    /// Connections beyond this many are accepted and closed at once; unlimited by default.
+    #[arg(long, default_value_t = usize::MAX, hide_default_value = true,
+          value_parser = refuse_zero(parse_count))]
     max_conns: usize,
     /// Kernel queue of connections waiting to be accepted.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i32).range(0..))]
     backlog: i32,
-    /// Stop reading a peer whose unsent replies exceed this (e.g. 1MiB, 64KiB, 4096).
-    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    /// Stop reading a peer whose unsent replies exceed this (e.g. 1MiB, 256KiB).
+    #[arg(long, default_value = "1MiB", value_parser = refuse_zero(parse_size))]
     high_watermark: usize,
     /// Leave Nagle's algorithm on (TCP_NODELAY off).
     #[arg(long)]
     no_nodelay: bool,
     /// SO_RCVBUF for accepted sockets.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = refuse_zero(parse_size))]
     rcvbuf: Option<usize>,
     /// SO_SNDBUF for accepted sockets.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = refuse_zero(parse_size))]
     sndbuf: Option<usize>,
     /// Close connections with no traffic either way for this long (500ms, 30s, 2m; 0 = never).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -178,18 +199,19 @@ struct ServerArgs {
     /// On SIGINT/SIGTERM, how long open connections get to finish before they are closed.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
-    /// Log a one-line summary of the counters this often (0 = never).
-    #[arg(long, default_value = "0", value_parser = parse_duration)]
-    stats_interval: Duration,
+    /// Log a one-line summary of the counters this often (e.g. 10s); off by default.
+    #[arg(long, value_parser = parse_duration)]
+    stats_interval: Option<Duration>,
     /// Print one line per readiness event and I/O call to stderr.
     #[arg(long)]
     trace: bool,
     /// Spin on non-blocking polls this long before sleeping (e.g. 50us): lower
-    /// latency for a busy core.
-    #[arg(long, default_value = "0", value_parser = parse_duration)]
-    busy_poll: Duration,
+    /// latency for a busy core; off by default.
+    #[arg(long, value_parser = parse_duration)]
+    busy_poll: Option<Duration>,
     /// Hold up to this many replies and send them back to back, after the
-    /// reads that caused them (0 or 1: send each at once).
+    /// reads that caused them; the end of each wait sends what is held
+    /// anyway (0 or 1: send each at once).
     #[arg(long, default_value_t = Config::default().hold_replies)]
     hold_replies: usize,
 }
@@ -203,9 +225,9 @@ impl ServerArgs {
             idle_timeout: nonzero(self.idle_timeout),
             write_timeout: nonzero(self.write_timeout),
             shutdown_timeout: self.shutdown_timeout,
-            stats_interval: nonzero(self.stats_interval),
+            stats_interval: self.stats_interval.and_then(nonzero),
             trace: self.trace,
-            busy_poll: nonzero(self.busy_poll),
+            busy_poll: self.busy_poll.and_then(nonzero),
             hold_replies: self.hold_replies,
             socket: SocketOptions {
                 nodelay: !self.no_nodelay,
@@ -215,6 +237,61 @@ impl ServerArgs {
             ..Config::default()
         }
     }
+
+    /// Values that are legal but likely not what was meant, as warnings.
+    fn surprises(&self) -> Vec<String> {
+        let defaults = Config::default();
+        let mut warnings = Vec::new();
+        if self.high_watermark < defaults.read_chunk {
+            warnings.push(format!(
+                "--high-watermark {} is less than one read ({} bytes): the reply to a \
+                 single read can pass it, and that peer stops being read",
+                self.high_watermark, defaults.read_chunk
+            ));
+        }
+        if self.hold_replies > defaults.event_capacity {
+            warnings.push(format!(
+                "--hold-replies {} is more than the {} events one wait returns: the end \
+                 of each wait sends what is held, so it means \"hold for the whole wait\"",
+                self.hold_replies, defaults.event_capacity
+            ));
+        }
+        warnings
+    }
+}
+
+impl Command {
+    /// What to warn about before starting.
+    fn surprises(&self) -> Vec<String> {
+        match self {
+            Command::Echo(args) => {
+                let mut warnings = args.server.surprises();
+                if args.framing == Framing::Raw && args.limits.max_frame != DEFAULT_MAX_FRAME_LEN {
+                    warnings.push("--max-frame has no effect with --framing raw".to_owned());
+                }
+                warnings
+            }
+            Command::Relay(args) => args.server.surprises(),
+            Command::Hub(args) => args.server.surprises(),
+            Command::Bench(_) => Vec::new(),
+        }
+    }
+}
+
+/// Wraps a value parser to refuse zero, for knobs where it means nothing sensible.
+fn refuse_zero<T: Default + PartialEq + 'static>(
+    parse: fn(&str) -> Result<T, String>,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |text| match parse(text)? {
+        value if value == T::default() => Err("must be more than 0".to_owned()),
+        value => Ok(value),
+    }
+}
+
+fn parse_count(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("not a count: {text:?}"))
 }
 
 /// Parses a byte count: `4096`, `64K`, `64KiB`, `1M`, `1MiB`, `1G` (binary units).
@@ -267,28 +344,48 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("too long: {text:?}"))
 }
 
-fn serve<S: Service>(args: &ServerArgs, service: S) -> io::Result<()> {
-    serve_with(args, args.config(), service)
-}
-
-fn serve_with<S: Service>(args: &ServerArgs, config: Config, service: S) -> io::Result<()> {
+/// Binds the listener of a server that keeps about `fds_per_client`
+/// descriptors per client; serving starts with [`run_server`].
+fn bind<S: Service>(
+    args: &ServerArgs,
+    config: Config,
+    service: S,
+    fds_per_client: u64,
+) -> io::Result<(Reactor<S>, SocketAddr)> {
     let mut reactor = Reactor::new(config, service)?;
     // Before any thread exists, so that no thread takes these signals the default way.
     reactor.handle_signals()?;
     let fd_limit = raise_fd_limit()?;
+    let each = match fds_per_client {
+        1 => String::new(),
+        n => format!(" at {n} descriptors each"),
+    };
     info!(
-        "file descriptor limit {fd_limit}: room for about {} connections",
-        fd_limit.saturating_sub(16)
+        "file descriptor limit {fd_limit}: room for about {} clients{each}",
+        fd_limit.saturating_sub(16) / fds_per_client
     );
     let options = ListenOptions {
         backlog: args.backlog,
     };
-    let local = reactor.listen(args.listen, &options)?;
+    let local = reactor
+        .listen(args.listen, &options)
+        .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", args.listen)))?;
+    Ok((reactor, local))
+}
+
+fn serve<S: Service>(
+    args: &ServerArgs,
+    config: Config,
+    service: S,
+    fds_per_client: u64,
+) -> io::Result<()> {
+    let (reactor, local) = bind(args, config, service, fds_per_client)?;
+    run_server(reactor, local)
+}
+
+fn run_server<S: Service>(mut reactor: Reactor<S>, local: SocketAddr) -> io::Result<()> {
     // Scripts and tests read this line to learn the port: print it exactly once, at once.
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening on {local}")?;
-    stdout.flush()?;
-    drop(stdout);
+    print_line(format_args!("listening on {local}"))?;
     info!("serving on {local}");
     reactor.run()?;
     info!("stopped: {}", reactor.stats());
@@ -296,6 +393,71 @@ fn serve_with<S: Service>(args: &ServerArgs, config: Config, service: S) -> io::
         return Err(io::Error::other("shutdown cut short by a second signal"));
     }
     Ok(())
+}
+
+/// Writes one line to stdout at once. A reader that has gone (`| head -1`)
+/// took all it wanted: not an error, and no reason to stop.
+fn print_line(line: impl fmt::Display) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.map_err(|e| io::Error::new(e.kind(), format!("stdout: {e}"))),
+    }
+}
+
+/// Refuses an upstream that is this relay itself: each client would make it
+/// connect to itself again, until it runs out of descriptors.
+fn refuse_own_upstream(local: SocketAddr, upstreams: &[SocketAddr]) -> io::Result<()> {
+    match upstreams
+        .iter()
+        .find(|&&upstream| reaches(upstream, local, is_own_address))
+    {
+        Some(upstream) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--upstream {upstream} is this relay itself (it listens on {local}): \
+                 each client would be relayed back to the relay, without end"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether a connection to `upstream` would arrive at a listener bound to
+/// `listen`; `is_own` says whether this host has an address.
+fn reaches(upstream: SocketAddr, listen: SocketAddr, is_own: impl Fn(IpAddr) -> bool) -> bool {
+    if upstream.port() != listen.port() {
+        return false;
+    }
+    // `::ffff:127.0.0.1` is 127.0.0.1 on the wire.
+    let (to, at) = (upstream.ip().to_canonical(), listen.ip().to_canonical());
+    // The kernel sends a connect to 0.0.0.0 or [::] to this host (Linux: to
+    // its loopback; BSD: maybe its first address): refuse it whatever `at` is.
+    if to.is_unspecified() {
+        return true;
+    }
+    let local = || to.is_loopback() || is_own(to);
+    match at {
+        // A wildcard listener takes every local address of its family;
+        // [::] takes IPv4 too, as IPV6_V6ONLY is left off.
+        IpAddr::V4(ip) if ip.is_unspecified() => to.is_ipv4() && local(),
+        IpAddr::V6(ip) if ip.is_unspecified() => local(),
+        at => at == to,
+    }
+}
+
+/// Whether `ip` is an address of one of this host's interfaces. Asked of
+/// the interfaces, not by binding to it: with `ip_nonlocal_bind` on, any bind
+/// succeeds. If they cannot be listed, only loopback counts.
+fn is_own_address(ip: IpAddr) -> bool {
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return false;
+    };
+    interfaces.filter_map(|i| i.address).any(|address| {
+        let v4 = address.as_sockaddr_in().map(|a| IpAddr::from(a.ip()));
+        let v6 = address.as_sockaddr_in6().map(|a| IpAddr::from(a.ip()));
+        v4.or(v6) == Some(ip)
+    })
 }
 
 fn run_bench(args: &BenchArgs) -> io::Result<()> {
@@ -313,12 +475,13 @@ fn run_bench(args: &BenchArgs) -> io::Result<()> {
         window_fifo: args.window_fifo.clone(),
     })?;
     for error in &report.errors {
-        eprintln!("bench: error: {error}");
+        // Ignored: a failed run says so in its exit status, even with stderr gone.
+        let _ = writeln!(io::stderr().lock(), "bench: error: {error}");
     }
     if args.json {
-        println!("{}", report.to_json());
+        print_line(report.to_json())?;
     } else {
-        println!("{report}");
+        print_line(&report)?;
     }
     match report.error_count {
         0 => Ok(()),
@@ -329,15 +492,16 @@ fn run_bench(args: &BenchArgs) -> io::Result<()> {
 fn main() -> ExitCode {
     stderr::init_logger("info");
     let cli = Cli::parse();
+    for warning in cli.command.surprises() {
+        warn!("{warning}");
+    }
     let result = match &cli.command {
         Command::Echo(args) => match args.framing {
-            Framing::Raw => serve(&args.server, Echo),
-            framing => Codec::new(framing, args.frames.max_frame)
-                .map_err(io::Error::other)
-                .and_then(|codec| {
-                    let config = args.frames.config(&args.server);
-                    serve_with(&args.server, config, FramedEcho::new(codec))
-                }),
+            Framing::Raw => serve(&args.server, args.server.config(), Echo, 1),
+            framing => args.limits.codec(framing).and_then(|codec| {
+                let config = args.limits.config(&args.server);
+                serve(&args.server, config, FramedEcho::new(codec), 1)
+            }),
         },
         Command::Relay(args) => {
             let config = Config {
@@ -345,13 +509,19 @@ fn main() -> ExitCode {
                 ..args.server.config()
             };
             let relay = Relay::new(args.upstream.clone());
+            // Two sockets per client; splice adds a pipe (two descriptors) each way.
             #[cfg(target_os = "linux")]
-            let relay = if args.splice {
-                relay.with_splice()
+            let (relay, fds_per_client) = if args.splice {
+                (relay.with_splice(), 6)
             } else {
-                relay
+                (relay, 2)
             };
-            serve_with(&args.server, config, relay)
+            #[cfg(not(target_os = "linux"))]
+            let fds_per_client = 2;
+            bind(&args.server, config, relay, fds_per_client).and_then(|(reactor, local)| {
+                refuse_own_upstream(local, &args.upstream)?;
+                run_server(reactor, local)
+            })
         }
         // Raw "frames" are whatever one read returned: relayed, they would
         // interleave senders mid-message.
@@ -359,14 +529,12 @@ fn main() -> ExitCode {
             framing: Framing::Raw,
             ..
         }) => Err(io::Error::other(
-            "hub needs a framing with message boundaries, not raw",
+            "hub needs a --framing with message boundaries, not raw",
         )),
-        Command::Hub(args) => Codec::new(args.framing, args.frames.max_frame)
-            .map_err(io::Error::other)
-            .and_then(|codec| {
-                let hub = Hub::new(codec, args.slow_policy, args.server.high_watermark);
-                serve_with(&args.server, args.frames.config(&args.server), hub)
-            }),
+        Command::Hub(args) => args.limits.codec(args.framing).and_then(|codec| {
+            let hub = Hub::new(codec, args.slow_policy, args.server.high_watermark);
+            serve(&args.server, args.limits.config(&args.server), hub, 1)
+        }),
         Command::Bench(args) => run_bench(args),
     };
     let code = match result {
@@ -383,8 +551,96 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_duration, parse_size};
-    use std::time::Duration;
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    /// `reaches` with a host that owns 127.0.0.1/8, ::1 and 10.1.2.3.
+    fn reaches_here(upstream: &str, listen: &str) -> bool {
+        reaches(addr(upstream), addr(listen), |ip| {
+            ip == "10.1.2.3".parse::<IpAddr>().unwrap()
+        })
+    }
+
+    #[test]
+    fn an_upstream_reaches_its_own_listener_on_the_same_address_and_port() {
+        assert!(reaches_here("127.0.0.1:7992", "127.0.0.1:7992"));
+        assert!(reaches_here("[::1]:7992", "[::1]:7992"));
+        assert!(reaches_here("127.0.0.1:7992", "[::ffff:127.0.0.1]:7992"));
+        assert!(!reaches_here("127.0.0.1:7993", "127.0.0.1:7992"));
+        assert!(!reaches_here("127.0.0.2:7992", "127.0.0.1:7992"));
+        assert!(!reaches_here("10.1.2.3:7992", "127.0.0.1:7992"));
+    }
+
+    #[test]
+    fn a_wildcard_listener_is_reached_through_any_address_of_this_host() {
+        assert!(reaches_here("127.0.0.1:7992", "0.0.0.0:7992"));
+        assert!(reaches_here("127.9.9.9:7992", "0.0.0.0:7992"));
+        assert!(reaches_here("10.1.2.3:7992", "0.0.0.0:7992"));
+        assert!(!reaches_here("10.1.2.4:7992", "0.0.0.0:7992"));
+        assert!(!reaches_here("127.0.0.1:7993", "0.0.0.0:7992"));
+        // An IPv4 wildcard takes no IPv6; an IPv6 wildcard takes both.
+        assert!(!reaches_here("[::1]:7992", "0.0.0.0:7992"));
+        assert!(reaches_here("[::1]:7992", "[::]:7992"));
+        assert!(reaches_here("127.0.0.1:7992", "[::]:7992"));
+        assert!(reaches_here("10.1.2.3:7992", "[::]:7992"));
+        assert!(!reaches_here("10.1.2.4:7992", "[::]:7992"));
+    }
+
+    #[test]
+    fn an_unspecified_upstream_counts_as_this_host() {
+        assert!(reaches_here("0.0.0.0:7992", "127.0.0.1:7992"));
+        assert!(reaches_here("0.0.0.0:7992", "0.0.0.0:7992"));
+        assert!(reaches_here("[::]:7992", "10.1.2.3:7992"));
+        assert!(!reaches_here("0.0.0.0:7993", "0.0.0.0:7992"));
+    }
+
+    #[test]
+    fn this_host_owns_its_loopback_address_and_no_multicast_group() {
+        assert!(is_own_address(IpAddr::from([127, 0, 0, 1])));
+        // Multicast groups are never an interface's own address.
+        assert!(!is_own_address(IpAddr::from([224, 0, 0, 1])));
+        assert!(!is_own_address("ff02::1".parse().unwrap()));
+    }
+
+    fn surprises(args: &[&str]) -> Vec<String> {
+        let cli = Cli::try_parse_from([&["sockloop"], args].concat()).expect("valid arguments");
+        cli.command.surprises()
+    }
+
+    #[test]
+    fn legal_but_surprising_values_are_named_in_a_warning() {
+        assert_eq!(surprises(&["echo"]), Vec::<String>::new());
+        assert_eq!(
+            surprises(&["echo", "--framing", "lines", "--max-frame", "1K"]).len(),
+            0
+        );
+        let cases = [
+            (
+                &["echo", "--high-watermark", "4K"][..],
+                "--high-watermark 4096",
+            ),
+            (
+                &["hub", "--framing", "lines", "--hold-replies", "5000"],
+                "--hold-replies 5000",
+            ),
+            (&["echo", "--max-frame", "1K"], "--max-frame"),
+        ];
+        for (args, flag) in cases {
+            let warnings = surprises(args);
+            assert!(
+                warnings.len() == 1 && warnings[0].starts_with(flag),
+                "{args:?}: {warnings:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_max_frame_default_shown_is_the_real_one() {
+        assert_eq!(parse_size(DEFAULT_MAX_FRAME), Ok(DEFAULT_MAX_FRAME_LEN));
+    }
 
     #[test]
     fn durations_parse_with_units() {

@@ -6,13 +6,14 @@ mod common;
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    IO_TIMEOUT, Server, clock_ticks_per_second, round_trip, stream_through_sigterm, wait_until,
+    Exited, IO_TIMEOUT, Server, clock_ticks_per_second, round_trip, sockloop,
+    stream_through_sigterm, wait_until,
 };
 use nix::sys::signal::Signal;
 
@@ -232,4 +233,157 @@ fn unread_stderr_never_stalls_the_server() {
     );
     // Written at exit, after everything else, and still not lost.
     assert!(out.contains("stopped: "), "no final stats line on stderr");
+}
+
+/// Runs the binary to its exit, stdout and stderr captured.
+fn run_to_exit(args: &[&str]) -> Exited {
+    let mut command = sockloop(&[], args);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    Server::spawn(&mut command).finish()
+}
+
+/// A port nothing listens on just now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn a_relay_whose_upstream_is_its_own_listen_address_refuses_to_start() {
+    let own = format!("127.0.0.1:{}", free_port());
+    // Before the fix it served: one client then made it connect to itself
+    // until it ran out of descriptors. It must stop before serving anyone.
+    let exited = run_to_exit(&["relay", "--listen", &own, "--upstream", &own]);
+    assert!(
+        !exited.stdout.contains("listening on"),
+        "it started serving: {}{}",
+        exited.stdout,
+        exited.stderr
+    );
+    assert!(!exited.status.success(), "exit status {}", exited.status);
+    assert!(
+        exited.stderr.contains(&format!("--upstream {own}")),
+        "the error does not name the upstream: {}",
+        exited.stderr
+    );
+}
+
+#[test]
+fn nonsense_option_values_are_refused_at_start_naming_the_flag() {
+    let cases: [(&[&str], &str); 7] = [
+        (&["echo", "--max-conns", "0"], "--max-conns"),
+        (&["echo", "--high-watermark", "0"], "--high-watermark"),
+        (&["echo", "--max-frame", "0"], "--max-frame"),
+        (
+            &["echo", "--framing", "lines", "--max-frame", "0"],
+            "--max-frame",
+        ),
+        (
+            &["hub", "--framing", "len:u16be", "--max-frame", "0"],
+            "--max-frame",
+        ),
+        (
+            &["echo", "--framing", "fixed:100", "--max-frame", "10"],
+            "--max-frame",
+        ),
+        (
+            &[
+                "relay",
+                "--upstream",
+                "127.0.0.1:9",
+                "--connect-timeout",
+                "0",
+            ],
+            "--connect-timeout",
+        ),
+    ];
+    for (args, flag) in cases {
+        let exited = run_to_exit(&[args, &["--listen", "127.0.0.1:0"]].concat());
+        assert!(
+            !exited.status.success() && !exited.stdout.contains("listening on"),
+            "{args:?} was accepted"
+        );
+        assert!(
+            exited.stderr.contains(flag),
+            "{args:?}: the error does not name {flag}: {}",
+            exited.stderr
+        );
+    }
+}
+
+#[test]
+fn a_listen_address_in_use_is_named_in_the_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let exited = run_to_exit(&["echo", "--listen", &addr]);
+    assert!(!exited.status.success(), "exit status {}", exited.status);
+    assert!(
+        exited.stderr.contains(&format!("listen on {addr}: ")),
+        "{}",
+        exited.stderr
+    );
+}
+
+#[test]
+fn bench_exits_quietly_when_nobody_reads_its_output() {
+    let bench = [
+        "bench",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--conns",
+        "2",
+    ];
+    // As `bench | head -1` once head has gone: the report meets a closed pipe.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut command = sockloop(&[], &bench);
+    command.stdout(writer).stderr(Stdio::piped());
+    let exited = Server::spawn(&mut command).finish();
+    assert!(
+        exited.status.success() && !exited.stderr.contains("panicked"),
+        "stdout closed: exit status {}: {}",
+        exited.status,
+        exited.stderr
+    );
+
+    // As `bench 2>&1 | head -1`: every progress line meets it too.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut command = sockloop(&[], &bench);
+    command.stdout(writer.try_clone().unwrap()).stderr(writer);
+    let status = Server::spawn(&mut command).finish().status;
+    assert!(
+        status.success(),
+        "stdout and stderr closed: exit status {status}"
+    );
+}
+
+#[test]
+fn every_flag_in_help_is_in_a_readme_table() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let table_rows = readme.lines().filter(|line| line.starts_with("| `--"));
+    for command in ["echo", "relay", "hub", "bench"] {
+        let help = run_to_exit(&[command, "--help"]);
+        assert!(help.status.success(), "{command} --help: {}", help.status);
+        // Option lines start with the flag; descriptions may name others.
+        let flags = help
+            .stdout
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|word| word.starts_with("--") && *word != "--help");
+        for flag in flags {
+            // In an options table, as the whole flag, not the start of a longer one.
+            let quoted = format!("`{flag}");
+            let found = table_rows.clone().any(|row| {
+                row.match_indices(&quoted).any(|(at, _)| {
+                    let next = row[at + quoted.len()..].chars().next();
+                    !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
+            });
+            assert!(found, "`{command} {flag}` is in no table of README.md");
+        }
+    }
 }

@@ -18,6 +18,7 @@ use hdrhistogram::Histogram;
 
 use super::cpu::cpu_time;
 use super::pattern::Pattern;
+use super::progress;
 use crate::codec::{Codec, Decoder, Encoder};
 use crate::reactor::{CloseReason, ConnId, Context, Service};
 
@@ -331,7 +332,7 @@ impl LoadClient {
                 self.phase = Phase::Measuring {
                     until: now + self.plan.duration,
                 };
-                eprintln!("bench: measuring for {:?}", self.plan.duration);
+                progress(format_args!("measuring for {:?}", self.plan.duration));
             }
             Phase::Measuring { until } if now >= until => {
                 self.window.end = Some(now);
@@ -342,7 +343,9 @@ impl LoadClient {
                 self.phase = Phase::Draining {
                     until: now + DRAIN_TIMEOUT,
                 };
-                eprintln!("bench: measured window over; collecting the last echoes");
+                progress(format_args!(
+                    "measured window over; collecting the last echoes"
+                ));
                 // Connections waiting for nothing hear about it from a timer.
                 for &id in self.ids.iter().flatten() {
                     ctx.set_timer(id, Duration::ZERO, TAG_DRAIN);
@@ -373,14 +376,14 @@ impl LoadClient {
         };
         let open = self.ids.iter().flatten().count();
         let rate = self.recent_msgs as f64 / PROGRESS_EVERY.as_secs_f64();
-        eprintln!(
-            "bench: {:5.1}s {phase:<10} conns {open}/{}  {rate:>10.0} msgs/s  {:>8.1} MB/s  p99 {:>9.1} us  errors {}",
+        progress(format_args!(
+            "{:5.1}s {phase:<10} conns {open}/{}  {rate:>10.0} msgs/s  {:>8.1} MB/s  p99 {:>9.1} us  errors {}",
             now.duration_since(self.started).as_secs_f64(),
             self.plan.conns,
             rate * self.plan.size as f64 / 1e6,
             self.recent.value_at_quantile(0.99) as f64 / 1e3,
             self.error_count,
-        );
+        ));
         self.recent.reset();
         self.recent_msgs = 0;
     }
@@ -429,10 +432,10 @@ impl Service for LoadClient {
             shut: false,
         };
         if self.connected == self.plan.conns && self.phase == Phase::Connecting {
-            eprintln!(
-                "bench: {} connections up; warming up for {:?}",
+            progress(format_args!(
+                "{} connections up; warming up for {:?}",
                 self.connected, self.plan.warmup
-            );
+            ));
             self.phase = Phase::Warmup {
                 until: now + self.plan.warmup,
             };

@@ -12,7 +12,7 @@ mod cpu;
 mod pattern;
 
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::str::FromStr;
@@ -197,6 +197,13 @@ impl fmt::Display for Report {
         }
         write!(f, "errors      {}", self.error_count)
     }
+}
+
+/// A progress line on stderr. Unlike `eprintln!`, it does not panic when
+/// nobody reads stderr any more (`2>&1 | head -1`): that is no reason to
+/// stop a run.
+fn progress(line: fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr().lock(), "bench: {line}");
 }
 
 fn per_second(count: f64, elapsed: Duration) -> f64 {

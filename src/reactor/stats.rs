@@ -58,22 +58,25 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "active {} accepted {} closed {} (",
+            "active {}, accepted {}, closed {}",
             self.active, self.accepted, self.closed
         )?;
-        let mut first = true;
-        for (name, n) in CloseReason::NAMES.iter().zip(self.closed_by) {
-            if n > 0 {
-                let sep = if first { "" } else { " " };
-                write!(f, "{sep}{name} {n}")?;
-                first = false;
+        let mut reasons = CloseReason::NAMES
+            .iter()
+            .zip(self.closed_by)
+            .filter(|&(_, n)| n > 0);
+        if let Some((name, n)) = reasons.next() {
+            write!(f, " ({name} {n}")?;
+            for (name, n) in reasons {
+                write!(f, ", {name} {n}")?;
             }
+            f.write_str(")")?;
         }
         let per_wait = self.events as f64 / self.polls.max(1) as f64;
         write!(
             f,
-            ") in {} B out {} B frames {}/{} waits {} ({per_wait:.1} events/wait) \
-             reads {} (EAGAIN {}) writes {} (EAGAIN {}) interest changes {}",
+            "; bytes in {}, out {}; frames in {}, out {}; waits {} ({per_wait:.1} events each); \
+             reads {} (EAGAIN {}); writes {} (EAGAIN {}); interest changes {}",
             self.bytes_in,
             self.bytes_out,
             self.frames_in,
@@ -125,4 +128,30 @@ pub fn format_table(conns: &[ConnInfo]) -> String {
     }
     let _ = write!(out, "{} connections", conns.len());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_names_close_reasons_only_when_there_are_some() {
+        let mut stats = Stats {
+            polls: 2,
+            events: 3,
+            ..Stats::default()
+        };
+        let line = stats.to_string();
+        assert!(
+            line.starts_with("active 0, accepted 0, closed 0; bytes in 0,"),
+            "{line}"
+        );
+        assert!(line.contains("waits 2 (1.5 events each)"), "{line}");
+
+        stats.closed = 3;
+        stats.closed_by[CloseReason::Peer.slot()] = 2;
+        stats.closed_by[CloseReason::Idle.slot()] = 1;
+        let line = stats.to_string();
+        assert!(line.contains("closed 3 (peer 2, idle 1); bytes"), "{line}");
+    }
 }

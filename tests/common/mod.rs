@@ -208,35 +208,47 @@ pub fn fill_pattern(seed: u64, offset: u64, buf: &mut [u8]) {
     }
 }
 
+/// `prefix... sockloop args...`: the built binary, behind a wrapper such as
+/// `prlimit ... --` if `prefix` names one.
+pub fn sockloop(prefix: &[&str], args: &[&str]) -> Command {
+    // SOCKLOOP_TEST_BIN runs the tests against another build (an older one,
+    // to see a regression test fail).
+    let bin = std::env::var_os("SOCKLOOP_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_sockloop").into());
+    let mut command = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    command.args(args);
+    command
+}
+
 /// A running `sockloop`, killed and reaped however the test ends.
 pub struct Server {
     child: Child,
     pub port: u16,
 }
 
+/// How a process ended, and what it wrote to the pipes it was given.
+pub struct Exited {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
 impl Server {
     /// Runs `prefix... sockloop args... --listen 127.0.0.1:0`, stderr to `stderr`.
     pub fn start(prefix: &[&str], args: &[&str], stderr: Stdio) -> Server {
-        // SOCKLOOP_TEST_BIN runs the tests against another build (an older
-        // one, to see a regression test fail).
-        let bin = std::env::var_os("SOCKLOOP_TEST_BIN")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_sockloop").into());
-        let mut command = match prefix.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        let child = command
-            .args(args)
+        let mut command = sockloop(prefix, args);
+        command
             .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn sockloop");
-        let mut server = Server { child, port: 0 };
+            .stderr(stderr);
+        let mut server = Server::spawn(&mut command);
         let stdout = server.child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
@@ -251,6 +263,26 @@ impl Server {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Runs `command` as it is, port unknown (0).
+    pub fn spawn(command: &mut Command) -> Server {
+        let child = command.spawn().expect("spawn sockloop");
+        Server { child, port: 0 }
+    }
+
+    /// Waits for the process to exit by itself (panics after `IO_TIMEOUT`,
+    /// killing it), with all it wrote to the stdout and stderr pipes it was
+    /// given, if any.
+    pub fn finish(mut self) -> Exited {
+        let stdout = read_in_background(self.child.stdout.take());
+        let stderr = read_in_background(self.child.stderr.take());
+        let status = self.wait_exit();
+        Exited {
+            status,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+        }
     }
 
     pub fn connect(&self) -> TcpStream {
@@ -296,6 +328,18 @@ impl Server {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }
+}
+
+/// Reads `pipe` to its end on a thread of its own, so that a child that
+/// writes much is never blocked by a test waiting for it to exit.
+fn read_in_background(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
 }
 
 impl Drop for Server {
