@@ -1,7 +1,34 @@
-//! A connection's byte buffer: a `Vec` read from the front without shifting
-//! on every consume, and freed whole once empty, so an idle connection holds
-//! no buffer memory at all.
+//! Bytes in memory: a connection's buffer, and the arena every read lands in.
 
+use std::ops::Range;
+
+/// The shared landing zone for reads, two read chunks long. Reads go one
+/// after another, so echoes held until the batch of events ends can be sent
+/// from where they were read; a connection copies out only what its service
+/// leaves unconsumed.
+pub(crate) struct Arena {
+    pub(crate) bytes: Vec<u8>,
+    /// How much of `bytes` this batch keeps.
+    pub(crate) used: usize,
+}
+
+impl Arena {
+    pub(crate) fn new(chunk: usize) -> Arena {
+        Arena {
+            bytes: vec![0; 2 * chunk.max(1)],
+            used: 0,
+        }
+    }
+
+    /// Where a read of `chunk` bytes goes, if it fits after what this batch keeps.
+    pub(crate) fn room(&self, chunk: usize) -> Option<Range<usize>> {
+        (self.bytes.len() - self.used >= chunk).then_some(self.used..self.used + chunk)
+    }
+}
+
+/// A connection's byte buffer: a `Vec` read from the front without shifting
+/// on every consume, and freed whole once empty, so an idle connection holds
+/// no buffer memory at all.
 #[derive(Default)]
 pub(crate) struct Buffer {
     data: Vec<u8>,

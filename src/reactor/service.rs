@@ -1,90 +1,20 @@
 //! What a service sees: connection ids, their bytes, and a [`Context`] to act
 //! through. No file descriptors, no readiness flags.
 
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-
 use std::time::Duration;
 
-use super::core::Core;
+use super::close::CloseReason;
 #[cfg(target_os = "linux")]
-use super::core::Splice;
+use super::conn::Splice;
+use super::conn::Writing;
+use super::state::State;
 use super::timer::{TimerId, TimerKind};
 use super::token::ConnId;
 #[cfg(target_os = "linux")]
 use crate::sys::Pipe;
-
-/// Why a connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The peer sent FIN and everything owed to it was flushed.
-    Peer,
-    /// A socket error: reset, broken pipe, and so on.
-    Error(io::ErrorKind),
-    /// The service closed it.
-    Local,
-    /// The peer broke the protocol (a frame error, say).
-    Protocol,
-    /// No traffic either way for the idle timeout.
-    Idle,
-    /// The peer took none of our pending output for the write timeout.
-    WriteTimeout,
-    /// The peer left a frame incomplete for the frame timeout.
-    FrameTimeout,
-    /// Over the connection limit, or out of file descriptors: closed on accept.
-    Limit,
-    /// The server shut down.
-    Shutdown,
-}
-
-impl CloseReason {
-    pub(crate) const COUNT: usize = 9;
-
-    pub(crate) fn slot(self) -> usize {
-        match self {
-            CloseReason::Peer => 0,
-            CloseReason::Error(_) => 1,
-            CloseReason::Local => 2,
-            CloseReason::Protocol => 3,
-            CloseReason::Idle => 4,
-            CloseReason::WriteTimeout => 5,
-            CloseReason::Limit => 6,
-            CloseReason::Shutdown => 7,
-            CloseReason::FrameTimeout => 8,
-        }
-    }
-
-    /// Short names, in slot order, for summaries.
-    pub(crate) const NAMES: [&'static str; Self::COUNT] = [
-        "peer",
-        "error",
-        "local",
-        "protocol",
-        "idle",
-        "write-timeout",
-        "limit",
-        "shutdown",
-        "frame-timeout",
-    ];
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::Peer => f.write_str("peer closed"),
-            CloseReason::Error(kind) => write!(f, "error: {kind}"),
-            CloseReason::Local => f.write_str("closed by service"),
-            CloseReason::Protocol => f.write_str("protocol error"),
-            CloseReason::Idle => f.write_str("idle timeout"),
-            CloseReason::WriteTimeout => f.write_str("write timeout"),
-            CloseReason::FrameTimeout => f.write_str("frame timeout"),
-            CloseReason::Limit => f.write_str("connection limit"),
-            CloseReason::Shutdown => f.write_str("server shutdown"),
-        }
-    }
-}
 
 /// Where `inner` lies within `outer`, if it is a non-empty piece of it.
 fn subslice(outer: &[u8], inner: &[u8]) -> Option<Range<usize>> {
@@ -112,7 +42,9 @@ pub trait Service {
         input: &[u8],
     ) -> usize;
 
-    /// The peer sent FIN; `unconsumed` is what `on_data` left. By default the
+    /// No more input will come: the peer sent FIN, or a graceful shutdown
+    /// ended this connection's input after delivering what had arrived
+    /// before it. `unconsumed` is what `on_data` left. By default the
     /// connection closes once everything queued for it is flushed.
     fn on_read_closed(
         &mut self,
@@ -153,7 +85,7 @@ pub trait Service {
 /// served goes out in one syscall, together with the other replies of the
 /// same batch of events.
 pub struct Context<'a> {
-    core: &'a mut Core,
+    state: &'a mut State,
     /// The reactor's read arena, where input and held echoes of it lie.
     arena: &'a [u8],
     /// Where the input being delivered lies in `arena`, if it does: a reply
@@ -162,16 +94,20 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    pub(crate) fn new(core: &'a mut Core, arena: &'a [u8]) -> Self {
+    pub(crate) fn new(state: &'a mut State, arena: &'a [u8]) -> Self {
         Context {
-            core,
+            state,
             arena,
             input: 0..0,
         }
     }
 
-    pub(crate) fn with_input(core: &'a mut Core, arena: &'a [u8], input: Range<usize>) -> Self {
-        Context { core, arena, input }
+    pub(crate) fn with_input(state: &'a mut State, arena: &'a [u8], input: Range<usize>) -> Self {
+        Context {
+            state,
+            arena,
+            input,
+        }
     }
 
     /// Queues `data` for `id`. False if that connection is gone or closing.
@@ -179,16 +115,16 @@ impl<'a> Context<'a> {
         // The common echo: the reply is the input itself. Remember where it
         // lies rather than copy it.
         if let Some(range) = subslice(&self.arena[self.input.clone()], data)
-            && self.core.out_owner == Some(id)
-            && self.core.out_input.is_none()
-            && !self.core.wrote_out()
+            && self.state.replies.serving == Some(id)
+            && self.state.replies.echo.is_none()
+            && !self.state.replies.wrote_out()
             && self
-                .core
+                .state
                 .conns
                 .live(id)
                 .is_some_and(|c| c.takes_output() && c.output.is_empty())
         {
-            self.core.out_input =
+            self.state.replies.echo =
                 Some(self.input.start + range.start..self.input.start + range.end);
             return true;
         }
@@ -200,35 +136,35 @@ impl<'a> Context<'a> {
     /// connection is gone or closing.
     pub fn write_with<R>(&mut self, id: ConnId, f: impl FnOnce(&mut Vec<u8>) -> R) -> Option<R> {
         // A reply remembered as a piece of the input goes first, to keep order.
-        if self.core.out_owner == Some(id)
-            && let Some(range) = self.core.out_input.take()
+        let replies = &mut self.state.replies;
+        if replies.serving == Some(id)
+            && let Some(range) = replies.echo.take()
         {
-            self.core.out.extend_from_slice(&self.arena[range]);
+            replies.out.extend_from_slice(&self.arena[range]);
         }
-        self.core.output_for(id, self.arena).map(f)
+        self.state.output_for(id, self.arena).map(f)
     }
 
     /// Closes `id` once everything queued for it is flushed.
     pub fn close(&mut self, id: ConnId) {
-        if let Some(conn) = self.core.conns.live_mut(id) {
-            conn.flags.close_when_flushed = true;
-            self.core.touch(id);
-        }
+        self.state.close_when_flushed(id);
     }
 
     /// Opens a connection to `addr` (from `local`, if given). Writes to it
     /// are held until it is up; then the service hears [`Service::on_connect`]
     /// or, on failure or after the connect timeout, [`Service::on_connect_failed`].
     pub fn connect(&mut self, addr: SocketAddr, local: Option<SocketAddr>) -> io::Result<ConnId> {
-        self.core.connect(addr, local)
+        self.state.connect(addr, local)
     }
 
     /// Sends FIN to `id` once everything queued for it is flushed; reading
     /// goes on. No writes are taken after this.
     pub fn shutdown_write(&mut self, id: ConnId) {
-        if let Some(conn) = self.core.conns.live_mut(id) {
-            conn.flags.shut_write_when_flushed = true;
-            self.core.touch(id);
+        if let Some(conn) = self.state.conns.live_mut(id)
+            && conn.writing == Writing::Open
+        {
+            conn.writing = Writing::FinWhenFlushed;
+            self.state.defer(id);
         }
     }
 
@@ -236,7 +172,7 @@ impl<'a> Context<'a> {
     /// while `b`'s output is above the high watermark, and the other way round.
     pub fn link(&mut self, a: ConnId, b: ConnId) {
         for (from, to) in [(a, b), (b, a)] {
-            if let Some(conn) = self.core.conns.live_mut(to) {
+            if let Some(conn) = self.state.conns.live_mut(to) {
                 conn.fed_by = Some(from);
             }
         }
@@ -251,77 +187,77 @@ impl<'a> Context<'a> {
     pub fn splice(&mut self, a: ConnId, b: ConnId) -> io::Result<()> {
         let (pa, pb) = (Pipe::new()?, Pipe::new()?);
         self.link(a, b);
-        let core = &mut self.core;
-        let (ca, cb) = core
+        let state = &mut self.state;
+        let (ca, cb) = state
             .conns
             .get2_mut(a, b)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "connection gone"))?;
         ca.splice = Some(Box::new(Splice { peer: b, pipe: pa }));
         cb.splice = Some(Box::new(Splice { peer: a, pipe: pb }));
         // Data may already wait in either socket, its edge spent.
-        core.schedule_read(a);
-        core.schedule_read(b);
+        state.schedule_read(a);
+        state.schedule_read(b);
         Ok(())
     }
 
     /// Closes `id` now, discarding whatever it has not been sent.
     pub fn abort(&mut self, id: ConnId, reason: CloseReason) {
-        self.core.abort(id, reason);
+        self.state.abort(id, reason);
     }
 
     /// Closes `id` now with a reset (RST), discarding whatever it has not
     /// been sent: its peer sees the stream cut short, not a clean end. A
     /// relay does this to one side when the other was reset.
     pub fn reset(&mut self, id: ConnId, reason: CloseReason) {
-        self.core.reset(id, reason);
+        self.state.reset(id, reason);
     }
 
     /// The address of `id`'s peer; still known during `on_close`.
     pub fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
-        self.core.conns.get(id).map(|c| c.peer)
+        self.state.conns.get(id).map(|c| c.peer)
     }
 
     /// Stops reading from `id` until [`resume_read`](Self::resume_read).
     pub fn pause_read(&mut self, id: ConnId) {
-        if let Some(conn) = self.core.conns.live_mut(id) {
+        if let Some(conn) = self.state.conns.live_mut(id) {
             conn.flags.paused = true;
         }
     }
 
     pub fn resume_read(&mut self, id: ConnId) {
-        if let Some(conn) = self.core.conns.live_mut(id)
+        if let Some(conn) = self.state.conns.live_mut(id)
             && conn.flags.paused
         {
             conn.flags.paused = false;
-            self.core.schedule_read(id);
+            self.state.schedule_read(id);
         }
     }
 
     /// Calls [`Service::on_timer`] with `tag` after `after`, unless `id` has
     /// closed by then. `None` if it already has.
     pub fn set_timer(&mut self, id: ConnId, after: Duration, tag: u64) -> Option<TimerId> {
-        self.core.conns.live(id)?;
-        let at = self.core.now + after;
-        Some(self.core.timers.add(at, TimerKind::Service(id, tag)))
+        self.state.conns.live(id)?;
+        let at = self.state.now + after;
+        Some(self.state.timers.add(at, TimerKind::Service(id, tag)))
     }
 
     pub fn cancel_timer(&mut self, timer: TimerId) {
-        self.core.timers.cancel(timer);
+        self.state.timers.cancel(timer);
     }
 
     /// Adds to the reactor's frame counters.
     pub fn count_frames(&mut self, received: u64, sent: u64) {
-        self.core.stats.frames_in += received;
-        self.core.stats.frames_out += sent;
+        self.state.stats.frames_in += received;
+        self.state.stats.frames_out += sent;
     }
 
     /// Counts a connection that ended with a partial frame buffered.
     pub fn count_truncated_frame(&mut self) {
-        self.core.stats.truncated_frames += 1;
+        self.state.stats.truncated_frames += 1;
     }
 
     /// Bytes queued for `id` that the kernel has not taken yet.
     pub fn pending_output(&self, id: ConnId) -> Option<usize> {
-        self.core.pending_output(id)
+        self.state.pending_output(id)
     }
 }

@@ -4,7 +4,7 @@ use std::fmt::{self, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::service::CloseReason;
+use super::close::CloseReason;
 use super::token::ConnId;
 
 /// Counters since the reactor started.
@@ -50,6 +50,11 @@ impl Stats {
     /// How many connections ended for this reason (any error kind counts as one).
     pub fn closed_by(&self, reason: CloseReason) -> u64 {
         self.closed_by[reason.slot()]
+    }
+
+    pub(crate) fn count_close(&mut self, reason: CloseReason) {
+        self.closed += 1;
+        self.closed_by[reason.slot()] += 1;
     }
 }
 

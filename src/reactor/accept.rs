@@ -1,0 +1,229 @@
+//! New connections: accepted from a listener, or connected by a service,
+//! and the moment each one is handed to the service.
+//!
+//! Out of file descriptors, a waiting connection is accepted with a spare
+//! descriptor kept for the purpose and closed at once, so the listener's
+//! queue drains instead of staying readable and spinning the loop; if even
+//! that fails, accepting pauses for a while, backing off.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use log::{debug, warn};
+
+use super::Reactor;
+use super::close::CloseReason;
+use super::conn::Phase;
+use super::service::{Context, Service};
+use super::state::ListenerSlot;
+use super::timer::TimerKind;
+use super::token::{ConnId, Token};
+use super::trace::trace_io;
+use crate::sys::{Event, Interest, Listener, Socket};
+
+/// After running out of file descriptors, accepting pauses this long at
+/// first, doubling up to the maximum while it keeps failing.
+const ACCEPT_BACKOFF_MS: (u64, u64) = (10, 1000);
+
+impl<S: Service> Reactor<S> {
+    /// Registers a bound listener; returns its address.
+    pub(super) fn add_listener(&mut self, listener: Listener) -> io::Result<SocketAddr> {
+        let token = Token::Listener(self.state.listeners.len());
+        self.state
+            .poller
+            .register(&listener, token.to_u64(), Interest::Readable)?;
+        let local = listener.local_addr();
+        self.state.listeners.push(ListenerSlot {
+            listener,
+            scheduled: false,
+            paused: false,
+            backoff_ms: ACCEPT_BACKOFF_MS.0,
+        });
+        Ok(local)
+    }
+
+    /// Accepts from listener `i` until it has nobody waiting or its per-turn
+    /// budget is spent (then it is served again before the next wait).
+    pub(super) fn accept(&mut self, i: usize) {
+        if self.state.listeners.get(i).is_none_or(|slot| slot.paused) {
+            return;
+        }
+        for _ in 0..self.state.config.accept_budget {
+            match self.state.listeners[i].listener.accept() {
+                Ok((socket, peer)) => {
+                    self.state.listeners[i].backoff_ms = ACCEPT_BACKOFF_MS.0;
+                    self.admit(socket, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // The peer gave up while queued: only that connection is lost.
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                // Linux checks for a free descriptor before looking at the
+                // queue, so this comes even when nobody is waiting.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    match self.shed(i) {
+                        Ok(()) => {}
+                        Err(shed) if shed.kind() == io::ErrorKind::WouldBlock => return,
+                        Err(_) => return self.pause_accept(i, &e),
+                    }
+                }
+                Err(e) => return self.pause_accept(i, &e),
+            }
+        }
+        let slot = &mut self.state.listeners[i];
+        if !slot.scheduled {
+            slot.scheduled = true;
+            self.state.scheduled.push_back(Token::Listener(i));
+        }
+    }
+
+    /// Out of descriptors: frees the spare to accept one waiting connection
+    /// and close it at once. `WouldBlock` if nobody was waiting.
+    fn shed(&mut self, i: usize) -> io::Result<()> {
+        let state = &mut self.state;
+        if !state.spare_fd.release() {
+            return Err(io::Error::other("no spare descriptor"));
+        }
+        // The accepted socket closes at the end of this statement, before the
+        // spare is taken back.
+        let shed = state.listeners[i].listener.accept().map(|(_, peer)| peer);
+        state.spare_fd.restore();
+        if let Ok(peer) = shed {
+            state.stats.accepted += 1;
+            state.stats.count_close(CloseReason::Limit);
+            let n = state.stats.closed_by(CloseReason::Limit);
+            if n.is_power_of_two() {
+                let s = if n == 1 { "" } else { "s" };
+                warn!(
+                    "out of file descriptors: {n} new connection{s} closed at once so far \
+                     (last from {peer})"
+                );
+            }
+        }
+        shed.map(drop)
+    }
+
+    fn pause_accept(&mut self, i: usize, err: &io::Error) {
+        let slot = &mut self.state.listeners[i];
+        warn!(
+            "accept failed: {err}; pausing accepts for {} ms",
+            slot.backoff_ms
+        );
+        slot.paused = true;
+        let at = self.state.now + Duration::from_millis(slot.backoff_ms);
+        slot.backoff_ms = (slot.backoff_ms * 2).min(ACCEPT_BACKOFF_MS.1);
+        self.state.timers.add(at, TimerKind::ResumeAccept(i));
+    }
+
+    fn admit(&mut self, socket: Socket, peer: SocketAddr) {
+        let state = &mut self.state;
+        state.stats.accepted += 1;
+        if state.stats.active as usize >= state.config.max_conns {
+            state.stats.count_close(CloseReason::Limit);
+            debug!(
+                "rejected {peer}: at the limit of {} connections",
+                state.config.max_conns
+            );
+            return;
+        }
+        let id = match state.add(socket, peer, Phase::Open) {
+            Ok(id) => id,
+            Err(e) => {
+                warn!("setting up {peer}: {e}");
+                return;
+            }
+        };
+        debug!("accepted {id} from {peer}");
+        trace_io!(state.config.trace, "{id} accept from {peer}");
+        self.open(id, peer);
+    }
+
+    /// A connection is up: the service makes its state, then its output goes.
+    fn open(&mut self, id: ConnId, peer: SocketAddr) {
+        let state = &mut self.state;
+        state.replies.begin_serving(id);
+        let ctx = &mut Context::new(state, &self.arena.bytes);
+        let conn = self.service.on_connect(ctx, id, peer);
+        if self.states.len() <= id.index() {
+            self.states.resize_with(id.index() + 1, || None);
+        }
+        self.states[id.index()] = Some(conn);
+        self.state.defer(id);
+        self.apply_deferred();
+    }
+
+    /// Completes or fails an outgoing connect; true once it is up.
+    pub(super) fn finish_connect(&mut self, id: ConnId, event: &Event) -> bool {
+        let Some(conn) = self.state.conns.live_mut(id) else {
+            return false;
+        };
+        let Phase::Connecting { close_when_up } = conn.phase else {
+            return true;
+        };
+        if !(event.is_writable() || event.is_error() || event.is_read_closed()) {
+            return false;
+        }
+        if let Some(error) = conn.socket.take_error() {
+            self.connect_failed(id, error);
+            return false;
+        }
+        conn.phase = if close_when_up {
+            Phase::Closing
+        } else {
+            Phase::Open
+        };
+        let peer = conn.peer;
+        self.state.stats.connected += 1;
+        trace_io!(self.state.config.trace, "{id} connected to {peer}");
+        self.open(id, peer);
+        true
+    }
+
+    pub(super) fn connect_failed(&mut self, id: ConnId, error: io::Error) {
+        self.state.stats.connect_failed += 1;
+        trace_io!(self.state.config.trace, "{id} connect failed: {error}");
+        self.close_with(id, CloseReason::Error(error.kind()), Some(error));
+        self.apply_deferred();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
+
+    use super::*;
+    use crate::reactor::{Config, ListenOptions};
+
+    /// Takes every byte and says nothing.
+    struct Sink;
+
+    impl Service for Sink {
+        type Conn = ();
+
+        fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: SocketAddr) {}
+
+        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &mut (), input: &[u8]) -> usize {
+            input.len()
+        }
+    }
+
+    #[test]
+    fn the_spare_descriptor_comes_back_after_a_turn_that_freed_one() {
+        let mut reactor = Reactor::new(Config::default(), Sink).unwrap();
+        let addr = reactor
+            .listen("127.0.0.1:0".parse().unwrap(), &ListenOptions::default())
+            .unwrap();
+        // As if taking it back had failed once, when the descriptor freed
+        // for shedding went to someone else first.
+        reactor.state.spare_fd.release();
+        drop(TcpStream::connect(addr).unwrap());
+        for _ in 0..100 {
+            if reactor.stats().closed == 1 {
+                break;
+            }
+            reactor.turn().unwrap();
+        }
+        assert_eq!(reactor.stats().closed, 1);
+        assert!(reactor.state.spare_fd.is_held());
+    }
+}

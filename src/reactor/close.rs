@@ -1,0 +1,74 @@
+//! Why a connection ended.
+
+use std::fmt;
+use std::io;
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer sent FIN and everything owed to it was flushed.
+    Peer,
+    /// A socket error: reset, broken pipe, and so on.
+    Error(io::ErrorKind),
+    /// The service closed it.
+    Local,
+    /// The peer broke the protocol (a frame error, say).
+    Protocol,
+    /// No traffic either way for the idle timeout.
+    Idle,
+    /// The peer took none of our pending output for the write timeout.
+    WriteTimeout,
+    /// The peer left a frame incomplete for the frame timeout.
+    FrameTimeout,
+    /// Over the connection limit, or out of file descriptors: closed on accept.
+    Limit,
+    /// The server shut down.
+    Shutdown,
+}
+
+impl CloseReason {
+    pub(crate) const COUNT: usize = 9;
+
+    pub(crate) fn slot(self) -> usize {
+        match self {
+            CloseReason::Peer => 0,
+            CloseReason::Error(_) => 1,
+            CloseReason::Local => 2,
+            CloseReason::Protocol => 3,
+            CloseReason::Idle => 4,
+            CloseReason::WriteTimeout => 5,
+            CloseReason::Limit => 6,
+            CloseReason::Shutdown => 7,
+            CloseReason::FrameTimeout => 8,
+        }
+    }
+
+    /// Short names, in slot order, for summaries.
+    pub(crate) const NAMES: [&'static str; Self::COUNT] = [
+        "peer",
+        "error",
+        "local",
+        "protocol",
+        "idle",
+        "write-timeout",
+        "limit",
+        "shutdown",
+        "frame-timeout",
+    ];
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Peer => f.write_str("peer closed"),
+            CloseReason::Error(kind) => write!(f, "error: {kind}"),
+            CloseReason::Local => f.write_str("closed by service"),
+            CloseReason::Protocol => f.write_str("protocol error"),
+            CloseReason::Idle => f.write_str("idle timeout"),
+            CloseReason::WriteTimeout => f.write_str("write timeout"),
+            CloseReason::FrameTimeout => f.write_str("frame timeout"),
+            CloseReason::Limit => f.write_str("connection limit"),
+            CloseReason::Shutdown => f.write_str("server shutdown"),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! What a reactor is told at start: limits, timeouts, buffer sizes.
+
+use std::time::Duration;
+
+use crate::sys::SocketOptions;
+
+/// Knobs of a reactor. The defaults suit an echo server with many connections.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Connections beyond this many are accepted and closed at once.
+    pub max_conns: usize,
+    /// Stop reading a connection whose unsent output is above this many bytes...
+    pub high_watermark: usize,
+    /// ...until it drains to this many.
+    pub low_watermark: usize,
+    /// Bytes asked for by one `read`.
+    pub read_chunk: usize,
+    /// Bytes one connection may read per turn before others get theirs.
+    pub read_budget: usize,
+    /// Connections one listener may accept per turn.
+    pub accept_budget: usize,
+    /// Most events taken from the kernel per wait.
+    pub event_capacity: usize,
+    /// Close a connection with no traffic either way for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose peer takes none of its pending output for this long.
+    pub write_timeout: Option<Duration>,
+    /// Close a connection whose service has left a partial message (a frame
+    /// not yet complete) unconsumed for this long since its first byte: a
+    /// peer trickling bytes of a frame it never finishes (slowloris) does
+    /// not keep its slot because every byte counts as traffic.
+    pub frame_timeout: Option<Duration>,
+    /// How long a graceful shutdown may take before the rest is closed.
+    pub shutdown_timeout: Duration,
+    /// How long an outgoing connect may take.
+    pub connect_timeout: Duration,
+    /// Log a one-line summary of the counters this often.
+    pub stats_interval: Option<Duration>,
+    /// One stderr line per readiness event and I/O call.
+    pub trace: bool,
+    /// Before sleeping in the poller, spin on non-blocking polls this long.
+    pub busy_poll: Option<Duration>,
+    /// How many replies to hold before sending them back to back: the sends
+    /// of a group of events go out together after the group's reads. 0 or 1
+    /// sends each reply as soon as its event is handled.
+    pub hold_replies: usize,
+    /// Options for every accepted socket.
+    pub socket: SocketOptions,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_conns: usize::MAX,
+            high_watermark: 1 << 20,
+            low_watermark: 256 << 10,
+            read_chunk: 64 << 10,
+            read_budget: 256 << 10,
+            accept_budget: 256,
+            event_capacity: 1024,
+            idle_timeout: None,
+            write_timeout: None,
+            frame_timeout: None,
+            shutdown_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            stats_interval: None,
+            trace: false,
+            busy_poll: None,
+            hold_replies: 32,
+            socket: SocketOptions::default(),
+        }
+    }
+}

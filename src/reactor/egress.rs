@@ -1,0 +1,211 @@
+//! Output: where a service's write goes, the held replies and when they are
+//! sent, flushing a backlog, and backpressure.
+//!
+//! A write to the connection being served lands in the shared `out` buffer
+//! (or, for an echo, is only remembered as a range of the read arena) and is
+//! held until its group of events is handled. A write to any other
+//! connection sends that one's held reply first, so order holds. Whatever
+//! the kernel refuses becomes that connection's backlog, its own buffer,
+//! flushed when the socket turns writable. A backlog above the high
+//! watermark stops reading the connection that feeds it, until it drains
+//! below the low one.
+
+use std::io;
+
+use super::Reactor;
+use super::close::CloseReason;
+use super::conn::Phase;
+use super::service::Service;
+use super::state::State;
+use super::stats::Stats;
+use super::timer::TimerKind;
+use super::token::ConnId;
+use super::trace::trace_io;
+use crate::sys::Socket;
+
+impl State {
+    /// Where a write to `id` goes: the shared buffer while `id` is being
+    /// served and has no backlog, else its own output buffer. `None` if it
+    /// takes no more output.
+    pub(crate) fn output_for(&mut self, id: ConnId, arena: &[u8]) -> Option<&mut Vec<u8>> {
+        if self.replies.serving != Some(id)
+            && let Err(e) = self.send_held_reply(id, arena)
+        {
+            // Older bytes must go first; without them the connection is done.
+            self.abort(id, CloseReason::Error(e.kind()));
+        }
+        let conn = self.conns.live_mut(id)?;
+        if !conn.takes_output() {
+            return None;
+        }
+        if self.replies.serving == Some(id) && conn.output.is_empty() {
+            return Some(&mut self.replies.out);
+        }
+        if !conn.flags.deferred {
+            conn.flags.deferred = true;
+            self.deferred.push(id);
+        }
+        Some(conn.output.tail_mut())
+    }
+
+    /// The callback serving `id` returned: what it wrote to `id` is held
+    /// until the batch ends. An older held reply of `id` goes out first.
+    pub(crate) fn hold_reply(&mut self, id: ConnId, arena: &[u8]) -> io::Result<()> {
+        let held = self.replies.end_serving(id);
+        let aborting = |phase| matches!(phase, Phase::Aborting(_));
+        if held.len() == 0 || self.conns.live(id).is_none_or(|c| aborting(c.phase)) {
+            return Ok(());
+        }
+        self.send_held_reply(id, arena)?;
+        let Some(conn) = self.conns.live_mut(id) else {
+            return Ok(());
+        };
+        if conn.output.is_empty() {
+            conn.held_reply = Some(self.replies.held.len());
+            self.replies.held.push(held);
+        } else {
+            // The older reply did not all fit: the kernel is full, queue behind it.
+            conn.output.extend(held.slice(arena, &self.replies.out));
+            self.after_write(id);
+        }
+        Ok(())
+    }
+
+    /// Sends `id`'s held reply now, if it has one; what the kernel does not
+    /// take becomes its backlog. A reply held for a connection being aborted
+    /// is dropped.
+    pub(crate) fn send_held_reply(&mut self, id: ConnId, arena: &[u8]) -> io::Result<()> {
+        let Some(conn) = self.conns.live_mut(id) else {
+            return Ok(());
+        };
+        let Some(i) = conn.held_reply.take() else {
+            return Ok(());
+        };
+        if matches!(conn.phase, Phase::Aborting(_)) {
+            return Ok(());
+        }
+        let data = self.replies.held[i].slice(arena, &self.replies.out);
+        let sent = send(&mut self.stats, self.config.trace, id, &conn.socket, data)?;
+        conn.wrote(sent, self.now);
+        conn.output.extend(&data[sent..]);
+        self.after_write(id);
+        Ok(())
+    }
+
+    /// Writes `id`'s held reply and backlog until they are out or the kernel is full.
+    pub(crate) fn flush(&mut self, id: ConnId, arena: &[u8]) -> io::Result<()> {
+        self.send_held_reply(id, arena)?;
+        let Some(conn) = self.conns.live_mut(id) else {
+            return Ok(());
+        };
+        // Output held for a connect in progress still counts for backpressure.
+        if !matches!(conn.phase, Phase::Connecting { .. }) {
+            let pending = conn.output.as_slice();
+            let sent = send(
+                &mut self.stats,
+                self.config.trace,
+                id,
+                &conn.socket,
+                pending,
+            )?;
+            conn.wrote(sent, self.now);
+            conn.output.consume(sent);
+        }
+        self.after_write(id);
+        Ok(())
+    }
+
+    /// Backpressure: stop reading the connection that feeds this output
+    /// above the high watermark, resume it below the low one. A backlog also
+    /// starts the write timer.
+    pub(crate) fn after_write(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.live_mut(id) else {
+            return;
+        };
+        let pending = conn.output.len();
+        let source = conn.fed_by.unwrap_or(id);
+        self.stats.peak_pending_output = self.stats.peak_pending_output.max(pending);
+        let (high, low, trace) = (
+            self.config.high_watermark,
+            self.config.low_watermark,
+            self.config.trace,
+        );
+        if let Some(src) = self.conns.live_mut(source) {
+            if pending > high && !src.flags.backpressured {
+                src.flags.backpressured = true;
+                trace_io!(
+                    trace,
+                    "{source} reading paused: {id} has {pending} bytes pending"
+                );
+            } else if pending <= low && src.flags.backpressured {
+                src.flags.backpressured = false;
+                trace_io!(
+                    trace,
+                    "{source} reading resumed: {id} has {pending} bytes pending"
+                );
+                self.schedule_read(source);
+            }
+        }
+        let Some(conn) = self.conns.live_mut(id) else {
+            return;
+        };
+        if pending > 0
+            && conn.write_timer.is_none()
+            && let Some(timeout) = self.config.write_timeout
+        {
+            conn.last_write = self.now;
+            conn.write_timer = Some(self.timers.add(self.now + timeout, TimerKind::Write(id)));
+        }
+    }
+}
+
+impl<S: Service> Reactor<S> {
+    /// Sends the replies held back during this batch, oldest first.
+    pub(super) fn send_held_replies(&mut self) {
+        let mut i = 0;
+        // Closing a connection may run callbacks, but none of them holds a reply.
+        while let Some(held) = self.state.replies.held.get(i) {
+            let id = held.id;
+            if let Err(e) = self.state.send_held_reply(id, &self.arena.bytes) {
+                self.close(id, CloseReason::Error(e.kind()));
+            }
+            i += 1;
+        }
+        self.state.replies.clear();
+        self.arena.used = 0;
+        self.apply_deferred();
+    }
+}
+
+/// Writes as much of `data` as the kernel takes; returns how much that was.
+fn send(
+    stats: &mut Stats,
+    trace: bool,
+    id: ConnId,
+    socket: &Socket,
+    data: &[u8],
+) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < data.len() {
+        stats.writes += 1;
+        match socket.write(&data[sent..]) {
+            Ok(n) => {
+                let left = data.len() - sent;
+                let partial = if n < left { " (partial)" } else { "" };
+                trace_io!(trace, "{id} write {n} of {left}{partial}");
+                sent += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stats.eagain_writes += 1;
+                trace_io!(trace, "{id} write EAGAIN");
+                break;
+            }
+            Err(e) => {
+                trace_io!(trace, "{id} write error: {e}");
+                return Err(e);
+            }
+        }
+    }
+    stats.bytes_out += sent as u64;
+    Ok(sent)
+}

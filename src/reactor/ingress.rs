@@ -1,0 +1,236 @@
+//! Input: reading a connection, handing its bytes to the service, and the
+//! end of its input.
+//!
+//! A readable connection is read until a short read says the kernel has no
+//! more (edge-triggering reports the next bytes), or until its per-turn
+//! budget is spent: then it is served again before the next wait, so one
+//! fast sender cannot starve the rest. Every read lands in the shared arena;
+//! only what the service leaves unconsumed (a partial message) is copied
+//! into the connection's own buffer, so a partial message costs what was
+//! received of it.
+
+use std::io;
+use std::mem;
+use std::ops::Range;
+
+use log::debug;
+
+use super::Reactor;
+use super::close::CloseReason;
+use super::conn::{Reading, Writing};
+use super::service::{Context, Service};
+use super::token::ConnId;
+use super::trace::trace_io;
+
+impl<S: Service> Reactor<S> {
+    /// Reads `id` until the kernel is drained, the budget is spent, or the
+    /// connection stops wanting input.
+    pub(super) fn read(&mut self, id: ConnId) {
+        let mut budget = self.state.config.read_budget;
+        loop {
+            let room = self.arena_room();
+            let Some(conn) = self.state.conns.live_mut(id) else {
+                return;
+            };
+            if conn.reading == Reading::Discarding {
+                return self.discard(id);
+            }
+            if conn.is_spliced() && conn.input.is_empty() {
+                return self.splice_read(id);
+            }
+            if !conn.wants_read() {
+                return;
+            }
+            // While shutting down, read no further than what had arrived.
+            let max = match conn.reading {
+                Reading::Draining { left } => left.min(room.len()),
+                _ => room.len(),
+            };
+            let peer_fin = conn.flags.peer_fin;
+            self.state.stats.reads += 1;
+            let n = match conn.socket.read(&mut self.arena.bytes[room.start..][..max]) {
+                Ok(0) => return self.read_eof(id),
+                Ok(n) => n,
+                Err(e) => return self.read_failed(id, "read", e),
+            };
+            trace_io!(self.state.config.trace, "{id} read {n}");
+            let drained = self.received(id, n);
+            self.deliver(id, room.start..room.start + n);
+            if drained {
+                return self.end_input(id);
+            }
+            // A short read emptied the socket; edge-triggering reports the
+            // next bytes, so another read would only say EAGAIN. Unless a
+            // FIN is queued: that read is how we see it.
+            if self.state.conns.live(id).is_none() || (n < max && !peer_fin) {
+                return;
+            }
+            budget = budget.saturating_sub(n);
+            if budget == 0 {
+                return self.state.schedule_read(id);
+            }
+        }
+    }
+
+    /// Counts `n` bytes read from `id`; true if they were the last that a
+    /// shutdown lets through to the service.
+    pub(super) fn received(&mut self, id: ConnId, n: usize) -> bool {
+        let Some(conn) = self.state.conns.live_mut(id) else {
+            return false;
+        };
+        conn.received(n, self.state.now);
+        self.state.stats.bytes_in += n as u64;
+        if let Reading::Draining { left } = &mut conn.reading {
+            *left -= n.min(*left);
+            return *left == 0;
+        }
+        false
+    }
+
+    /// The peer's FIN: the service hears that its input has ended.
+    fn read_eof(&mut self, id: ConnId) {
+        trace_io!(self.state.config.trace, "{id} read EOF");
+        debug!("{id}: peer sent FIN");
+        if let Some(conn) = self.state.conns.live_mut(id) {
+            conn.reading = Reading::Ended;
+        }
+        self.input_ended(id);
+    }
+
+    /// A read or splice that failed: EAGAIN means the socket is drained;
+    /// anything else ends the connection.
+    pub(super) fn read_failed(&mut self, id: ConnId, op: &str, e: io::Error) {
+        if e.kind() == io::ErrorKind::WouldBlock {
+            trace_io!(self.state.config.trace, "{id} {op} EAGAIN");
+            self.state.stats.eagain_reads += 1;
+            return;
+        }
+        trace_io!(self.state.config.trace, "{id} {op} error: {e}");
+        self.close(id, CloseReason::Error(e.kind()));
+        self.apply_deferred();
+    }
+
+    /// Where the next read into the arena goes: a read chunk of room, made
+    /// by sending the held replies if this batch has filled the arena.
+    fn arena_room(&mut self) -> Range<usize> {
+        let chunk = self.state.config.read_chunk.max(1);
+        if let Some(room) = self.arena.room(chunk) {
+            return room;
+        }
+        self.send_held_replies();
+        self.arena.used..self.arena.used + chunk
+    }
+
+    /// Hands the bytes just read into `range` of the arena to the service
+    /// and keeps what it leaves; what it writes back is held until the batch
+    /// ends.
+    fn deliver(&mut self, id: ConnId, range: Range<usize>) {
+        let Some(conn) = self.states.get_mut(id.index()).and_then(Option::as_mut) else {
+            return;
+        };
+        let state = &mut self.state;
+        let Some(c) = state.conns.live_mut(id) else {
+            return;
+        };
+        let left_before = c.input.len();
+        state.replies.begin_serving(id);
+        let used = if left_before == 0 {
+            // Held echoes may point into these bytes: the next read goes after them.
+            self.arena.used = range.end;
+            let input = &self.arena.bytes[range.clone()];
+            let ctx = &mut Context::with_input(state, &self.arena.bytes, range);
+            let used = self.service.on_data(ctx, id, conn, input);
+            if let Some(c) = state.conns.live_mut(id) {
+                c.input.extend(&input[used.min(input.len())..]);
+            }
+            used
+        } else {
+            c.input.extend(&self.arena.bytes[range]);
+            let mut input = mem::take(&mut c.input);
+            let ctx = &mut Context::new(state, &self.arena.bytes);
+            let used = self.service.on_data(ctx, id, conn, input.as_slice());
+            input.consume(used);
+            if let Some(c) = state.conns.live_mut(id) {
+                c.input = input;
+            }
+            used
+        };
+        self.state.track_partial(id, left_before, used);
+        self.apply_deferred();
+    }
+
+    /// The service hears that `id`'s input has ended, with what it left
+    /// unconsumed.
+    pub(super) fn input_ended(&mut self, id: ConnId) {
+        if let (Some(conn), Some(c)) = (
+            self.states.get_mut(id.index()).and_then(Option::as_mut),
+            self.state.conns.live_mut(id),
+        ) {
+            let input = mem::take(&mut c.input);
+            let state = &mut self.state;
+            state.replies.begin_serving(id);
+            let ctx = &mut Context::new(state, &self.arena.bytes);
+            self.service.on_read_closed(ctx, id, conn, input.as_slice());
+        }
+        self.apply_deferred();
+        // Both directions are done: nothing is left for this socket.
+        if self
+            .state
+            .conns
+            .live(id)
+            .is_some_and(|c| c.writing == Writing::Finished && c.reading == Reading::Ended)
+        {
+            self.close(id, CloseReason::Peer);
+            self.apply_deferred();
+        }
+    }
+
+    /// Shutting down: the service has had every byte that arrived before
+    /// the shutdown, and hears the end of its input as if the peer had sent
+    /// FIN. What the peer sends from now on is read and dropped.
+    pub(super) fn end_input(&mut self, id: ConnId) {
+        if let Some(conn) = self.state.conns.live_mut(id) {
+            conn.reading = Reading::Discarding;
+            conn.flags.shut_down = true;
+        }
+        self.input_ended(id);
+        self.state.schedule_read(id);
+    }
+
+    /// Reads and drops whatever a shutting-down connection's peer still
+    /// sends, within the same per-turn budget as any read, until it closes.
+    fn discard(&mut self, id: ConnId) {
+        let trace = self.state.config.trace;
+        let mut budget = self.state.config.read_budget;
+        loop {
+            let room = self.arena_room();
+            let Some(conn) = self.state.conns.live_mut(id) else {
+                return;
+            };
+            self.state.stats.reads += 1;
+            match conn.socket.read(&mut self.arena.bytes[room]) {
+                Ok(0) => {
+                    trace_io!(trace, "{id} read EOF (shutting down)");
+                    conn.reading = Reading::Ended;
+                    if conn.writing == Writing::Finished {
+                        self.close(id, CloseReason::Shutdown);
+                    } else {
+                        // Output may still be owed; the close follows its flush.
+                        self.state.defer(id);
+                    }
+                    return self.apply_deferred();
+                }
+                Ok(n) => {
+                    trace_io!(trace, "{id} read {n} (discarded)");
+                    conn.bytes_in += n as u64;
+                    self.state.stats.bytes_in += n as u64;
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        return self.state.schedule_read(id);
+                    }
+                }
+                Err(e) => return self.read_failed(id, "read", e),
+            }
+        }
+    }
+}

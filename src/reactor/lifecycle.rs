@@ -1,0 +1,307 @@
+//! The end of connections: carrying out what callbacks deferred (flush,
+//! FIN, close), closing, timers, and the graceful shutdown.
+//!
+//! A callback never closes or sends directly: it records what it wants, and
+//! [`apply_deferred`](Reactor::apply_deferred) carries it out once the
+//! callback has returned. A closed connection is deregistered at once and
+//! reported to its service, but its slot (and so its fd number) stays taken
+//! until the turn ends, so no event of the same batch can reach a new owner.
+
+use std::io;
+
+use log::{debug, info, warn};
+
+use super::Reactor;
+use super::close::CloseReason;
+use super::conn::{Phase, Reading, Writing};
+use super::service::{Context, Service};
+use super::timer::{TimerId, TimerKind};
+use super::token::{ConnId, Token};
+use super::trace::trace_io;
+
+impl<S: Service> Reactor<S> {
+    /// Carries out what callbacks deferred: the held reply of the callback
+    /// that just returned, then for each connection with deferred work its
+    /// flush, FIN and close.
+    pub(super) fn apply_deferred(&mut self) {
+        if let Some(id) = self.state.replies.serving
+            && let Err(e) = self.state.hold_reply(id, &self.arena.bytes)
+        {
+            self.close(id, CloseReason::Error(e.kind()));
+        }
+        while let Some(id) = self.state.deferred.pop() {
+            let Some(conn) = self.state.conns.live_mut(id) else {
+                continue;
+            };
+            conn.flags.deferred = false;
+            if let Phase::Aborting(reason) = conn.phase {
+                self.close(id, reason);
+                continue;
+            }
+            if let Err(e) = self.state.flush(id, &self.arena.bytes) {
+                self.close(id, CloseReason::Error(e.kind()));
+                continue;
+            }
+            if self.state.pending_output(id) == Some(0) {
+                self.finish_flushed(id);
+            }
+        }
+    }
+
+    /// Everything owed to `id` is out: the FIN and close it waited for.
+    fn finish_flushed(&mut self, id: ConnId) {
+        let Some(conn) = self.state.conns.live_mut(id) else {
+            return;
+        };
+        let (phase, reading, writing) = (conn.phase, conn.reading, conn.writing);
+        // A FIN now would abort a connect in progress: it waits until the
+        // connection is up (and `open` defers it again).
+        if matches!(phase, Phase::Connecting { .. }) {
+            return;
+        }
+        // Shutting down, the peer may still be sending: FIN first, then read
+        // until it closes too, so that unread input does not become RST.
+        let fin_then_wait = phase == Phase::Closing && reading == Reading::Discarding;
+        if writing != Writing::Finished && (writing == Writing::FinWhenFlushed || fin_then_wait) {
+            trace_io!(self.state.config.trace, "{id} shutdown(write)");
+            if let Err(e) = conn.socket.shutdown_write() {
+                return self.close(id, CloseReason::Error(e.kind()));
+            }
+            conn.writing = Writing::Finished;
+            if fin_then_wait {
+                return self.state.schedule_read(id);
+            }
+            if reading == Reading::Ended {
+                return self.close(id, CloseReason::Peer);
+            }
+        }
+        if phase == Phase::Closing && !fin_then_wait {
+            let reason = if conn.flags.shut_down {
+                CloseReason::Shutdown
+            } else if reading == Reading::Ended {
+                CloseReason::Peer
+            } else {
+                CloseReason::Local
+            };
+            self.close(id, reason);
+        }
+    }
+
+    pub(super) fn close(&mut self, id: ConnId, reason: CloseReason) {
+        self.close_with(id, reason, None);
+    }
+
+    /// Deregisters `id` at once and tells the service: `on_close`, or, for a
+    /// connect that never completed, `on_connect_failed` with `error` (or
+    /// with why it was abandoned). The fd closes when the slot is freed at
+    /// the end of the turn.
+    pub(super) fn close_with(&mut self, id: ConnId, reason: CloseReason, error: Option<io::Error>) {
+        let state = &mut self.state;
+        let Some(conn) = state.conns.live_mut(id) else {
+            return;
+        };
+        if let Err(e) = state.poller.deregister(&conn.socket) {
+            warn!("{id}: deregister: {e}");
+        }
+        if conn.flags.reset
+            && let Err(e) = conn.socket.reset_on_close()
+        {
+            warn!("{id}: SO_LINGER: {e}");
+        }
+        state.stats.interest_changes += 1;
+        conn.phase = Phase::Closed;
+        conn.input.release();
+        conn.output.release();
+        let timers = [
+            &mut conn.idle_timer,
+            &mut conn.write_timer,
+            &mut conn.frame_timer,
+        ];
+        for timer in timers.into_iter().filter_map(Option::take) {
+            state.timers.cancel(timer);
+        }
+        state.stats.active -= 1;
+        state.stats.count_close(reason);
+        state.dead.push(id);
+        debug!("closed {id} ({}): {reason}", conn.peer);
+        trace_io!(state.config.trace, "{id} close: {reason}");
+        let outbound = conn.flags.outbound;
+        let ctx = &mut Context::new(state, &self.arena.bytes);
+        if let Some(conn) = self.states.get_mut(id.index()).and_then(Option::take) {
+            self.service.on_close(ctx, id, conn, reason);
+        } else if outbound {
+            let error = error.unwrap_or_else(|| {
+                let why = format!("connect abandoned: {reason}");
+                io::Error::new(io::ErrorKind::ConnectionAborted, why)
+            });
+            self.service.on_connect_failed(ctx, id, error);
+        }
+    }
+
+    pub(super) fn run_timers(&mut self) {
+        let now = self.state.now;
+        while let Some((timer, kind)) = self.state.timers.pop_due(now) {
+            match kind {
+                TimerKind::Idle(id) => self.idle_timer_fired(id, timer),
+                TimerKind::Write(id) => self.write_timer_fired(id, timer),
+                TimerKind::Frame(id) => self.frame_timer_fired(id),
+                TimerKind::Connect(id) => {
+                    if self
+                        .state
+                        .conns
+                        .live(id)
+                        .is_some_and(|c| matches!(c.phase, Phase::Connecting { .. }))
+                    {
+                        let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                        self.connect_failed(id, error);
+                    }
+                }
+                TimerKind::Service(id, tag) => self.service_timer_fired(id, tag),
+                TimerKind::ResumeAccept(i) => {
+                    if let Some(slot) = self.state.listeners.get_mut(i) {
+                        slot.paused = false;
+                        self.state.scheduled.push_back(Token::Listener(i));
+                    }
+                }
+                TimerKind::ShutdownDeadline => self.shutdown_deadline(),
+                TimerKind::StatsReport => {
+                    info!("stats: {}", self.state.stats);
+                    if let Some(every) = self.state.config.stats_interval {
+                        self.state.timers.add(now + every, TimerKind::StatsReport);
+                    }
+                }
+            }
+            self.apply_deferred();
+        }
+    }
+
+    /// Traffic only stamps `last_active`: the timer checks it, and either
+    /// closes the connection or sets itself again for the real deadline.
+    fn idle_timer_fired(&mut self, id: ConnId, timer: TimerId) {
+        let now = self.state.now;
+        let Some(conn) = self.state.conns.live_mut(id) else {
+            return;
+        };
+        let (Some(timeout), true) = (
+            self.state.config.idle_timeout,
+            conn.idle_timer == Some(timer),
+        ) else {
+            return;
+        };
+        let due = conn.last_active + timeout;
+        if due <= now {
+            conn.idle_timer = None;
+            self.close(id, CloseReason::Idle);
+        } else {
+            conn.idle_timer = Some(self.state.timers.add(due, TimerKind::Idle(id)));
+        }
+    }
+
+    fn write_timer_fired(&mut self, id: ConnId, timer: TimerId) {
+        let now = self.state.now;
+        let Some(conn) = self.state.conns.live_mut(id) else {
+            return;
+        };
+        let (Some(timeout), true) = (
+            self.state.config.write_timeout,
+            conn.write_timer == Some(timer),
+        ) else {
+            return;
+        };
+        conn.write_timer = None;
+        if conn.output.is_empty() {
+            return;
+        }
+        let due = conn.last_write + timeout;
+        if due <= now {
+            self.close(id, CloseReason::WriteTimeout);
+        } else {
+            conn.write_timer = Some(self.state.timers.add(due, TimerKind::Write(id)));
+        }
+    }
+
+    /// A frame still incomplete `Config::frame_timeout` after its first
+    /// byte closes its connection. The clock restarts while we are the ones
+    /// not reading (paused or backpressured).
+    fn frame_timer_fired(&mut self, id: ConnId) {
+        let now = self.state.now;
+        let Some(conn) = self.state.conns.live_mut(id) else {
+            return;
+        };
+        conn.frame_timer = None;
+        let (Some(timeout), Some(since)) = (self.state.config.frame_timeout, conn.partial_since)
+        else {
+            return;
+        };
+        if !conn.wants_read() {
+            conn.partial_since = Some(now);
+            self.state.arm_frame_timer(id);
+        } else if since + timeout <= now {
+            warn!(
+                "{id} from {}: frame still incomplete {timeout:?} after its first byte; closing",
+                conn.peer
+            );
+            self.close(id, CloseReason::FrameTimeout);
+        } else {
+            self.state.arm_frame_timer(id);
+        }
+    }
+
+    fn service_timer_fired(&mut self, id: ConnId, tag: u64) {
+        if let (Some(conn), true) = (
+            self.states.get_mut(id.index()).and_then(Option::as_mut),
+            self.state.conns.live(id).is_some(),
+        ) {
+            let ctx = &mut Context::new(&mut self.state, &self.arena.bytes);
+            self.service.on_timer(ctx, id, conn, tag);
+        }
+    }
+
+    /// Stops accepting, and ends the input of every accepted connection once
+    /// it has delivered what had arrived before now. Connections we opened
+    /// (a relay's upstreams) end with those they serve.
+    pub(super) fn begin_shutdown(&mut self) {
+        let state = &mut self.state;
+        state.shutting_down = true;
+        info!(
+            "shutting down: {} connections to finish",
+            state.stats.active
+        );
+        for slot in state.listeners.drain(..) {
+            if let Err(e) = state.poller.deregister(&slot.listener) {
+                warn!("deregister listener: {e}");
+            }
+        }
+        let deadline = state.now + state.config.shutdown_timeout;
+        state.timers.add(deadline, TimerKind::ShutdownDeadline);
+        for id in self.live_ids() {
+            let Some(conn) = self.state.conns.live_mut(id) else {
+                continue;
+            };
+            if conn.flags.outbound || conn.phase != Phase::Open || conn.reading != Reading::Open {
+                continue;
+            }
+            match conn.socket.unread_len() {
+                Ok(0) | Err(_) => self.end_input(id),
+                Ok(left) => {
+                    conn.reading = Reading::Draining { left };
+                    self.state.schedule_read(id);
+                }
+            }
+        }
+        if self.state.stats.active == 0 {
+            self.state.stopped = true;
+        }
+    }
+
+    fn shutdown_deadline(&mut self) {
+        let open = self.live_ids();
+        if !open.is_empty() {
+            warn!("shutdown timeout: closing {} connections", open.len());
+        }
+        for id in open {
+            self.close(id, CloseReason::Shutdown);
+        }
+        self.state.stopped = true;
+    }
+}
