@@ -12,6 +12,8 @@
 #   over the measured window (perf stat on the raw_syscalls tracepoint,
 #   switched on and off by the bench through a FIFO). Counting costs the
 #   server a little per syscall, so take CPU figures from runs without it.
+#   EXTRA='name|command[;name|command...]' adds servers to the rounds, e.g.
+#   an older build of sockloop, to compare before and after in one run.
 #
 # Server CPU per message: the bench reads utime+stime of the server process
 # (/proc/PID/stat, 10 ms ticks) at the start and end of its measured window
@@ -37,6 +39,10 @@ SERVERS=(
     "threads|$OUT/examples/echo_threads 127.0.0.1:0"
     "epoll_floor|$OUT/examples/echo_epoll_floor 127.0.0.1:0"
 )
+if [ -n "${EXTRA:-}" ]; then
+    IFS=';' read -ra extra <<<"$EXTRA"
+    SERVERS+=("${extra[@]}")
+fi
 
 WORK=$(mktemp -d)
 SERVER_PID=

@@ -8,6 +8,7 @@
 # splice, copy, ...) so machine noise hits both alike.
 #
 # Usage: benches/relay.sh [ROUNDS] [SECONDS] [STREAMS]   (needs iperf3, taskset)
+#   SOCKLOOP=path runs another build of the relay (an older one, say).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
@@ -16,7 +17,7 @@ STREAMS=${3:-1}
 IPERF_PORT=5299
 
 cargo build --release --quiet
-BIN=target/release/sockloop
+BIN=${SOCKLOOP:-target/release/sockloop}
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT

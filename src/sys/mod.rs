@@ -20,6 +20,9 @@ mod splice;
 #[cfg(target_os = "linux")]
 pub use splice::Pipe;
 
+mod addr;
+pub use addr::{Addr, AddrParseError};
+
 mod socket;
 pub use socket::{ListenOptions, Listener, Socket, SocketOptions};
 
