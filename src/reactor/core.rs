@@ -7,7 +7,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use super::Config;
@@ -17,9 +17,7 @@ use super::service::CloseReason;
 use super::stats::Stats;
 use super::timer::{TimerId, TimerKind, Timers};
 use super::token::{ConnId, Table, Token};
-#[cfg(target_os = "linux")]
-use crate::sys::Pipe;
-use crate::sys::{Interest, Listener, Poller, Signals, Socket, SpareFd, Waker};
+use crate::sys::{Interest, Listener, Pipe, Poller, Signals, Socket, SpareFd};
 
 /// Writes one `--trace` line when tracing is on; costs one branch when off.
 macro_rules! trace_io {
@@ -99,7 +97,6 @@ pub(crate) struct Connection {
     pub(crate) held: Option<usize>,
     /// Zero-copy relaying: this connection's input goes through a pipe
     /// straight into `peer`'s socket.
-    #[cfg(target_os = "linux")]
     pub(crate) splice: Option<Box<Splice>>,
     pub(crate) flags: Flags,
 }
@@ -123,7 +120,6 @@ impl Connection {
             drain_left: None,
             fed_by: None,
             held: None,
-            #[cfg(target_os = "linux")]
             splice: None,
             flags: Flags::default(),
         }
@@ -181,7 +177,6 @@ impl Connection {
     }
 }
 
-#[cfg(target_os = "linux")]
 pub(crate) struct Splice {
     pub(crate) peer: ConnId,
     pub(crate) pipe: Pipe,
@@ -239,7 +234,6 @@ pub(crate) struct ListenerSlot {
 pub(crate) struct Core {
     pub(crate) config: Config,
     pub(crate) poller: Poller,
-    pub(crate) waker: Arc<Waker>,
     pub(crate) signals: Option<Signals>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) command_tx: mpsc::Sender<Command>,
@@ -278,7 +272,6 @@ impl Core {
     pub(crate) fn new(
         config: Config,
         poller: Poller,
-        waker: Arc<Waker>,
         command_tx: mpsc::Sender<Command>,
         commands: mpsc::Receiver<Command>,
         timers: Timers,
@@ -287,7 +280,6 @@ impl Core {
         Core {
             config,
             poller,
-            waker,
             signals: None,
             commands,
             command_tx,
@@ -375,7 +367,6 @@ impl Core {
         if let Some(i) = conn.held {
             return Some(self.held[i].len());
         }
-        #[cfg(target_os = "linux")]
         if let Some(splice) = &conn.splice {
             let piped = self.conns.live(splice.peer).and_then(|p| p.splice.as_ref());
             return Some(conn.output.len() + piped.map_or(0, |s| s.pipe.len()));
@@ -385,7 +376,6 @@ impl Core {
 
     /// Moves `src`'s pipe into its peer's socket, once the peer's own output
     /// buffer has gone out (it holds older bytes).
-    #[cfg(target_os = "linux")]
     pub(crate) fn pump(&mut self, src: ConnId) -> Result<(), (ConnId, io::Error)> {
         let Some(dst) = self
             .conns

@@ -2,7 +2,7 @@
 //! wrote, and do it again.
 //!
 //! One turn: `Poller::wait` fills the event array, with a timeout taken from
-//! the nearest timer; each event names a listener, the waker, the signal fd or
+//! the nearest timer; each event names a listener, a wake-up, the signals or
 //! a connection by [`ConnId`] (slot + generation, so an event for a slot that
 //! changed owner is dropped). A readable connection is read until the kernel
 //! has no more or its per-turn budget is spent, in which case it joins the
@@ -25,12 +25,12 @@ use std::io;
 use std::mem;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use crate::sys::{Event, Interest, Listener, Poller, SignalKind, Signals, Socket, Waker};
+use crate::sys::{AcceptError, Event, Interest, Listener, Poller, SignalKind, Signals, Socket};
 pub use crate::sys::{ListenOptions, SocketOptions};
 use core::{Core, ListenerSlot, trace_io};
 use handle::Command;
@@ -130,9 +130,7 @@ pub struct Reactor<S: Service> {
 
 impl<S: Service> Reactor<S> {
     pub fn new(config: Config, service: S) -> io::Result<Self> {
-        let poller = Poller::new(config.event_capacity)?;
-        let waker = Arc::new(Waker::new()?);
-        poller.register(&*waker, Token::Waker.to_u64(), Interest::Readable)?;
+        let poller = Poller::new(config.event_capacity, Token::Waker.to_u64())?;
         let (command_tx, commands) = mpsc::channel();
         let arena = vec![0; 2 * config.read_chunk.max(1)];
         let now = Instant::now();
@@ -141,7 +139,7 @@ impl<S: Service> Reactor<S> {
             timers.add(now + every, TimerKind::StatsReport);
         }
         Ok(Reactor {
-            core: Core::new(config, poller, waker, command_tx, commands, timers, now),
+            core: Core::new(config, poller, command_tx, commands, timers, now),
             service,
             states: Vec::new(),
             arena,
@@ -175,20 +173,17 @@ impl<S: Service> Reactor<S> {
     }
 
     /// SIGINT and SIGTERM start a graceful shutdown (a second one stops at
-    /// once); SIGUSR1 prints the connection table. Blocks those signals in
-    /// the calling thread: call it before starting any thread.
+    /// once); SIGUSR1 prints the connection table. Call it before starting
+    /// any thread: on Linux it blocks those signals in the calling thread.
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        let signals = Signals::new()?;
-        self.core
-            .poller
-            .register(&signals, Token::Signals.to_u64(), Interest::Readable)?;
+        let signals = Signals::new(&self.core.poller, Token::Signals.to_u64())?;
         self.core.signals = Some(signals);
         Ok(())
     }
 
     /// A handle that other threads use to query, shut down or stop this reactor.
     pub fn handle(&self) -> Handle {
-        Handle::new(self.core.waker.clone(), self.core.command_tx.clone())
+        Handle::new(self.core.poller.waker(), self.core.command_tx.clone())
     }
 
     pub fn stats(&self) -> Stats {
@@ -337,7 +332,6 @@ impl<S: Service> Reactor<S> {
             self.core.touch(id);
             self.settle();
         }
-        #[cfg(target_os = "linux")]
         if event.is_writable()
             && let Some(peer) = self
                 .core
@@ -353,7 +347,6 @@ impl<S: Service> Reactor<S> {
         }
     }
 
-    #[cfg(target_os = "linux")]
     fn pump(&mut self, src: ConnId) {
         if let Err((dst, e)) = self.core.pump(src) {
             self.close(dst, CloseReason::Error(e.kind()));
@@ -364,7 +357,6 @@ impl<S: Service> Reactor<S> {
     /// The spliced read path: socket → pipe → peer socket, never through
     /// user space. The pipe is only filled when empty, so an EAGAIN from the
     /// fill means the socket, not the pipe, has nothing more.
-    #[cfg(target_os = "linux")]
     fn splice_read(&mut self, id: ConnId) {
         let mut budget = self.core.config.read_budget;
         let chunk = self.core.config.read_chunk;
@@ -438,22 +430,20 @@ impl<S: Service> Reactor<S> {
                     self.core.listeners[i].backoff_ms = ACCEPT_BACKOFF_MS.0;
                     self.admit(socket, peer);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(AcceptError::WouldBlock) => return,
                 // The peer gave up while queued: only that connection is lost.
-                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
-                // Linux checks for a free descriptor before looking at the
-                // queue, so this comes even when nobody is waiting.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    match self.shed(i) {
-                        Ok(()) => {}
-                        Err(shed) if shed.kind() == io::ErrorKind::WouldBlock => return,
-                        Err(_) => {
-                            self.pause_accept(i, &e);
-                            return;
-                        }
+                Err(AcceptError::PeerAborted) => {}
+                // The kernel looks for a free descriptor before it looks at
+                // the queue, so this comes even when nobody is waiting.
+                Err(AcceptError::OutOfDescriptors(e)) => match self.shed(i) {
+                    Ok(()) => {}
+                    Err(AcceptError::WouldBlock) => return,
+                    Err(_) => {
+                        self.pause_accept(i, &e);
+                        return;
                     }
-                }
-                Err(e) => {
+                },
+                Err(AcceptError::Other(e)) => {
                     self.pause_accept(i, &e);
                     return;
                 }
@@ -469,10 +459,10 @@ impl<S: Service> Reactor<S> {
     /// Out of descriptors: frees the spare to accept one waiting connection
     /// and close it at once, so the queue drains instead of the listener
     /// staying readable and spinning the loop. `WouldBlock` if nobody was waiting.
-    fn shed(&mut self, i: usize) -> io::Result<()> {
+    fn shed(&mut self, i: usize) -> Result<(), AcceptError> {
         let core = &mut self.core;
         if !core.spare_fd.release() {
-            return Err(io::Error::other("no spare descriptor"));
+            return Err(AcceptError::Other(io::Error::other("no spare descriptor")));
         }
         // The accepted socket closes at the end of this statement, before the
         // spare is taken back.
@@ -589,7 +579,6 @@ impl<S: Service> Reactor<S> {
             if conn.flags.linger {
                 return self.discard(id);
             }
-            #[cfg(target_os = "linux")]
             if conn.splice.is_some() && conn.input.is_empty() {
                 return self.splice_read(id);
             }
@@ -1101,9 +1090,6 @@ impl<S: Service> Reactor<S> {
     }
 
     fn on_wake(&mut self) {
-        if let Err(e) = self.core.waker.reset() {
-            warn!("waker reset: {e}");
-        }
         while let Ok(command) = self.core.commands.try_recv() {
             match command {
                 Command::Stop => self.core.stopped = true,

@@ -8,12 +8,9 @@ use std::ops::Range;
 
 use std::time::Duration;
 
-use super::core::Core;
-#[cfg(target_os = "linux")]
-use super::core::Splice;
+use super::core::{Core, Splice};
 use super::timer::{TimerId, TimerKind};
 use super::token::ConnId;
-#[cfg(target_os = "linux")]
 use crate::sys::Pipe;
 
 /// Why a connection ended.
@@ -246,8 +243,9 @@ impl<'a> Context<'a> {
     /// one receives goes through a pipe into the other's socket without
     /// entering user space, and `on_data` is no longer called for either.
     /// Each side stops being read while its pipe cannot drain (the two are
-    /// [`link`](Self::link)ed).
-    #[cfg(target_os = "linux")]
+    /// [`link`](Self::link)ed). Where the OS has no splice(2)
+    /// ([`sys::SPLICE`](crate::sys::SPLICE) is false) this fails with
+    /// [`io::ErrorKind::Unsupported`] and changes nothing.
     pub fn splice(&mut self, a: ConnId, b: ConnId) -> io::Result<()> {
         let (pa, pb) = (Pipe::new()?, Pipe::new()?);
         self.link(a, b);
