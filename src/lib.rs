@@ -1,10 +1,11 @@
 //! sockloop: a hand-rolled, single-threaded readiness reactor for TCP.
 //!
-//! Layers, each knowing only those below it: [`sys`] (the OS: epoll,
-//! sockets, the only `unsafe`), [`codec`] (sans-IO framing), [`reactor`] (the
-//! event loop, connections and their buffers), [`app`] (services on it) and
-//! [`bench`] (the load generator, a client on the same reactor). [`stderr`]
-//! takes the diagnostics of them all, so that none ever waits for stderr.
+//! Layers, each knowing only those below it: [`sys`] (the OS: epoll or
+//! kqueue, sockets, the only `unsafe`), [`codec`] (sans-IO framing),
+//! [`reactor`] (the event loop, connections and their buffers), [`app`]
+//! (services on it) and [`bench`] (the load generator, a client on the same
+//! reactor). [`stderr`] takes the diagnostics of them all, so that none ever
+//! waits for stderr.
 
 pub mod app;
 pub mod bench;

@@ -16,12 +16,12 @@ use sockloop::bench::{self, Mode};
 use sockloop::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Framing};
 use sockloop::reactor::{Config, Reactor, Service};
 use sockloop::stderr;
-use sockloop::sys::{ListenOptions, SocketOptions, raise_fd_limit};
+use sockloop::sys::{self, ListenOptions, SocketOptions, raise_fd_limit};
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "A hand-rolled epoll reactor for TCP, and servers on it"
+    about = "A hand-rolled epoll/kqueue reactor for TCP, and servers on it"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -50,8 +50,8 @@ struct RelayArgs {
     /// How long an upstream connect may take before the client is closed.
     #[arg(long, default_value = "5s", value_parser = refuse_zero(parse_duration))]
     connect_timeout: Duration,
-    /// Move bytes socket → pipe → socket with splice(2), never through user space.
-    #[cfg(target_os = "linux")]
+    /// Move bytes socket → pipe → socket with splice(2), never through user
+    /// space (Linux only).
     #[arg(long)]
     splice: bool,
 }
@@ -503,6 +503,10 @@ fn main() -> ExitCode {
                 serve(&args.server, config, FramedEcho::new(codec), 1)
             }),
         },
+        Command::Relay(RelayArgs { splice: true, .. }) if !sys::SPLICE => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "--splice needs splice(2), which only Linux has: run the relay without it",
+        )),
         Command::Relay(args) => {
             let config = Config {
                 connect_timeout: args.connect_timeout,
@@ -510,14 +514,11 @@ fn main() -> ExitCode {
             };
             let relay = Relay::new(args.upstream.clone());
             // Two sockets per client; splice adds a pipe (two descriptors) each way.
-            #[cfg(target_os = "linux")]
             let (relay, fds_per_client) = if args.splice {
                 (relay.with_splice(), 6)
             } else {
                 (relay, 2)
             };
-            #[cfg(not(target_os = "linux"))]
-            let fds_per_client = 2;
             bind(&args.server, config, relay, fds_per_client).and_then(|(reactor, local)| {
                 refuse_own_upstream(local, &args.upstream)?;
                 run_server(reactor, local)

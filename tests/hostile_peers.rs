@@ -15,6 +15,7 @@ use sockloop::codec::{Codec, Framing};
 use sockloop::reactor::{CloseReason, Config};
 
 #[test]
+#[cfg_attr(not(target_os = "linux"), ignore = "reads VmRSS from /proc")]
 fn a_partial_frame_costs_what_was_received_not_a_read_buffer() {
     const PEERS: usize = 2000;
     let server = Server::start(

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use common::{IO_TIMEOUT, Server, TestServer, wait_until};
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::socket::{
     AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
 };
@@ -102,6 +103,13 @@ fn connect_to(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// Servers are spawned on other threads: a socket of this process must not
+/// leak into them.
+#[cfg(not(target_vendor = "apple"))]
+const CLOEXEC: SockFlag = SockFlag::SOCK_CLOEXEC;
+#[cfg(target_vendor = "apple")]
+const CLOEXEC: SockFlag = SockFlag::empty();
+
 /// A client with a tiny receive buffer, set before the handshake so the
 /// window it advertises is tiny too: if it never reads, the hub's output to
 /// it backs up after a few KiB instead of a few MiB.
@@ -109,13 +117,9 @@ fn connect_tiny(addr: SocketAddr) -> TcpStream {
     let SocketAddr::V4(v4) = addr else {
         panic!("IPv4 expected")
     };
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
+    let fd = socket(AddressFamily::Inet, SockType::Stream, CLOEXEC, None).unwrap();
+    // A no-op where the flag came at birth; Apple has no SOCK_CLOEXEC.
+    fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
     setsockopt(&fd, sockopt::RcvBuf, &4096).unwrap();
     connect(fd.as_raw_fd(), &SockaddrIn::from(v4)).expect("connect");
     let stream = TcpStream::from(fd);

@@ -8,6 +8,7 @@
 //! here is the pairing, FIN propagation and failure handling.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
 
 use log::{debug, warn};
@@ -16,7 +17,7 @@ use crate::reactor::{CloseReason, ConnId, Context, Service};
 
 pub struct Relay {
     upstreams: Vec<SocketAddr>,
-    /// Move bytes with splice(2) once both sides are up (Linux).
+    /// Move bytes with splice(2) once both sides are up, where the OS can.
     splice: bool,
     next: usize,
     /// Upstream connects in progress: upstream id → the client it serves.
@@ -42,8 +43,9 @@ impl Relay {
         self.connecting.len()
     }
 
-    /// Relays with splice(2) instead of copying through user space (Linux only).
-    #[cfg(target_os = "linux")]
+    /// Relays with splice(2) instead of copying through user space. Where
+    /// the OS has none ([`sys::SPLICE`](crate::sys::SPLICE) is false), the
+    /// first pair says so in a warning and every pair copies.
     pub fn with_splice(mut self) -> Relay {
         self.splice = true;
         self
@@ -74,11 +76,12 @@ impl Service for Relay {
             debug!("{client} from {client_addr}: upstream {id} at {addr} is up");
             // The upstream is up: what the client sent meanwhile goes out now,
             // and later bytes by splice if asked (falling back to copying).
-            #[cfg(target_os = "linux")]
             if self.splice
                 && let Err(e) = ctx.splice(client, id)
             {
                 warn!("relay {client_addr} → {addr}: no splice ({e}), copying instead");
+                // It will not come back for the next pair.
+                self.splice = e.kind() != io::ErrorKind::Unsupported;
             }
             return Some(Side { peer: client });
         }

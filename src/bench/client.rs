@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::cpu::cpu_time;
 use super::pattern::Pattern;
 use super::progress;
 use crate::codec::{Codec, Decoder, Encoder};
 use crate::reactor::{CloseReason, ConnId, Context, Service};
+use crate::sys::cpu_time;
 
 /// How often the clock timer fires when traffic alone does not call us.
 const TICK: Duration = Duration::from_millis(100);
@@ -400,6 +400,8 @@ impl LoadClient {
         let pid = self.plan.server_pid?;
         match cpu_time(pid) {
             Ok(t) => Some(t),
+            // Not readable on this OS: the report says "n/a".
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => None,
             Err(e) => {
                 self.fail(None, format!("reading the CPU time of process {pid}: {e}"));
                 None

@@ -8,7 +8,6 @@
 //! short echo or connection error ends the run and is reported.
 
 mod client;
-mod cpu;
 mod pattern;
 
 use std::fmt;
@@ -37,7 +36,8 @@ const CONNECTS_AT_ONCE: usize = 128;
 /// Stream mode: bytes in flight per connection, and across all of them.
 const STREAM_WINDOW: usize = 256 << 10;
 const STREAM_BUDGET: usize = 64 << 20;
-/// Descriptors besides the connections: stdio, epoll, waker, the echo's listener.
+/// Descriptors besides the connections: stdio, the poller and its wake-up,
+/// the echo's listener.
 const FD_RESERVE: u64 = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,12 +188,14 @@ impl fmt::Display for Report {
             f,
             "latency us  p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  p99.9 {p999:.1}  max {max:.1}"
         )?;
-        if let (Some(cpu), Some(per_msg)) = (self.server_cpu, self.server_cpu_us_per_msg()) {
-            writeln!(
+        match (self.server_cpu, self.server_cpu_us_per_msg()) {
+            (Some(cpu), Some(per_msg)) => writeln!(
                 f,
                 "server CPU  {:.3} s  {per_msg:.2} us per message",
                 cpu.as_secs_f64()
-            )?;
+            )?,
+            _ if self.options.server_pid.is_some() => writeln!(f, "server CPU  n/a")?,
+            _ => {}
         }
         write!(f, "errors      {}", self.error_count)
     }

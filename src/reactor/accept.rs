@@ -20,7 +20,7 @@ use super::state::ListenerSlot;
 use super::timer::TimerKind;
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
-use crate::sys::{Event, Interest, Listener, Socket};
+use crate::sys::{AcceptError, Event, Interest, Listener, Socket};
 
 /// After running out of file descriptors, accepting pauses this long at
 /// first, doubling up to the maximum while it keeps failing.
@@ -55,19 +55,17 @@ impl<S: Service> Reactor<S> {
                     self.state.listeners[i].backoff_ms = ACCEPT_BACKOFF_MS.0;
                     self.admit(socket, peer);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(AcceptError::WouldBlock) => return,
                 // The peer gave up while queued: only that connection is lost.
-                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
-                // Linux checks for a free descriptor before looking at the
-                // queue, so this comes even when nobody is waiting.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    match self.shed(i) {
-                        Ok(()) => {}
-                        Err(shed) if shed.kind() == io::ErrorKind::WouldBlock => return,
-                        Err(_) => return self.pause_accept(i, &e),
-                    }
-                }
-                Err(e) => return self.pause_accept(i, &e),
+                Err(AcceptError::PeerAborted) => {}
+                // The kernel looks for a free descriptor before it looks at
+                // the queue, so this comes even when nobody is waiting.
+                Err(AcceptError::OutOfDescriptors(e)) => match self.shed(i) {
+                    Ok(()) => {}
+                    Err(AcceptError::WouldBlock) => return,
+                    Err(_) => return self.pause_accept(i, &e),
+                },
+                Err(AcceptError::Other(e)) => return self.pause_accept(i, &e),
             }
         }
         let slot = &mut self.state.listeners[i];
@@ -79,10 +77,10 @@ impl<S: Service> Reactor<S> {
 
     /// Out of descriptors: frees the spare to accept one waiting connection
     /// and close it at once. `WouldBlock` if nobody was waiting.
-    fn shed(&mut self, i: usize) -> io::Result<()> {
+    fn shed(&mut self, i: usize) -> Result<(), AcceptError> {
         let state = &mut self.state;
         if !state.spare_fd.release() {
-            return Err(io::Error::other("no spare descriptor"));
+            return Err(AcceptError::Other(io::Error::other("no spare descriptor")));
         }
         // The accepted socket closes at the end of this statement, before the
         // spare is taken back.

@@ -14,9 +14,7 @@ use super::buffer::Buffer;
 use super::close::CloseReason;
 use super::timer::TimerId;
 use super::token::{ConnId, Table};
-#[cfg(target_os = "linux")]
-use crate::sys::Pipe;
-use crate::sys::Socket;
+use crate::sys::{Pipe, Socket};
 
 /// The connection as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +83,6 @@ pub(crate) struct Flags {
 
 /// Zero-copy relaying: a connection's input goes through `pipe` straight
 /// into `peer`'s socket.
-#[cfg(target_os = "linux")]
 pub(crate) struct Splice {
     pub(crate) peer: ConnId,
     pub(crate) pipe: Pipe,
@@ -121,7 +118,6 @@ pub(crate) struct Connection {
     /// Its reply held back until the batch of events ends: an index into
     /// the reactor's held replies. While one is held, `output` is empty.
     pub(crate) held_reply: Option<usize>,
-    #[cfg(target_os = "linux")]
     pub(crate) splice: Option<Box<Splice>>,
 }
 
@@ -147,25 +143,18 @@ impl Connection {
             frame_timer: None,
             fed_by: None,
             held_reply: None,
-            #[cfg(target_os = "linux")]
             splice: None,
         }
     }
 
     /// The connection whose input is spliced into this one, if any.
     pub(crate) fn splice_peer(&self) -> Option<ConnId> {
-        #[cfg(target_os = "linux")]
-        return self.splice.as_ref().map(|s| s.peer);
-        #[cfg(not(target_os = "linux"))]
-        None
+        self.splice.as_ref().map(|s| s.peer)
     }
 
     /// Whether its input goes straight to a peer by splice(2).
     pub(crate) fn is_spliced(&self) -> bool {
-        #[cfg(target_os = "linux")]
-        return self.splice.is_some();
-        #[cfg(not(target_os = "linux"))]
-        false
+        self.splice.is_some()
     }
 
     /// Whether its input goes to the service now.

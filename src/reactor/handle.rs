@@ -2,7 +2,6 @@
 //! waker that makes the loop look at it.
 
 use std::io;
-use std::sync::Arc;
 use std::sync::mpsc::{self, Sender, SyncSender};
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ pub(crate) enum Command {
 /// Cheap to clone and `Send`: query or stop a reactor from any thread.
 #[derive(Clone)]
 pub struct Handle {
-    waker: Arc<Waker>,
+    waker: Waker,
     commands: Sender<Command>,
 }
 
@@ -27,7 +26,7 @@ pub struct Handle {
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Handle {
-    pub(crate) fn new(waker: Arc<Waker>, commands: Sender<Command>) -> Self {
+    pub(crate) fn new(waker: Waker, commands: Sender<Command>) -> Self {
         Handle { waker, commands }
     }
 

@@ -3,7 +3,7 @@
 //!
 //! One turn: [`Poller::wait`](crate::sys::Poller::wait) fills the event
 //! array, with a timeout taken from the nearest timer; each event names a
-//! listener, the waker, the signals or a connection by [`ConnId`] (slot +
+//! listener, a wake-up, the signals or a connection by [`ConnId`] (slot +
 //! generation, so an event for a slot that changed owner is dropped). Then
 //! the timers that are due run, and the connections and listeners whose
 //! budget ran out are served again; the held replies go out; the slots of
@@ -41,7 +41,6 @@ mod trace;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -60,7 +59,7 @@ pub use token::ConnId;
 use token::Token;
 use trace::trace_io;
 
-use crate::sys::{Event, Interest, Listener, Poller, SignalKind, Signals, Waker};
+use crate::sys::{Event, Listener, Poller, SignalKind, Signals};
 pub use crate::sys::{ListenOptions, SocketOptions};
 
 /// A single-threaded reactor running one [`Service`].
@@ -74,12 +73,10 @@ pub struct Reactor<S: Service> {
 
 impl<S: Service> Reactor<S> {
     pub fn new(config: Config, service: S) -> io::Result<Self> {
-        let poller = Poller::new(config.event_capacity)?;
-        let waker = Arc::new(Waker::new()?);
-        poller.register(&*waker, Token::Waker.to_u64(), Interest::Readable)?;
+        let poller = Poller::new(config.event_capacity, Token::Waker.to_u64())?;
         let arena = Arena::new(config.read_chunk);
         Ok(Reactor {
-            state: State::new(config, poller, waker),
+            state: State::new(config, poller),
             service,
             states: Vec::new(),
             arena,
@@ -100,20 +97,17 @@ impl<S: Service> Reactor<S> {
     }
 
     /// SIGINT and SIGTERM start a graceful shutdown (a second one stops at
-    /// once); SIGUSR1 prints the connection table. Blocks those signals in
-    /// the calling thread: call it before starting any thread.
+    /// once); SIGUSR1 prints the connection table. Call it before starting
+    /// any thread: on Linux it blocks those signals in the calling thread.
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        let signals = Signals::new()?;
-        self.state
-            .poller
-            .register(&signals, Token::Signals.to_u64(), Interest::Readable)?;
+        let signals = Signals::new(&self.state.poller, Token::Signals.to_u64())?;
         self.state.signals = Some(signals);
         Ok(())
     }
 
     /// A handle that other threads use to query, shut down or stop this reactor.
     pub fn handle(&self) -> Handle {
-        Handle::new(self.state.waker.clone(), self.state.command_tx.clone())
+        Handle::new(self.state.poller.waker(), self.state.command_tx.clone())
     }
 
     pub fn stats(&self) -> Stats {
@@ -309,9 +303,6 @@ impl<S: Service> Reactor<S> {
     }
 
     fn on_wake(&mut self) {
-        if let Err(e) = self.state.waker.reset() {
-            warn!("waker reset: {e}");
-        }
         while let Ok(command) = self.state.commands.try_recv() {
             match command {
                 Command::Stop => self.state.stopped = true,

@@ -7,13 +7,10 @@ use std::ops::Range;
 use std::time::Duration;
 
 use super::close::CloseReason;
-#[cfg(target_os = "linux")]
-use super::conn::Splice;
-use super::conn::Writing;
+use super::conn::{Splice, Writing};
 use super::state::State;
 use super::timer::{TimerId, TimerKind};
 use super::token::ConnId;
-#[cfg(target_os = "linux")]
 use crate::sys::Pipe;
 
 /// Where `inner` lies within `outer`, if it is a non-empty piece of it.
@@ -182,8 +179,9 @@ impl<'a> Context<'a> {
     /// one receives goes through a pipe into the other's socket without
     /// entering user space, and `on_data` is no longer called for either.
     /// Each side stops being read while its pipe cannot drain (the two are
-    /// [`link`](Self::link)ed).
-    #[cfg(target_os = "linux")]
+    /// [`link`](Self::link)ed). Where the OS has no splice(2)
+    /// ([`sys::SPLICE`](crate::sys::SPLICE) is false) this fails with
+    /// [`io::ErrorKind::Unsupported`] and changes nothing.
     pub fn splice(&mut self, a: ConnId, b: ConnId) -> io::Result<()> {
         let (pa, pb) = (Pipe::new()?, Pipe::new()?);
         self.link(a, b);

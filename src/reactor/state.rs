@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use super::close::CloseReason;
@@ -18,7 +18,7 @@ use super::stats::Stats;
 use super::timer::{TimerKind, Timers};
 use super::token::{ConnId, Table, Token};
 use super::trace::trace_io;
-use crate::sys::{Interest, Listener, Poller, Signals, Socket, SpareFd, Waker};
+use crate::sys::{Interest, Listener, Poller, Signals, Socket, SpareFd};
 
 pub(crate) struct ListenerSlot {
     pub(crate) listener: Listener,
@@ -32,7 +32,6 @@ pub(crate) struct ListenerSlot {
 pub(crate) struct State {
     pub(crate) config: Config,
     pub(crate) poller: Poller,
-    pub(crate) waker: Arc<Waker>,
     pub(crate) signals: Option<Signals>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) command_tx: mpsc::Sender<Command>,
@@ -60,7 +59,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(config: Config, poller: Poller, waker: Arc<Waker>) -> State {
+    pub(crate) fn new(config: Config, poller: Poller) -> State {
         let (command_tx, commands) = mpsc::channel();
         let now = Instant::now();
         let mut timers = Timers::default();
@@ -70,7 +69,6 @@ impl State {
         State {
             config,
             poller,
-            waker,
             signals: None,
             commands,
             command_tx,
@@ -160,7 +158,6 @@ impl State {
         if let Some(i) = conn.held_reply {
             return Some(self.replies.held[i].len());
         }
-        #[cfg(target_os = "linux")]
         if let Some(splice) = &conn.splice {
             let piped = self.conns.live(splice.peer).and_then(|p| p.splice.as_ref());
             return Some(conn.output.len() + piped.map_or(0, |s| s.pipe.len()));

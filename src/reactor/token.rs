@@ -28,7 +28,7 @@ impl fmt::Display for ConnId {
     }
 }
 
-/// What an epoll event's 64-bit data names. Connections carry a non-zero
+/// What a poller event's 64-bit token names. Connections carry a non-zero
 /// generation in the high half; generation 0 is left for the reactor's own fds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Token {

@@ -30,9 +30,7 @@ impl Addr {
         }
         let found: Vec<Addr> = text
             .to_socket_addrs()
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot resolve {text:?}: {e}"))
-            })?
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {text:?}: {e}")))?
             .map(Addr::Ip)
             .collect();
         if found.is_empty() {
@@ -113,7 +111,12 @@ mod tests {
 
     #[test]
     fn addresses_parse_and_print_back_the_same() {
-        for text in ["127.0.0.1:7878", "[::1]:7878", "[::]:0", "unix:/tmp/echo.sock"] {
+        for text in [
+            "127.0.0.1:7878",
+            "[::1]:7878",
+            "[::]:0",
+            "unix:/tmp/echo.sock",
+        ] {
             let addr: Addr = text.parse().unwrap();
             assert_eq!(addr.to_string(), text);
         }

@@ -1,38 +1,107 @@
 //! The operating system: the one place that calls it, and the one place for `unsafe`.
 //!
-//! The reactor sees only this small face: a [`Poller`] (register, deregister,
-//! wait, events), a [`Waker`], a [`Listener`] and a [`Socket`]. The backend is
-//! chosen at compile time, one file per OS, so another (kqueue, or a simulated
-//! OS for fault injection) can stand in without touching the reactor.
+//! Above this module nothing names an OS: no file descriptor flags, no errno,
+//! no `cfg(target_os)`. Each OS family has one backend, picked at compile
+//! time, and every backend provides the same face with the same guarantees:
+//!
+//! - [`Poller`]: `new(capacity, wake_token)`, `register(fd, token, Interest)`,
+//!   `deregister(fd)`, `wait(timeout)` and `event(i)`. It is `Send`; tokens
+//!   are any `u64` the caller picks.
+//!   - Registration is edge-triggered and happens once per fd; there is no
+//!     `modify`. [`Interest::ReadWrite`] reports readable, writable and the
+//!     peer's FIN together, so a pending write never costs a system call.
+//!   - `deregister` runs before the fd closes: the number is reused at once.
+//!   - `wait(None)` waits for ever; a signal that interrupts it returns 0
+//!     events, never an error. After a wait, events `0..n` are read in place.
+//!   - One wait reports at most one [`Event`] per token: readable, writable,
+//!     read-closed and error come merged, whatever the kernel's own shape.
+//!   - The poller owns its wake-up. [`Poller::waker`] hands out a [`Waker`]
+//!     (`Clone + Send + Sync`) whose `wake` makes the current or next `wait`
+//!     return an event whose token is `wake_token`. Wake-ups never need to
+//!     be acknowledged, and many before a wait may come as one.
+//! - [`Event`]: `token()`, `is_readable()`, `is_writable()`,
+//!   `is_read_closed()` (the peer sent FIN, never our own shutdown) and
+//!   `is_error()` (a pending socket error: the next read, write or
+//!   `take_error` says which).
+//! - [`Signals`]: `new(&poller, token)` takes SIGINT, SIGTERM and SIGUSR1
+//!   away from their default actions; an event with `token` means
+//!   [`Signals::next`] has something, and it is called until `Ok(None)`.
+//!   Call `new` in `main` before any thread starts.
+//! - [`Listener`] and [`Socket`]: non-blocking and close-on-exec before the
+//!   caller sees them; a write to a peer that has gone is `EPIPE`, never
+//!   `SIGPIPE`.
+//!   [`Listener::accept`] says why it failed as an [`AcceptError`].
+//! - [`Pipe`] and [`SPLICE`]: zero-copy relaying where the kernel has it; a
+//!   `Pipe` type exists everywhere, and `Pipe::new` fails with
+//!   [`io::ErrorKind::Unsupported`] where `SPLICE` is false.
+//! - [`cpu_time`] of any process (Linux, macOS and FreeBSD; elsewhere it
+//!   fails with `Unsupported`), [`raise_fd_limit`], [`SpareFd`] and
+//!   [`spawn_without_signals`].
+//!
+//! Backends: `linux/` (epoll, eventfd, signalfd, splice) and `bsd/` (kqueue
+//! on macOS, iOS, FreeBSD, OpenBSD, NetBSD and DragonFly). What all Unixes
+//! share, sockets first, is in `unix/`.
 
-#[cfg(target_os = "linux")]
-mod epoll;
-#[cfg(target_os = "linux")]
-pub use epoll::{Event, Poller, Waker};
-
-#[cfg(target_os = "linux")]
-mod process;
-#[cfg(target_os = "linux")]
-pub use process::{SignalKind, Signals, SpareFd, raise_fd_limit, spawn_without_signals};
-
-#[cfg(target_os = "linux")]
-mod splice;
-#[cfg(target_os = "linux")]
-pub use splice::Pipe;
+use std::io;
 
 mod addr;
 pub use addr::{Addr, AddrParseError};
 
-mod socket;
-pub use socket::{ListenOptions, Listener, Socket, SocketOptions};
+mod unix;
+pub use unix::{
+    ListenOptions, Listener, Socket, SocketOptions, SpareFd, raise_fd_limit, spawn_without_signals,
+};
 
-/// What a registration asks to be told about. Registration is edge-triggered
-/// and happens once per fd: there is no way to change it later, by design.
+#[cfg(target_os = "linux")]
+#[path = "linux/mod.rs"]
+mod backend;
+
+#[cfg(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+))]
+#[path = "bsd/mod.rs"]
+mod backend;
+
+pub use backend::{Event, Pipe, Poller, SPLICE, Signals, Waker, cpu_time};
+
+/// What a registration asks to be told about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interest {
-    /// Listeners and wakers: only readability matters.
+    /// Listeners: only readability matters.
     Readable,
-    /// Connections: readable, writable and peer half-close, all at once, so
-    /// that a pending write never costs an extra registration call.
+    /// Connections: readable, writable and the peer's FIN, all at once.
     ReadWrite,
 }
+
+/// What an operator asked for with a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalKind {
+    /// SIGINT or SIGTERM.
+    Terminate,
+    /// SIGUSR1.
+    Report,
+}
+
+/// Why [`Listener::accept`] returned no connection.
+#[derive(Debug)]
+pub enum AcceptError {
+    /// Nobody is waiting (`EAGAIN`): the queue is drained.
+    WouldBlock,
+    /// The process or the system is out of file descriptors (`EMFILE`,
+    /// `ENFILE`). A connection may be waiting all the same: freeing one
+    /// descriptor lets it be accepted and closed.
+    OutOfDescriptors(io::Error),
+    /// A queued connection was reset before it was accepted
+    /// (`ECONNABORTED`; `EPROTO` on some BSDs). Only that one is lost.
+    PeerAborted,
+    /// Anything else, kernel memory (`ENOBUFS`, `ENOMEM`) included: a spare
+    /// descriptor would not help there, waiting a little might.
+    Other(io::Error),
+}
+
+#[cfg(test)]
+mod tests;

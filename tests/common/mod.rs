@@ -14,7 +14,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{Backlog, listen};
 use nix::unistd::Pid;
 use sockloop::reactor::{Config, Handle, Reactor, Service, Stats};
-use sockloop::sys::ListenOptions;
+use sockloop::sys::{ListenOptions, raise_fd_limit};
 
 /// Bound on any single blocking socket call in a test: a hang fails instead of stalling CI.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,6 +70,7 @@ impl<T: Send + 'static> TestServer<T> {
         F: FnOnce() -> S + Send + 'static,
         G: FnOnce(&Reactor<S>) -> T + Send + 'static,
     {
+        enough_fds();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = thread::spawn(move || {
             let mut reactor = Reactor::new(config, make_service()).expect("reactor");
@@ -208,8 +209,8 @@ pub fn fill_pattern(seed: u64, offset: u64, buf: &mut [u8]) {
     }
 }
 
-/// `prefix... sockloop args...`: the built binary, behind a wrapper such as
-/// `prlimit ... --` if `prefix` names one.
+/// `prefix... sockloop args...`: the built binary, behind a wrapper that
+/// ends by running its arguments, if `prefix` names one.
 pub fn sockloop(prefix: &[&str], args: &[&str]) -> Command {
     // SOCKLOOP_TEST_BIN runs the tests against another build (an older one,
     // to see a regression test fail).
@@ -243,6 +244,7 @@ pub struct Exited {
 impl Server {
     /// Runs `prefix... sockloop args... --listen 127.0.0.1:0`, stderr to `stderr`.
     pub fn start(prefix: &[&str], args: &[&str], stderr: Stdio) -> Server {
+        enough_fds();
         let mut command = sockloop(prefix, args);
         command
             .args(["--listen", "127.0.0.1:0"])
@@ -309,7 +311,7 @@ impl Server {
         wait_until("the server to exit", || self.child.try_wait().unwrap())
     }
 
-    /// Resident memory of the server process (VmRSS).
+    /// Resident memory of the server process (VmRSS, so Linux only).
     pub fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let kib = status
@@ -320,13 +322,9 @@ impl Server {
         kib.trim().parse::<u64>().unwrap() * 1024
     }
 
-    /// utime + stime so far, in clock ticks.
-    pub fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    /// CPU time (user and system) the server has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        sockloop::sys::cpu_time(self.child.id()).expect("the server's CPU time")
     }
 }
 
@@ -495,15 +493,13 @@ pub fn stream_through_sigterm(server: &mut Server, addr: SocketAddr, clients: us
     })
 }
 
-pub fn clock_ticks_per_second() -> u64 {
-    let out = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .expect("getconf");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("CLK_TCK")
+/// Raises this process's descriptor limit once: tests hold thousands of
+/// sockets, and some systems (macOS) start processes with a soft limit of 256.
+fn enough_fds() {
+    static RAISED: std::sync::Once = std::sync::Once::new();
+    RAISED.call_once(|| {
+        raise_fd_limit().expect("raising the file descriptor limit");
+    });
 }
 
 /// A file in the temp directory for a child's stderr, removed on drop.

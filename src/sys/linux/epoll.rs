@@ -1,14 +1,15 @@
-//! epoll backend of the [`Poller`], and an eventfd [`Waker`].
+//! The epoll [`Poller`], with an eventfd as its [`Waker`].
 
 use std::io;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use super::Interest;
+use crate::sys::Interest;
 
 /// One readiness report, read straight out of the kernel's event array.
 #[derive(Debug, Clone, Copy)]
@@ -43,24 +44,41 @@ impl Event {
     }
 }
 
-/// An epoll instance plus the event array that `wait` fills and the caller
-/// reads in place.
+/// An epoll instance, its wake-up, and the event array that `wait` fills and
+/// the caller reads in place. epoll reports one entry per fd, so each token
+/// comes at most once per wait without any merging.
 pub struct Poller {
     epoll: Epoll,
+    waker: Waker,
     events: Vec<EpollEvent>,
     ready: usize,
 }
 
 impl Poller {
     /// `capacity` is the most events one `wait` returns; more stay queued in
-    /// the kernel for the next call.
-    pub fn new(capacity: usize) -> io::Result<Poller> {
+    /// the kernel for the next call. A wake-up comes as an event with `wake_token`.
+    pub fn new(capacity: usize, wake_token: u64) -> io::Result<Poller> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let waker = Waker {
+            fd: Arc::new(EventFd::from_flags(
+                EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC,
+            )?),
+        };
+        // Edge-triggered, every write to the counter is a new edge, so the
+        // counter is never read and a wake-up needs no acknowledging.
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
+        epoll.add(&*waker.fd, EpollEvent::new(flags, wake_token))?;
         Ok(Poller {
             epoll,
+            waker,
             events: vec![EpollEvent::empty(); capacity.max(1)],
             ready: 0,
         })
+    }
+
+    /// A handle that wakes this poller from any thread.
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
     }
 
     pub fn register(&self, fd: impl AsFd, token: u64, interest: Interest) -> io::Result<()> {
@@ -107,36 +125,24 @@ impl Poller {
     }
 }
 
-/// Wakes a poller from another thread (eventfd).
+/// Wakes its [`Poller`] from any thread: adds one to the eventfd's counter.
+#[derive(Clone)]
 pub struct Waker {
-    fd: EventFd,
+    fd: Arc<EventFd>,
 }
 
 impl Waker {
-    pub fn new() -> io::Result<Waker> {
-        let fd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
-        Ok(Waker { fd })
-    }
-
     pub fn wake(&self) -> io::Result<()> {
         match self.fd.write(1) {
-            // The counter is saturated: a wake-up is pending anyway.
-            Ok(_) | Err(Errno::EAGAIN) => Ok(()),
+            Ok(_) => Ok(()),
+            // The counter is saturated (after 2^64 - 2 unread wake-ups):
+            // empty it and add again, which is a new edge.
+            Err(Errno::EAGAIN) => {
+                self.fd.read()?;
+                self.fd.write(1)?;
+                Ok(())
+            }
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// Clears pending wake-ups, so the next `wake` makes a new edge.
-    pub fn reset(&self) -> io::Result<()> {
-        match self.fd.read() {
-            Ok(_) | Err(Errno::EAGAIN) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
-impl AsFd for Waker {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 }

@@ -1,14 +1,17 @@
-//! Zero-copy relaying on Linux: socket → pipe → socket with splice(2), so
-//! payload bytes never enter user space.
+//! Zero-copy relaying: socket → pipe → socket with splice(2), so payload
+//! bytes never enter user space.
 
 use std::io;
 use std::os::fd::OwnedFd;
 
-use nix::errno::Errno;
 use nix::fcntl::{OFlag, SpliceFFlags, splice};
 use nix::unistd::pipe2;
 
-use super::Socket;
+use crate::sys::Socket;
+use crate::sys::unix::retry;
+
+/// Whether [`Pipe::new`] works on this OS.
+pub const SPLICE: bool = true;
 
 /// A non-blocking pipe used as the buffer between two sockets; it counts
 /// the bytes it holds (its capacity, 64 KiB by default, bounds them).
@@ -51,14 +54,5 @@ impl Pipe {
         let n = retry(|| splice(&self.read, None, to, None, self.len, FLAGS))?;
         self.len -= n;
         Ok(n)
-    }
-}
-
-fn retry(mut call: impl FnMut() -> nix::Result<usize>) -> io::Result<usize> {
-    loop {
-        match call() {
-            Err(Errno::EINTR) => continue,
-            r => return r.map_err(io::Error::from),
-        }
     }
 }

@@ -1,4 +1,4 @@
-//! CPU time of another process, to price a server's work per message.
+//! CPU time of any process, to price a server's work per message.
 
 use std::io;
 use std::time::Duration;
@@ -9,7 +9,7 @@ const TICKS_PER_SECOND: u64 = 100;
 
 /// User plus system time of every thread of `pid` so far (`/proc/PID/stat`),
 /// to the nearest 10 ms tick.
-pub(crate) fn cpu_time(pid: u32) -> io::Result<Duration> {
+pub fn cpu_time(pid: u32) -> io::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let bad = || {
         io::Error::new(
@@ -27,21 +27,4 @@ pub(crate) fn cpu_time(pid: u32) -> io::Result<Duration> {
         || -> io::Result<u64> { fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad) };
     let ticks = tick_field()? + tick_field()?;
     Ok(Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn own_cpu_time_is_readable_and_grows() {
-        let before = cpu_time(std::process::id()).unwrap();
-        let start = std::time::Instant::now();
-        let mut x = 0u64;
-        while start.elapsed() < Duration::from_millis(50) {
-            x = std::hint::black_box(x.wrapping_add(1));
-        }
-        assert!(cpu_time(std::process::id()).unwrap() >= before);
-        assert!(cpu_time(u32::MAX).is_err());
-    }
 }

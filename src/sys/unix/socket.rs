@@ -1,20 +1,25 @@
 //! Non-blocking TCP sockets: the listener, accepted connections, and their options.
 
 use std::io;
-use std::mem::{self, MaybeUninit};
+use std::mem::MaybeUninit;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    self, AddressFamily, Backlog, MsgFlags, Shutdown, SockFlag, SockType, SockaddrStorage, sockopt,
+    self, AddressFamily, Backlog, Shutdown, SockType, SockaddrStorage, sockopt,
 };
+
+use super::birth::{SEND_FLAGS, SOCKET_FLAGS, accept_raw, prepare};
+use super::retry;
+use crate::sys::AcceptError;
 
 /// Options for a listening socket.
 #[derive(Debug, Clone)]
 pub struct ListenOptions {
     /// Length of the kernel's queue of completed connections not yet accepted
-    /// (capped by `net.core.somaxconn`).
+    /// (capped by the kernel: `net.core.somaxconn` on Linux,
+    /// `kern.ipc.somaxconn` on the BSDs).
     pub backlog: i32,
 }
 
@@ -29,7 +34,8 @@ impl Default for ListenOptions {
 pub struct SocketOptions {
     /// Disable Nagle's algorithm, so small replies leave at once.
     pub nodelay: bool,
-    /// `SO_RCVBUF`, when set; the kernel doubles it and applies its own limits.
+    /// `SO_RCVBUF`, when set; the kernel applies its own limits (Linux
+    /// doubles it for bookkeeping).
     pub recv_buffer: Option<usize>,
     /// `SO_SNDBUF`, when set.
     pub send_buffer: Option<usize>,
@@ -68,37 +74,30 @@ impl Listener {
 
     /// Accepts one pending connection, already non-blocking and close-on-exec,
     /// with its peer address (no extra `getpeername` call).
-    pub fn accept(&self) -> io::Result<(Socket, SocketAddr)> {
+    pub fn accept(&self) -> Result<(Socket, SocketAddr), AcceptError> {
         let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-        loop {
-            let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            // SAFETY: `storage` is a writable sockaddr_storage and `len` holds its
-            // size, as accept4 requires; the kernel writes at most `len` bytes.
-            let fd = unsafe {
-                libc::accept4(
-                    self.fd.as_raw_fd(),
-                    storage.as_mut_ptr().cast(),
-                    &mut len,
-                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                )
-            };
-            if fd < 0 {
-                match Errno::last() {
-                    Errno::EINTR => continue,
-                    e => return Err(e.into()),
-                }
-            }
-            // SAFETY: accept4 succeeded, so `fd` is a fresh descriptor that
-            // nothing else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            // SAFETY: the kernel initialised the first `len` bytes of `storage`,
-            // and the zeroed rest is a valid bit pattern for sockaddr_storage.
-            let storage = unsafe { storage.assume_init_ref() };
-            let peer = sockaddr_to_std(storage).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, "peer address is not IP")
-            })?;
-            return Ok((Socket { fd }, peer));
-        }
+        let fd = retry(|| accept_raw(&self.fd, &mut storage)).map_err(classify)?;
+        // SAFETY: the accept call succeeded, so `fd` is a fresh descriptor
+        // that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        prepare(&fd).map_err(AcceptError::Other)?;
+        // SAFETY: the kernel initialised the address it wrote into `storage`,
+        // and the zeroed rest is a valid bit pattern for sockaddr_storage.
+        let storage = unsafe { storage.assume_init_ref() };
+        let peer = sockaddr_to_std(storage).ok_or_else(|| {
+            let error = io::Error::new(io::ErrorKind::InvalidData, "peer address is not IP");
+            AcceptError::Other(error)
+        })?;
+        Ok((Socket { fd }, peer))
+    }
+}
+
+fn classify(errno: Errno) -> AcceptError {
+    match errno {
+        Errno::EAGAIN => AcceptError::WouldBlock,
+        Errno::EMFILE | Errno::ENFILE => AcceptError::OutOfDescriptors(errno.into()),
+        Errno::ECONNABORTED | Errno::EPROTO => AcceptError::PeerAborted,
+        _ => AcceptError::Other(errno.into()),
     }
 }
 
@@ -142,25 +141,17 @@ impl Socket {
         Ok(())
     }
 
-    /// Reads into `buf`; `Ok(0)` is the peer's FIN. `EINTR` is retried.
+    /// Reads into `buf`; `Ok(0)` is the peer's FIN.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match nix::unistd::read(&self.fd, buf) {
-                Err(Errno::EINTR) => continue,
-                r => return r.map_err(io::Error::from),
-            }
-        }
+        Ok(retry(|| nix::unistd::read(&self.fd, buf))?)
     }
 
-    /// Writes what the kernel takes now. `MSG_NOSIGNAL`: a peer that has gone
-    /// away gives `EPIPE`, not a process-killing SIGPIPE.
+    /// Writes what the kernel takes now. A peer that has gone away gives
+    /// `EPIPE`, never a process-killing SIGPIPE.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            match socket::send(self.fd.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL) {
-                Err(Errno::EINTR) => continue,
-                r => return r.map_err(io::Error::from),
-            }
-        }
+        Ok(retry(|| {
+            socket::send(self.fd.as_raw_fd(), buf, SEND_FLAGS)
+        })?)
     }
 
     /// The pending socket error (`SO_ERROR`), clearing it.
@@ -214,8 +205,9 @@ fn tcp_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
         SocketAddr::V4(_) => AddressFamily::Inet,
         SocketAddr::V6(_) => AddressFamily::Inet6,
     };
-    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
-    Ok(socket::socket(family, SockType::Stream, flags, None)?)
+    let fd = socket::socket(family, SockType::Stream, SOCKET_FLAGS, None)?;
+    prepare(&fd)?;
+    Ok(fd)
 }
 
 fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
@@ -258,5 +250,28 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
             )))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_are_sorted_by_what_helps() {
+        assert!(matches!(classify(Errno::EAGAIN), AcceptError::WouldBlock));
+        for errno in [Errno::EMFILE, Errno::ENFILE] {
+            let class = classify(errno);
+            assert!(
+                matches!(class, AcceptError::OutOfDescriptors(_)),
+                "{class:?}"
+            );
+        }
+        for errno in [Errno::ECONNABORTED, Errno::EPROTO] {
+            assert!(matches!(classify(errno), AcceptError::PeerAborted));
+        }
+        for errno in [Errno::ENOBUFS, Errno::ENOMEM, Errno::EINVAL] {
+            assert!(matches!(classify(errno), AcceptError::Other(_)));
+        }
     }
 }

@@ -1,0 +1,43 @@
+//! Signals as readable events through a signalfd, so no work ever runs
+//! inside a signal handler.
+
+use std::io;
+
+use nix::sys::signal::SigSet;
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use super::Poller;
+use crate::sys::unix::{HANDLED_SIGNALS, signal_kind};
+use crate::sys::{Interest, SignalKind};
+
+/// SIGINT, SIGTERM and SIGUSR1, delivered through a file descriptor.
+pub struct Signals {
+    fd: SignalFd,
+}
+
+impl Signals {
+    /// Blocks the signals in the calling thread, and has `poller` report them
+    /// as an event with `token`. Call it before any thread starts: threads
+    /// inherit the mask, and a thread that does not block them would take
+    /// them the default way.
+    pub fn new(poller: &Poller, token: u64) -> io::Result<Signals> {
+        let mut mask = SigSet::empty();
+        for signal in HANDLED_SIGNALS {
+            mask.add(signal);
+        }
+        mask.thread_block()?;
+        let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        poller.register(&fd, token, Interest::Readable)?;
+        Ok(Signals { fd })
+    }
+
+    /// The next pending signal, if any.
+    pub fn next(&self) -> io::Result<Option<SignalKind>> {
+        while let Some(info) = self.fd.read_signal()? {
+            if let Some(kind) = signal_kind(info.ssi_signo as i32) {
+                return Ok(Some(kind));
+            }
+        }
+        Ok(None)
+    }
+}

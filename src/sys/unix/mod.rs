@@ -1,0 +1,66 @@
+//! What every Unix shares: TCP sockets, the descriptor limit and reserve,
+//! threads that take no signals, and the one place that retries `EINTR`.
+
+mod birth;
+mod process;
+mod socket;
+
+pub use process::{SpareFd, raise_fd_limit, spawn_without_signals};
+pub use socket::{ListenOptions, Listener, Socket, SocketOptions};
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+
+use super::SignalKind;
+
+/// The signals that [`Signals`](super::Signals) takes over.
+pub(crate) const HANDLED_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGUSR1];
+
+/// What the signal numbered `signo` asks for, if it is one of ours.
+pub(crate) fn signal_kind(signo: libc::c_int) -> Option<SignalKind> {
+    match Signal::try_from(signo) {
+        Ok(Signal::SIGINT | Signal::SIGTERM) => Some(SignalKind::Terminate),
+        Ok(Signal::SIGUSR1) => Some(SignalKind::Report),
+        _ => None,
+    }
+}
+
+/// Calls `call` again for as long as a signal interrupts it (`EINTR`).
+///
+/// Every call in `sys` that a signal can cut short goes through here, except
+/// the pollers' waits: an interrupted wait returns to its caller, which may
+/// have timers to look at.
+pub(crate) fn retry<T>(mut call: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
+    loop {
+        match call() {
+            Err(Errno::EINTR) => continue,
+            result => return result,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_calls_again_after_eintr_and_stops_at_anything_else() {
+        let mut calls = 0;
+        let result = retry(|| {
+            calls += 1;
+            if calls < 3 {
+                Err(Errno::EINTR)
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(result, Ok(3));
+
+        let mut calls = 0;
+        let result: nix::Result<()> = retry(|| {
+            calls += 1;
+            Err(Errno::ECONNRESET)
+        });
+        assert_eq!((result, calls), (Err(Errno::ECONNRESET), 1));
+    }
+}

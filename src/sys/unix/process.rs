@@ -1,0 +1,107 @@
+//! Process-wide resources: file descriptors, and threads that take no signals.
+
+use std::fs::File;
+use std::io;
+use std::thread::{self, JoinHandle};
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::signal::{SigSet, SigmaskHow};
+
+/// Starts a thread that blocks every signal.
+///
+/// On Linux, [`Signals`](crate::sys::Signals) works only while every thread
+/// blocks SIGINT, SIGTERM and SIGUSR1: a thread that does not would take a
+/// SIGTERM the default way and end the process. A new thread inherits its
+/// creator's mask, and the creator may be any thread at any time (a library
+/// user's, or `main` before `Signals::new`), so the mask is set here, across
+/// the spawn, rather than left to the caller.
+pub fn spawn_without_signals<F, T>(name: &str, body: F) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let old = SigSet::all().thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
+    let spawned = thread::Builder::new().name(name.to_owned()).spawn(body);
+    old.thread_set_mask()?;
+    spawned
+}
+
+/// Raises the soft limit on open files as far as the hard limit and the
+/// kernel allow; returns the limit now in force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let target = hard.min(kernel_fd_ceiling());
+    if soft < target {
+        setrlimit(Resource::RLIMIT_NOFILE, target, hard)?;
+    }
+    // Read back rather than trust `target`: some kernels clamp quietly.
+    // rlim_t is signed on some BSDs, but never negative.
+    let soft: libc::rlim_t = getrlimit(Resource::RLIMIT_NOFILE)?.0;
+    Ok(soft as u64)
+}
+
+/// macOS may report an unlimited hard limit, yet refuses (`EINVAL`) a soft
+/// limit above `kern.maxfilesperproc`.
+#[cfg(target_vendor = "apple")]
+fn kernel_fd_ceiling() -> libc::rlim_t {
+    /// `OPEN_MAX` of `<sys/syslimits.h>`, what setrlimit(2) advises.
+    const OPEN_MAX: libc::rlim_t = 10240;
+    let mut max: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>();
+    // SAFETY: the name is NUL-terminated, `max` is a writable c_int and
+    // `len` holds its size; nothing is written (null new value, length 0).
+    let rc = unsafe {
+        libc::sysctlbyname(
+            c"kern.maxfilesperproc".as_ptr(),
+            (&raw mut max).cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    match libc::rlim_t::try_from(max) {
+        Ok(max) if rc == 0 && max > 0 => max,
+        _ => OPEN_MAX,
+    }
+}
+
+/// Elsewhere the hard limit is what the kernel grants, or it clamps quietly.
+#[cfg(not(target_vendor = "apple"))]
+fn kernel_fd_ceiling() -> libc::rlim_t {
+    libc::RLIM_INFINITY
+}
+
+/// One file descriptor held in reserve. When `accept` fails for lack of
+/// descriptors, releasing it makes room to accept the waiting connection and
+/// close it at once; otherwise that connection would stay queued and keep the
+/// listener readable for ever.
+pub struct SpareFd(Option<File>);
+
+impl SpareFd {
+    pub fn new() -> SpareFd {
+        SpareFd(File::open("/dev/null").ok())
+    }
+
+    /// Closes the reserve; false if there was none to close.
+    pub fn release(&mut self) -> bool {
+        self.0.take().is_some()
+    }
+
+    /// Whether the reserve is held.
+    pub fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Takes the reserve back, if a descriptor is free again.
+    pub fn restore(&mut self) {
+        if self.0.is_none() {
+            self.0 = File::open("/dev/null").ok();
+        }
+    }
+}
+
+impl Default for SpareFd {
+    fn default() -> Self {
+        SpareFd::new()
+    }
+}
