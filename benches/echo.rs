@@ -62,9 +62,12 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         let thread = thread::spawn(move || {
             let mut reactor = Reactor::new(Config::default(), Echo).expect("reactor");
+            let loopback = SocketAddr::from(([127, 0, 0, 1], 0)).into();
             let addr = reactor
-                .listen(([127, 0, 0, 1], 0).into(), &ListenOptions::default())
-                .expect("listen");
+                .listen(&loopback, &ListenOptions::default())
+                .expect("listen")
+                .ip()
+                .expect("an IP address");
             tx.send((addr, reactor.handle()))
                 .expect("bench thread waits");
             reactor.run().expect("reactor run");

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use sockloop::bench::{self, Mode};
 use sockloop::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Framing};
 use sockloop::reactor::{Config, Reactor, Service};
 use sockloop::stderr;
-use sockloop::sys::{self, ListenOptions, SocketOptions, raise_fd_limit};
+use sockloop::sys::{self, Addr, ListenOptions, SocketOptions, raise_fd_limit};
 
 #[derive(Parser)]
 #[command(
@@ -44,9 +45,10 @@ enum Command {
 struct RelayArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// Where to connect each client; repeat for round-robin over several.
-    #[arg(long, required = true)]
-    upstream: Vec<SocketAddr>,
+    /// Where to connect each client (IP:PORT, [IPv6]:PORT, HOST:PORT or
+    /// unix:PATH); repeat for round-robin over several.
+    #[arg(long, required = true, value_parser = parse_addr)]
+    upstream: Vec<Addr>,
     /// How long an upstream connect may take before the client is closed.
     #[arg(long, default_value = "5s", value_parser = refuse_zero(parse_duration))]
     connect_timeout: Duration,
@@ -58,9 +60,10 @@ struct RelayArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// Echo server to load; without it, an echo server starts in this process.
-    #[arg(long)]
-    target: Option<SocketAddr>,
+    /// Echo server to load (IP:PORT, [IPv6]:PORT, HOST:PORT or unix:PATH);
+    /// without it, an echo server starts in this process.
+    #[arg(long, value_parser = parse_addr)]
+    target: Option<Addr>,
     /// Connections to open; past 20,000 to a 127.x target they come from
     /// 127.0.0.2, 127.0.0.3, ... for more ephemeral ports.
     #[arg(long, default_value_t = 50)]
@@ -168,9 +171,10 @@ impl FrameLimits {
 /// Options every server takes.
 #[derive(Args)]
 struct ServerArgs {
-    /// Address to listen on; port 0 picks a free one (printed at start).
-    #[arg(long, default_value = "127.0.0.1:7878")]
-    listen: SocketAddr,
+    /// Address to listen on: IP:PORT, [IPv6]:PORT ([::] takes IPv4 too),
+    /// HOST:PORT or unix:PATH; port 0 picks a free one (printed at start).
+    #[arg(long, default_value = "127.0.0.1:7878", value_parser = parse_addr)]
+    listen: Addr,
     /// Connections beyond this many are accepted and closed at once; unlimited by default.
     #[arg(long, default_value_t = usize::MAX, hide_default_value = true,
           value_parser = refuse_zero(parse_count))]
@@ -351,7 +355,7 @@ fn bind<S: Service>(
     config: Config,
     service: S,
     fds_per_client: u64,
-) -> io::Result<(Reactor<S>, SocketAddr)> {
+) -> io::Result<(Reactor<S>, Addr)> {
     let mut reactor = Reactor::new(config, service)?;
     // Before any thread exists, so that no thread takes these signals the default way.
     reactor.handle_signals()?;
@@ -368,7 +372,7 @@ fn bind<S: Service>(
         backlog: args.backlog,
     };
     let local = reactor
-        .listen(args.listen, &options)
+        .listen(&args.listen, &options)
         .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", args.listen)))?;
     Ok((reactor, local))
 }
@@ -383,7 +387,7 @@ fn serve<S: Service>(
     run_server(reactor, local)
 }
 
-fn run_server<S: Service>(mut reactor: Reactor<S>, local: SocketAddr) -> io::Result<()> {
+fn run_server<S: Service>(mut reactor: Reactor<S>, local: Addr) -> io::Result<()> {
     // Scripts and tests read this line to learn the port: print it exactly once, at once.
     print_line(format_args!("listening on {local}"))?;
     info!("serving on {local}");
@@ -407,11 +411,13 @@ fn print_line(line: impl fmt::Display) -> io::Result<()> {
 
 /// Refuses an upstream that is this relay itself: each client would make it
 /// connect to itself again, until it runs out of descriptors.
-fn refuse_own_upstream(local: SocketAddr, upstreams: &[SocketAddr]) -> io::Result<()> {
-    match upstreams
-        .iter()
-        .find(|&&upstream| reaches(upstream, local, is_own_address))
-    {
+fn refuse_own_upstream(local: &Addr, upstreams: &[Addr]) -> io::Result<()> {
+    let loops = |upstream: &&Addr| match (*upstream, local) {
+        (Addr::Ip(to), Addr::Ip(at)) => reaches(*to, *at, is_own_address),
+        (Addr::Unix(to), Addr::Unix(at)) => same_file(to, at),
+        _ => false,
+    };
+    match upstreams.iter().find(loops) {
         Some(upstream) => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
@@ -446,6 +452,24 @@ fn reaches(upstream: SocketAddr, listen: SocketAddr, is_own: impl Fn(IpAddr) -> 
     }
 }
 
+/// Whether two paths name one file (as given, or once resolved).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || a.canonicalize()
+            .ok()
+            .is_some_and(|a| b.canonicalize().ok() == Some(a))
+}
+
+/// Parses an address, looking a host name up at once: `localhost:7878`
+/// becomes the first address it resolves to.
+fn parse_addr(text: &str) -> Result<Addr, String> {
+    let found = Addr::resolve(text).map_err(|e| e.to_string())?;
+    if found.len() > 1 {
+        info!("{text} resolves to {}: using {}", found.len(), found[0]);
+    }
+    Ok(found[0].clone())
+}
+
 /// Whether `ip` is an address of one of this host's interfaces. Asked of
 /// the interfaces, not by binding to it: with `ip_nonlocal_bind` on, any bind
 /// succeeds. If they cannot be listed, only loopback counts.
@@ -462,7 +486,7 @@ fn is_own_address(ip: IpAddr) -> bool {
 
 fn run_bench(args: &BenchArgs) -> io::Result<()> {
     let report = bench::run(&bench::Options {
-        target: args.target,
+        target: args.target.clone(),
         conns: args.conns,
         size: args.size,
         mode: args.mode,
@@ -520,7 +544,7 @@ fn main() -> ExitCode {
                 (relay, 2)
             };
             bind(&args.server, config, relay, fds_per_client).and_then(|(reactor, local)| {
-                refuse_own_upstream(local, &args.upstream)?;
+                refuse_own_upstream(&local, &args.upstream)?;
                 run_server(reactor, local)
             })
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{Rng, SlowUpstream, TestServer, echo_all, round_trip};
 use sockloop::app::echo::Echo;
-use sockloop::reactor::{CloseReason, Config, ConnId, Context, Service};
+use sockloop::reactor::{Addr, CloseReason, Config, ConnId, Context, Service};
 
 #[test]
 fn idle_connections_close_and_talkative_ones_stay() {
@@ -94,8 +94,8 @@ struct AbandonsConnects {
 impl Service for AbandonsConnects {
     type Conn = ();
 
-    fn on_connect(&mut self, ctx: &mut Context<'_>, _: ConnId, _: std::net::SocketAddr) {
-        if let Ok(up) = ctx.connect(self.target, None) {
+    fn on_connect(&mut self, ctx: &mut Context<'_>, _: ConnId, _: &Addr) {
+        if let Ok(up) = ctx.connect(&self.target.into(), None) {
             ctx.abort(up, CloseReason::Local);
         }
     }

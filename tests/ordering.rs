@@ -5,11 +5,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::time::Duration;
 
 use common::{TestServer, read_to_eof};
-use sockloop::reactor::{Config, ConnId, Context, Service};
+use sockloop::reactor::{Addr, Config, ConnId, Context, Service};
 
 /// Echoes each read, then, from a callback that is not serving the
 /// connection (a timer due in the same turn), writes how many bytes it has
@@ -19,7 +19,7 @@ struct EchoThenCount;
 impl Service for EchoThenCount {
     type Conn = u64;
 
-    fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: SocketAddr) -> u64 {
+    fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: &Addr) -> u64 {
         0
     }
 
@@ -104,7 +104,7 @@ struct EchoThenBye;
 impl Service for EchoThenBye {
     type Conn = ();
 
-    fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: SocketAddr) {}
+    fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: &Addr) {}
 
     fn on_data(&mut self, ctx: &mut Context<'_>, id: ConnId, _: &mut (), input: &[u8]) -> usize {
         ctx.write(id, input);

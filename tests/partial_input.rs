@@ -7,7 +7,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use common::{Rng, TestServer, read_to_eof};
-use sockloop::reactor::{Config, ConnId, Context, Service};
+use sockloop::reactor::{Addr, Config, ConnId, Context, Service};
 
 /// Replies to each complete `\n`-terminated line with the line reversed;
 /// never consumes a partial line.
@@ -16,7 +16,7 @@ struct ReverseLines;
 impl Service for ReverseLines {
     type Conn = ();
 
-    fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: SocketAddr) {}
+    fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: &Addr) {}
 
     fn on_data(&mut self, ctx: &mut Context<'_>, id: ConnId, _: &mut (), input: &[u8]) -> usize {
         let mut used = 0;

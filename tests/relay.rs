@@ -18,7 +18,7 @@ use common::{
 use nix::sys::socket::{setsockopt, sockopt};
 use sockloop::app::echo::Echo;
 use sockloop::app::relay::Relay;
-use sockloop::reactor::{CloseReason, Config};
+use sockloop::reactor::{Addr, CloseReason, Config};
 
 /// Block `k` of client `seed`'s stream; writer and reader both regenerate it.
 fn block(seed: u64, k: u64) -> Vec<u8> {
@@ -113,7 +113,7 @@ const SPLICE_MODES: &[bool] = if sockloop::sys::SPLICE {
 };
 
 fn relay_to(upstreams: Vec<SocketAddr>, splice: bool) -> Relay {
-    let relay = Relay::new(upstreams);
+    let relay = Relay::new(upstreams.into_iter().map(Addr::from).collect());
     if splice { relay.with_splice() } else { relay }
 }
 
@@ -133,7 +133,7 @@ fn upstream_down_closes_clients_and_recovery_needs_no_restart() {
     let port_holder = TcpListener::bind("127.0.0.1:0").unwrap();
     let down: SocketAddr = port_holder.local_addr().unwrap();
     drop(port_holder);
-    let relay = TestServer::start(Config::default(), move || Relay::new(vec![down]));
+    let relay = TestServer::start(Config::default(), move || Relay::new(vec![down.into()]));
     for _ in 0..5 {
         let mut client = relay.connect();
         let mut buf = [0; 8];
@@ -207,7 +207,7 @@ fn a_client_that_never_reads_holds_the_upstream_under_splice() {
 fn round_robin_splits_ten_clients_five_and_five() {
     let a = TestServer::start(Config::default(), || Echo);
     let b = TestServer::start(Config::default(), || Echo);
-    let upstreams = vec![a.addr, b.addr];
+    let upstreams = vec![a.addr.into(), b.addr.into()];
     let relay = TestServer::start(Config::default(), move || Relay::new(upstreams));
     let mut clients: Vec<TcpStream> = (0..10).map(|_| relay.connect()).collect();
     for (i, c) in clients.iter_mut().enumerate() {
@@ -225,18 +225,18 @@ fn an_upstream_that_never_answers_times_out_and_the_client_is_closed() {
     // A listener that never accepts, its queue already full: further SYNs
     // are dropped, so a connect neither succeeds nor fails.
     let black_hole = Listener::bind(
-        "127.0.0.1:0".parse().unwrap(),
+        &"127.0.0.1:0".parse().unwrap(),
         &ListenOptions { backlog: 0 },
     )
     .unwrap();
-    let addr = black_hole.local_addr();
+    let addr = black_hole.local_addr().ip().unwrap();
     // Backlog 0 holds one: this connection fills it.
     let _filler = TcpStream::connect(addr).unwrap();
     let config = Config {
         connect_timeout: std::time::Duration::from_millis(300),
         ..Config::default()
     };
-    let relay = TestServer::start(config, move || Relay::new(vec![addr]));
+    let relay = TestServer::start(config, move || Relay::new(vec![addr.into()]));
     let mut client = relay.connect();
     let mut buf = [0; 8];
     assert_eq!(
@@ -401,7 +401,7 @@ fn clients_leaving_while_their_upstream_connects_leave_nothing_behind() {
     let addr = slow.addr;
     let relay = TestServer::start_then(
         Config::default(),
-        move || Relay::new(vec![addr]),
+        move || Relay::new(vec![addr.into()]),
         |reactor| reactor.service().pending_connects(),
     );
     for _ in 0..CLIENTS {

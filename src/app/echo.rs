@@ -10,11 +10,9 @@
 //! [`FramedEcho`] decodes frames and encodes each one back with the same
 //! codec; a peer that breaks the framing loses its connection and nothing else.
 
-use std::net::SocketAddr;
-
 use super::frames;
 use crate::codec::{Codec, Encoder};
-use crate::reactor::{ConnId, Context, Service};
+use crate::reactor::{Addr, ConnId, Context, Service};
 
 /// Raw byte echo.
 #[derive(Debug, Default)]
@@ -23,7 +21,7 @@ pub struct Echo;
 impl Service for Echo {
     type Conn = ();
 
-    fn on_connect(&mut self, _ctx: &mut Context<'_>, _id: ConnId, _peer: SocketAddr) {}
+    fn on_connect(&mut self, _ctx: &mut Context<'_>, _id: ConnId, _peer: &Addr) {}
 
     fn on_data(
         &mut self,
@@ -51,16 +49,16 @@ impl FramedEcho {
 
 pub struct FramedConn {
     codec: Codec,
-    peer: SocketAddr,
+    peer: Addr,
 }
 
 impl Service for FramedEcho {
     type Conn = FramedConn;
 
-    fn on_connect(&mut self, _ctx: &mut Context<'_>, _id: ConnId, peer: SocketAddr) -> FramedConn {
+    fn on_connect(&mut self, _ctx: &mut Context<'_>, _id: ConnId, peer: &Addr) -> FramedConn {
         FramedConn {
             codec: self.codec.clone(),
-            peer,
+            peer: peer.clone(),
         }
     }
 
@@ -76,7 +74,7 @@ impl Service for FramedEcho {
                 .unwrap_or(Ok(()))
         });
         ctx.count_frames(done.frames, done.frames);
-        done.consumed(ctx, id, conn.peer, input)
+        done.consumed(ctx, id, &conn.peer, input)
     }
 
     fn on_read_closed(
@@ -86,6 +84,6 @@ impl Service for FramedEcho {
         conn: &mut FramedConn,
         unconsumed: &[u8],
     ) {
-        frames::finish(ctx, id, &mut conn.codec, conn.peer, unconsumed);
+        frames::finish(ctx, id, &mut conn.codec, &conn.peer, unconsumed);
     }
 }

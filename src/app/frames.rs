@@ -1,12 +1,10 @@
 //! The frame loop the framed services share: decode every complete frame in
 //! a connection's input, and report a stream that ended mid-frame.
 
-use std::net::SocketAddr;
-
 use log::{debug, warn};
 
 use crate::codec::{Codec, Decoder, FrameError};
-use crate::reactor::{CloseReason, ConnId, Context};
+use crate::reactor::{Addr, CloseReason, ConnId, Context};
 
 /// What one pass over a connection's input found.
 pub(crate) struct Decoded {
@@ -25,7 +23,7 @@ impl Decoded {
         self,
         ctx: &mut Context<'_>,
         id: ConnId,
-        peer: SocketAddr,
+        peer: &Addr,
         input: &[u8],
     ) -> usize {
         match self.error {
@@ -77,7 +75,7 @@ pub(crate) fn finish(
     ctx: &mut Context<'_>,
     id: ConnId,
     codec: &mut Codec,
-    peer: SocketAddr,
+    peer: &Addr,
     unconsumed: &[u8],
 ) {
     if let Err(e) = codec.decode_eof(unconsumed) {

@@ -17,7 +17,6 @@
 //! is at most one read (the reactor's read chunk) plus one partial frame.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::str::FromStr;
 
 use log::{info, warn};
@@ -25,7 +24,7 @@ use slab::Slab;
 
 use super::frames;
 use crate::codec::{Codec, Encoder};
-use crate::reactor::{CloseReason, ConnId, Context, Service};
+use crate::reactor::{Addr, CloseReason, ConnId, Context, Service};
 
 /// What to do with a subscriber whose backlog is over the high watermark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +73,7 @@ pub struct Hub {
 
 struct Subscriber {
     id: ConnId,
-    peer: SocketAddr,
+    peer: Addr,
     /// Frames skipped for it under [`SlowPolicy::Drop`], and whether it is
     /// behind right now (to log when that starts and ends, not per frame).
     dropped: u64,
@@ -85,7 +84,7 @@ struct Subscriber {
 pub struct HubConn {
     codec: Codec,
     key: usize,
-    peer: SocketAddr,
+    peer: Addr,
 }
 
 impl Hub {
@@ -156,17 +155,17 @@ impl Hub {
 impl Service for Hub {
     type Conn = HubConn;
 
-    fn on_connect(&mut self, _ctx: &mut Context<'_>, id: ConnId, peer: SocketAddr) -> HubConn {
+    fn on_connect(&mut self, _ctx: &mut Context<'_>, id: ConnId, peer: &Addr) -> HubConn {
         let key = self.subscribers.insert(Subscriber {
             id,
-            peer,
+            peer: peer.clone(),
             dropped: 0,
             behind: false,
         });
         HubConn {
             codec: self.codec.clone(),
             key,
-            peer,
+            peer: peer.clone(),
         }
     }
 
@@ -186,7 +185,7 @@ impl Service for Hub {
         if done.frames > 0 {
             self.fan_out(ctx, conn.key, done.frames);
         }
-        done.consumed(ctx, id, conn.peer, input)
+        done.consumed(ctx, id, &conn.peer, input)
     }
 
     /// FIN means the client is leaving: it gets what is already queued for
@@ -198,7 +197,7 @@ impl Service for Hub {
         conn: &mut HubConn,
         unconsumed: &[u8],
     ) {
-        frames::finish(ctx, id, &mut conn.codec, conn.peer, unconsumed);
+        frames::finish(ctx, id, &mut conn.codec, &conn.peer, unconsumed);
     }
 
     fn on_close(

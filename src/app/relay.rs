@@ -9,14 +9,13 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 
 use log::{debug, warn};
 
-use crate::reactor::{CloseReason, ConnId, Context, Service};
+use crate::reactor::{Addr, CloseReason, ConnId, Context, Service};
 
 pub struct Relay {
-    upstreams: Vec<SocketAddr>,
+    upstreams: Vec<Addr>,
     /// Move bytes with splice(2) once both sides are up, where the OS can.
     splice: bool,
     next: usize,
@@ -26,7 +25,7 @@ pub struct Relay {
 
 impl Relay {
     /// `upstreams` must not be empty.
-    pub fn new(upstreams: Vec<SocketAddr>) -> Relay {
+    pub fn new(upstreams: Vec<Addr>) -> Relay {
         assert!(!upstreams.is_empty(), "a relay needs an upstream");
         Relay {
             upstreams,
@@ -54,8 +53,8 @@ impl Relay {
 
 struct Pending {
     client: ConnId,
-    client_addr: SocketAddr,
-    upstream: SocketAddr,
+    client_addr: Addr,
+    upstream: Addr,
 }
 
 /// One side of a pair; `peer` is the other side.
@@ -66,7 +65,7 @@ pub struct Side {
 impl Service for Relay {
     type Conn = Option<Side>;
 
-    fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, addr: SocketAddr) -> Option<Side> {
+    fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, addr: &Addr) -> Option<Side> {
         if let Some(Pending {
             client,
             client_addr,
@@ -85,15 +84,15 @@ impl Service for Relay {
             }
             return Some(Side { peer: client });
         }
-        let upstream = self.upstreams[self.next % self.upstreams.len()];
+        let upstream = self.upstreams[self.next % self.upstreams.len()].clone();
         self.next = self.next.wrapping_add(1);
-        match ctx.connect(upstream, None) {
+        match ctx.connect(&upstream, None) {
             Ok(up) => {
                 debug!("{id} from {addr} → {up} to {upstream}");
                 ctx.link(id, up);
                 let pending = Pending {
                     client: id,
-                    client_addr: addr,
+                    client_addr: addr.clone(),
                     upstream,
                 };
                 self.connecting.insert(up, pending);
@@ -174,6 +173,6 @@ impl Service for Relay {
     }
 }
 
-fn addr_or_unknown(addr: Option<SocketAddr>) -> String {
+fn addr_or_unknown(addr: Option<&Addr>) -> String {
     addr.map_or_else(|| "gone".to_string(), |a| a.to_string())
 }

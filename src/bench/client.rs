@@ -11,7 +11,6 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -19,7 +18,7 @@ use hdrhistogram::Histogram;
 use super::pattern::Pattern;
 use super::progress;
 use crate::codec::{Codec, Decoder, Encoder};
-use crate::reactor::{CloseReason, ConnId, Context, Service};
+use crate::reactor::{Addr, CloseReason, ConnId, Context, Service};
 use crate::sys::cpu_time;
 
 /// How often the clock timer fires when traffic alone does not call us.
@@ -36,7 +35,7 @@ const TAG_DRAIN: u64 = 2;
 
 /// What the run is: fixed before the first connection.
 pub(crate) struct Plan {
-    pub(crate) target: SocketAddr,
+    pub(crate) target: Addr,
     pub(crate) conns: usize,
     pub(crate) size: usize,
     /// Requests outstanding per connection.
@@ -413,7 +412,7 @@ impl LoadClient {
 impl Service for LoadClient {
     type Conn = ClientConn;
 
-    fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, _peer: SocketAddr) -> ClientConn {
+    fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, _peer: &Addr) -> ClientConn {
         let now = Instant::now();
         let index = self.connected;
         self.connected += 1;

@@ -23,7 +23,7 @@ use pattern::Pattern;
 
 use crate::app::echo::{Echo, FramedEcho};
 use crate::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Encoder, Framing};
-use crate::reactor::{Config, Handle, Reactor, Service};
+use crate::reactor::{Addr, Config, Handle, Reactor, Service};
 use crate::sys::{ListenOptions, raise_fd_limit};
 
 /// Past this many connections to a loopback target, clients bind to
@@ -75,7 +75,7 @@ impl fmt::Display for Mode {
 #[derive(Debug, Clone)]
 pub struct Options {
     /// `None`: start an echo server in this process and use that.
-    pub target: Option<SocketAddr>,
+    pub target: Option<Addr>,
     pub conns: usize,
     /// Payload bytes per request.
     pub size: usize,
@@ -271,16 +271,16 @@ pub fn run(options: &Options) -> io::Result<Report> {
     };
 
     // Kept to the end: dropped after the reactor, the echo stops once every client has gone.
-    let (_local_echo, target) = match options.target {
-        Some(target) => (None, target),
+    let (_local_echo, target) = match &options.target {
+        Some(target) => (None, target.clone()),
         None => {
             let echo = LocalEcho::start(options.framing, options.size)?;
-            let addr = echo.addr;
+            let addr = echo.addr.clone();
             (Some(echo), addr)
         }
     };
     let plan = Plan {
-        target,
+        target: target.clone(),
         conns: options.conns,
         size: options.size,
         in_flight,
@@ -319,7 +319,7 @@ pub fn run(options: &Options) -> io::Result<Report> {
         let settled = reactor.service().settled_connects();
         while launched < options.conns && launched - settled < CONNECTS_AT_ONCE {
             reactor
-                .connect(target, source_address(target, launched, options.conns))
+                .connect(&target, source_address(&target, launched, options.conns))
                 .map_err(|e| {
                     io::Error::new(
                         e.kind(),
@@ -359,9 +359,9 @@ pub fn run(options: &Options) -> io::Result<Report> {
 }
 
 /// Where connection `i` connects from, when ephemeral ports could run short.
-fn source_address(target: SocketAddr, i: usize, conns: usize) -> Option<SocketAddr> {
-    match target.ip() {
-        IpAddr::V4(ip) if ip.is_loopback() && conns > CONNS_PER_SOURCE => {
+fn source_address(target: &Addr, i: usize, conns: usize) -> Option<SocketAddr> {
+    match target.ip().map(|addr| addr.ip()) {
+        Some(IpAddr::V4(ip)) if ip.is_loopback() && conns > CONNS_PER_SOURCE => {
             let host = 2 + i / CONNS_PER_SOURCE;
             let octets = [(host >> 16) as u8, (host >> 8) as u8, host as u8];
             Some(SocketAddr::new(
@@ -375,7 +375,7 @@ fn source_address(target: SocketAddr, i: usize, conns: usize) -> Option<SocketAd
 
 /// The echo server of a run without `--target`, on its own thread.
 struct LocalEcho {
-    addr: SocketAddr,
+    addr: Addr,
     handle: Handle,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -402,9 +402,9 @@ impl LocalEcho {
         let thread = thread::Builder::new().name("echo".into()).spawn(move || {
             let started = make().and_then(|service| {
                 let mut reactor = Reactor::new(Config::default(), service)?;
-                let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+                let loopback = Addr::Ip(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
                 let options = ListenOptions { backlog: 4096 };
-                let addr = reactor.listen(loopback, &options)?;
+                let addr = reactor.listen(&loopback, &options)?;
                 Ok((reactor, addr))
             });
             match started {

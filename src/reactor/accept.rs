@@ -7,7 +7,6 @@
 //! that fails, accepting pauses for a while, backing off.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use log::{debug, warn};
@@ -20,7 +19,7 @@ use super::state::ListenerSlot;
 use super::timer::TimerKind;
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
-use crate::sys::{AcceptError, Event, Interest, Listener, Socket};
+use crate::sys::{AcceptError, Addr, Event, Interest, Listener, Socket};
 
 /// After running out of file descriptors, accepting pauses this long at
 /// first, doubling up to the maximum while it keeps failing.
@@ -28,12 +27,12 @@ const ACCEPT_BACKOFF_MS: (u64, u64) = (10, 1000);
 
 impl<S: Service> Reactor<S> {
     /// Registers a bound listener; returns its address.
-    pub(super) fn add_listener(&mut self, listener: Listener) -> io::Result<SocketAddr> {
+    pub(super) fn add_listener(&mut self, listener: Listener) -> io::Result<Addr> {
         let token = Token::Listener(self.state.listeners.len());
         self.state
             .poller
             .register(&listener, token.to_u64(), Interest::Readable)?;
-        let local = listener.local_addr();
+        let local = listener.local_addr().clone();
         self.state.listeners.push(ListenerSlot {
             listener,
             scheduled: false,
@@ -86,7 +85,7 @@ impl<S: Service> Reactor<S> {
         // spare is taken back.
         let shed = state.listeners[i].listener.accept().map(|(_, peer)| peer);
         state.spare_fd.restore();
-        if let Ok(peer) = shed {
+        if let Ok(peer) = &shed {
             state.stats.accepted += 1;
             state.stats.count_close(CloseReason::Limit);
             let n = state.stats.closed_by(CloseReason::Limit);
@@ -113,7 +112,7 @@ impl<S: Service> Reactor<S> {
         self.state.timers.add(at, TimerKind::ResumeAccept(i));
     }
 
-    fn admit(&mut self, socket: Socket, peer: SocketAddr) {
+    fn admit(&mut self, socket: Socket, peer: Addr) {
         let state = &mut self.state;
         state.stats.accepted += 1;
         if state.stats.active as usize >= state.config.max_conns {
@@ -124,7 +123,7 @@ impl<S: Service> Reactor<S> {
             );
             return;
         }
-        let id = match state.add(socket, peer, Phase::Open) {
+        let id = match state.add(socket, peer.clone(), Phase::Open) {
             Ok(id) => id,
             Err(e) => {
                 warn!("setting up {peer}: {e}");
@@ -133,11 +132,11 @@ impl<S: Service> Reactor<S> {
         };
         debug!("accepted {id} from {peer}");
         trace_io!(state.config.trace, "{id} accept from {peer}");
-        self.open(id, peer);
+        self.open(id, &peer);
     }
 
     /// A connection is up: the service makes its state, then its output goes.
-    fn open(&mut self, id: ConnId, peer: SocketAddr) {
+    fn open(&mut self, id: ConnId, peer: &Addr) {
         let state = &mut self.state;
         state.replies.begin_serving(id);
         let ctx = &mut Context::new(state, &self.arena.bytes);
@@ -170,10 +169,10 @@ impl<S: Service> Reactor<S> {
         } else {
             Phase::Open
         };
-        let peer = conn.peer;
+        let peer = conn.peer.clone();
         self.state.stats.connected += 1;
         trace_io!(self.state.config.trace, "{id} connected to {peer}");
-        self.open(id, peer);
+        self.open(id, &peer);
         true
     }
 
@@ -198,7 +197,7 @@ mod tests {
     impl Service for Sink {
         type Conn = ();
 
-        fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: SocketAddr) {}
+        fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: &Addr) {}
 
         fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &mut (), input: &[u8]) -> usize {
             input.len()
@@ -209,7 +208,9 @@ mod tests {
     fn the_spare_descriptor_comes_back_after_a_turn_that_freed_one() {
         let mut reactor = Reactor::new(Config::default(), Sink).unwrap();
         let addr = reactor
-            .listen("127.0.0.1:0".parse().unwrap(), &ListenOptions::default())
+            .listen(&"127.0.0.1:0".parse().unwrap(), &ListenOptions::default())
+            .unwrap()
+            .ip()
             .unwrap();
         // As if taking it back had failed once, when the descriptor freed
         // for shedding went to someone else first.

@@ -7,14 +7,13 @@
 //! what may still happen, so a combination that makes no sense (a FIN sent
 //! on a connect in progress, a read after the close) cannot be written down.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::buffer::Buffer;
 use super::close::CloseReason;
 use super::timer::TimerId;
 use super::token::{ConnId, Table};
-use crate::sys::{Pipe, Socket};
+use crate::sys::{Addr, Pipe, Socket};
 
 /// The connection as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +89,7 @@ pub(crate) struct Splice {
 
 pub(crate) struct Connection {
     pub(crate) socket: Socket,
-    pub(crate) peer: SocketAddr,
+    pub(crate) peer: Addr,
     pub(crate) opened: Instant,
     pub(crate) phase: Phase,
     pub(crate) reading: Reading,
@@ -122,7 +121,7 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(socket: Socket, peer: SocketAddr, phase: Phase, now: Instant) -> Connection {
+    pub(crate) fn new(socket: Socket, peer: Addr, phase: Phase, now: Instant) -> Connection {
         Connection {
             socket,
             peer,

@@ -59,8 +59,8 @@ pub use token::ConnId;
 use token::Token;
 use trace::trace_io;
 
+pub use crate::sys::{Addr, ListenOptions, SocketOptions};
 use crate::sys::{Event, Listener, Poller, SignalKind, Signals};
-pub use crate::sys::{ListenOptions, SocketOptions};
 
 /// A single-threaded reactor running one [`Service`].
 pub struct Reactor<S: Service> {
@@ -83,16 +83,16 @@ impl<S: Service> Reactor<S> {
         })
     }
 
-    /// Starts listening on `addr`; returns the address actually bound
-    /// (the real port when `addr` asks for port 0).
-    pub fn listen(&mut self, addr: SocketAddr, options: &ListenOptions) -> io::Result<SocketAddr> {
+    /// Starts listening on `addr`, TCP or Unix-domain; returns the address
+    /// actually bound (the real port when `addr` asks for port 0).
+    pub fn listen(&mut self, addr: &Addr, options: &ListenOptions) -> io::Result<Addr> {
         self.add_listener(Listener::bind(addr, options)?)
     }
 
     /// Opens a connection to `addr` (from `local`, if given) from outside any
     /// callback, as a client does before it has heard of anything; then as
     /// [`Context::connect`]: the service hears `on_connect` or `on_connect_failed`.
-    pub fn connect(&mut self, addr: SocketAddr, local: Option<SocketAddr>) -> io::Result<ConnId> {
+    pub fn connect(&mut self, addr: &Addr, local: Option<SocketAddr>) -> io::Result<ConnId> {
         self.state.connect(addr, local)
     }
 
@@ -191,7 +191,7 @@ impl<S: Service> Reactor<S> {
             .filter(|(_, c)| c.phase != Phase::Closed)
             .map(|(id, c)| ConnInfo {
                 id,
-                peer: c.peer,
+                peer: c.peer.clone(),
                 age: now.duration_since(c.opened),
                 bytes_in: c.bytes_in,
                 bytes_out: c.bytes_out,

@@ -11,7 +11,7 @@ use super::conn::{Splice, Writing};
 use super::state::State;
 use super::timer::{TimerId, TimerKind};
 use super::token::ConnId;
-use crate::sys::Pipe;
+use crate::sys::{Addr, Pipe};
 
 /// Where `inner` lies within `outer`, if it is a non-empty piece of it.
 fn subslice(outer: &[u8], inner: &[u8]) -> Option<Range<usize>> {
@@ -26,7 +26,7 @@ pub trait Service {
 
     /// A connection was accepted, or an outgoing one from
     /// [`Context::connect`] is established.
-    fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, peer: SocketAddr) -> Self::Conn;
+    fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, peer: &Addr) -> Self::Conn;
 
     /// New bytes arrived. `input` holds every byte not consumed so far;
     /// return how many of them are consumed. The rest is offered again, with
@@ -150,7 +150,7 @@ impl<'a> Context<'a> {
     /// Opens a connection to `addr` (from `local`, if given). Writes to it
     /// are held until it is up; then the service hears [`Service::on_connect`]
     /// or, on failure or after the connect timeout, [`Service::on_connect_failed`].
-    pub fn connect(&mut self, addr: SocketAddr, local: Option<SocketAddr>) -> io::Result<ConnId> {
+    pub fn connect(&mut self, addr: &Addr, local: Option<SocketAddr>) -> io::Result<ConnId> {
         self.state.connect(addr, local)
     }
 
@@ -211,8 +211,8 @@ impl<'a> Context<'a> {
     }
 
     /// The address of `id`'s peer; still known during `on_close`.
-    pub fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
-        self.state.conns.get(id).map(|c| c.peer)
+    pub fn peer_addr(&self, id: ConnId) -> Option<&Addr> {
+        self.state.conns.get(id).map(|c| &c.peer)
     }
 
     /// Stops reading from `id` until [`resume_read`](Self::resume_read).

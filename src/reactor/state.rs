@@ -18,7 +18,7 @@ use super::stats::Stats;
 use super::timer::{TimerKind, Timers};
 use super::token::{ConnId, Table, Token};
 use super::trace::trace_io;
-use crate::sys::{Interest, Listener, Poller, Signals, Socket, SpareFd};
+use crate::sys::{Addr, Interest, Listener, Poller, Signals, Socket, SpareFd};
 
 pub(crate) struct ListenerSlot {
     pub(crate) listener: Listener,
@@ -110,12 +110,7 @@ impl State {
     }
 
     /// Registers a new connection (accepted, or connecting) under a fresh id.
-    pub(crate) fn add(
-        &mut self,
-        socket: Socket,
-        peer: SocketAddr,
-        phase: Phase,
-    ) -> io::Result<ConnId> {
+    pub(crate) fn add(&mut self, socket: Socket, peer: Addr, phase: Phase) -> io::Result<ConnId> {
         socket.apply(&self.config.socket)?;
         let id = self.conns.next_id();
         self.poller
@@ -134,15 +129,11 @@ impl State {
 
     /// Starts connecting to `addr`; the service hears `on_connect` once the
     /// connection is up, or `on_connect_failed`.
-    pub(crate) fn connect(
-        &mut self,
-        addr: SocketAddr,
-        local: Option<SocketAddr>,
-    ) -> io::Result<ConnId> {
+    pub(crate) fn connect(&mut self, addr: &Addr, local: Option<SocketAddr>) -> io::Result<ConnId> {
         let connecting = Phase::Connecting {
             close_when_up: false,
         };
-        let id = self.add(Socket::connect(addr, local)?, addr, connecting)?;
+        let id = self.add(Socket::connect(addr, local)?, addr.clone(), connecting)?;
         self.timers.add(
             self.now + self.config.connect_timeout,
             TimerKind::Connect(id),

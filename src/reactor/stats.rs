@@ -1,11 +1,11 @@
 //! What a reactor counts, for operators, tests and people studying the loop.
 
 use std::fmt::{self, Write};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::close::CloseReason;
 use super::token::ConnId;
+use crate::sys::Addr;
 
 /// Counters since the reactor started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -100,7 +100,7 @@ impl fmt::Display for Stats {
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub id: ConnId,
-    pub peer: SocketAddr,
+    pub peer: Addr,
     pub age: Duration,
     pub bytes_in: u64,
     pub bytes_out: u64,

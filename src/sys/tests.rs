@@ -15,12 +15,12 @@ const BOUND: Duration = Duration::from_secs(5);
 
 fn listener() -> Listener {
     let addr = "127.0.0.1:0".parse().unwrap();
-    Listener::bind(addr, &ListenOptions::default()).unwrap()
+    Listener::bind(&addr, &ListenOptions::default()).unwrap()
 }
 
 /// A connected pair: our accepted socket, and the client end.
 fn pair(listener: &Listener) -> (Socket, TcpStream) {
-    let client = TcpStream::connect(listener.local_addr()).unwrap();
+    let client = TcpStream::connect(listener.local_addr().ip().unwrap()).unwrap();
     client.set_read_timeout(Some(BOUND)).unwrap();
     let start = Instant::now();
     loop {
@@ -77,7 +77,7 @@ fn a_wake_up_comes_with_its_own_token_and_only_once() {
     waker.wake().unwrap();
     only_event(&mut poller, WAKE);
 
-    let _client = TcpStream::connect(listener.local_addr()).unwrap();
+    let _client = TcpStream::connect(listener.local_addr().ip().unwrap()).unwrap();
     assert!(only_event(&mut poller, CONN).is_readable());
     poller.deregister(&listener).unwrap();
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{Backlog, listen};
 use nix::unistd::Pid;
-use sockloop::reactor::{Config, Handle, Reactor, Service, Stats};
+use sockloop::reactor::{Addr, Config, Handle, Reactor, Service, Stats};
 use sockloop::sys::{ListenOptions, raise_fd_limit};
 
 /// Bound on any single blocking socket call in a test: a hang fails instead of stalling CI.
@@ -75,8 +75,10 @@ impl<T: Send + 'static> TestServer<T> {
         let thread = thread::spawn(move || {
             let mut reactor = Reactor::new(config, make_service()).expect("reactor");
             let addr = reactor
-                .listen(addr, &ListenOptions::default())
-                .expect("listen");
+                .listen(&addr.into(), &ListenOptions::default())
+                .expect("listen")
+                .ip()
+                .expect("an IP address");
             tx.send((addr, reactor.handle())).unwrap();
             reactor.run().expect("reactor run");
             finish(&reactor)
@@ -232,6 +234,7 @@ pub fn sockloop(prefix: &[&str], args: &[&str]) -> Command {
 pub struct Server {
     child: Child,
     pub port: u16,
+    listening: Option<Addr>,
 }
 
 /// How a process ended, and what it wrote to the pipes it was given.
@@ -244,22 +247,29 @@ pub struct Exited {
 impl Server {
     /// Runs `prefix... sockloop args... --listen 127.0.0.1:0`, stderr to `stderr`.
     pub fn start(prefix: &[&str], args: &[&str], stderr: Stdio) -> Server {
+        Server::start_on(prefix, args, "127.0.0.1:0", stderr)
+    }
+
+    /// Runs `prefix... sockloop args... --listen LISTEN`, stderr to `stderr`,
+    /// and reads where it listens from its first line.
+    pub fn start_on(prefix: &[&str], args: &[&str], listen: &str, stderr: Stdio) -> Server {
         enough_fds();
         let mut command = sockloop(prefix, args);
         command
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .stdout(Stdio::piped())
             .stderr(stderr);
         let mut server = Server::spawn(&mut command);
         let stdout = server.child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        server.port = line
+        let listening: Addr = line
             .trim()
-            .strip_prefix("listening on 127.0.0.1:")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("port");
+            .strip_prefix("listening on ")
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        server.port = listening.ip().map_or(0, |ip| ip.port());
+        server.listening = Some(listening);
         server
     }
 
@@ -267,10 +277,21 @@ impl Server {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// Where it said it listens.
+    pub fn listening(&self) -> &Addr {
+        self.listening
+            .as_ref()
+            .expect("a server started with start_on")
+    }
+
     /// Runs `command` as it is, port unknown (0).
     pub fn spawn(command: &mut Command) -> Server {
         let child = command.spawn().expect("spawn sockloop");
-        Server { child, port: 0 }
+        Server {
+            child,
+            port: 0,
+            listening: None,
+        }
     }
 
     /// Waits for the process to exit by itself (panics after `IO_TIMEOUT`,

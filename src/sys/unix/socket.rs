@@ -1,18 +1,22 @@
-//! Non-blocking TCP sockets: the listener, accepted connections, and their options.
+//! Non-blocking stream sockets, TCP or Unix-domain: the listener, accepted
+//! connections, and their options.
 
+use std::fs;
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    self, AddressFamily, Backlog, Shutdown, SockType, SockaddrStorage, sockopt,
+    self, AddressFamily, Backlog, Shutdown, SockType, SockaddrStorage, UnixAddr, sockopt,
 };
 
 use super::birth::{SEND_FLAGS, SOCKET_FLAGS, accept_raw, prepare};
 use super::retry;
-use crate::sys::AcceptError;
+use crate::sys::{AcceptError, Addr};
 
 /// Options for a listening socket.
 #[derive(Debug, Clone)]
@@ -51,30 +55,62 @@ impl Default for SocketOptions {
     }
 }
 
-/// A non-blocking listening TCP socket.
+/// A non-blocking listening socket.
 pub struct Listener {
     fd: OwnedFd,
-    local: SocketAddr,
+    local: Addr,
+    /// A Unix-domain listener's socket file (device and inode), removed
+    /// when the listener closes if it is still the one this listener made.
+    file: Option<(u64, u64)>,
 }
 
 impl Listener {
-    /// Binds with `SO_REUSEADDR`, so a restarted server need not wait out TIME_WAIT.
-    pub fn bind(addr: SocketAddr, options: &ListenOptions) -> io::Result<Listener> {
-        let fd = tcp_socket(addr)?;
-        socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-        socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
-        socket::listen(&fd, Backlog::new(options.backlog)?)?;
-        let local = local_addr(&fd)?;
-        Ok(Listener { fd, local })
+    /// Binds `addr` and listens. TCP: with `SO_REUSEADDR`, so a restarted
+    /// server need not wait out TIME_WAIT, and `[::]` takes IPv4 clients
+    /// too on every OS. Unix-domain: a socket file left behind by a server
+    /// that is gone (nobody answers on it) is replaced; one that answers is
+    /// an `AddrInUse` error, and a file that is not a socket is never touched.
+    pub fn bind(addr: &Addr, options: &ListenOptions) -> io::Result<Listener> {
+        let backlog = Backlog::new(options.backlog)?;
+        match addr {
+            Addr::Ip(ip) => {
+                let fd = ip_socket(*ip)?;
+                socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+                if ip.ip() == IpAddr::from([0u16; 8]) {
+                    socket::setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+                }
+                socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(*ip))?;
+                socket::listen(&fd, backlog)?;
+                let local = Addr::Ip(local_addr(&fd)?);
+                Ok(Listener {
+                    fd,
+                    local,
+                    file: None,
+                })
+            }
+            Addr::Unix(path) => {
+                remove_stale_socket(path)?;
+                let fd = unix_socket()?;
+                socket::bind(fd.as_raw_fd(), &UnixAddr::new(&**path)?)?;
+                let meta = fs::metadata(path)?;
+                socket::listen(&fd, backlog)?;
+                Ok(Listener {
+                    fd,
+                    local: addr.clone(),
+                    file: Some((meta.dev(), meta.ino())),
+                })
+            }
+        }
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
+    pub fn local_addr(&self) -> &Addr {
+        &self.local
     }
 
     /// Accepts one pending connection, already non-blocking and close-on-exec,
-    /// with its peer address (no extra `getpeername` call).
-    pub fn accept(&self) -> Result<(Socket, SocketAddr), AcceptError> {
+    /// with its peer address (no extra `getpeername` call). A Unix-domain
+    /// peer is named by this listener's path: its own end has no name.
+    pub fn accept(&self) -> Result<(Socket, Addr), AcceptError> {
         let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
         let fd = retry(|| accept_raw(&self.fd, &mut storage)).map_err(classify)?;
         // SAFETY: the accept call succeeded, so `fd` is a fresh descriptor
@@ -84,11 +120,44 @@ impl Listener {
         // SAFETY: the kernel initialised the address it wrote into `storage`,
         // and the zeroed rest is a valid bit pattern for sockaddr_storage.
         let storage = unsafe { storage.assume_init_ref() };
-        let peer = sockaddr_to_std(storage).ok_or_else(|| {
-            let error = io::Error::new(io::ErrorKind::InvalidData, "peer address is not IP");
-            AcceptError::Other(error)
-        })?;
-        Ok((Socket { fd }, peer))
+        let peer = sockaddr_to_std(storage).map_or_else(|| self.local.clone(), Addr::Ip);
+        let tcp = matches!(self.local, Addr::Ip(_));
+        Ok((Socket { fd, tcp }, peer))
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let (Some((dev, ino)), Addr::Unix(path)) = (self.file, &self.local) else {
+            return;
+        };
+        // Only our own file: another server may have taken the path since.
+        if fs::metadata(path).is_ok_and(|m| m.dev() == dev && m.ino() == ino) {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// Removes the socket file at `path` if nobody answers on it any more.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let what = path.display();
+    if !meta.file_type().is_socket() {
+        let e = format!("{what} exists and is not a socket: not replacing it");
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, e));
+    }
+    let probe = unix_socket()?;
+    match socket::connect(probe.as_raw_fd(), &UnixAddr::new(path)?) {
+        Err(Errno::ECONNREFUSED) => fs::remove_file(path),
+        Err(Errno::ENOENT) => Ok(()),
+        // Connected, or its queue is full (EAGAIN): a server is there.
+        Ok(()) | Err(Errno::EAGAIN | Errno::EINPROGRESS) => {
+            let e = format!("{what}: another server answers on it");
+            Err(io::Error::new(io::ErrorKind::AddrInUse, e))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -107,29 +176,50 @@ impl AsFd for Listener {
     }
 }
 
-/// A connected, non-blocking TCP socket.
+/// A connected, non-blocking stream socket.
 pub struct Socket {
     fd: OwnedFd,
+    /// TCP, rather than Unix-domain: only TCP has Nagle's algorithm.
+    tcp: bool,
 }
 
 impl Socket {
     /// Starts a non-blocking connect to `addr`, from `local` if given (to
-    /// spread clients over several source addresses). The connection is
+    /// spread TCP clients over several source addresses). The connection is
     /// established when the socket turns writable with no pending error
     /// ([`Socket::take_error`]).
-    pub fn connect(addr: SocketAddr, local: Option<SocketAddr>) -> io::Result<Socket> {
-        let fd = tcp_socket(addr)?;
-        if let Some(local) = local {
-            socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(local))?;
-        }
-        match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
-            Ok(()) | Err(Errno::EINPROGRESS) => Ok(Socket { fd }),
+    pub fn connect(addr: &Addr, local: Option<SocketAddr>) -> io::Result<Socket> {
+        let (fd, connected) = match addr {
+            Addr::Ip(ip) => {
+                let fd = ip_socket(*ip)?;
+                if let Some(local) = local {
+                    socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(local))?;
+                }
+                let connected = socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(*ip));
+                (fd, connected)
+            }
+            Addr::Unix(path) => {
+                let fd = unix_socket()?;
+                let connected = socket::connect(fd.as_raw_fd(), &UnixAddr::new(&**path)?);
+                (fd, connected)
+            }
+        };
+        match connected {
+            Ok(()) | Err(Errno::EINPROGRESS) => Ok(Socket {
+                fd,
+                tcp: matches!(addr, Addr::Ip(_)),
+            }),
+            // A Unix-domain listener whose queue is full refuses at once.
+            Err(Errno::EAGAIN) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{addr}: its queue of connections is full"),
+            )),
             Err(e) => Err(e.into()),
         }
     }
 
     pub fn apply(&self, options: &SocketOptions) -> io::Result<()> {
-        if options.nodelay {
+        if options.nodelay && self.tcp {
             socket::setsockopt(&self.fd, sockopt::TcpNoDelay, &true)?;
         }
         if let Some(size) = options.recv_buffer {
@@ -200,11 +290,19 @@ impl AsFd for Socket {
 }
 
 /// A non-blocking, close-on-exec TCP socket of `addr`'s family.
-fn tcp_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
+fn ip_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
     let family = match addr {
         SocketAddr::V4(_) => AddressFamily::Inet,
         SocketAddr::V6(_) => AddressFamily::Inet6,
     };
+    stream_socket(family)
+}
+
+fn unix_socket() -> io::Result<OwnedFd> {
+    stream_socket(AddressFamily::Unix)
+}
+
+fn stream_socket(family: AddressFamily) -> io::Result<OwnedFd> {
     let fd = socket::socket(family, SockType::Stream, SOCKET_FLAGS, None)?;
     prepare(&fd)?;
     Ok(fd)
