@@ -62,17 +62,18 @@ fn exchange(stream: impl Duplex, data: &[u8], expected: &[u8]) {
     );
 }
 
-fn connect(addr: &Addr) -> Box<dyn FnOnce(&[u8], &[u8])> {
+/// [`exchange`] with whatever listens on `addr`.
+fn exchange_with(addr: &Addr, data: &[u8], expected: &[u8]) {
     match addr {
         Addr::Ip(ip) => {
             let stream = TcpStream::connect(ip).expect("connect");
             stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-            Box::new(move |data, expected| exchange(stream, data, expected))
+            exchange(stream, data, expected);
         }
         Addr::Unix(path) => {
             let stream = UnixStream::connect(path).expect("connect");
             stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-            Box::new(move |data, expected| exchange(stream, data, expected))
+            exchange(stream, data, expected);
         }
     }
 }
@@ -80,7 +81,7 @@ fn connect(addr: &Addr) -> Box<dyn FnOnce(&[u8], &[u8])> {
 /// Echoes a megabyte of seeded bytes through whatever `server` listens on.
 fn echoes_a_megabyte(server: &Server, seed: u64) {
     let data = Rng::new(seed).bytes(1 << 20);
-    connect(server.listening())(&data, &data);
+    exchange_with(server.listening(), &data, &data);
 }
 
 /// A path for a socket file, unique to this test run; removed on drop.
@@ -122,7 +123,7 @@ fn echo_and_framed_echo_serve_ipv6_loopback() {
         "[::1]:0",
         Stdio::null(),
     );
-    connect(framed.listening())(b"one\ntwo\r\n", b"one\ntwo\n");
+    exchange_with(framed.listening(), b"one\ntwo\r\n", b"one\ntwo\n");
 }
 
 #[test]
@@ -139,7 +140,11 @@ fn echo_and_framed_echo_serve_a_unix_socket_and_remove_it_on_exit() {
         &path.listen_arg(),
         Stdio::null(),
     );
-    connect(framed.listening())(b"\x00\x02hi\x00\x00", b"\x00\x02hi\x00\x00");
+    exchange_with(
+        framed.listening(),
+        b"\x00\x02hi\x00\x00",
+        b"\x00\x02hi\x00\x00",
+    );
     stop(framed);
     assert!(!path.0.exists());
 }
