@@ -148,9 +148,16 @@ impl<S: Service, O: Os> Reactor<S, O> {
         self.state.forced
     }
 
+    /// False once stopped, or once a graceful shutdown has closed every
+    /// connection: what ends [`run`](Self::run), for a caller that turns the
+    /// loop itself.
+    pub fn is_running(&self) -> bool {
+        !self.state.stopped
+    }
+
     /// Runs until stopped, or until a graceful shutdown has closed every connection.
     pub fn run(&mut self) -> io::Result<()> {
-        while !self.state.stopped {
+        while self.is_running() {
             self.turn()?;
         }
         Ok(())
