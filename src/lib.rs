@@ -5,7 +5,7 @@
 //! [`reactor`] (the event loop, connections and their buffers), [`app`]
 //! (services on it) and [`bench`] (the load generator, a client on the same
 //! reactor). [`stderr`] takes the diagnostics of them all, so that none ever
-//! waits for stderr.
+//! waits for stderr; [`tls`] makes TLS settings from files.
 
 pub mod app;
 pub mod bench;
@@ -13,3 +13,5 @@ pub mod codec;
 pub mod reactor;
 pub mod stderr;
 pub mod sys;
+#[cfg(feature = "tls")]
+pub mod tls;

@@ -39,6 +39,57 @@ enum Command {
     Hub(HubArgs),
     /// Load an echo server with many connections from one thread; verify every byte.
     Bench(BenchArgs),
+    /// Write a self-signed certificate and key to try TLS with: DIR/cert.pem, DIR/key.pem.
+    #[cfg(feature = "tls")]
+    Cert(CertArgs),
+}
+
+#[cfg(feature = "tls")]
+#[derive(Args)]
+struct CertArgs {
+    /// Directory for cert.pem and key.pem (made if it does not exist).
+    #[arg(long)]
+    out: std::path::PathBuf,
+    /// The name the certificate is for (127.0.0.1 and ::1 are always in it).
+    #[arg(long, default_value = "localhost")]
+    name: String,
+}
+
+/// TLS on a server's listener.
+#[derive(Args)]
+struct TlsArgs {
+    /// Serve TLS with this certificate chain (PEM; `sockloop cert` makes one).
+    #[cfg(feature = "tls")]
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[cfg(feature = "tls")]
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// ALPN protocols to offer, most preferred first (e.g. h2,http/1.1).
+    #[cfg(feature = "tls")]
+    #[arg(long, value_delimiter = ',')]
+    alpn: Vec<String>,
+    /// Close a TLS client that has not finished its handshake within this long.
+    #[arg(long, default_value = "10s", value_parser = refuse_zero(parse_duration))]
+    handshake_timeout: Duration,
+}
+
+impl TlsArgs {
+    /// Listens on `addr`, with TLS if asked.
+    fn listen<S: Service>(
+        &self,
+        reactor: &mut Reactor<S>,
+        addr: &Addr,
+        options: &ListenOptions,
+    ) -> io::Result<Addr> {
+        #[cfg(feature = "tls")]
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let config = sockloop::tls::server_config(cert, key, &self.alpn)?;
+            return reactor.listen_tls(addr, options, config);
+        }
+        reactor.listen(addr, options)
+    }
 }
 
 #[derive(Args)]
@@ -171,6 +222,8 @@ impl FrameLimits {
 /// Options every server takes.
 #[derive(Args)]
 struct ServerArgs {
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Address to listen on: IP:PORT, [IPv6]:PORT ([::] takes IPv4 too),
     /// HOST:PORT or unix:PATH; port 0 picks a free one (printed at start).
     #[arg(long, default_value = "127.0.0.1:7878", value_parser = parse_addr)]
@@ -233,6 +286,7 @@ impl ServerArgs {
             trace: self.trace,
             busy_poll: self.busy_poll.and_then(nonzero),
             hold_replies: self.hold_replies,
+            handshake_timeout: self.tls.handshake_timeout,
             socket: SocketOptions {
                 nodelay: !self.no_nodelay,
                 recv_buffer: self.rcvbuf,
@@ -278,6 +332,8 @@ impl Command {
             Command::Relay(args) => args.server.surprises(),
             Command::Hub(args) => args.server.surprises(),
             Command::Bench(_) => Vec::new(),
+            #[cfg(feature = "tls")]
+            Command::Cert(_) => Vec::new(),
         }
     }
 }
@@ -371,8 +427,9 @@ fn bind<S: Service>(
     let options = ListenOptions {
         backlog: args.backlog,
     };
-    let local = reactor
-        .listen(&args.listen, &options)
+    let local = args
+        .tls
+        .listen(&mut reactor, &args.listen, &options)
         .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", args.listen)))?;
     Ok((reactor, local))
 }
@@ -561,6 +618,17 @@ fn main() -> ExitCode {
             serve(&args.server, args.limits.config(&args.server), hub, 1)
         }),
         Command::Bench(args) => run_bench(args),
+        #[cfg(feature = "tls")]
+        Command::Cert(args) => {
+            sockloop::tls::write_self_signed(&args.out, &args.name).and_then(|(cert, key)| {
+                print_line(format_args!(
+                    "wrote {} and {} (for {}, 127.0.0.1 and ::1)",
+                    cert.display(),
+                    key.display(),
+                    args.name
+                ))
+            })
+        }
     };
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,6 +19,7 @@ use super::service::{Context, Service};
 use super::timer::TimerKind;
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
+use super::transport::{ServerTls, Tls};
 use crate::sys::os::{Listen, Os, Readiness, Spare, Stream};
 use crate::sys::{AcceptError, Addr};
 
@@ -27,13 +28,19 @@ use crate::sys::{AcceptError, Addr};
 const ACCEPT_BACKOFF_MS: (u64, u64) = (10, 1000);
 
 impl<S: Service, O: Os> Reactor<S, O> {
-    /// Registers a bound listener; returns its address.
-    pub(super) fn add_listener(&mut self, listener: O::Listener) -> io::Result<Addr> {
+    /// Registers a bound listener, its connections plain or TLS; returns
+    /// its address.
+    pub(super) fn add_listener(
+        &mut self,
+        listener: O::Listener,
+        tls: Option<ServerTls>,
+    ) -> io::Result<Addr> {
         let token = Token::Listener(self.kernel.listeners.len());
         O::register_listener(&self.kernel.poller, &listener, token.to_u64())?;
         let local = listener.local_addr().clone();
         self.kernel.listeners.push(ListenerSlot {
             listener,
+            tls,
             scheduled: false,
             paused: false,
             backoff_ms: ACCEPT_BACKOFF_MS.0,
@@ -50,8 +57,10 @@ impl<S: Service, O: Os> Reactor<S, O> {
         for _ in 0..self.state.config.accept_budget {
             match self.kernel.listeners[i].listener.accept() {
                 Ok((socket, peer)) => {
-                    self.kernel.listeners[i].backoff_ms = ACCEPT_BACKOFF_MS.0;
-                    self.admit(socket, peer);
+                    let slot = &mut self.kernel.listeners[i];
+                    slot.backoff_ms = ACCEPT_BACKOFF_MS.0;
+                    let tls = slot.tls.clone();
+                    self.admit(socket, peer, tls);
                 }
                 Err(AcceptError::WouldBlock) => return,
                 // The peer gave up while queued: only that connection is lost.
@@ -111,7 +120,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
         self.state.timers.add(at, TimerKind::ResumeAccept(i));
     }
 
-    fn admit(&mut self, socket: O::Socket, peer: Addr) {
+    /// A new connection: to the service at once, or once its TLS handshake is done.
+    fn admit(&mut self, socket: O::Socket, peer: Addr, tls: Option<ServerTls>) {
         let state = &mut self.state;
         state.stats.accepted += 1;
         if state.stats.active as usize >= state.config.max_conns {
@@ -122,7 +132,13 @@ impl<S: Service, O: Os> Reactor<S, O> {
             );
             return;
         }
-        let id = match self.add_conn(socket, peer.clone(), Phase::Open) {
+        let phase = match tls {
+            Some(_) => Phase::Handshaking {
+                close_when_up: false,
+            },
+            None => Phase::Open,
+        };
+        let id = match self.add_conn(socket, peer.clone(), phase) {
             Ok(id) => id,
             Err(e) => {
                 warn!("setting up {peer}: {e}");
@@ -131,7 +147,14 @@ impl<S: Service, O: Os> Reactor<S, O> {
         };
         debug!("accepted {id} from {peer}");
         trace_io!(self.state.config.trace, "{id} accept from {peer}");
-        self.open(id, &peer);
+        match tls.map(Tls::server) {
+            None => self.open(id, &peer),
+            Some(Ok(tls)) => self.start_handshake(id, tls),
+            Some(Err(e)) => {
+                warn!("{id} from {peer}: TLS: {e}");
+                self.close(id, CloseReason::Error(e.kind()));
+            }
+        }
     }
 
     /// Books `socket` as a new connection and registers it; on failure the
@@ -169,6 +192,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 Ok(socket) => {
                     self.state.stats.interest_changes += 1;
                     self.kernel.attach(id, socket);
+                    if let (Some(tls), Some(handles)) = (request.tls, self.kernel.handles_mut(id)) {
+                        handles.tls = Some(Box::new(tls));
+                    }
                 }
                 Err(e) => self.connect_failed(id, e),
             }
@@ -176,7 +202,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
     }
 
     /// A connection is up: the service makes its state, then its output goes.
-    fn open(&mut self, id: ConnId, peer: &Addr) {
+    pub(super) fn open(&mut self, id: ConnId, peer: &Addr) {
         let state = &mut self.state;
         state.replies.begin_serving(id);
         let ctx = &mut Context::new(state, &self.arena.bytes);
@@ -205,14 +231,19 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.connect_failed(id, error);
             return false;
         }
+        let peer = conn.peer.clone();
+        self.state.stats.connected += 1;
+        trace_io!(self.state.config.trace, "{id} connected to {peer}");
+        if let Some(tls) = self.kernel.handles_mut(id).and_then(|h| h.tls.take()) {
+            conn.phase = Phase::Handshaking { close_when_up };
+            self.start_handshake(id, *tls);
+            return false;
+        }
         conn.phase = if close_when_up {
             Phase::Closing
         } else {
             Phase::Open
         };
-        let peer = conn.peer.clone();
-        self.state.stats.connected += 1;
-        trace_io!(self.state.config.trace, "{id} connected to {peer}");
         self.open(id, &peer);
         true
     }

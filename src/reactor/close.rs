@@ -20,6 +20,8 @@ pub enum CloseReason {
     WriteTimeout,
     /// The peer left a frame incomplete for the frame timeout.
     FrameTimeout,
+    /// The peer did not finish its TLS handshake within the handshake timeout.
+    HandshakeTimeout,
     /// Over the connection limit, or out of file descriptors: closed on accept.
     Limit,
     /// The server shut down.
@@ -27,7 +29,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub(crate) const COUNT: usize = 9;
+    pub(crate) const COUNT: usize = 10;
 
     pub(crate) fn slot(self) -> usize {
         match self {
@@ -40,6 +42,7 @@ impl CloseReason {
             CloseReason::Limit => 6,
             CloseReason::Shutdown => 7,
             CloseReason::FrameTimeout => 8,
+            CloseReason::HandshakeTimeout => 9,
         }
     }
 
@@ -54,6 +57,7 @@ impl CloseReason {
         "limit",
         "shutdown",
         "frame-timeout",
+        "handshake-timeout",
     ];
 }
 
@@ -67,6 +71,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Idle => f.write_str("idle timeout"),
             CloseReason::WriteTimeout => f.write_str("write timeout"),
             CloseReason::FrameTimeout => f.write_str("frame timeout"),
+            CloseReason::HandshakeTimeout => f.write_str("TLS handshake timeout"),
             CloseReason::Limit => f.write_str("connection limit"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
         }

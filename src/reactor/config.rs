@@ -30,6 +30,8 @@ pub struct Config {
     /// peer trickling bytes of a frame it never finishes (slowloris) does
     /// not keep its slot because every byte counts as traffic.
     pub frame_timeout: Option<Duration>,
+    /// How long a TLS handshake may take before the connection is closed.
+    pub handshake_timeout: Duration,
     /// How long a graceful shutdown may take before the rest is closed.
     pub shutdown_timeout: Duration,
     /// How long an outgoing connect may take.
@@ -61,6 +63,7 @@ impl Default for Config {
             idle_timeout: None,
             write_timeout: None,
             frame_timeout: None,
+            handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             stats_interval: None,

@@ -22,6 +22,9 @@ pub(crate) enum Phase {
     /// (shutting down a socket in SYN_SENT aborts the connect). A close
     /// asked for meanwhile happens once it is up and flushed.
     Connecting { close_when_up: bool },
+    /// Connected, its TLS handshake under way: the service hears of it once
+    /// the handshake is done; what it writes meanwhile waits.
+    Handshaking { close_when_up: bool },
     /// Established; each direction is as `reading` and `writing` say.
     Open,
     /// Closes once everything owed to the peer is flushed.
@@ -116,6 +119,9 @@ pub(crate) struct Connection {
     pub(crate) spliced_to: Option<ConnId>,
     /// ...and this many bytes of it are in the pipe now.
     pub(crate) piped: usize,
+    /// A TLS connection's protocol, cipher suite, SNI and ALPN, once its
+    /// handshake is done.
+    pub(crate) tls: Option<Box<str>>,
 }
 
 impl Connection {
@@ -141,6 +147,7 @@ impl Connection {
             held_reply: None,
             spliced_to: None,
             piped: 0,
+            tls: None,
         }
     }
 
@@ -159,8 +166,16 @@ impl Connection {
 
     /// Whether the service may still queue output for it.
     pub(crate) fn takes_output(&self) -> bool {
-        matches!(self.phase, Phase::Connecting { .. } | Phase::Open)
-            && self.writing == Writing::Open
+        (self.is_pending() || self.phase == Phase::Open) && self.writing == Writing::Open
+    }
+
+    /// Whether it is not up yet: connecting, or in its TLS handshake. Its
+    /// output waits, and no FIN can go.
+    pub(crate) fn is_pending(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Connecting { .. } | Phase::Handshaking { .. }
+        )
     }
 
     pub(crate) fn received(&mut self, n: usize, now: Instant) {
@@ -180,6 +195,7 @@ impl Connection {
     pub(crate) fn state(&self) -> &'static str {
         match (self.phase, self.reading, self.writing) {
             (Phase::Connecting { .. }, ..) => "connecting",
+            (Phase::Handshaking { .. }, ..) => "handshaking",
             (_, Reading::Discarding, _) => "lingering",
             (Phase::Closing | Phase::Aborting(_) | Phase::Closed, ..) => "closing",
             (_, Reading::Draining { .. }, _) => "draining",

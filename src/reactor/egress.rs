@@ -15,13 +15,14 @@ use std::io;
 use super::Reactor;
 use super::close::CloseReason;
 use super::conn::Phase;
+use super::kernel::Handles;
 use super::service::Service;
 use super::state::State;
 use super::stats::Stats;
 use super::timer::TimerKind;
 use super::token::ConnId;
 use super::trace::trace_io;
-use crate::sys::os::{Os, Stream};
+use crate::sys::os::Os;
 
 impl State {
     /// Where a write to `id` goes: the shared buffer while `id` is being
@@ -135,7 +136,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// is dropped.
     pub(super) fn send_held_reply(&mut self, id: ConnId) -> io::Result<()> {
         let state = &mut self.state;
-        let (Some(conn), Some(socket)) = (state.conns.live_mut(id), self.kernel.socket(id)) else {
+        let (Some(conn), Some(handles)) = (state.conns.live_mut(id), self.kernel.handles_mut(id))
+        else {
             return Ok(());
         };
         let Some(i) = conn.held_reply.take() else {
@@ -145,7 +147,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             return Ok(());
         }
         let data = state.replies.held[i].slice(&self.arena.bytes, &state.replies.out);
-        let sent = send(&mut state.stats, state.config.trace, id, socket, data)?;
+        let sent = send(&mut state.stats, state.config.trace, id, handles, data)?;
         conn.wrote(sent, state.now);
         conn.output.extend(&data[sent..]);
         state.after_write(id);
@@ -159,13 +161,13 @@ impl<S: Service, O: Os> Reactor<S, O> {
         let Some(conn) = state.conns.live_mut(id) else {
             return Ok(());
         };
-        // Output held for a connect in progress still counts for backpressure.
-        if let (false, Some(socket)) = (
-            matches!(conn.phase, Phase::Connecting { .. }),
-            self.kernel.socket(id),
-        ) {
+        // Output held for a connect (or handshake) in progress still counts
+        // for backpressure.
+        if let (false, Some(handles)) = (conn.is_pending(), self.kernel.handles_mut(id)) {
+            // Records TLS holds from before go first.
+            handles.flush_tls()?;
             let pending = conn.output.as_slice();
-            let sent = send(&mut state.stats, state.config.trace, id, socket, pending)?;
+            let sent = send(&mut state.stats, state.config.trace, id, handles, pending)?;
             conn.wrote(sent, state.now);
             conn.output.consume(sent);
         }
@@ -191,17 +193,17 @@ impl<S: Service, O: Os> Reactor<S, O> {
 }
 
 /// Writes as much of `data` as the kernel takes; returns how much that was.
-fn send(
+fn send<O: Os>(
     stats: &mut Stats,
     trace: bool,
     id: ConnId,
-    socket: &impl Stream,
+    handles: &mut Handles<O>,
     data: &[u8],
 ) -> io::Result<usize> {
     let mut sent = 0;
     while sent < data.len() {
         stats.writes += 1;
-        match socket.write(&data[sent..]) {
+        match handles.write(&data[sent..]) {
             Ok(n) => {
                 let left = data.len() - sent;
                 let partial = if n < left { " (partial)" } else { "" };

@@ -21,7 +21,7 @@ use super::conn::{Reading, Writing};
 use super::service::{Context, Service};
 use super::token::ConnId;
 use super::trace::trace_io;
-use crate::sys::os::{Os, Stream};
+use crate::sys::os::Os;
 
 impl<S: Service, O: Os> Reactor<S, O> {
     /// Reads `id` until the kernel is drained, the budget is spent, or the
@@ -48,11 +48,11 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 _ => room.len(),
             };
             let peer_fin = conn.flags.peer_fin;
-            let Some(socket) = self.kernel.socket(id) else {
+            let Some(handles) = self.kernel.handles_mut(id) else {
                 return;
             };
             self.state.stats.reads += 1;
-            let n = match socket.read(&mut self.arena.bytes[room.start..][..max]) {
+            let n = match handles.read(&mut self.arena.bytes[room.start..][..max]) {
                 Ok(0) => return self.read_eof(id),
                 Ok(n) => n,
                 Err(e) => return self.read_failed(id, "read", e),
@@ -208,13 +208,13 @@ impl<S: Service, O: Os> Reactor<S, O> {
         let mut budget = self.state.config.read_budget;
         loop {
             let room = self.arena_room();
-            let (Some(conn), Some(socket)) =
-                (self.state.conns.live_mut(id), self.kernel.socket(id))
+            let (Some(conn), Some(handles)) =
+                (self.state.conns.live_mut(id), self.kernel.handles_mut(id))
             else {
                 return;
             };
             self.state.stats.reads += 1;
-            match socket.read(&mut self.arena.bytes[room]) {
+            match handles.read(&mut self.arena.bytes[room]) {
                 Ok(0) => {
                     trace_io!(trace, "{id} read EOF (shutting down)");
                     conn.reading = Reading::Ended;

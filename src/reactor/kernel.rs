@@ -5,11 +5,16 @@
 //! `Context` borrows: a service can reach the reactor's bookkeeping but
 //! never a socket, and `Context` stays the same type whatever the OS.
 
+use std::io;
+
 use super::token::ConnId;
-use crate::sys::os::Os;
+use super::transport::{ServerTls, Tls};
+use crate::sys::os::{Os, Stream};
 
 pub(crate) struct ListenerSlot<O: Os> {
     pub(crate) listener: O::Listener,
+    /// TLS for every connection it accepts.
+    pub(crate) tls: Option<ServerTls>,
     /// On the list of work to do before the next wait (its budget ran out).
     pub(crate) scheduled: bool,
     /// Out of descriptors: not accepting until a timer says to try again.
@@ -17,11 +22,37 @@ pub(crate) struct ListenerSlot<O: Os> {
     pub(crate) backoff_ms: u64,
 }
 
-/// A connection's OS resources.
+/// A connection's OS resources, and the TLS stage over its socket.
 pub(crate) struct Handles<O: Os> {
     pub(crate) socket: O::Socket,
     /// Zero-copy relaying: its input goes through this pipe to its peer.
     pub(crate) pipe: Option<O::Pipe>,
+    pub(crate) tls: Option<Box<Tls>>,
+}
+
+impl<O: Os> Handles<O> {
+    /// Plaintext from the connection: through TLS, if it has it.
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            Some(tls) => tls.read(&self.socket, buf),
+            None => self.socket.read(buf),
+        }
+    }
+
+    pub(crate) fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            Some(tls) => tls.write(&self.socket, data),
+            None => self.socket.write(data),
+        }
+    }
+
+    /// Sends what TLS holds ready; whether anything is still unsent.
+    pub(crate) fn flush_tls(&mut self) -> io::Result<bool> {
+        match &mut self.tls {
+            Some(tls) => tls.flush(&self.socket).map(|()| tls.has_unsent()),
+            None => Ok(false),
+        }
+    }
 }
 
 pub(crate) struct Kernel<O: Os> {
@@ -49,7 +80,11 @@ impl<O: Os> Kernel<O> {
         if self.handles.len() <= id.index() {
             self.handles.resize_with(id.index() + 1, || None);
         }
-        self.handles[id.index()] = Some(Handles { socket, pipe: None });
+        self.handles[id.index()] = Some(Handles {
+            socket,
+            pipe: None,
+            tls: None,
+        });
     }
 
     /// Drops `id`'s socket and pipe, closing them: only once the slot is free.
@@ -65,6 +100,13 @@ impl<O: Os> Kernel<O> {
 
     pub(crate) fn handles_mut(&mut self, id: ConnId) -> Option<&mut Handles<O>> {
         self.handles.get_mut(id.index())?.as_mut()
+    }
+
+    /// Whether TLS holds records for `id` that the socket has not taken.
+    pub(crate) fn tls_unsent(&self, id: ConnId) -> bool {
+        self.handles(id)
+            .and_then(|h| h.tls.as_ref())
+            .is_some_and(|tls| tls.has_unsent())
     }
 
     pub(crate) fn socket(&self, id: ConnId) -> Option<&O::Socket> {

@@ -61,20 +61,30 @@ impl<S: Service, O: Os> Reactor<S, O> {
             return;
         };
         let (phase, reading, writing) = (conn.phase, conn.reading, conn.writing);
-        let Some(socket) = self.kernel.socket(id) else {
+        let Some(handles) = self.kernel.handles_mut(id) else {
             return;
         };
         // A FIN now would abort a connect in progress: it waits until the
         // connection is up (and `open` defers it again).
-        if matches!(phase, Phase::Connecting { .. }) {
+        if conn.is_pending() {
             return;
+        }
+        let ending = phase == Phase::Closing || writing == Writing::FinWhenFlushed;
+        // TLS ends with close_notify before the FIN or the close; the FIN
+        // waits until the socket has taken it (a writable event comes back).
+        if let Some(tls) = handles.tls.as_mut().filter(|_| ending) {
+            match tls.close(&handles.socket) {
+                Ok(()) if tls.has_unsent() => return,
+                Ok(()) => {}
+                Err(e) => return self.close(id, CloseReason::Error(e.kind())),
+            }
         }
         // Shutting down, the peer may still be sending: FIN first, then read
         // until it closes too, so that unread input does not become RST.
         let fin_then_wait = phase == Phase::Closing && reading == Reading::Discarding;
         if writing != Writing::Finished && (writing == Writing::FinWhenFlushed || fin_then_wait) {
             trace_io!(self.state.config.trace, "{id} shutdown(write)");
-            if let Err(e) = socket.shutdown_write() {
+            if let Err(e) = handles.socket.shutdown_write() {
                 return self.close(id, CloseReason::Error(e.kind()));
             }
             conn.writing = Writing::Finished;
@@ -158,6 +168,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 TimerKind::Idle(id) => self.idle_timer_fired(id, timer),
                 TimerKind::Write(id) => self.write_timer_fired(id, timer),
                 TimerKind::Frame(id) => self.frame_timer_fired(id),
+                TimerKind::Handshake(id) => self.handshake_timer_fired(id),
                 TimerKind::Connect(id) => {
                     if self
                         .state
@@ -291,6 +302,11 @@ impl<S: Service, O: Os> Reactor<S, O> {
             let Some(conn) = self.state.conns.live_mut(id) else {
                 continue;
             };
+            // A client still in its TLS handshake has asked for nothing yet.
+            if !conn.flags.outbound && matches!(conn.phase, Phase::Handshaking { .. }) {
+                self.close(id, CloseReason::Shutdown);
+                continue;
+            }
             if conn.flags.outbound || conn.phase != Phase::Open || conn.reading != Reading::Open {
                 continue;
             }

@@ -28,6 +28,7 @@ mod config;
 mod conn;
 mod egress;
 mod handle;
+mod handshake;
 mod ingress;
 mod kernel;
 mod lifecycle;
@@ -39,6 +40,14 @@ mod stats;
 mod timer;
 mod token;
 mod trace;
+// TLS between socket and service, or (without the feature) a stage that
+// no connection has.
+#[cfg(feature = "tls")]
+#[path = "tls.rs"]
+mod transport;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
+mod transport;
 
 use std::io;
 use std::net::SocketAddr;
@@ -100,18 +109,55 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// Starts listening on `addr`, TCP or Unix-domain; returns the address
     /// actually bound (the real port when `addr` asks for port 0).
     pub fn listen(&mut self, addr: &Addr, options: &ListenOptions) -> io::Result<Addr> {
-        self.add_listener(O::bind(addr, options)?)
+        self.add_listener(O::bind(addr, options)?, None)
+    }
+
+    /// As [`listen`](Self::listen), every connection TLS: the service hears
+    /// of one (`on_connect`) once its handshake is done, and sees plaintext.
+    #[cfg(feature = "tls")]
+    pub fn listen_tls(
+        &mut self,
+        addr: &Addr,
+        options: &ListenOptions,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> io::Result<Addr> {
+        self.add_listener(O::bind(addr, options)?, Some(tls))
     }
 
     /// Opens a connection to `addr` (from `local`, if given) from outside any
     /// callback, as a client does before it has heard of anything; then as
     /// [`Context::connect`]: the service hears `on_connect` or `on_connect_failed`.
     pub fn connect(&mut self, addr: &Addr, local: Option<SocketAddr>) -> io::Result<ConnId> {
+        self.connect_with(addr, local, None)
+    }
+
+    /// As [`connect`](Self::connect), over TLS: see [`Context::connect_tls`].
+    #[cfg(feature = "tls")]
+    pub fn connect_tls(
+        &mut self,
+        addr: &Addr,
+        local: Option<SocketAddr>,
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<ConnId> {
+        let tls = transport::Tls::client(config, name)?;
+        self.connect_with(addr, local, Some(tls))
+    }
+
+    fn connect_with(
+        &mut self,
+        addr: &Addr,
+        local: Option<SocketAddr>,
+        tls: Option<transport::Tls>,
+    ) -> io::Result<ConnId> {
         let socket = O::connect(addr, local)?;
         let connecting = Phase::Connecting {
             close_when_up: false,
         };
         let id = self.add_conn(socket, addr.clone(), connecting)?;
+        if let (Some(tls), Some(handles)) = (tls, self.kernel.handles_mut(id)) {
+            handles.tls = Some(Box::new(tls));
+        }
         self.state.connect_started(id, addr);
         Ok(id)
     }
@@ -228,6 +274,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 pending_output: self.state.pending_output(id).unwrap_or(0),
                 reading: c.wants_read(),
                 state: c.state(),
+                tls: c.tls.as_deref().map(str::to_string),
             })
             .collect()
     }
@@ -278,8 +325,11 @@ impl<S: Service, O: Os> Reactor<S, O> {
             if event.is_read_closed() { " hup" } else { "" },
             if event.is_error() { " error" } else { "" },
         );
-        if matches!(conn.phase, Phase::Connecting { .. }) && !self.finish_connect(id, &event) {
-            return;
+        let phase = conn.phase;
+        match phase {
+            Phase::Connecting { .. } if !self.finish_connect(id, &event) => return,
+            Phase::Handshaking { .. } => return self.handshake(id),
+            _ => {}
         }
         let Some(conn) = self.state.conns.live_mut(id) else {
             return;
@@ -293,7 +343,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
         }
         conn.flags.peer_fin |= event.is_read_closed();
         let spliced_from = conn.spliced_to;
-        if event.is_writable() && !conn.output.is_empty() {
+        let unsent = !conn.output.is_empty() || self.kernel.tls_unsent(id);
+        if event.is_writable() && unsent {
             self.state.defer(id);
             self.apply_deferred();
         }

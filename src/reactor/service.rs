@@ -153,7 +153,22 @@ impl<'a> Context<'a> {
     /// that comes at once, or after the connect timeout —
     /// [`Service::on_connect_failed`].
     pub fn connect(&mut self, addr: &Addr, local: Option<SocketAddr>) -> ConnId {
-        self.state.request_connect(addr, local)
+        self.state.request_connect(addr, local, None)
+    }
+
+    /// As [`connect`](Self::connect), over TLS to a server that must prove
+    /// it is `name`: the service hears `on_connect` once the handshake is
+    /// done, and writes and reads plaintext. Fails at once only if rustls
+    /// cannot start a session with `config`.
+    #[cfg(feature = "tls")]
+    pub fn connect_tls(
+        &mut self,
+        addr: &Addr,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<ConnId> {
+        let tls = super::transport::Tls::client(config, name)?;
+        Ok(self.state.request_connect(addr, None, Some(tls)))
     }
 
     /// Sends FIN to `id` once everything queued for it is flushed; reading
@@ -217,6 +232,12 @@ impl<'a> Context<'a> {
     /// relay does this to one side when the other was reset.
     pub fn reset(&mut self, id: ConnId, reason: CloseReason) {
         self.state.reset(id, reason);
+    }
+
+    /// For a TLS connection, once its handshake is done: its protocol,
+    /// cipher suite, server name (SNI) and ALPN protocol, in one line.
+    pub fn tls(&self, id: ConnId) -> Option<&str> {
+        self.state.conns.get(id)?.tls.as_deref()
     }
 
     /// The address of `id`'s peer; still known during `on_close`.

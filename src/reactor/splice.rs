@@ -37,6 +37,12 @@ impl<S: Service, O: Os> Reactor<S, O> {
             if !(live(a) && live(b)) {
                 continue;
             }
+            // Ciphertext cannot be relayed as it is: TLS pairs copy.
+            let tls = |id| self.kernel.handles(id).is_some_and(|h| h.tls.is_some());
+            if tls(a) || tls(b) {
+                warn!("{a} and {b}: TLS on a side; copying instead of splicing");
+                continue;
+            }
             if let Some(h) = self.kernel.handles_mut(a) {
                 h.pipe = Some(pa);
             }

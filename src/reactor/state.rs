@@ -19,6 +19,7 @@ use super::stats::Stats;
 use super::timer::{TimerKind, Timers};
 use super::token::{ConnId, Table, Token};
 use super::trace::trace_io;
+use super::transport::Tls;
 use crate::sys::Addr;
 
 /// A connect a service asked for, to make once its callback has returned.
@@ -26,6 +27,8 @@ pub(crate) struct ConnectRequest {
     pub(crate) id: ConnId,
     pub(crate) addr: Addr,
     pub(crate) local: Option<SocketAddr>,
+    /// TLS to start once it is connected.
+    pub(crate) tls: Option<Tls>,
 }
 
 pub(crate) struct State {
@@ -129,7 +132,12 @@ impl State {
     /// Books an outgoing connection to `addr`; the socket is made once the
     /// callback that asked has returned. The service hears `on_connect` once
     /// the connection is up, or `on_connect_failed`.
-    pub(crate) fn request_connect(&mut self, addr: &Addr, local: Option<SocketAddr>) -> ConnId {
+    pub(crate) fn request_connect(
+        &mut self,
+        addr: &Addr,
+        local: Option<SocketAddr>,
+        tls: Option<Tls>,
+    ) -> ConnId {
         let connecting = Phase::Connecting {
             close_when_up: false,
         };
@@ -139,6 +147,7 @@ impl State {
             id,
             addr: addr.clone(),
             local,
+            tls,
         });
         id
     }
@@ -209,6 +218,9 @@ impl State {
         if let Some(conn) = self.conns.live_mut(id) {
             conn.phase = match conn.phase {
                 Phase::Connecting { .. } => Phase::Connecting {
+                    close_when_up: true,
+                },
+                Phase::Handshaking { .. } => Phase::Handshaking {
                     close_when_up: true,
                 },
                 Phase::Open => Phase::Closing,

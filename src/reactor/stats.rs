@@ -44,6 +44,9 @@ pub struct Stats {
     pub interest_changes: u64,
     /// Events for a connection that had already gone.
     pub stale_events: u64,
+    /// TLS handshakes done, and failed (timed out included).
+    pub tls_handshakes: u64,
+    pub tls_failures: u64,
 }
 
 impl Stats {
@@ -108,27 +111,32 @@ pub struct ConnInfo {
     pub pending_output: usize,
     /// False while paused, backpressured or closing.
     pub reading: bool,
-    /// open, paused, backpressured, read-closed, draining, closing or lingering.
+    /// connecting, handshaking, open, paused, backpressured, read-closed,
+    /// write-closed, draining, closing or lingering.
     pub state: &'static str,
+    /// For a TLS connection: the protocol, cipher suite, server name (SNI)
+    /// and ALPN protocol, as far as they are known.
+    pub tls: Option<String>,
 }
 
 /// The connection table, like a tiny `ss`.
 pub fn format_table(conns: &[ConnInfo]) -> String {
     let mut out = format!(
-        "{:<10} {:<40} {:>9} {:>12} {:>12} {:>10} {}\n",
-        "id", "peer", "age", "bytes in", "bytes out", "pending", "state"
+        "{:<10} {:<40} {:>9} {:>12} {:>12} {:>10} {:<14} {}\n",
+        "id", "peer", "age", "bytes in", "bytes out", "pending", "state", "tls"
     );
     for c in conns {
         let _ = writeln!(
             out,
-            "{:<10} {:<40} {:>8.1}s {:>12} {:>12} {:>10} {}",
+            "{:<10} {:<40} {:>8.1}s {:>12} {:>12} {:>10} {:<14} {}",
             c.id.to_string(),
             c.peer.to_string(),
             c.age.as_secs_f64(),
             c.bytes_in,
             c.bytes_out,
             c.pending_output,
-            c.state
+            c.state,
+            c.tls.as_deref().unwrap_or("-")
         );
     }
     let _ = write!(out, "{} connections", conns.len());

@@ -22,6 +22,8 @@ pub(crate) enum TimerKind {
     Write(ConnId),
     /// A partial message must be complete by now.
     Frame(ConnId),
+    /// A TLS handshake must be done by now.
+    Handshake(ConnId),
     /// An outgoing connect that must be up by now.
     Connect(ConnId),
     /// Set by the service, for one of its connections.
