@@ -173,11 +173,12 @@ pub fn fixed(data: &[u8]) {
 }
 
 /// The whole input is what a peer sent first on a connection that must
-/// start with a PROXY header. Checks that [`proxy::decode`] decides once and
-/// for all: `Ok(None)` for every prefix up to some length (with fewer bytes
-/// than the cap of its version), then one and the same result for every
-/// longer prefix; that a header it accepts ends exactly there; and that it
-/// encodes back to a header that decodes to the same version and addresses.
+/// start with a PROXY header. Checks that [`decode`](super::proxy::decode)
+/// decides once and for all: `Ok(None)` for every prefix up to some length
+/// (with fewer bytes than the cap of its version), then one and the same
+/// result for every longer prefix; that a header it accepts ends exactly
+/// there; and that it encodes back to a header that decodes to the same
+/// version and addresses.
 pub fn proxy(data: &[u8]) {
     use super::proxy::{self, V1_MAX_LEN, V2_MAX_LEN, Version};
 
