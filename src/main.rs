@@ -12,7 +12,7 @@ use log::{error, info, warn};
 
 use sockloop::app::echo::{Echo, FramedEcho};
 use sockloop::app::hub::{Hub, SlowPolicy};
-use sockloop::app::relay::Relay;
+use sockloop::app::relay::{Balance, Relay};
 use sockloop::bench::{self, Mode};
 use sockloop::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Framing};
 use sockloop::reactor::{Config, Reactor, Service};
@@ -33,7 +33,7 @@ struct Cli {
 enum Command {
     /// Echo every byte, or every frame, back to its sender.
     Echo(EchoArgs),
-    /// Proxy each client to an upstream (round-robin), both ways.
+    /// Proxy each client to an upstream (round-robin or least-conn, failed ones skipped), both ways.
     Relay(RelayArgs),
     /// Relay every frame a client sends to every other connected client.
     Hub(HubArgs),
@@ -46,12 +46,22 @@ struct RelayArgs {
     #[command(flatten)]
     server: ServerArgs,
     /// Where to connect each client (IP:PORT, [IPv6]:PORT, HOST:PORT or
-    /// unix:PATH); repeat for round-robin over several.
+    /// unix:PATH); repeat for several, picked by --balance.
     #[arg(long, required = true, value_parser = parse_addr)]
     upstream: Vec<Addr>,
-    /// How long an upstream connect may take before the client is closed.
+    /// round-robin: each upstream in turn; least-conn: the one with the
+    /// fewest pairs open or connecting (ties in turn).
+    #[arg(long, default_value = "round-robin")]
+    balance: Balance,
+    /// How long an upstream connect may take before the next upstream is
+    /// tried (the client is closed once each has been tried).
     #[arg(long, default_value = "5s", value_parser = refuse_zero(parse_duration))]
     connect_timeout: Duration,
+    /// After a failed connect, skip that upstream this long, twice as long
+    /// after each further failure (at most 64 times this), until a connect
+    /// to it succeeds; when all are down they are tried anyway (0 = never skip).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    upstream_down_time: Duration,
     /// Move bytes socket → pipe → socket with splice(2), never through user
     /// space (Linux only).
     #[arg(long)]
@@ -536,7 +546,9 @@ fn main() -> ExitCode {
                 connect_timeout: args.connect_timeout,
                 ..args.server.config()
             };
-            let relay = Relay::new(args.upstream.clone());
+            let relay = Relay::new(args.upstream.clone())
+                .with_balance(args.balance)
+                .with_down_time(args.upstream_down_time);
             // Two sockets per client; splice adds a pipe (two descriptors) each way.
             let (relay, fds_per_client) = if args.splice {
                 (relay.with_splice(), 6)
@@ -665,6 +677,21 @@ mod tests {
     #[test]
     fn the_max_frame_default_shown_is_the_real_one() {
         assert_eq!(parse_size(DEFAULT_MAX_FRAME), Ok(DEFAULT_MAX_FRAME_LEN));
+    }
+
+    #[test]
+    fn the_upstream_down_time_shown_is_the_real_one() {
+        let cli = Cli::try_parse_from(["sockloop", "relay", "--upstream", "127.0.0.1:1"]).unwrap();
+        let Command::Relay(args) = cli.command else {
+            panic!("not a relay");
+        };
+        assert_eq!(
+            args.upstream_down_time,
+            sockloop::app::relay::DEFAULT_DOWN_TIME
+        );
+        // As --help says: "at most 64 times this".
+        assert_eq!(sockloop::app::relay::MAX_DOWN_FACTOR, 64);
+        assert_eq!(args.balance, Balance::RoundRobin);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The relay through real sockets: bytes intact both ways under load,
 //! half-close carried through, upstream failure and recovery, bounded
 //! buffering against a client that does not read, and round-robin.
+//! Failover and balancing: `relay_upstreams.rs`.
 
 mod common;
 
@@ -402,7 +403,10 @@ fn clients_leaving_while_their_upstream_connects_leave_nothing_behind() {
     let relay = TestServer::start_then(
         Config::default(),
         move || Relay::new(vec![addr.into()]),
-        |reactor| reactor.service().pending_connects(),
+        |reactor| {
+            let relay = reactor.service();
+            (relay.pending_connects(), relay.open_pairs())
+        },
     );
     for _ in 0..CLIENTS {
         let client = relay.connect();
@@ -413,7 +417,11 @@ fn clients_leaving_while_their_upstream_connects_leave_nothing_behind() {
     relay.wait_for("every client and upstream closed", |s| {
         s.accepted == CLIENTS && s.active == 0
     });
-    assert_eq!(relay.stop(), 0, "upstream connects still remembered");
+    assert_eq!(
+        relay.stop(),
+        (0, 0),
+        "upstream connects or pairs still remembered"
+    );
     drop(slow);
 }
 
