@@ -14,6 +14,7 @@ use sockloop::app::echo::{Echo, FramedEcho};
 use sockloop::app::hub::{Hub, SlowPolicy};
 use sockloop::app::relay::{Balance, Relay};
 use sockloop::bench::{self, Mode};
+use sockloop::codec::proxy::Version as ProxyVersion;
 use sockloop::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Framing};
 use sockloop::reactor::{Config, Reactor, Service};
 use sockloop::stderr;
@@ -62,6 +63,11 @@ struct RelayArgs {
     /// to it succeeds; when all are down they are tried anyway (0 = never skip).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     upstream_down_time: Duration,
+    /// Start each upstream connection with a PROXY protocol header, v1
+    /// (text) or v2 (binary): the client's address, and the listening
+    /// address as the destination.
+    #[arg(long, value_name = "VERSION")]
+    send_proxy: Option<ProxyVersion>,
     /// Move bytes socket → pipe → socket with splice(2), never through user
     /// space (Linux only).
     #[arg(long)]
@@ -285,7 +291,20 @@ impl Command {
                 }
                 warnings
             }
-            Command::Relay(args) => args.server.surprises(),
+            Command::Relay(args) => {
+                let mut warnings = args.server.surprises();
+                if let (Some(version), Addr::Unix(_)) = (args.send_proxy, &args.server.listen) {
+                    let header = match version {
+                        ProxyVersion::V1 => "`PROXY UNKNOWN`",
+                        ProxyVersion::V2 => "a LOCAL header",
+                    };
+                    warnings.push(format!(
+                        "--send-proxy {version} with a unix: listener: clients have no IP \
+                         address to name, so each upstream gets {header}"
+                    ));
+                }
+                warnings
+            }
             Command::Hub(args) => args.server.surprises(),
             Command::Bench(_) => Vec::new(),
         }
@@ -549,6 +568,10 @@ fn main() -> ExitCode {
             let relay = Relay::new(args.upstream.clone())
                 .with_balance(args.balance)
                 .with_down_time(args.upstream_down_time);
+            let relay = match args.send_proxy {
+                Some(version) => relay.with_send_proxy(version),
+                None => relay,
+            };
             // Two sockets per client; splice adds a pipe (two descriptors) each way.
             let (relay, fds_per_client) = if args.splice {
                 (relay.with_splice(), 6)
@@ -557,6 +580,8 @@ fn main() -> ExitCode {
             };
             bind(&args.server, config, relay, fds_per_client).and_then(|(reactor, local)| {
                 refuse_own_upstream(&local, &args.upstream)?;
+                // The destination of the PROXY headers: known only now.
+                reactor.service().set_listen_addr(local.clone());
                 run_server(reactor, local)
             })
         }
@@ -664,6 +689,18 @@ mod tests {
                 "--hold-replies 5000",
             ),
             (&["echo", "--max-frame", "1K"], "--max-frame"),
+            (
+                &[
+                    "relay",
+                    "--upstream",
+                    "127.0.0.1:1",
+                    "--listen",
+                    "unix:/tmp/relay.sock",
+                    "--send-proxy",
+                    "v2",
+                ],
+                "--send-proxy v2",
+            ),
         ];
         for (args, flag) in cases {
             let warnings = surprises(args);
@@ -692,6 +729,7 @@ mod tests {
         // As --help says: "at most 64 times this".
         assert_eq!(sockloop::app::relay::MAX_DOWN_FACTOR, 64);
         assert_eq!(args.balance, Balance::RoundRobin);
+        assert_eq!(args.send_proxy, None);
     }
 
     #[test]

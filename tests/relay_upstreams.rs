@@ -11,7 +11,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use common::{LogFile, Rng, Server, SlowUpstream, TestServer, echo_all, round_trip, wait_until};
+use common::{
+    IO_TIMEOUT, LogFile, Rng, Server, SlowUpstream, TestServer, echo_all, round_trip, wait_until,
+};
 use sockloop::app::echo::Echo;
 use sockloop::app::relay::{Balance, Relay};
 use sockloop::reactor::{Addr, CloseReason, Config};
@@ -182,4 +184,37 @@ fn least_conn_sends_new_clients_away_from_the_busy_upstream() {
     assert_eq!(a.stats().accepted, 1);
     assert_eq!(b.stats().accepted, 4);
     assert_eq!(round_trip(&mut long_lived, b"still here"), b"still here");
+}
+
+#[test]
+fn send_proxy_goes_once_to_the_upstream_that_answers_after_a_refusal() {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = refusing();
+    let args = [
+        "relay",
+        "--upstream",
+        &down.to_string(),
+        "--upstream",
+        &upstream.local_addr().unwrap().to_string(),
+        "--send-proxy",
+        "v1",
+    ];
+    let relay = Server::start(&[], &args, std::process::Stdio::null());
+    let mut client = relay.connect();
+    let port = client.local_addr().unwrap().port();
+    client.write_all(b"early").unwrap();
+    let (mut up, _) = upstream.accept().unwrap();
+    up.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let header = format!("PROXY TCP4 127.0.0.1 127.0.0.1 {port} {}\r\n", relay.port);
+    let mut got = vec![0; header.len() + 5];
+    up.read_exact(&mut got).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        format!("{header}early"),
+        "one header, then the client's bytes once"
+    );
+    drop(client);
+    let mut rest = Vec::new();
+    up.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"", "nothing more");
 }

@@ -13,11 +13,15 @@
 //!   up. What the client sent meanwhile was queued for the failed connection
 //!   and went down with it, so the relay keeps a copy of it while a connect is
 //!   in progress and another upstream is left to try, and queues it for the
-//!   next one; nothing had left for the failed one;
+//!   next one behind its PROXY header; nothing had left for the failed one;
 //! - an upstream whose connect failed is skipped for a while (its down time,
 //!   doubling while it keeps failing, reset by a success), unless every
-//!   upstream left to try is down.
+//!   upstream left to try is down;
+//! - with a PROXY protocol version set, each upstream connection starts with
+//!   a header naming the client and the relay's listening address, queued
+//!   right after the connect and so ahead of anything the client sends.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
@@ -27,6 +31,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use slab::Slab;
 
+use crate::codec::proxy::{self, Addresses, Version};
 use crate::reactor::{Addr, CloseReason, ConnId, Context, Service};
 
 /// How long an upstream is skipped after a failed connect, unless told
@@ -74,6 +79,11 @@ pub struct Relay {
     pool: Pool,
     /// Move bytes with splice(2) once both sides are up, where the OS can.
     splice: bool,
+    /// The PROXY protocol header each upstream connection starts with, if any.
+    send_proxy: Option<Version>,
+    /// Where clients connect to: the destination PROXY headers name. Set
+    /// once the listener is bound, when the relay is already in its reactor.
+    listen_addr: OnceCell<Addr>,
     /// Client and upstream of each pair; both sides' state is its key.
     pairs: Slab<Pair>,
     /// Upstream connects in progress: upstream id → its pair.
@@ -87,6 +97,8 @@ impl Relay {
         Relay {
             pool: Pool::new(upstreams, Balance::RoundRobin, DEFAULT_DOWN_TIME),
             splice: false,
+            send_proxy: None,
+            listen_addr: OnceCell::new(),
             pairs: Slab::new(),
             connecting: HashMap::new(),
         }
@@ -112,6 +124,23 @@ impl Relay {
     pub fn with_down_time(mut self, down_time: Duration) -> Relay {
         self.pool.down_time = down_time;
         self
+    }
+
+    /// Starts each upstream connection with a PROXY protocol header of
+    /// `version`: the client's address, and as the destination the address
+    /// given to [`set_listen_addr`](Self::set_listen_addr). Where either is
+    /// not an IP address (a Unix-domain socket), or the listening address
+    /// was never given, the header names none: v1 `PROXY UNKNOWN`, v2 `LOCAL`.
+    pub fn with_send_proxy(mut self, version: Version) -> Relay {
+        self.send_proxy = Some(version);
+        self
+    }
+
+    /// Where clients connect to, for the PROXY headers. The relay is inside
+    /// its reactor by the time the listener is bound, so this takes `&self`;
+    /// only the first call counts.
+    pub fn set_listen_addr(&self, addr: Addr) {
+        let _ = self.listen_addr.set(addr);
     }
 
     /// Upstream connects in progress.
@@ -156,11 +185,22 @@ pub struct Side {
 }
 
 impl Relay {
+    /// The addresses a PROXY header names for a client at `client`.
+    fn proxy_addresses(&self, client: &Addr) -> Option<Addresses> {
+        Some(Addresses {
+            source: client.ip()?,
+            destination: self.listen_addr.get()?.ip()?,
+        })
+    }
+
     /// Starts pair `key`'s upstream connect on the next upstream it has not
-    /// tried, queueing what the client has sent so far and its FIN. False
-    /// once every upstream has been tried. A connect that fails, even at
-    /// once, is heard of in `on_connect_failed`.
+    /// tried, queueing the PROXY header, what the client has sent so far and
+    /// its FIN. False once every upstream has been tried. A connect that
+    /// fails, even at once, is heard of in `on_connect_failed`.
     fn connect_next(&mut self, ctx: &mut Context<'_>, key: usize) -> bool {
+        let header = self
+            .send_proxy
+            .map(|v| (v, self.proxy_addresses(&self.pairs[key].client_addr)));
         let pair = &mut self.pairs[key];
         let (Some(client), Some(connecting)) = (pair.client, pair.connecting.as_mut()) else {
             return false;
@@ -178,6 +218,9 @@ impl Relay {
         self.connecting.insert(up, key);
         ctx.link(client, up);
         // The connection is not up: all of this is queued, in this order.
+        if let Some((version, addresses)) = header {
+            ctx.write_with(up, |out| proxy::encode(version, addresses, out));
+        }
         if !connecting.early.is_empty() {
             ctx.write(up, &connecting.early);
         }
