@@ -12,8 +12,9 @@ use log::{error, info, warn};
 
 use sockloop::app::echo::{Echo, FramedEcho};
 use sockloop::app::hub::{Hub, SlowPolicy};
-use sockloop::app::relay::Relay;
+use sockloop::app::relay::{Balance, Relay};
 use sockloop::bench::{self, Mode};
+use sockloop::codec::proxy::Version as ProxyVersion;
 use sockloop::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Framing};
 use sockloop::reactor::{Config, Reactor, Service};
 use sockloop::stderr;
@@ -33,7 +34,7 @@ struct Cli {
 enum Command {
     /// Echo every byte, or every frame, back to its sender.
     Echo(EchoArgs),
-    /// Proxy each client to an upstream (round-robin), both ways.
+    /// Proxy each client to an upstream (round-robin or least-conn, failed ones skipped), both ways.
     Relay(RelayArgs),
     /// Relay every frame a client sends to every other connected client.
     Hub(HubArgs),
@@ -97,12 +98,27 @@ struct RelayArgs {
     #[command(flatten)]
     server: ServerArgs,
     /// Where to connect each client (IP:PORT, [IPv6]:PORT, HOST:PORT or
-    /// unix:PATH); repeat for round-robin over several.
+    /// unix:PATH); repeat for several, picked by --balance.
     #[arg(long, required = true, value_parser = parse_addr)]
     upstream: Vec<Addr>,
-    /// How long an upstream connect may take before the client is closed.
+    /// round-robin: each upstream in turn; least-conn: the one with the
+    /// fewest pairs open or connecting (ties in turn).
+    #[arg(long, default_value = "round-robin")]
+    balance: Balance,
+    /// How long an upstream connect may take before the next upstream is
+    /// tried (the client is closed once each has been tried).
     #[arg(long, default_value = "5s", value_parser = refuse_zero(parse_duration))]
     connect_timeout: Duration,
+    /// After a failed connect, skip that upstream this long, twice as long
+    /// after each further failure (at most 64 times this), until a connect
+    /// to it succeeds; when all are down they are tried anyway (0 = never skip).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    upstream_down_time: Duration,
+    /// Start each upstream connection with a PROXY protocol header, v1
+    /// (text) or v2 (binary): the client's address, and the listening
+    /// address as the destination.
+    #[arg(long, value_name = "VERSION")]
+    send_proxy: Option<ProxyVersion>,
     /// Move bytes socket → pipe → socket with splice(2), never through user
     /// space (Linux only).
     #[arg(long)]
@@ -329,7 +345,20 @@ impl Command {
                 }
                 warnings
             }
-            Command::Relay(args) => args.server.surprises(),
+            Command::Relay(args) => {
+                let mut warnings = args.server.surprises();
+                if let (Some(version), Addr::Unix(_)) = (args.send_proxy, &args.server.listen) {
+                    let header = match version {
+                        ProxyVersion::V1 => "`PROXY UNKNOWN`",
+                        ProxyVersion::V2 => "a LOCAL header",
+                    };
+                    warnings.push(format!(
+                        "--send-proxy {version} with a unix: listener: clients have no IP \
+                         address to name, so each upstream gets {header}"
+                    ));
+                }
+                warnings
+            }
             Command::Hub(args) => args.server.surprises(),
             Command::Bench(_) => Vec::new(),
             #[cfg(feature = "tls")]
@@ -593,7 +622,13 @@ fn main() -> ExitCode {
                 connect_timeout: args.connect_timeout,
                 ..args.server.config()
             };
-            let relay = Relay::new(args.upstream.clone());
+            let relay = Relay::new(args.upstream.clone())
+                .with_balance(args.balance)
+                .with_down_time(args.upstream_down_time);
+            let relay = match args.send_proxy {
+                Some(version) => relay.with_send_proxy(version),
+                None => relay,
+            };
             // Two sockets per client; splice adds a pipe (two descriptors) each way.
             let (relay, fds_per_client) = if args.splice {
                 (relay.with_splice(), 6)
@@ -602,6 +637,8 @@ fn main() -> ExitCode {
             };
             bind(&args.server, config, relay, fds_per_client).and_then(|(reactor, local)| {
                 refuse_own_upstream(&local, &args.upstream)?;
+                // The destination of the PROXY headers: known only now.
+                reactor.service().set_listen_addr(local.clone());
                 run_server(reactor, local)
             })
         }
@@ -720,6 +757,18 @@ mod tests {
                 "--hold-replies 5000",
             ),
             (&["echo", "--max-frame", "1K"], "--max-frame"),
+            (
+                &[
+                    "relay",
+                    "--upstream",
+                    "127.0.0.1:1",
+                    "--listen",
+                    "unix:/tmp/relay.sock",
+                    "--send-proxy",
+                    "v2",
+                ],
+                "--send-proxy v2",
+            ),
         ];
         for (args, flag) in cases {
             let warnings = surprises(args);
@@ -733,6 +782,22 @@ mod tests {
     #[test]
     fn the_max_frame_default_shown_is_the_real_one() {
         assert_eq!(parse_size(DEFAULT_MAX_FRAME), Ok(DEFAULT_MAX_FRAME_LEN));
+    }
+
+    #[test]
+    fn the_upstream_down_time_shown_is_the_real_one() {
+        let cli = Cli::try_parse_from(["sockloop", "relay", "--upstream", "127.0.0.1:1"]).unwrap();
+        let Command::Relay(args) = cli.command else {
+            panic!("not a relay");
+        };
+        assert_eq!(
+            args.upstream_down_time,
+            sockloop::app::relay::DEFAULT_DOWN_TIME
+        );
+        // As --help says: "at most 64 times this".
+        assert_eq!(sockloop::app::relay::MAX_DOWN_FACTOR, 64);
+        assert_eq!(args.balance, Balance::RoundRobin);
+        assert_eq!(args.send_proxy, None);
     }
 
     #[test]

@@ -45,6 +45,11 @@ fn fixed_corpus() {
     assert!(replay("fixed", fuzz::fixed) > 0, "seed corpus missing");
 }
 
+#[test]
+fn proxy_corpus() {
+    assert!(replay("proxy", fuzz::proxy) > 0, "seed corpus missing");
+}
+
 /// `fuzz/` is a workspace of its own, with its own `Cargo.lock`. When the
 /// library gains a dependency, that lock file lacks it, and the next `cargo
 /// fuzz build` rewrites the committed file.

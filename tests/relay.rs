@@ -1,6 +1,8 @@
 //! The relay through real sockets: bytes intact both ways under load,
 //! half-close carried through, upstream failure and recovery, bounded
-//! buffering against a client that does not read, and round-robin.
+//! buffering against a client that does not read, round-robin, and the
+//! PROXY protocol header sent to each upstream (`--send-proxy`), checked
+//! byte for byte. Failover and balancing: `relay_upstreams.rs`.
 
 mod common;
 
@@ -402,7 +404,10 @@ fn clients_leaving_while_their_upstream_connects_leave_nothing_behind() {
     let relay = TestServer::start_then(
         Config::default(),
         move || Relay::new(vec![addr.into()]),
-        |reactor| reactor.service().pending_connects(),
+        |reactor| {
+            let relay = reactor.service();
+            (relay.pending_connects(), relay.open_pairs())
+        },
     );
     for _ in 0..CLIENTS {
         let client = relay.connect();
@@ -413,7 +418,11 @@ fn clients_leaving_while_their_upstream_connects_leave_nothing_behind() {
     relay.wait_for("every client and upstream closed", |s| {
         s.accepted == CLIENTS && s.active == 0
     });
-    assert_eq!(relay.stop(), 0, "upstream connects still remembered");
+    assert_eq!(
+        relay.stop(),
+        (0, 0),
+        "upstream connects or pairs still remembered"
+    );
     drop(slow);
 }
 
@@ -464,5 +473,159 @@ fn an_upstream_reset_reaches_the_client_as_a_reset() {
             matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
             "splice {splice}: the client saw {end:?}, not a reset"
         );
+    }
+}
+
+/// The first `len` bytes an upstream connection gets.
+fn read_exactly(stream: &mut TcpStream, len: usize) -> Vec<u8> {
+    let mut got = vec![0; len];
+    stream.read_exact(&mut got).expect("read from the relay");
+    got
+}
+
+/// The v2 header HAProxy's specification describes for a TCP client at
+/// `source` that connected to `destination`, written out field by field.
+fn v2_header(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let mut wire = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    wire.push(0x21); // version 2, PROXY
+    match (source, destination) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+            wire.extend_from_slice(&[0x11, 0, 12]); // TCP over IPv4, 12 bytes
+            wire.extend_from_slice(&s.ip().octets());
+            wire.extend_from_slice(&d.ip().octets());
+        }
+        (SocketAddr::V6(s), SocketAddr::V6(d)) => {
+            wire.extend_from_slice(&[0x21, 0, 36]); // TCP over IPv6, 36 bytes
+            wire.extend_from_slice(&s.ip().octets());
+            wire.extend_from_slice(&d.ip().octets());
+        }
+        _ => panic!("one family expected"),
+    }
+    wire.extend_from_slice(&source.port().to_be_bytes());
+    wire.extend_from_slice(&destination.port().to_be_bytes());
+    wire
+}
+
+#[test]
+fn send_proxy_starts_each_upstream_connection_with_the_clients_address() {
+    for version in ["v1", "v2"] {
+        for listen in ["127.0.0.1:0", "[::1]:0"] {
+            let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+            let up_addr = upstream.local_addr().unwrap().to_string();
+            let args = ["relay", "--upstream", &up_addr, "--send-proxy", version];
+            let relay = Server::start_on(&[], &args, listen, Stdio::null());
+            let Addr::Ip(relay_addr) = *relay.listening() else {
+                panic!("an IP listener");
+            };
+            let mut client = TcpStream::connect(relay_addr).unwrap();
+            client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            let client_addr = client.local_addr().unwrap();
+            client.write_all(b"hello").unwrap();
+
+            let expected = match version {
+                "v1" => {
+                    let family = if relay_addr.is_ipv4() { "TCP4" } else { "TCP6" };
+                    format!(
+                        "PROXY {family} {} {} {} {}\r\n",
+                        client_addr.ip(),
+                        relay_addr.ip(),
+                        client_addr.port(),
+                        relay_addr.port()
+                    )
+                    .into_bytes()
+                }
+                _ => v2_header(client_addr, relay_addr),
+            };
+            let (mut up, _) = upstream.accept().unwrap();
+            up.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            let got = read_exactly(&mut up, expected.len() + 5);
+            assert_eq!(
+                got,
+                [&expected[..], b"hello"].concat(),
+                "{version} on {listen}: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            // Only the header is added, and only towards the upstream.
+            up.write_all(b"world").unwrap();
+            assert_eq!(read_exactly(&mut client, 5), b"world");
+            client.shutdown(Shutdown::Write).unwrap();
+            assert_eq!(read_to_eof(&mut up), b"", "{version} on {listen}");
+        }
+    }
+}
+
+#[test]
+fn send_proxy_header_goes_ahead_of_bytes_sent_while_the_upstream_connects() {
+    let modes: &[&[&str]] = if sockloop::sys::SPLICE {
+        &[&[], &["--splice"]]
+    } else {
+        &[&[]]
+    };
+    for &mode in modes {
+        for version in ["v1", "v2"] {
+            let mut slow = SlowUpstream::new();
+            let mut flags = vec!["--send-proxy", version];
+            flags.extend_from_slice(mode);
+            let (relay, _log) = relay_binary(&[slow.addr], &flags);
+            let mut client = relay.connect();
+            let client_addr = client.local_addr().unwrap();
+            // The SYN is dropped: these wait in the relay for the connect.
+            let early = Rng::new(3).bytes(100 << 10);
+            client.write_all(&early).unwrap();
+            slow.open();
+            let mut up = slow.accept();
+            let expected = match version {
+                "v1" => format!(
+                    "PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\n",
+                    client_addr.port(),
+                    relay.port
+                )
+                .into_bytes(),
+                _ => v2_header(client_addr, relay.addr()),
+            };
+            assert_eq!(
+                read_exactly(&mut up, expected.len()),
+                expected,
+                "{mode:?} {version}"
+            );
+            assert!(
+                read_exactly(&mut up, early.len()) == early,
+                "{mode:?} {version}: early bytes altered"
+            );
+            // Once the pair is up (and spliced, if asked), later bytes follow.
+            client.write_all(b"later").unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+            assert_eq!(read_to_eof(&mut up), b"later", "{mode:?} {version}");
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn send_proxy_names_no_address_for_a_unix_domain_client() {
+    use std::os::unix::net::UnixStream;
+    for (version, expected) in [
+        ("v1", b"PROXY UNKNOWN\r\n".to_vec()),
+        // LOCAL, family UNSPEC, no address bytes.
+        ("v2", b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec()),
+    ] {
+        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+        let up_addr = upstream.local_addr().unwrap().to_string();
+        let path = std::env::temp_dir().join(format!(
+            "sockloop-send-proxy-{}-{version}.sock",
+            std::process::id()
+        ));
+        let listen = format!("unix:{}", path.display());
+        let args = ["relay", "--upstream", &up_addr, "--send-proxy", version];
+        let relay = Server::start_on(&[], &args, &listen, Stdio::null());
+        let mut client = UnixStream::connect(&path).unwrap();
+        client.write_all(b"hi").unwrap();
+        let (mut up, _) = upstream.accept().unwrap();
+        up.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let got = read_exactly(&mut up, expected.len() + 2);
+        assert_eq!(got, [&expected[..], b"hi"].concat(), "{version}");
+        drop(client);
+        drop(relay);
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -1,26 +1,93 @@
 //! Relay: a TCP proxy. Each accepted client gets its own connection to an
-//! upstream (round-robin over the list); bytes flow both ways.
+//! upstream (round-robin or least-conn over the list); bytes flow both ways.
 //!
 //! The reactor carries the hard parts once the two sides are linked:
 //! a side stops being read while the other side's output is backed up, bytes
 //! from a client whose upstream is still connecting wait (bounded by the same
 //! rule), and a socket closes once both its directions are done. What is left
-//! here is the pairing, FIN propagation and failure handling.
+//! here is the pairing, the choice of upstream, FIN propagation and failure
+//! handling:
+//!
+//! - an upstream connect that is refused or times out is tried again on the
+//!   next upstream (each at most once per client) before the client is given
+//!   up. What the client sent meanwhile was queued for the failed connection
+//!   and went down with it, so the relay keeps a copy of it while a connect is
+//!   in progress and another upstream is left to try, and queues it for the
+//!   next one behind its PROXY header; nothing had left for the failed one;
+//! - an upstream whose connect failed is skipped for a while (its down time,
+//!   doubling while it keeps failing, reset by a success), unless every
+//!   upstream left to try is down;
+//! - with a PROXY protocol version set, each upstream connection starts with
+//!   a header naming the client and the relay's listening address, queued
+//!   right after the connect and so ahead of anything the client sends.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
+use std::fmt;
 use std::io;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::{debug, info, warn};
+use slab::Slab;
 
+use crate::codec::proxy::{self, Addresses, Version};
 use crate::reactor::{Addr, CloseReason, ConnId, Context, Service};
 
+/// How long an upstream is skipped after a failed connect, unless told
+/// otherwise ([`Relay::with_down_time`]).
+pub const DEFAULT_DOWN_TIME: Duration = Duration::from_secs(2);
+
+/// An upstream that keeps failing is skipped for at most this many times
+/// its first down time.
+pub const MAX_DOWN_FACTOR: u32 = 64;
+
+/// How a relay picks each client's upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Balance {
+    /// Each in turn.
+    #[default]
+    RoundRobin,
+    /// The one with the fewest pairs open or connecting; ties in turn.
+    LeastConn,
+}
+
+impl FromStr for Balance {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "round-robin" => Ok(Self::RoundRobin),
+            "least-conn" => Ok(Self::LeastConn),
+            other => Err(format!(
+                "unknown balance `{other}`: expected round-robin or least-conn"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Balance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::RoundRobin => "round-robin",
+            Self::LeastConn => "least-conn",
+        })
+    }
+}
+
 pub struct Relay {
-    upstreams: Vec<Addr>,
+    pool: Pool,
     /// Move bytes with splice(2) once both sides are up, where the OS can.
     splice: bool,
-    next: usize,
-    /// Upstream connects in progress: upstream id → the client it serves.
-    connecting: HashMap<ConnId, Pending>,
+    /// The PROXY protocol header each upstream connection starts with, if any.
+    send_proxy: Option<Version>,
+    /// Where clients connect to: the destination PROXY headers name. Set
+    /// once the listener is bound, when the relay is already in its reactor.
+    listen_addr: OnceCell<Addr>,
+    /// Client and upstream of each pair; both sides' state is its key.
+    pairs: Slab<Pair>,
+    /// Upstream connects in progress: upstream id → its pair.
+    connecting: HashMap<ConnId, usize>,
 }
 
 impl Relay {
@@ -28,18 +95,13 @@ impl Relay {
     pub fn new(upstreams: Vec<Addr>) -> Relay {
         assert!(!upstreams.is_empty(), "a relay needs an upstream");
         Relay {
-            upstreams,
+            pool: Pool::new(upstreams, Balance::RoundRobin, DEFAULT_DOWN_TIME),
             splice: false,
-            next: 0,
+            send_proxy: None,
+            listen_addr: OnceCell::new(),
+            pairs: Slab::new(),
             connecting: HashMap::new(),
         }
-    }
-}
-
-impl Relay {
-    /// Upstream connects in progress.
-    pub fn pending_connects(&self) -> usize {
-        self.connecting.len()
     }
 
     /// Relays with splice(2) instead of copying through user space. Where
@@ -49,62 +111,231 @@ impl Relay {
         self.splice = true;
         self
     }
+
+    /// Picks each client's upstream by `balance` (round-robin by default).
+    pub fn with_balance(mut self, balance: Balance) -> Relay {
+        self.pool.balance = balance;
+        self
+    }
+
+    /// Skips an upstream whose connect failed for `down_time` (doubling
+    /// while it keeps failing, up to [`MAX_DOWN_FACTOR`] times); zero never
+    /// skips one. [`DEFAULT_DOWN_TIME`] by default.
+    pub fn with_down_time(mut self, down_time: Duration) -> Relay {
+        self.pool.down_time = down_time;
+        self
+    }
+
+    /// Starts each upstream connection with a PROXY protocol header of
+    /// `version`: the client's address, and as the destination the address
+    /// given to [`set_listen_addr`](Self::set_listen_addr). Where either is
+    /// not an IP address (a Unix-domain socket), or the listening address
+    /// was never given, the header names none: v1 `PROXY UNKNOWN`, v2 `LOCAL`.
+    pub fn with_send_proxy(mut self, version: Version) -> Relay {
+        self.send_proxy = Some(version);
+        self
+    }
+
+    /// Where clients connect to, for the PROXY headers. The relay is inside
+    /// its reactor by the time the listener is bound, so this takes `&self`;
+    /// only the first call counts.
+    pub fn set_listen_addr(&self, addr: Addr) {
+        let _ = self.listen_addr.set(addr);
+    }
+
+    /// Upstream connects in progress.
+    pub fn pending_connects(&self) -> usize {
+        self.connecting.len()
+    }
+
+    /// Pairs with at least one side still open.
+    pub fn open_pairs(&self) -> usize {
+        self.pairs.len()
+    }
 }
 
-struct Pending {
-    client: ConnId,
+/// A client and its upstream.
+struct Pair {
+    /// `None` once the client's side has closed.
+    client: Option<ConnId>,
     client_addr: Addr,
-    upstream: Addr,
+    /// The upstream it goes to (an index into the pool), or last tried.
+    upstream: usize,
+    /// The upstream connection, connecting or up; `None` once closed.
+    upstream_conn: Option<ConnId>,
+    /// While the upstream connect is in progress.
+    connecting: Option<Connecting>,
 }
 
-/// One side of a pair; `peer` is the other side.
+#[derive(Default)]
+struct Connecting {
+    /// Upstreams tried for this client, the one connecting last.
+    tried: Vec<usize>,
+    /// What the client has sent so far, while another upstream is left to
+    /// try if this one fails: it went into the connecting upstream's output
+    /// too, and is lost with it.
+    early: Vec<u8>,
+    /// The client has sent FIN.
+    fin: bool,
+}
+
+/// One side of a pair: the key of the pair it belongs to.
 pub struct Side {
-    peer: ConnId,
+    pair: usize,
+}
+
+impl Relay {
+    /// The addresses a PROXY header names for a client at `client`.
+    fn proxy_addresses(&self, client: &Addr) -> Option<Addresses> {
+        Some(Addresses {
+            source: client.ip()?,
+            destination: self.listen_addr.get()?.ip()?,
+        })
+    }
+
+    /// Starts pair `key`'s upstream connect on the next upstream it has not
+    /// tried, queueing the PROXY header, what the client has sent so far and
+    /// its FIN. False once every upstream has been tried. A connect that
+    /// fails, even at once, is heard of in `on_connect_failed`.
+    fn connect_next(&mut self, ctx: &mut Context<'_>, key: usize) -> bool {
+        let header = self
+            .send_proxy
+            .map(|v| (v, self.proxy_addresses(&self.pairs[key].client_addr)));
+        let pair = &mut self.pairs[key];
+        let (Some(client), Some(connecting)) = (pair.client, pair.connecting.as_mut()) else {
+            return false;
+        };
+        let Some(i) = self.pool.pick(ctx.now(), &connecting.tried) else {
+            return false;
+        };
+        connecting.tried.push(i);
+        let addr = &self.pool.upstreams[i].addr;
+        let up = ctx.connect(addr, None);
+        debug!("{client} from {} → {up} to {addr}", pair.client_addr);
+        self.pool.upstreams[i].pairs += 1;
+        pair.upstream = i;
+        pair.upstream_conn = Some(up);
+        self.connecting.insert(up, key);
+        ctx.link(client, up);
+        // The connection is not up: all of this is queued, in this order.
+        if let Some((version, addresses)) = header {
+            ctx.write_with(up, |out| proxy::encode(version, addresses, out));
+        }
+        if !connecting.early.is_empty() {
+            ctx.write(up, &connecting.early);
+        }
+        if connecting.fin {
+            ctx.shutdown_write(up);
+        }
+        if connecting.tried.len() == self.pool.upstreams.len() {
+            // No other upstream to fall back on: no copy needed.
+            connecting.early = Vec::new();
+        }
+        true
+    }
+
+    /// Pair `key`'s upstream `id` is up.
+    fn upstream_up(&mut self, ctx: &mut Context<'_>, id: ConnId, addr: &Addr, key: usize) -> Side {
+        let pair = &mut self.pairs[key];
+        pair.connecting = None;
+        if let Some(failed) = self.pool.succeeded(pair.upstream) {
+            info!("upstream {addr} is back, after {failed} failed connects");
+        }
+        let Some(client) = pair.client else {
+            ctx.close(id);
+            return Side { pair: key };
+        };
+        debug!(
+            "{client} from {}: upstream {id} at {addr} is up",
+            pair.client_addr
+        );
+        // What the client sent meanwhile goes out now, and later bytes by
+        // splice if asked (falling back to copying).
+        if self.splice
+            && let Err(e) = ctx.splice(client, id)
+        {
+            warn!(
+                "relay {} → {addr}: no splice ({e}), copying instead",
+                pair.client_addr
+            );
+            // It will not come back for the next pair.
+            self.splice = e.kind() != io::ErrorKind::Unsupported;
+        }
+        Side { pair: key }
+    }
+}
+
+/// Whether a failed connect says something about the upstream (refused,
+/// timed out, unreachable, no such socket file, its queue full), rather
+/// than about this host (out of descriptors, say).
+fn blames_upstream(kind: io::ErrorKind) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        kind,
+        ConnectionRefused
+            | ConnectionReset
+            | TimedOut
+            | HostUnreachable
+            | NetworkUnreachable
+            | NetworkDown
+            | NotFound
+            | PermissionDenied
+            | WouldBlock
+    )
 }
 
 impl Service for Relay {
     type Conn = Option<Side>;
 
     fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, addr: &Addr) -> Option<Side> {
-        if let Some(Pending {
-            client,
-            client_addr,
-            ..
-        }) = self.connecting.remove(&id)
-        {
-            debug!("{client} from {client_addr}: upstream {id} at {addr} is up");
-            // The upstream is up: what the client sent meanwhile goes out now,
-            // and later bytes by splice if asked (falling back to copying).
-            if self.splice
-                && let Err(e) = ctx.splice(client, id)
-            {
-                warn!("relay {client_addr} → {addr}: no splice ({e}), copying instead");
-                // It will not come back for the next pair.
-                self.splice = e.kind() != io::ErrorKind::Unsupported;
-            }
-            return Some(Side { peer: client });
+        if let Some(key) = self.connecting.remove(&id) {
+            return Some(self.upstream_up(ctx, id, addr, key));
         }
-        let upstream = self.upstreams[self.next % self.upstreams.len()].clone();
-        self.next = self.next.wrapping_add(1);
-        let up = ctx.connect(&upstream, None);
-        debug!("{id} from {addr} → {up} to {upstream}");
-        ctx.link(id, up);
-        let pending = Pending {
-            client: id,
+        let key = self.pairs.insert(Pair {
+            client: Some(id),
             client_addr: addr.clone(),
-            upstream,
-        };
-        self.connecting.insert(up, pending);
-        Some(Side { peer: up })
+            upstream: 0,
+            upstream_conn: None,
+            connecting: Some(Connecting::default()),
+        });
+        let started = self.connect_next(ctx, key);
+        debug_assert!(started, "a new client has every upstream left to try");
+        Some(Side { pair: key })
     }
 
-    fn on_connect_failed(&mut self, ctx: &mut Context<'_>, id: ConnId, error: std::io::Error) {
-        if let Some(p) = self.connecting.remove(&id) {
-            warn!(
-                "relay {} → {}: {error}; closing the client",
-                p.client_addr, p.upstream
+    fn on_connect_failed(&mut self, ctx: &mut Context<'_>, id: ConnId, error: io::Error) {
+        let Some(key) = self.connecting.remove(&id) else {
+            return;
+        };
+        let pair = &mut self.pairs[key];
+        let i = pair.upstream;
+        pair.upstream_conn = None;
+        self.pool.detach(i);
+        let upstream = self.pool.upstreams[i].addr.clone();
+        // The reactor gave it up (a shutdown's deadline), the upstream did not fail.
+        let abandoned = error.kind() == io::ErrorKind::ConnectionAborted;
+        if !abandoned && blames_upstream(error.kind()) {
+            self.pool.failed(i, ctx.now(), &error);
+        }
+        if !abandoned && self.connect_next(ctx, key) {
+            debug!(
+                "relay {} → {upstream}: {error}; trying the next upstream",
+                self.pairs[key].client_addr
             );
-            ctx.abort(p.client, CloseReason::Error(error.kind()));
+            return;
+        }
+        let pair = &mut self.pairs[key];
+        pair.connecting = None;
+        warn!(
+            "relay {} → {upstream}: {error}; closing the client",
+            pair.client_addr
+        );
+        match pair.client {
+            // Its close removes the pair.
+            Some(client) => ctx.abort(client, CloseReason::Error(error.kind())),
+            None => {
+                self.pairs.remove(key);
+            }
         }
     }
 
@@ -115,9 +346,20 @@ impl Service for Relay {
         side: &mut Option<Side>,
         input: &[u8],
     ) -> usize {
-        if let Some(side) = side
-            && !ctx.write(side.peer, input)
-        {
+        let Some(pair) = side.as_ref().and_then(|s| self.pairs.get_mut(s.pair)) else {
+            return input.len();
+        };
+        let peer = if pair.client == Some(id) {
+            if let Some(connecting) = &mut pair.connecting
+                && connecting.tried.len() < self.pool.upstreams.len()
+            {
+                connecting.early.extend_from_slice(input);
+            }
+            pair.upstream_conn
+        } else {
+            pair.client
+        };
+        if !peer.is_some_and(|peer| ctx.write(peer, input)) {
             ctx.abort(id, CloseReason::Local);
         }
         input.len()
@@ -130,10 +372,20 @@ impl Service for Relay {
         side: &mut Option<Side>,
         _: &[u8],
     ) {
-        match side {
-            // Pass the FIN on once the bytes before it are through.
-            Some(side) => ctx.shutdown_write(side.peer),
-            None => ctx.close(id),
+        let Some(pair) = side.as_ref().and_then(|s| self.pairs.get_mut(s.pair)) else {
+            return ctx.close(id);
+        };
+        let peer = if pair.client == Some(id) {
+            if let Some(connecting) = &mut pair.connecting {
+                connecting.fin = true;
+            }
+            pair.upstream_conn
+        } else {
+            pair.client
+        };
+        // Pass the FIN on once the bytes before it are through.
+        if let Some(peer) = peer {
+            ctx.shutdown_write(peer);
         }
     }
 
@@ -144,27 +396,302 @@ impl Service for Relay {
         side: Option<Side>,
         reason: CloseReason,
     ) {
-        let Some(side) = side else { return };
-        // A client gone before its upstream is up: that connect is abandoned.
-        self.connecting.remove(&side.peer);
+        let Some(Side { pair: key }) = side else {
+            return;
+        };
+        let Some(pair) = self.pairs.get_mut(key) else {
+            return;
+        };
+        let peer = if pair.client == Some(id) {
+            pair.client = None;
+            // A client gone before its upstream is up: that connect is abandoned.
+            if pair.connecting.take().is_some()
+                && let Some(up) = pair.upstream_conn.take()
+            {
+                self.connecting.remove(&up);
+                self.pool.detach(pair.upstream);
+                ctx.abort(up, reason);
+            }
+            pair.upstream_conn
+        } else {
+            pair.upstream_conn = None;
+            self.pool.detach(pair.upstream);
+            pair.client
+        };
+        if pair.client.is_none() && pair.upstream_conn.is_none() {
+            self.pairs.remove(key);
+        }
+        let Some(peer) = peer else {
+            return;
+        };
         match reason {
             // Both directions finished: the other side winds down by itself.
-            CloseReason::Peer => ctx.close(side.peer),
+            CloseReason::Peer => ctx.close(peer),
             // A stream cut short on one side must not look complete on the other.
             CloseReason::Error(_) => {
                 warn!(
-                    "relay: {id} ({}) {reason}; resetting {} ({})",
+                    "relay: {id} ({}) {reason}; resetting {peer} ({})",
                     addr_or_unknown(ctx.peer_addr(id)),
-                    side.peer,
-                    addr_or_unknown(ctx.peer_addr(side.peer)),
+                    addr_or_unknown(ctx.peer_addr(peer)),
                 );
-                ctx.reset(side.peer, reason);
+                ctx.reset(peer, reason);
             }
-            _ => ctx.abort(side.peer, reason),
+            _ => ctx.abort(peer, reason),
         }
     }
 }
 
 fn addr_or_unknown(addr: Option<&Addr>) -> String {
     addr.map_or_else(|| "gone".to_string(), |a| a.to_string())
+}
+
+/// The upstreams, their health and their load: which one a connect goes
+/// to. Told the time rather than reading it, so that it is tested without
+/// sockets or sleeps.
+struct Pool {
+    upstreams: Vec<Upstream>,
+    balance: Balance,
+    down_time: Duration,
+    /// Where the next turn starts.
+    next: usize,
+}
+
+struct Upstream {
+    addr: Addr,
+    /// Pairs open or connecting through it.
+    pairs: usize,
+    /// Failed connects since it was last up, counting only those that were
+    /// tried when it was due.
+    failures: u32,
+    /// Skipped until then, after a failed connect.
+    down_until: Option<Instant>,
+}
+
+impl Pool {
+    fn new(addrs: Vec<Addr>, balance: Balance, down_time: Duration) -> Pool {
+        let upstreams = addrs
+            .into_iter()
+            .map(|addr| Upstream {
+                addr,
+                pairs: 0,
+                failures: 0,
+                down_until: None,
+            })
+            .collect();
+        Pool {
+            upstreams,
+            balance,
+            down_time,
+            next: 0,
+        }
+    }
+
+    /// The upstream for a connect, among those not in `tried`: by the
+    /// balance among those that are up, or, if all of those left are down,
+    /// among those (better a try than refusing the client). `None` once
+    /// every one has been tried.
+    fn pick(&mut self, now: Instant, tried: &[usize]) -> Option<usize> {
+        let up = |u: &Upstream| u.down_until.is_none_or(|t| t <= now);
+        self.choose(|i, u| !tried.contains(&i) && up(u))
+            .or_else(|| self.choose(|i, _| !tried.contains(&i)))
+    }
+
+    /// Round-robin: the first eligible one from where the last turn ended;
+    /// least-conn: the one with the fewest pairs, the first of those from
+    /// there on a tie. The next turn starts after it.
+    fn choose(&mut self, eligible: impl Fn(usize, &Upstream) -> bool) -> Option<usize> {
+        let n = self.upstreams.len();
+        let mut best: Option<usize> = None;
+        for i in (self.next..n).chain(0..self.next) {
+            let u = &self.upstreams[i];
+            if !eligible(i, u) {
+                continue;
+            }
+            match self.balance {
+                Balance::RoundRobin => {
+                    best = Some(i);
+                    break;
+                }
+                Balance::LeastConn => {
+                    if best.is_none_or(|b| u.pairs < self.upstreams[b].pairs) {
+                        best = Some(i);
+                    }
+                }
+            }
+        }
+        if let Some(i) = best {
+            self.next = (i + 1) % n;
+        }
+        best
+    }
+
+    /// A pair through upstream `i` has closed, or its connect has ended.
+    fn detach(&mut self, i: usize) {
+        let pairs = &mut self.upstreams[i].pairs;
+        debug_assert!(*pairs > 0, "more pairs closed than opened");
+        *pairs = pairs.saturating_sub(1);
+    }
+
+    /// A connect to upstream `i` failed at `now`. If it was up, or its down
+    /// time was over, it is down again for twice as long as the last time
+    /// (the first time: the down time); a connect tried while it was still
+    /// down (every upstream was) changes nothing.
+    fn failed(&mut self, i: usize, now: Instant, error: &io::Error) {
+        let base = self.down_time;
+        let u = &mut self.upstreams[i];
+        if u.down_until.is_some_and(|t| t > now) {
+            return;
+        }
+        u.failures = u.failures.saturating_add(1);
+        let factor = 1u32
+            .checked_shl(u.failures - 1)
+            .unwrap_or(u32::MAX)
+            .min(MAX_DOWN_FACTOR);
+        let down = base.saturating_mul(factor);
+        u.down_until = Some(now + down);
+        if u.failures == 1 {
+            warn!(
+                "upstream {} is down ({error}): skipped for {down:?}",
+                u.addr
+            );
+        } else {
+            warn!(
+                "upstream {} is still down ({error}, {} failed connects): skipped for {down:?}",
+                u.addr, u.failures
+            );
+        }
+    }
+
+    /// A connect to upstream `i` succeeded: it is up. How many connects had
+    /// failed before, if any.
+    fn succeeded(&mut self, i: usize) -> Option<u32> {
+        let u = &mut self.upstreams[i];
+        let failures = std::mem::take(&mut u.failures);
+        u.down_until = None;
+        (failures > 0).then_some(failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize, balance: Balance) -> Pool {
+        let addrs = (0..n)
+            .map(|i| {
+                Addr::from(std::net::SocketAddr::from((
+                    [127, 0, 0, 1],
+                    9000 + i as u16,
+                )))
+            })
+            .collect();
+        Pool::new(addrs, balance, Duration::from_secs(2))
+    }
+
+    fn refused() -> io::Error {
+        io::Error::from(io::ErrorKind::ConnectionRefused)
+    }
+
+    /// The upstreams `n` first tries go to, each attached as it is picked.
+    fn picks(pool: &mut Pool, now: Instant, n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|_| {
+                let i = pool.pick(now, &[]).unwrap();
+                pool.upstreams[i].pairs += 1;
+                i
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_takes_each_in_turn() {
+        let mut pool = pool(3, Balance::RoundRobin);
+        assert_eq!(picks(&mut pool, Instant::now(), 7), [0, 1, 2, 0, 1, 2, 0]);
+    }
+
+    #[test]
+    fn least_conn_takes_the_fewest_pairs_and_breaks_ties_in_turn() {
+        let mut pool = pool(3, Balance::LeastConn);
+        let now = Instant::now();
+        assert_eq!(picks(&mut pool, now, 3), [0, 1, 2]);
+        // Upstream 1's pairs close: it alone has the fewest.
+        pool.upstreams[1].pairs = 0;
+        assert_eq!(picks(&mut pool, now, 1), [1]);
+        // A tie of all three: in turn, from after the last one picked.
+        assert_eq!(picks(&mut pool, now, 3), [2, 0, 1]);
+        pool.upstreams[0].pairs = 10;
+        assert_eq!(picks(&mut pool, now, 4), [2, 1, 2, 1]);
+    }
+
+    #[test]
+    fn a_client_tries_each_upstream_at_most_once() {
+        let mut pool = pool(3, Balance::RoundRobin);
+        let now = Instant::now();
+        assert_eq!(pool.pick(now, &[0]), Some(1));
+        assert_eq!(pool.pick(now, &[1, 2]), Some(0));
+        assert_eq!(pool.pick(now, &[0, 1, 2]), None);
+    }
+
+    #[test]
+    fn a_failed_upstream_is_skipped_for_its_down_time_doubling_while_it_fails() {
+        let mut pool = pool(2, Balance::RoundRobin);
+        let t0 = Instant::now();
+        pool.failed(0, t0, &refused());
+        assert_eq!(picks(&mut pool, t0, 3), [1, 1, 1], "0 is skipped");
+        let s = Duration::from_secs;
+        assert_eq!(picks(&mut pool, t0 + s(1), 1), [1]);
+        // Down time over: it is tried again, and fails again: 4 s this time.
+        let t1 = t0 + s(2);
+        assert_eq!(pool.pick(t1, &[]), Some(0));
+        pool.failed(0, t1, &refused());
+        assert_eq!(pool.upstreams[0].down_until, Some(t1 + s(4)));
+        assert_eq!(picks(&mut pool, t1 + s(3), 2), [1, 1]);
+        let t2 = t1 + s(4);
+        pool.failed(0, t2, &refused());
+        assert_eq!(pool.upstreams[0].down_until, Some(t2 + s(8)));
+        // A connect that had started before it went down fails meanwhile:
+        // that does not make it longer.
+        pool.failed(0, t2 + s(1), &refused());
+        assert_eq!(pool.upstreams[0].down_until, Some(t2 + s(8)));
+        // Success resets it.
+        assert_eq!(pool.succeeded(0), Some(3));
+        assert_eq!(pool.succeeded(0), None);
+        pool.failed(0, t2 + s(2), &refused());
+        assert_eq!(pool.upstreams[0].down_until, Some(t2 + s(4)));
+    }
+
+    #[test]
+    fn the_down_time_stops_doubling_at_its_cap() {
+        let mut pool = pool(1, Balance::RoundRobin);
+        let mut now = Instant::now();
+        for _ in 0..40 {
+            pool.failed(0, now, &refused());
+            now = pool.upstreams[0].down_until.unwrap();
+        }
+        let last = pool.upstreams[0].down_until.unwrap();
+        pool.failed(0, now, &refused());
+        let cap = Duration::from_secs(2) * MAX_DOWN_FACTOR;
+        assert_eq!(pool.upstreams[0].down_until, Some(last + cap));
+    }
+
+    #[test]
+    fn when_every_upstream_left_is_down_one_is_tried_anyway() {
+        let mut pool = pool(3, Balance::LeastConn);
+        let now = Instant::now();
+        pool.failed(0, now, &refused());
+        pool.failed(2, now, &refused());
+        assert_eq!(pool.pick(now, &[]), Some(1));
+        // 1 was tried for this client: of the down ones, the least loaded.
+        pool.upstreams[0].pairs = 1;
+        assert_eq!(pool.pick(now, &[1]), Some(2));
+        assert_eq!(pool.pick(now, &[1, 2]), Some(0));
+    }
+
+    #[test]
+    fn balances_parse_as_users_type_them() {
+        assert_eq!("least-conn".parse(), Ok(Balance::LeastConn));
+        assert_eq!("round-robin".parse(), Ok(Balance::RoundRobin));
+        assert!("random".parse::<Balance>().is_err());
+        assert_eq!(Balance::LeastConn.to_string(), "least-conn");
+    }
 }

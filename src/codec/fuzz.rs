@@ -171,3 +171,54 @@ pub fn fixed(data: &[u8]) {
     let codec = FixedCodec::new(len, len).unwrap_or_else(|e| panic!("1..=4096 builds: {e}"));
     check(&codec, stream, *seed, usize::from(*max_chunk) + 1, true);
 }
+
+/// The whole input is what a peer sent first on a connection that must
+/// start with a PROXY header. Checks that [`decode`](super::proxy::decode)
+/// decides once and for all: `Ok(None)` for every prefix up to some length
+/// (with fewer bytes than the cap of its version), then one and the same
+/// result for every longer prefix; that a header it accepts ends exactly
+/// there; and that it encodes back to a header that decodes to the same
+/// version and addresses.
+pub fn proxy(data: &[u8]) {
+    use super::proxy::{self, V1_MAX_LEN, V2_MAX_LEN, Version};
+
+    let cap = if data.first() == Some(&b'P') {
+        V1_MAX_LEN
+    } else {
+        V2_MAX_LEN
+    };
+    let whole = proxy::decode(data);
+    let Some((decided, first)) = (0..=data.len()).find_map(|k| match proxy::decode(&data[..k]) {
+        Ok(None) => {
+            assert!(k < cap, "{k} bytes buffered undecided, cap {cap}");
+            None
+        }
+        decided => Some((k, decided)),
+    }) else {
+        assert_eq!(whole, Ok(None));
+        return;
+    };
+    // Stateless, so more bytes behind the decision change nothing.
+    for k in (decided + 1..=data.len()).take(8).chain([data.len()]) {
+        assert_eq!(proxy::decode(&data[..k]), first, "prefix of {k} bytes");
+    }
+    assert_eq!(whole, first);
+    let Ok(Some((header, len))) = first else {
+        return;
+    };
+    assert_eq!(len, decided, "a header ends where it was decided");
+    let mut wire = Vec::new();
+    proxy::encode(header.version, header.addresses, &mut wire);
+    let again = proxy::decode(&wire);
+    let Ok(Some((back, back_len))) = again else {
+        panic!("{header:?} re-encoded as {wire:?} decodes to {again:?}");
+    };
+    assert_eq!(back_len, wire.len());
+    assert_eq!(
+        (back.version, back.addresses),
+        (header.version, header.addresses)
+    );
+    if header.version == Version::V2 && header.addresses.is_none() {
+        assert_eq!(back.command, proxy::Command::Local);
+    }
+}

@@ -5,6 +5,9 @@
 //! the reactor can slice frames straight out of its buffer. Every decoder bounds
 //! what a peer can make us buffer: [`Decoder::max_buffered`].
 //!
+//! [`proxy`] reads and writes the PROXY protocol header (HAProxy's, v1 and
+//! v2) that a proxy puts in front of a connection's own bytes.
+//!
 //! Build a codec from a CLI spec:
 //!
 //! ```
@@ -24,6 +27,7 @@ mod fixed;
 mod framing;
 pub mod fuzz;
 mod length;
+pub mod proxy;
 mod raw;
 
 use std::fmt;
