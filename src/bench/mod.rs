@@ -4,7 +4,7 @@
 //! [`run`] connects `conns` clients to the target (or to an echo server it
 //! starts in-process), lets them warm up, measures for the duration, then
 //! collects every outstanding echo and closes each connection cleanly. Every
-//! echoed byte is checked against what was sent ([`pattern`]); any mismatch,
+//! echoed byte is checked against what was sent (module `pattern`); any mismatch,
 //! short echo or connection error ends the run and is reported.
 
 mod client;
