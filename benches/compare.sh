@@ -14,6 +14,9 @@
 #   server a little per syscall, so take CPU figures from runs without it.
 #   EXTRA='name|command[;name|command...]' adds servers to the rounds, e.g.
 #   an older build of sockloop, to compare before and after in one run.
+#   CHART=path.svg is where the chart of the table goes (default
+#   target/compare.svg): server CPU per message and p99 per server, drawn
+#   by examples/compare_chart.rs.
 #
 # Server CPU per message: the bench reads utime+stime of the server process
 # (/proc/PID/stat, 10 ms ticks) at the start and end of its measured window
@@ -150,4 +153,8 @@ for round in $(seq "$ROUNDS"); do
 done
 
 python3 benches/compare_table.py "$WORK/results"
+CHART=${CHART:-${CARGO_TARGET_DIR:-target}/compare.svg}
+if "$OUT/examples/compare_chart" "$WORK/results" "$CHART" "${LOAD[*]}"; then
+    echo "compare: chart in $CHART" >&2
+fi
 exit "$failed"

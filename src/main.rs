@@ -100,6 +100,10 @@ struct BenchArgs {
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// Write the latency percentile curve of the measured window to this
+    /// file, as SVG (latency against percentile, log scale of 1/(1-p)).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -497,6 +501,7 @@ fn run_bench(args: &BenchArgs) -> io::Result<()> {
         framing: args.framing,
         server_pid: args.server_pid,
         window_fifo: args.window_fifo.clone(),
+        plot: args.plot.clone(),
     })?;
     for error in &report.errors {
         // Ignored: a failed run says so in its exit status, even with stderr gone.
