@@ -67,6 +67,9 @@ trap cleanup EXIT
 # Starts a server on CPU 0; sets SERVER_PID and SERVER_ADDR.
 start_server() {
     local name=$1 command=$2
+    # The last round's file would still name the last round's port until
+    # the new server's redirection truncates it: start from no file.
+    rm -f "$WORK/$name.stdout"
     # taskset execs the server, so $! is the server's own pid.
     # shellcheck disable=SC2086 # the command is meant to split into words
     taskset -c 0 $command >"$WORK/$name.stdout" 2>"$WORK/$name.server.log" &

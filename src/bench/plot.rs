@@ -206,16 +206,29 @@ pub struct ServerResult {
 pub fn compare_chart(path: &Path, title: &str, servers: &[ServerResult]) -> io::Result<()> {
     let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(chart_error)?;
-    let title = format!("{title} (bar: median; line: least to most of the rounds)");
+    let title = format!("{title} (bars: medians; lines: least to most)");
     let root = root
-        .titled(&title, ("sans-serif", 20))
+        .titled(&title, ("sans-serif", 17))
         .map_err(chart_error)?;
     let panels = root.split_evenly((1, 2));
     let cpu: Vec<Option<Spread>> = servers.iter().map(|s| s.cpu_us_per_msg).collect();
-    let p99: Vec<Option<Spread>> = servers.iter().map(|s| s.p99_us).collect();
+    let mut p99: Vec<Option<Spread>> = servers.iter().map(|s| s.p99_us).collect();
+    // Tens of thousands of µs read better, and fit the axis, as ms.
+    let p99_caption = if p99.iter().flatten().any(|s| s.max >= 10_000.0) {
+        for s in p99.iter_mut().flatten() {
+            *s = Spread {
+                median: s.median / 1e3,
+                min: s.min / 1e3,
+                max: s.max / 1e3,
+            };
+        }
+        "p99 round trip (ms)"
+    } else {
+        "p99 round trip (µs)"
+    };
     let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
     bar_panel(&panels[0], "server CPU per message (µs)", &names, &cpu)?;
-    bar_panel(&panels[1], "p99 round trip (µs)", &names, &p99)?;
+    bar_panel(&panels[1], p99_caption, &names, &p99)?;
     root.present().map_err(chart_error)
 }
 
@@ -265,6 +278,7 @@ fn bar_panel<DB: DrawingBackend>(
         .y_labels(n)
         .y_label_formatter(&label)
         .y_label_style(("sans-serif", 13))
+        .x_labels(6)
         .x_label_formatter(&|x| format_value(*x))
         .draw()
         .map_err(chart_error)?;
