@@ -400,6 +400,29 @@ fn nagle_and_socket_buffer_flags_still_echo() {
 }
 
 #[test]
+fn nagle_write_write_read_runs_both_ways() {
+    in_tour("sockloop echo --listen 127.0.0.1:7000 --framing len:u16be");
+    in_tour("cargo run --release --example nagle -- 127.0.0.1:7000 --nodelay");
+    let server = Server::start(
+        sockloop(),
+        &["echo", "--listen", "127.0.0.1:0", "--framing", "len:u16be"],
+    );
+    // Only that every request is answered either way: the times are for
+    // people to read (BENCHMARKS.md), never for a test to assert.
+    for (args, says) in [
+        (vec![], "TCP_NODELAY off (Nagle on): 20 requests"),
+        (vec!["--nodelay"], "TCP_NODELAY on: 20 requests"),
+    ] {
+        let mut all = vec![server.addr()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = run_bounded(&example("nagle"), &all);
+        let text = stdout(&out);
+        assert!(out.status.success() && text.contains(says), "{text}");
+    }
+}
+
+#[test]
 fn trace_shows_each_event_and_io_call_of_a_connection() {
     in_tour("sockloop echo --listen 127.0.0.1:7000 --trace");
     let mut server = Server::start(sockloop(), &["echo", "--listen", "127.0.0.1:0", "--trace"]);
