@@ -102,7 +102,7 @@ struct BenchArgs {
     json: bool,
     /// Write the latency percentile curve of the measured window to this
     /// file, as SVG (latency against percentile, log scale of 1/(1-p)).
-    #[arg(long, value_name = "FILE.svg")]
+    #[arg(long, value_name = "FILE.svg", value_parser = parse_plot_path)]
     plot: Option<std::path::PathBuf>,
 }
 
@@ -322,6 +322,19 @@ fn parse_size(text: &str) -> Result<usize, String> {
     value
         .checked_mul(1 << shift)
         .ok_or_else(|| format!("too large: {text:?}"))
+}
+
+/// A file to write a chart to, in a directory that exists: checked before
+/// the run, not found wanting after it.
+fn parse_plot_path(text: &str) -> Result<std::path::PathBuf, String> {
+    let path = std::path::PathBuf::from(text);
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+            Err(format!("no directory {} to write it in", dir.display()))
+        }
+        _ if path.is_dir() => Err(format!("{text} is a directory")),
+        _ => Ok(path),
+    }
 }
 
 fn nonzero(d: Duration) -> Option<Duration> {
@@ -670,6 +683,14 @@ mod tests {
     #[test]
     fn the_max_frame_default_shown_is_the_real_one() {
         assert_eq!(parse_size(DEFAULT_MAX_FRAME), Ok(DEFAULT_MAX_FRAME_LEN));
+    }
+
+    #[test]
+    fn a_plot_goes_to_a_file_in_a_directory_that_exists() {
+        assert!(parse_plot_path("latency.svg").is_ok());
+        assert!(parse_plot_path("/tmp/latency.svg").is_ok());
+        assert!(parse_plot_path("/no/such/dir/latency.svg").is_err());
+        assert!(parse_plot_path("/tmp").is_err());
     }
 
     #[test]
