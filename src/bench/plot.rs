@@ -232,6 +232,23 @@ pub fn compare_chart(path: &Path, title: &str, servers: &[ServerResult]) -> io::
     root.present().map_err(chart_error)
 }
 
+/// The same colour for the same server in every chart: the servers of
+/// compare.sh by name, any other by its place.
+fn server_colour(name: &str, i: usize) -> RGBColor {
+    let known = [
+        "sockloop",
+        "tokio_current_thread",
+        "tokio_multi_thread",
+        "threads",
+        "epoll_floor",
+    ];
+    let at = known
+        .iter()
+        .position(|k| *k == name)
+        .unwrap_or(known.len() + i);
+    COLOURS[at % COLOURS.len()]
+}
+
 /// A bar's value as its axis shows it: no more digits than it needs.
 fn format_value(v: f64) -> String {
     match v.abs() {
@@ -284,7 +301,7 @@ fn bar_panel<DB: DrawingBackend>(
         .map_err(chart_error)?;
     for (i, spread) in values.iter().enumerate() {
         let Some(s) = spread else { continue };
-        let colour = COLOURS[i % COLOURS.len()];
+        let colour = server_colour(names[i], i);
         let mut bar = Rectangle::new(
             [
                 (0.0, SegmentValue::Exact(row(i))),
