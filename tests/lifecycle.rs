@@ -95,9 +95,8 @@ impl Service for AbandonsConnects {
     type Conn = ();
 
     fn on_connect(&mut self, ctx: &mut Context<'_>, _: ConnId, _: &Addr) {
-        if let Ok(up) = ctx.connect(&self.target.into(), None) {
-            ctx.abort(up, CloseReason::Local);
-        }
+        let up = ctx.connect(&self.target.into(), None);
+        ctx.abort(up, CloseReason::Local);
     }
 
     fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &mut (), input: &[u8]) -> usize {

@@ -86,24 +86,16 @@ impl Service for Relay {
         }
         let upstream = self.upstreams[self.next % self.upstreams.len()].clone();
         self.next = self.next.wrapping_add(1);
-        match ctx.connect(&upstream, None) {
-            Ok(up) => {
-                debug!("{id} from {addr} → {up} to {upstream}");
-                ctx.link(id, up);
-                let pending = Pending {
-                    client: id,
-                    client_addr: addr.clone(),
-                    upstream,
-                };
-                self.connecting.insert(up, pending);
-                Some(Side { peer: up })
-            }
-            Err(e) => {
-                warn!("relay {addr} → {upstream}: {e}");
-                ctx.close(id);
-                None
-            }
-        }
+        let up = ctx.connect(&upstream, None);
+        debug!("{id} from {addr} → {up} to {upstream}");
+        ctx.link(id, up);
+        let pending = Pending {
+            client: id,
+            client_addr: addr.clone(),
+            upstream,
+        };
+        self.connecting.insert(up, pending);
+        Some(Side { peer: up })
     }
 
     fn on_connect_failed(&mut self, ctx: &mut Context<'_>, id: ConnId, error: std::io::Error) {

@@ -14,26 +14,25 @@ use log::{debug, warn};
 use super::Reactor;
 use super::close::CloseReason;
 use super::conn::Phase;
+use super::kernel::ListenerSlot;
 use super::service::{Context, Service};
-use super::state::ListenerSlot;
 use super::timer::TimerKind;
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
-use crate::sys::{AcceptError, Addr, Event, Interest, Listener, Socket};
+use crate::sys::os::{Listen, Os, Readiness, Spare, Stream};
+use crate::sys::{AcceptError, Addr};
 
 /// After running out of file descriptors, accepting pauses this long at
 /// first, doubling up to the maximum while it keeps failing.
 const ACCEPT_BACKOFF_MS: (u64, u64) = (10, 1000);
 
-impl<S: Service> Reactor<S> {
+impl<S: Service, O: Os> Reactor<S, O> {
     /// Registers a bound listener; returns its address.
-    pub(super) fn add_listener(&mut self, listener: Listener) -> io::Result<Addr> {
-        let token = Token::Listener(self.state.listeners.len());
-        self.state
-            .poller
-            .register(&listener, token.to_u64(), Interest::Readable)?;
+    pub(super) fn add_listener(&mut self, listener: O::Listener) -> io::Result<Addr> {
+        let token = Token::Listener(self.kernel.listeners.len());
+        O::register_listener(&self.kernel.poller, &listener, token.to_u64())?;
         let local = listener.local_addr().clone();
-        self.state.listeners.push(ListenerSlot {
+        self.kernel.listeners.push(ListenerSlot {
             listener,
             scheduled: false,
             paused: false,
@@ -45,13 +44,13 @@ impl<S: Service> Reactor<S> {
     /// Accepts from listener `i` until it has nobody waiting or its per-turn
     /// budget is spent (then it is served again before the next wait).
     pub(super) fn accept(&mut self, i: usize) {
-        if self.state.listeners.get(i).is_none_or(|slot| slot.paused) {
+        if self.kernel.listeners.get(i).is_none_or(|slot| slot.paused) {
             return;
         }
         for _ in 0..self.state.config.accept_budget {
-            match self.state.listeners[i].listener.accept() {
+            match self.kernel.listeners[i].listener.accept() {
                 Ok((socket, peer)) => {
-                    self.state.listeners[i].backoff_ms = ACCEPT_BACKOFF_MS.0;
+                    self.kernel.listeners[i].backoff_ms = ACCEPT_BACKOFF_MS.0;
                     self.admit(socket, peer);
                 }
                 Err(AcceptError::WouldBlock) => return,
@@ -67,7 +66,7 @@ impl<S: Service> Reactor<S> {
                 Err(AcceptError::Other(e)) => return self.pause_accept(i, &e),
             }
         }
-        let slot = &mut self.state.listeners[i];
+        let slot = &mut self.kernel.listeners[i];
         if !slot.scheduled {
             slot.scheduled = true;
             self.state.scheduled.push_back(Token::Listener(i));
@@ -77,14 +76,14 @@ impl<S: Service> Reactor<S> {
     /// Out of descriptors: frees the spare to accept one waiting connection
     /// and close it at once. `WouldBlock` if nobody was waiting.
     fn shed(&mut self, i: usize) -> Result<(), AcceptError> {
-        let state = &mut self.state;
-        if !state.spare_fd.release() {
+        let (state, kernel) = (&mut self.state, &mut self.kernel);
+        if !kernel.spare_fd.release() {
             return Err(AcceptError::Other(io::Error::other("no spare descriptor")));
         }
         // The accepted socket closes at the end of this statement, before the
         // spare is taken back.
-        let shed = state.listeners[i].listener.accept().map(|(_, peer)| peer);
-        state.spare_fd.restore();
+        let shed = kernel.listeners[i].listener.accept().map(|(_, peer)| peer);
+        kernel.spare_fd.restore();
         if let Ok(peer) = &shed {
             state.stats.accepted += 1;
             state.stats.count_close(CloseReason::Limit);
@@ -101,7 +100,7 @@ impl<S: Service> Reactor<S> {
     }
 
     fn pause_accept(&mut self, i: usize, err: &io::Error) {
-        let slot = &mut self.state.listeners[i];
+        let slot = &mut self.kernel.listeners[i];
         warn!(
             "accept failed: {err}; pausing accepts for {} ms",
             slot.backoff_ms
@@ -112,7 +111,7 @@ impl<S: Service> Reactor<S> {
         self.state.timers.add(at, TimerKind::ResumeAccept(i));
     }
 
-    fn admit(&mut self, socket: Socket, peer: Addr) {
+    fn admit(&mut self, socket: O::Socket, peer: Addr) {
         let state = &mut self.state;
         state.stats.accepted += 1;
         if state.stats.active as usize >= state.config.max_conns {
@@ -123,7 +122,7 @@ impl<S: Service> Reactor<S> {
             );
             return;
         }
-        let id = match state.add(socket, peer.clone(), Phase::Open) {
+        let id = match self.add_conn(socket, peer.clone(), Phase::Open) {
             Ok(id) => id,
             Err(e) => {
                 warn!("setting up {peer}: {e}");
@@ -131,8 +130,49 @@ impl<S: Service> Reactor<S> {
             }
         };
         debug!("accepted {id} from {peer}");
-        trace_io!(state.config.trace, "{id} accept from {peer}");
+        trace_io!(self.state.config.trace, "{id} accept from {peer}");
         self.open(id, &peer);
+    }
+
+    /// Books `socket` as a new connection and registers it; on failure the
+    /// socket closes and nothing is booked.
+    pub(super) fn add_conn(
+        &mut self,
+        socket: O::Socket,
+        peer: Addr,
+        phase: Phase,
+    ) -> io::Result<ConnId> {
+        socket.apply(&self.state.config.socket)?;
+        let id = self.state.conns.next_id();
+        O::register_socket(&self.kernel.poller, &socket, Token::Conn(id).to_u64())?;
+        self.state.stats.interest_changes += 1;
+        self.state.insert(peer, phase);
+        self.kernel.attach(id, socket);
+        Ok(id)
+    }
+
+    /// Makes the sockets of the connects that callbacks asked for; a connect
+    /// that fails at once is reported as any failed connect.
+    pub(super) fn start_requested_connects(&mut self) {
+        for request in std::mem::take(&mut self.state.connects) {
+            let id = request.id;
+            let wanted = self.state.conns.live(id);
+            if !wanted.is_some_and(|c| matches!(c.phase, Phase::Connecting { .. })) {
+                continue; // abandoned before it began: its close needs no socket
+            }
+            let started = O::connect(&request.addr, request.local).and_then(|socket| {
+                socket.apply(&self.state.config.socket)?;
+                O::register_socket(&self.kernel.poller, &socket, Token::Conn(id).to_u64())?;
+                Ok(socket)
+            });
+            match started {
+                Ok(socket) => {
+                    self.state.stats.interest_changes += 1;
+                    self.kernel.attach(id, socket);
+                }
+                Err(e) => self.connect_failed(id, e),
+            }
+        }
     }
 
     /// A connection is up: the service makes its state, then its output goes.
@@ -150,8 +190,9 @@ impl<S: Service> Reactor<S> {
     }
 
     /// Completes or fails an outgoing connect; true once it is up.
-    pub(super) fn finish_connect(&mut self, id: ConnId, event: &Event) -> bool {
-        let Some(conn) = self.state.conns.live_mut(id) else {
+    pub(super) fn finish_connect(&mut self, id: ConnId, event: &impl Readiness) -> bool {
+        let (Some(conn), Some(socket)) = (self.state.conns.live_mut(id), self.kernel.socket(id))
+        else {
             return false;
         };
         let Phase::Connecting { close_when_up } = conn.phase else {
@@ -160,7 +201,7 @@ impl<S: Service> Reactor<S> {
         if !(event.is_writable() || event.is_error() || event.is_read_closed()) {
             return false;
         }
-        if let Some(error) = conn.socket.take_error() {
+        if let Some(error) = socket.take_error() {
             self.connect_failed(id, error);
             return false;
         }
@@ -214,7 +255,7 @@ mod tests {
             .unwrap();
         // As if taking it back had failed once, when the descriptor freed
         // for shedding went to someone else first.
-        reactor.state.spare_fd.release();
+        reactor.kernel.spare_fd.release();
         drop(TcpStream::connect(addr).unwrap());
         for _ in 0..100 {
             if reactor.stats().closed == 1 {
@@ -223,6 +264,6 @@ mod tests {
             reactor.turn().unwrap();
         }
         assert_eq!(reactor.stats().closed, 1);
-        assert!(reactor.state.spare_fd.is_held());
+        assert!(reactor.kernel.spare_fd.is_held());
     }
 }

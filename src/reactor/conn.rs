@@ -13,7 +13,7 @@ use super::buffer::Buffer;
 use super::close::CloseReason;
 use super::timer::TimerId;
 use super::token::{ConnId, Table};
-use crate::sys::{Addr, Pipe, Socket};
+use crate::sys::Addr;
 
 /// The connection as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,15 +80,9 @@ pub(crate) struct Flags {
     pub(crate) shut_down: bool,
 }
 
-/// Zero-copy relaying: a connection's input goes through `pipe` straight
-/// into `peer`'s socket.
-pub(crate) struct Splice {
-    pub(crate) peer: ConnId,
-    pub(crate) pipe: Pipe,
-}
-
+/// A connection as the reactor keeps its books: everything but its socket
+/// (which lives in [`Io`](super::kernel::Io), out of a service's reach).
 pub(crate) struct Connection {
-    pub(crate) socket: Socket,
     pub(crate) peer: Addr,
     pub(crate) opened: Instant,
     pub(crate) phase: Phase,
@@ -117,13 +111,16 @@ pub(crate) struct Connection {
     /// Its reply held back until the batch of events ends: an index into
     /// the reactor's held replies. While one is held, `output` is empty.
     pub(crate) held_reply: Option<usize>,
-    pub(crate) splice: Option<Box<Splice>>,
+    /// Zero-copy relaying: its input goes through a pipe straight into this
+    /// peer's socket...
+    pub(crate) spliced_to: Option<ConnId>,
+    /// ...and this many bytes of it are in the pipe now.
+    pub(crate) piped: usize,
 }
 
 impl Connection {
-    pub(crate) fn new(socket: Socket, peer: Addr, phase: Phase, now: Instant) -> Connection {
+    pub(crate) fn new(peer: Addr, phase: Phase, now: Instant) -> Connection {
         Connection {
-            socket,
             peer,
             opened: now,
             phase,
@@ -142,18 +139,14 @@ impl Connection {
             frame_timer: None,
             fed_by: None,
             held_reply: None,
-            splice: None,
+            spliced_to: None,
+            piped: 0,
         }
-    }
-
-    /// The connection whose input is spliced into this one, if any.
-    pub(crate) fn splice_peer(&self) -> Option<ConnId> {
-        self.splice.as_ref().map(|s| s.peer)
     }
 
     /// Whether its input goes straight to a peer by splice(2).
     pub(crate) fn is_spliced(&self) -> bool {
-        self.splice.is_some()
+        self.spliced_to.is_some()
     }
 
     /// Whether its input goes to the service now.

@@ -21,18 +21,15 @@ use super::stats::Stats;
 use super::timer::TimerKind;
 use super::token::ConnId;
 use super::trace::trace_io;
-use crate::sys::Socket;
+use crate::sys::os::{Os, Stream};
 
 impl State {
     /// Where a write to `id` goes: the shared buffer while `id` is being
     /// served and has no backlog, else its own output buffer. `None` if it
     /// takes no more output.
     pub(crate) fn output_for(&mut self, id: ConnId, arena: &[u8]) -> Option<&mut Vec<u8>> {
-        if self.replies.serving != Some(id)
-            && let Err(e) = self.send_held_reply(id, arena)
-        {
-            // Older bytes must go first; without them the connection is done.
-            self.abort(id, CloseReason::Error(e.kind()));
+        if self.replies.serving != Some(id) {
+            self.unhold_reply(id, arena);
         }
         let conn = self.conns.live_mut(id)?;
         if !conn.takes_output() {
@@ -48,71 +45,19 @@ impl State {
         Some(conn.output.tail_mut())
     }
 
-    /// The callback serving `id` returned: what it wrote to `id` is held
-    /// until the batch ends. An older held reply of `id` goes out first.
-    pub(crate) fn hold_reply(&mut self, id: ConnId, arena: &[u8]) -> io::Result<()> {
-        let held = self.replies.end_serving(id);
-        let aborting = |phase| matches!(phase, Phase::Aborting(_));
-        if held.len() == 0 || self.conns.live(id).is_none_or(|c| aborting(c.phase)) {
-            return Ok(());
-        }
-        self.send_held_reply(id, arena)?;
+    /// Puts `id`'s held reply, if it has one, at the front of its backlog:
+    /// older bytes go first when something else is written to it. (Rare:
+    /// a service writes to another connection's held reply only if that one
+    /// was served earlier in the batch.)
+    fn unhold_reply(&mut self, id: ConnId, arena: &[u8]) {
         let Some(conn) = self.conns.live_mut(id) else {
-            return Ok(());
+            return;
         };
-        if conn.output.is_empty() {
-            conn.held_reply = Some(self.replies.held.len());
-            self.replies.held.push(held);
-        } else {
-            // The older reply did not all fit: the kernel is full, queue behind it.
-            conn.output.extend(held.slice(arena, &self.replies.out));
-            self.after_write(id);
+        if let Some(i) = conn.held_reply.take() {
+            conn.output
+                .extend(self.replies.held[i].slice(arena, &self.replies.out));
+            self.defer(id);
         }
-        Ok(())
-    }
-
-    /// Sends `id`'s held reply now, if it has one; what the kernel does not
-    /// take becomes its backlog. A reply held for a connection being aborted
-    /// is dropped.
-    pub(crate) fn send_held_reply(&mut self, id: ConnId, arena: &[u8]) -> io::Result<()> {
-        let Some(conn) = self.conns.live_mut(id) else {
-            return Ok(());
-        };
-        let Some(i) = conn.held_reply.take() else {
-            return Ok(());
-        };
-        if matches!(conn.phase, Phase::Aborting(_)) {
-            return Ok(());
-        }
-        let data = self.replies.held[i].slice(arena, &self.replies.out);
-        let sent = send(&mut self.stats, self.config.trace, id, &conn.socket, data)?;
-        conn.wrote(sent, self.now);
-        conn.output.extend(&data[sent..]);
-        self.after_write(id);
-        Ok(())
-    }
-
-    /// Writes `id`'s held reply and backlog until they are out or the kernel is full.
-    pub(crate) fn flush(&mut self, id: ConnId, arena: &[u8]) -> io::Result<()> {
-        self.send_held_reply(id, arena)?;
-        let Some(conn) = self.conns.live_mut(id) else {
-            return Ok(());
-        };
-        // Output held for a connect in progress still counts for backpressure.
-        if !matches!(conn.phase, Phase::Connecting { .. }) {
-            let pending = conn.output.as_slice();
-            let sent = send(
-                &mut self.stats,
-                self.config.trace,
-                id,
-                &conn.socket,
-                pending,
-            )?;
-            conn.wrote(sent, self.now);
-            conn.output.consume(sent);
-        }
-        self.after_write(id);
-        Ok(())
     }
 
     /// Backpressure: stop reading the connection that feeds this output
@@ -159,14 +104,82 @@ impl State {
     }
 }
 
-impl<S: Service> Reactor<S> {
+impl<S: Service, O: Os> Reactor<S, O> {
+    /// The callback serving `id` returned: what it wrote to `id` is held
+    /// until the batch ends. An older held reply of `id` goes out first.
+    pub(super) fn hold_reply(&mut self, id: ConnId) -> io::Result<()> {
+        let held = self.state.replies.end_serving(id);
+        let aborting = |phase| matches!(phase, Phase::Aborting(_));
+        if held.len() == 0 || self.state.conns.live(id).is_none_or(|c| aborting(c.phase)) {
+            return Ok(());
+        }
+        self.send_held_reply(id)?;
+        let state = &mut self.state;
+        let Some(conn) = state.conns.live_mut(id) else {
+            return Ok(());
+        };
+        if conn.output.is_empty() {
+            conn.held_reply = Some(state.replies.held.len());
+            state.replies.held.push(held);
+        } else {
+            // The older reply did not all fit: the kernel is full, queue behind it.
+            conn.output
+                .extend(held.slice(&self.arena.bytes, &state.replies.out));
+            state.after_write(id);
+        }
+        Ok(())
+    }
+
+    /// Sends `id`'s held reply now, if it has one; what the kernel does not
+    /// take becomes its backlog. A reply held for a connection being aborted
+    /// is dropped.
+    pub(super) fn send_held_reply(&mut self, id: ConnId) -> io::Result<()> {
+        let state = &mut self.state;
+        let (Some(conn), Some(socket)) = (state.conns.live_mut(id), self.kernel.socket(id)) else {
+            return Ok(());
+        };
+        let Some(i) = conn.held_reply.take() else {
+            return Ok(());
+        };
+        if matches!(conn.phase, Phase::Aborting(_)) {
+            return Ok(());
+        }
+        let data = state.replies.held[i].slice(&self.arena.bytes, &state.replies.out);
+        let sent = send(&mut state.stats, state.config.trace, id, socket, data)?;
+        conn.wrote(sent, state.now);
+        conn.output.extend(&data[sent..]);
+        state.after_write(id);
+        Ok(())
+    }
+
+    /// Writes `id`'s held reply and backlog until they are out or the kernel is full.
+    pub(super) fn flush(&mut self, id: ConnId) -> io::Result<()> {
+        self.send_held_reply(id)?;
+        let state = &mut self.state;
+        let Some(conn) = state.conns.live_mut(id) else {
+            return Ok(());
+        };
+        // Output held for a connect in progress still counts for backpressure.
+        if let (false, Some(socket)) = (
+            matches!(conn.phase, Phase::Connecting { .. }),
+            self.kernel.socket(id),
+        ) {
+            let pending = conn.output.as_slice();
+            let sent = send(&mut state.stats, state.config.trace, id, socket, pending)?;
+            conn.wrote(sent, state.now);
+            conn.output.consume(sent);
+        }
+        state.after_write(id);
+        Ok(())
+    }
+
     /// Sends the replies held back during this batch, oldest first.
     pub(super) fn send_held_replies(&mut self) {
         let mut i = 0;
         // Closing a connection may run callbacks, but none of them holds a reply.
         while let Some(held) = self.state.replies.held.get(i) {
             let id = held.id;
-            if let Err(e) = self.state.send_held_reply(id, &self.arena.bytes) {
+            if let Err(e) = self.send_held_reply(id) {
                 self.close(id, CloseReason::Error(e.kind()));
             }
             i += 1;
@@ -182,7 +195,7 @@ fn send(
     stats: &mut Stats,
     trace: bool,
     id: ConnId,
-    socket: &Socket,
+    socket: &impl Stream,
     data: &[u8],
 ) -> io::Result<usize> {
     let mut sent = 0;

@@ -2,11 +2,14 @@
 //! waker that makes the loop look at it.
 
 use std::io;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Sender, SyncSender};
 use std::time::Duration;
 
 use super::stats::{ConnInfo, Stats};
-use crate::sys::Waker;
+
+/// Wakes the reactor's poller, whatever the OS.
+pub(crate) type WakeFn = Arc<dyn Fn() -> io::Result<()> + Send + Sync>;
 
 pub(crate) enum Command {
     Stop,
@@ -62,7 +65,7 @@ pub(crate) enum Command {
 /// ```
 #[derive(Clone)]
 pub struct Handle {
-    waker: Waker,
+    wake: WakeFn,
     commands: Sender<Command>,
 }
 
@@ -70,8 +73,8 @@ pub struct Handle {
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Handle {
-    pub(crate) fn new(waker: Waker, commands: Sender<Command>) -> Self {
-        Handle { waker, commands }
+    pub(crate) fn new(wake: WakeFn, commands: Sender<Command>) -> Self {
+        Handle { wake, commands }
     }
 
     /// Asks the loop to return from `run` now, dropping every connection.
@@ -104,6 +107,6 @@ impl Handle {
         self.commands
             .send(command)
             .map_err(|_| io::Error::new(io::ErrorKind::NotConnected, "reactor has stopped"))?;
-        self.waker.wake()
+        (self.wake)()
     }
 }

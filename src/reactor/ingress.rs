@@ -21,8 +21,9 @@ use super::conn::{Reading, Writing};
 use super::service::{Context, Service};
 use super::token::ConnId;
 use super::trace::trace_io;
+use crate::sys::os::{Os, Stream};
 
-impl<S: Service> Reactor<S> {
+impl<S: Service, O: Os> Reactor<S, O> {
     /// Reads `id` until the kernel is drained, the budget is spent, or the
     /// connection stops wanting input.
     pub(super) fn read(&mut self, id: ConnId) {
@@ -47,8 +48,11 @@ impl<S: Service> Reactor<S> {
                 _ => room.len(),
             };
             let peer_fin = conn.flags.peer_fin;
+            let Some(socket) = self.kernel.socket(id) else {
+                return;
+            };
             self.state.stats.reads += 1;
-            let n = match conn.socket.read(&mut self.arena.bytes[room.start..][..max]) {
+            let n = match socket.read(&mut self.arena.bytes[room.start..][..max]) {
                 Ok(0) => return self.read_eof(id),
                 Ok(n) => n,
                 Err(e) => return self.read_failed(id, "read", e),
@@ -204,11 +208,13 @@ impl<S: Service> Reactor<S> {
         let mut budget = self.state.config.read_budget;
         loop {
             let room = self.arena_room();
-            let Some(conn) = self.state.conns.live_mut(id) else {
+            let (Some(conn), Some(socket)) =
+                (self.state.conns.live_mut(id), self.kernel.socket(id))
+            else {
                 return;
             };
             self.state.stats.reads += 1;
-            match conn.socket.read(&mut self.arena.bytes[room]) {
+            match socket.read(&mut self.arena.bytes[room]) {
                 Ok(0) => {
                     trace_io!(trace, "{id} read EOF (shutting down)");
                     conn.reading = Reading::Ended;

@@ -18,16 +18,23 @@ use super::service::{Context, Service};
 use super::timer::{TimerId, TimerKind};
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
+use crate::sys::os::{Os, Stream};
 
-impl<S: Service> Reactor<S> {
+impl<S: Service, O: Os> Reactor<S, O> {
     /// Carries out what callbacks deferred: the held reply of the callback
     /// that just returned, then for each connection with deferred work its
     /// flush, FIN and close.
     pub(super) fn apply_deferred(&mut self) {
         if let Some(id) = self.state.replies.serving
-            && let Err(e) = self.state.hold_reply(id, &self.arena.bytes)
+            && let Err(e) = self.hold_reply(id)
         {
             self.close(id, CloseReason::Error(e.kind()));
+        }
+        if !self.state.connects.is_empty() {
+            self.start_requested_connects();
+        }
+        if !self.state.splices.is_empty() {
+            self.start_requested_splices();
         }
         while let Some(id) = self.state.deferred.pop() {
             let Some(conn) = self.state.conns.live_mut(id) else {
@@ -38,7 +45,7 @@ impl<S: Service> Reactor<S> {
                 self.close(id, reason);
                 continue;
             }
-            if let Err(e) = self.state.flush(id, &self.arena.bytes) {
+            if let Err(e) = self.flush(id) {
                 self.close(id, CloseReason::Error(e.kind()));
                 continue;
             }
@@ -54,6 +61,9 @@ impl<S: Service> Reactor<S> {
             return;
         };
         let (phase, reading, writing) = (conn.phase, conn.reading, conn.writing);
+        let Some(socket) = self.kernel.socket(id) else {
+            return;
+        };
         // A FIN now would abort a connect in progress: it waits until the
         // connection is up (and `open` defers it again).
         if matches!(phase, Phase::Connecting { .. }) {
@@ -64,7 +74,7 @@ impl<S: Service> Reactor<S> {
         let fin_then_wait = phase == Phase::Closing && reading == Reading::Discarding;
         if writing != Writing::Finished && (writing == Writing::FinWhenFlushed || fin_then_wait) {
             trace_io!(self.state.config.trace, "{id} shutdown(write)");
-            if let Err(e) = conn.socket.shutdown_write() {
+            if let Err(e) = socket.shutdown_write() {
                 return self.close(id, CloseReason::Error(e.kind()));
             }
             conn.writing = Writing::Finished;
@@ -100,15 +110,18 @@ impl<S: Service> Reactor<S> {
         let Some(conn) = state.conns.live_mut(id) else {
             return;
         };
-        if let Err(e) = state.poller.deregister(&conn.socket) {
-            warn!("{id}: deregister: {e}");
+        // A connect whose socket was never made has none to let go of.
+        if let Some(socket) = self.kernel.socket(id) {
+            if let Err(e) = O::deregister_socket(&self.kernel.poller, socket) {
+                warn!("{id}: deregister: {e}");
+            }
+            if conn.flags.reset
+                && let Err(e) = socket.reset_on_close()
+            {
+                warn!("{id}: SO_LINGER: {e}");
+            }
+            state.stats.interest_changes += 1;
         }
-        if conn.flags.reset
-            && let Err(e) = conn.socket.reset_on_close()
-        {
-            warn!("{id}: SO_LINGER: {e}");
-        }
-        state.stats.interest_changes += 1;
         conn.phase = Phase::Closed;
         conn.input.release();
         conn.output.release();
@@ -158,7 +171,7 @@ impl<S: Service> Reactor<S> {
                 }
                 TimerKind::Service(id, tag) => self.service_timer_fired(id, tag),
                 TimerKind::ResumeAccept(i) => {
-                    if let Some(slot) = self.state.listeners.get_mut(i) {
+                    if let Some(slot) = self.kernel.listeners.get_mut(i) {
                         slot.paused = false;
                         self.state.scheduled.push_back(Token::Listener(i));
                     }
@@ -267,8 +280,8 @@ impl<S: Service> Reactor<S> {
             "shutting down: {} connections to finish",
             state.stats.active
         );
-        for slot in state.listeners.drain(..) {
-            if let Err(e) = state.poller.deregister(&slot.listener) {
+        for slot in self.kernel.listeners.drain(..) {
+            if let Err(e) = O::deregister_listener(&self.kernel.poller, &slot.listener) {
                 warn!("deregister listener: {e}");
             }
         }
@@ -281,7 +294,10 @@ impl<S: Service> Reactor<S> {
             if conn.flags.outbound || conn.phase != Phase::Open || conn.reading != Reading::Open {
                 continue;
             }
-            match conn.socket.unread_len() {
+            let Some(socket) = self.kernel.socket(id) else {
+                continue;
+            };
+            match socket.unread_len() {
                 Ok(0) | Err(_) => self.end_input(id),
                 Ok(left) => {
                     conn.reading = Reading::Draining { left };

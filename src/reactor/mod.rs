@@ -29,6 +29,7 @@ mod conn;
 mod egress;
 mod handle;
 mod ingress;
+mod kernel;
 mod lifecycle;
 mod reply;
 mod service;
@@ -41,7 +42,8 @@ mod trace;
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use log::{info, warn};
 
@@ -59,10 +61,13 @@ pub use token::ConnId;
 use token::Token;
 use trace::trace_io;
 
+use crate::sys::os::{Os, Poll, Readiness, SignalSource, Spare, Stream, Wake};
 pub use crate::sys::{Addr, ListenOptions, SocketOptions};
-use crate::sys::{Event, Listener, Poller, SignalKind, Signals};
+use crate::sys::{Real, SignalKind};
+use kernel::Kernel;
 
-/// A single-threaded reactor running one [`Service`].
+/// A single-threaded reactor running one [`Service`], on the OS `O`: this
+/// machine's ([`Real`]) unless a test puts a simulated one in its place.
 ///
 /// Make one with a [`Config`] and the service, [`listen`](Self::listen)
 /// and/or [`connect`](Self::connect), then either [`run`](Self::run) it until
@@ -111,8 +116,9 @@ use crate::sys::{Event, Listener, Poller, SignalKind, Signals};
 /// assert_eq!(stats.closed_by(CloseReason::Peer), 1); // its FIN, not the timeout
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Reactor<S: Service> {
+pub struct Reactor<S: Service, O: Os = Real> {
     state: State,
+    kernel: Kernel<O>,
     service: S,
     /// The service's state for each connection, by slot.
     states: Vec<Option<S::Conn>>,
@@ -121,10 +127,18 @@ pub struct Reactor<S: Service> {
 
 impl<S: Service> Reactor<S> {
     pub fn new(config: Config, service: S) -> io::Result<Self> {
-        let poller = Poller::new(config.event_capacity, Token::Waker.to_u64())?;
+        Reactor::with_os(config, service)
+    }
+}
+
+impl<S: Service, O: Os> Reactor<S, O> {
+    /// A reactor on the OS `O`.
+    pub fn with_os(config: Config, service: S) -> io::Result<Self> {
+        let poller = O::poller(config.event_capacity, Token::Waker.to_u64())?;
         let arena = Arena::new(config.read_chunk);
         Ok(Reactor {
-            state: State::new(config, poller),
+            state: State::new(config, O::now, O::SPLICE),
+            kernel: Kernel::new(poller),
             service,
             states: Vec::new(),
             arena,
@@ -134,28 +148,38 @@ impl<S: Service> Reactor<S> {
     /// Starts listening on `addr`, TCP or Unix-domain; returns the address
     /// actually bound (the real port when `addr` asks for port 0).
     pub fn listen(&mut self, addr: &Addr, options: &ListenOptions) -> io::Result<Addr> {
-        self.add_listener(Listener::bind(addr, options)?)
+        self.add_listener(O::bind(addr, options)?)
     }
 
     /// Opens a connection to `addr` (from `local`, if given) from outside any
     /// callback, as a client does before it has heard of anything; then as
     /// [`Context::connect`]: the service hears `on_connect` or `on_connect_failed`.
     pub fn connect(&mut self, addr: &Addr, local: Option<SocketAddr>) -> io::Result<ConnId> {
-        self.state.connect(addr, local)
+        let socket = O::connect(addr, local)?;
+        let connecting = Phase::Connecting {
+            close_when_up: false,
+        };
+        let id = self.add_conn(socket, addr.clone(), connecting)?;
+        self.state.connect_started(id, addr);
+        Ok(id)
     }
 
     /// SIGINT and SIGTERM start a graceful shutdown (a second one stops at
     /// once); SIGUSR1 prints the connection table. Call it before starting
     /// any thread: on Linux it blocks those signals in the calling thread.
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        let signals = Signals::new(&self.state.poller, Token::Signals.to_u64())?;
-        self.state.signals = Some(signals);
+        let signals = O::signals(&self.kernel.poller, Token::Signals.to_u64())?;
+        self.kernel.signals = Some(signals);
         Ok(())
     }
 
     /// A handle that other threads use to query, shut down or stop this reactor.
     pub fn handle(&self) -> Handle {
-        Handle::new(self.state.poller.waker(), self.state.command_tx.clone())
+        let waker = self.kernel.poller.waker();
+        Handle::new(
+            Arc::new(move || waker.wake()),
+            self.state.command_tx.clone(),
+        )
     }
 
     pub fn stats(&self) -> Stats {
@@ -172,9 +196,16 @@ impl<S: Service> Reactor<S> {
         self.state.forced
     }
 
+    /// False once stopped, or once a graceful shutdown has closed every
+    /// connection: what ends [`run`](Self::run), for a caller that turns the
+    /// loop itself.
+    pub fn is_running(&self) -> bool {
+        !self.state.stopped
+    }
+
     /// Runs until stopped, or until a graceful shutdown has closed every connection.
     pub fn run(&mut self) -> io::Result<()> {
-        while !self.state.stopped {
+        while self.is_running() {
             self.turn()?;
         }
         Ok(())
@@ -183,18 +214,16 @@ impl<S: Service> Reactor<S> {
     /// One wait and everything it reported.
     pub fn turn(&mut self) -> io::Result<()> {
         let timeout = if self.state.scheduled.is_empty() {
-            self.state
-                .timers
-                .next_deadline()
-                .map(|at| at.saturating_duration_since(Instant::now()))
+            let next = self.state.timers.next_deadline();
+            next.map(|at| self.state.until(at))
         } else {
             Some(Duration::ZERO)
         };
         let n = self.wait(timeout)?;
-        self.state.now = Instant::now();
+        self.state.now = O::now();
         self.state.stats.events += n as u64;
         for i in 0..n {
-            let event = self.state.poller.event(i);
+            let event = self.kernel.poller.event(i);
             self.dispatch(event);
             if self.state.replies.held.len() >= self.state.config.hold_replies {
                 self.send_held_replies();
@@ -206,10 +235,11 @@ impl<S: Service> Reactor<S> {
         if !self.state.dead.is_empty() {
             for id in self.state.dead.drain(..) {
                 self.state.conns.remove(id);
+                self.kernel.detach(id);
             }
             // Descriptors were freed: take the spare back if an earlier
             // attempt found none.
-            self.state.spare_fd.restore();
+            self.kernel.spare_fd.restore();
         }
         if self.state.shutting_down && self.state.stats.active == 0 {
             self.state.stopped = true;
@@ -232,7 +262,7 @@ impl<S: Service> Reactor<S> {
 
     /// A snapshot of every open connection.
     pub fn connections(&self) -> Vec<ConnInfo> {
-        let now = Instant::now();
+        let now = self.state.clock_now();
         self.state
             .conns
             .iter()
@@ -257,24 +287,24 @@ impl<S: Service> Reactor<S> {
         if let Some(spin) = self.state.config.busy_poll
             && timeout != Some(Duration::ZERO)
         {
-            let until = Instant::now() + timeout.map_or(spin, |t| t.min(spin));
+            let until = O::now() + timeout.map_or(spin, |t| t.min(spin));
             loop {
                 self.state.stats.polls += 1;
-                let n = self.state.poller.wait(Some(Duration::ZERO))?;
+                let n = self.kernel.poller.wait(Some(Duration::ZERO))?;
                 if n > 0 {
                     return Ok(n);
                 }
-                if Instant::now() >= until {
+                if O::now() >= until {
                     break;
                 }
                 std::hint::spin_loop();
             }
         }
         self.state.stats.polls += 1;
-        self.state.poller.wait(timeout)
+        self.kernel.poller.wait(timeout)
     }
 
-    fn dispatch(&mut self, event: Event) {
+    fn dispatch(&mut self, event: <O::Poller as Poll>::Event) {
         match Token::from_u64(event.token()) {
             Token::Conn(id) => self.on_conn_event(id, event),
             Token::Listener(i) => self.accept(i),
@@ -283,7 +313,7 @@ impl<S: Service> Reactor<S> {
         }
     }
 
-    fn on_conn_event(&mut self, id: ConnId, event: Event) {
+    fn on_conn_event(&mut self, id: ConnId, event: <O::Poller as Poll>::Event) {
         let Some(conn) = self.state.conns.live_mut(id) else {
             self.state.stats.stale_events += 1;
             return;
@@ -304,15 +334,13 @@ impl<S: Service> Reactor<S> {
         };
         if event.is_error() {
             // A reset or similar: nothing more can be sent or received.
-            let kind = conn
-                .socket
-                .take_error()
-                .map_or(io::ErrorKind::ConnectionReset, |e| e.kind());
+            let error = self.kernel.socket(id).and_then(Stream::take_error);
+            let kind = error.map_or(io::ErrorKind::ConnectionReset, |e| e.kind());
             self.close(id, CloseReason::Error(kind));
             return self.apply_deferred();
         }
         conn.flags.peer_fin |= event.is_read_closed();
-        let spliced_from = conn.splice_peer();
+        let spliced_from = conn.spliced_to;
         if event.is_writable() && !conn.output.is_empty() {
             self.state.defer(id);
             self.apply_deferred();
@@ -340,7 +368,7 @@ impl<S: Service> Reactor<S> {
                     }
                 }
                 Some(Token::Listener(i)) => {
-                    if let Some(slot) = self.state.listeners.get_mut(i) {
+                    if let Some(slot) = self.kernel.listeners.get_mut(i) {
                         slot.scheduled = false;
                         self.accept(i);
                     }
@@ -367,7 +395,7 @@ impl<S: Service> Reactor<S> {
 
     fn on_signal(&mut self) {
         loop {
-            let next = match &self.state.signals {
+            let next = match &self.kernel.signals {
                 Some(signals) => signals.next(),
                 None => return,
             };

@@ -4,14 +4,14 @@
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::close::CloseReason;
-use super::conn::{Splice, Writing};
+use super::conn::Writing;
 use super::state::State;
 use super::timer::{TimerId, TimerKind};
 use super::token::ConnId;
-use crate::sys::{Addr, Pipe};
+use crate::sys::Addr;
 
 /// Where `inner` lies within `outer`, if it is a non-empty piece of it.
 fn subslice(outer: &[u8], inner: &[u8]) -> Option<Range<usize>> {
@@ -331,11 +331,13 @@ impl<'a> Context<'a> {
         self.state.close_when_flushed(id);
     }
 
-    /// Opens a connection to `addr` (from `local`, if given). Writes to it
-    /// are held until it is up; then the service hears [`Service::on_connect`]
-    /// or, on failure or after the connect timeout, [`Service::on_connect_failed`].
-    pub fn connect(&mut self, addr: &Addr, local: Option<SocketAddr>) -> io::Result<ConnId> {
-        self.state.connect(addr, local)
+    /// Opens a connection to `addr` (from `local`, if given), once this
+    /// callback returns. Writes to it are held until it is up; then the
+    /// service hears [`Service::on_connect`] or — on any failure, even one
+    /// that comes at once, or after the connect timeout —
+    /// [`Service::on_connect_failed`].
+    pub fn connect(&mut self, addr: &Addr, local: Option<SocketAddr>) -> ConnId {
+        self.state.request_connect(addr, local)
     }
 
     /// Sends FIN to `id` once everything queued for it is flushed; reading
@@ -363,23 +365,30 @@ impl<'a> Context<'a> {
     /// one receives goes through a pipe into the other's socket without
     /// entering user space, and `on_data` is no longer called for either.
     /// Each side stops being read while its pipe cannot drain (the two are
-    /// [`link`](Self::link)ed). Where the OS has no splice(2)
-    /// ([`sys::SPLICE`](crate::sys::SPLICE) is false) this fails with
-    /// [`io::ErrorKind::Unsupported`] and changes nothing.
+    /// [`link`](Self::link)ed). The pipes are made once this callback
+    /// returns; if the OS then cannot make them, the pair goes on copying
+    /// (logged at warn). Where the OS has no splice(2) at all
+    /// ([`sys::SPLICE`](crate::sys::SPLICE) is false) this fails at once
+    /// with [`io::ErrorKind::Unsupported`] and changes nothing.
     pub fn splice(&mut self, a: ConnId, b: ConnId) -> io::Result<()> {
-        let (pa, pb) = (Pipe::new()?, Pipe::new()?);
+        if !self.state.splice_supported {
+            let e = "splice(2) is not available on this OS";
+            return Err(io::Error::new(io::ErrorKind::Unsupported, e));
+        }
+        if self.state.conns.live(a).is_none() || self.state.conns.live(b).is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "connection gone",
+            ));
+        }
         self.link(a, b);
-        let state = &mut self.state;
-        let (ca, cb) = state
-            .conns
-            .get2_mut(a, b)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "connection gone"))?;
-        ca.splice = Some(Box::new(Splice { peer: b, pipe: pa }));
-        cb.splice = Some(Box::new(Splice { peer: a, pipe: pb }));
-        // Data may already wait in either socket, its edge spent.
-        state.schedule_read(a);
-        state.schedule_read(b);
+        self.state.splices.push((a, b));
         Ok(())
+    }
+
+    /// The time now, by the reactor's clock (the OS's, or a simulated one).
+    pub fn now(&self) -> Instant {
+        self.state.clock_now()
     }
 
     /// Closes `id` now, discarding whatever it has not been sent.

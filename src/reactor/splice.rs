@@ -1,6 +1,6 @@
-//! Zero-copy relaying (Linux): a spliced connection's input goes socket →
-//! pipe → peer socket by splice(2), never through user space, and the
-//! service no longer sees it.
+//! Zero-copy relaying: a spliced connection's input goes socket → pipe →
+//! peer socket by splice(2), never through user space, and the service no
+//! longer sees it.
 //!
 //! The pipe is filled only when empty, so an EAGAIN from the fill means the
 //! socket, not the pipe, has nothing more. A pipe that cannot drain — the
@@ -9,15 +9,50 @@
 
 use std::io;
 
+use log::warn;
+
 use super::Reactor;
 use super::close::CloseReason;
 use super::conn::{Phase, Reading};
 use super::service::Service;
-use super::state::State;
 use super::token::ConnId;
 use super::trace::trace_io;
+use crate::sys::os::{Os, Splice};
 
-impl<S: Service> Reactor<S> {
+impl<S: Service, O: Os> Reactor<S, O> {
+    /// Makes the pipes of the pairs callbacks asked to splice. A pair whose
+    /// pipes cannot be made goes on copying.
+    pub(super) fn start_requested_splices(&mut self) {
+        for (a, b) in std::mem::take(&mut self.state.splices) {
+            let pipes = O::pipe().and_then(|pa| Ok((pa, O::pipe()?)));
+            let (pa, pb) = match pipes {
+                Ok(pipes) => pipes,
+                Err(e) => {
+                    warn!("{a} and {b}: no pipes for splice ({e}); copying instead");
+                    continue;
+                }
+            };
+            let live =
+                |id| self.state.conns.live(id).is_some() && self.kernel.handles(id).is_some();
+            if !(live(a) && live(b)) {
+                continue;
+            }
+            if let Some(h) = self.kernel.handles_mut(a) {
+                h.pipe = Some(pa);
+            }
+            if let Some(h) = self.kernel.handles_mut(b) {
+                h.pipe = Some(pb);
+            }
+            for (id, peer) in [(a, b), (b, a)] {
+                if let Some(conn) = self.state.conns.live_mut(id) {
+                    conn.spliced_to = Some(peer);
+                }
+                // Data may already wait in the socket, its edge spent.
+                self.state.schedule_read(id);
+            }
+        }
+    }
+
     /// The spliced read path, within the same per-turn budget as any read.
     pub(super) fn splice_read(&mut self, id: ConnId) {
         let mut budget = self.state.config.read_budget;
@@ -26,10 +61,7 @@ impl<S: Service> Reactor<S> {
             let Some(conn) = self.state.conns.live_mut(id) else {
                 return;
             };
-            let Some(pipe_empty) = conn.splice.as_ref().map(|s| s.pipe.is_empty()) else {
-                return;
-            };
-            if !pipe_empty {
+            if conn.piped > 0 {
                 self.pump(id);
                 if self
                     .state
@@ -49,11 +81,14 @@ impl<S: Service> Reactor<S> {
                 Reading::Draining { left } => left.min(chunk),
                 _ => chunk,
             };
-            let Some(splice) = conn.splice.as_mut() else {
+            let Some(handles) = self.kernel.handles_mut(id) else {
+                return;
+            };
+            let Some(pipe) = handles.pipe.as_mut() else {
                 return;
             };
             self.state.stats.reads += 1;
-            let n = match splice.pipe.fill_from(&conn.socket, max) {
+            let n = match pipe.fill_from(&handles.socket, max) {
                 Ok(0) => {
                     trace_io!(self.state.config.trace, "{id} splice EOF");
                     conn.reading = Reading::Ended;
@@ -62,6 +97,7 @@ impl<S: Service> Reactor<S> {
                 Ok(n) => n,
                 Err(e) => return self.read_failed(id, "splice", e),
             };
+            conn.piped = pipe.len();
             trace_io!(self.state.config.trace, "{id} splice {n} into pipe");
             if self.received(id, n) {
                 self.pump(id);
@@ -75,59 +111,54 @@ impl<S: Service> Reactor<S> {
         }
     }
 
-    /// Moves `src`'s pipe into its peer; a failed write closes the peer.
+    /// Moves `src`'s pipe into its peer's socket, once the peer's own output
+    /// buffer has gone out (it holds older bytes); a failed write closes the
+    /// peer.
     pub(super) fn pump(&mut self, src: ConnId) {
-        if let Err((dst, e)) = self.state.pump(src) {
+        if let Err((dst, e)) = self.drain_pipe(src) {
             self.close(dst, CloseReason::Error(e.kind()));
         }
         self.apply_deferred();
     }
-}
 
-impl State {
-    /// Moves `src`'s pipe into its peer's socket, once the peer's own output
-    /// buffer has gone out (it holds older bytes).
-    fn pump(&mut self, src: ConnId) -> Result<(), (ConnId, io::Error)> {
-        let Some(dst) = self
-            .conns
-            .live(src)
-            .and_then(|c| c.splice.as_ref())
-            .map(|s| s.peer)
-        else {
+    fn drain_pipe(&mut self, src: ConnId) -> Result<(), (ConnId, io::Error)> {
+        let state = &mut self.state;
+        let Some(dst) = state.conns.live(src).and_then(|c| c.spliced_to) else {
             return Ok(());
         };
-        let Some((from, to)) = self.conns.get2_mut(src, dst) else {
+        let Some((from, to)) = state.conns.get2_mut(src, dst) else {
             return Ok(());
         };
-        let Some(splice) = from.splice.as_mut() else {
+        let Some((pipe, socket)) = self.kernel.pipe_and_socket(src, dst) else {
             return Ok(());
         };
         // Older bytes queued for `dst` go first: until they have, the pipe
         // stays full and `src` waits, woken when that queue drains.
         let blocked = !matches!(to.phase, Phase::Open | Phase::Closing) || !to.output.is_empty();
-        while !blocked && !splice.pipe.is_empty() {
-            match splice.pipe.drain_into(&to.socket) {
+        while !blocked && !pipe.is_empty() {
+            match pipe.drain_into(socket) {
                 Ok(n) => {
-                    trace_io!(self.config.trace, "{dst} splice {n} from {src}");
-                    self.stats.writes += 1;
-                    self.stats.bytes_out += n as u64;
-                    self.stats.bytes_spliced += n as u64;
-                    to.wrote(n, self.now);
+                    trace_io!(state.config.trace, "{dst} splice {n} from {src}");
+                    state.stats.writes += 1;
+                    state.stats.bytes_out += n as u64;
+                    state.stats.bytes_spliced += n as u64;
+                    to.wrote(n, state.now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.stats.eagain_writes += 1;
+                    state.stats.eagain_writes += 1;
                     break;
                 }
                 Err(e) => return Err((dst, e)),
             }
         }
-        if splice.pipe.is_empty() {
+        from.piped = pipe.len();
+        if pipe.is_empty() {
             if from.flags.backpressured {
                 from.flags.backpressured = false;
-                self.schedule_read(src);
+                state.schedule_read(src);
             }
             // A FIN may have been waiting for these bytes.
-            self.defer(dst);
+            state.defer(dst);
         } else {
             from.flags.backpressured = true;
         }

@@ -1,13 +1,14 @@
-//! The reactor's state apart from its service: the poller, listeners,
-//! connections, timers and counters. A [`Context`](super::Context) lends it
-//! to the service during a callback; what the service asks for is recorded
-//! here and carried out when the callback returns.
+//! The reactor's books apart from its service and the OS: connections,
+//! timers, counters, replies on their way out. A [`Context`](super::Context)
+//! lends it to the service during a callback; what the service asks for is
+//! recorded here and carried out when the callback returns — even a
+//! connect or a splice, which need the OS.
 
 use std::collections::VecDeque;
-use std::io;
+
 use std::net::SocketAddr;
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::close::CloseReason;
 use super::config::Config;
@@ -18,26 +19,27 @@ use super::stats::Stats;
 use super::timer::{TimerKind, Timers};
 use super::token::{ConnId, Table, Token};
 use super::trace::trace_io;
-use crate::sys::{Addr, Interest, Listener, Poller, Signals, Socket, SpareFd};
+use crate::sys::Addr;
 
-pub(crate) struct ListenerSlot {
-    pub(crate) listener: Listener,
-    /// On the list of work to do before the next wait (its budget ran out).
-    pub(crate) scheduled: bool,
-    /// Out of descriptors: not accepting until a timer says to try again.
-    pub(crate) paused: bool,
-    pub(crate) backoff_ms: u64,
+/// A connect a service asked for, to make once its callback has returned.
+pub(crate) struct ConnectRequest {
+    pub(crate) id: ConnId,
+    pub(crate) addr: Addr,
+    pub(crate) local: Option<SocketAddr>,
 }
 
 pub(crate) struct State {
     pub(crate) config: Config,
-    pub(crate) poller: Poller,
-    pub(crate) signals: Option<Signals>,
+    /// The OS's clock.
+    pub(crate) clock: fn() -> Instant,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) command_tx: mpsc::Sender<Command>,
-    pub(crate) listeners: Vec<ListenerSlot>,
-    pub(crate) spare_fd: SpareFd,
     pub(crate) conns: Table<Connection>,
+    /// Connects and splices asked for during a callback, not made yet.
+    pub(crate) connects: Vec<ConnectRequest>,
+    pub(crate) splices: Vec<(ConnId, ConnId)>,
+    /// Whether the OS can splice at all.
+    pub(crate) splice_supported: bool,
     pub(crate) replies: Replies,
     /// Connections with deferred work: output to flush, a FIN or a close to
     /// carry out once a callback has returned.
@@ -59,22 +61,22 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(config: Config, poller: Poller) -> State {
+    pub(crate) fn new(config: Config, clock: fn() -> Instant, splice_supported: bool) -> State {
         let (command_tx, commands) = mpsc::channel();
-        let now = Instant::now();
+        let now = clock();
         let mut timers = Timers::default();
         if let Some(every) = config.stats_interval {
             timers.add(now + every, TimerKind::StatsReport);
         }
         State {
             config,
-            poller,
-            signals: None,
+            clock,
             commands,
             command_tx,
-            listeners: Vec::new(),
-            spare_fd: SpareFd::new(),
             conns: Table::new(),
+            connects: Vec::new(),
+            splices: Vec::new(),
+            splice_supported,
             replies: Replies::default(),
             deferred: Vec::new(),
             scheduled: VecDeque::new(),
@@ -109,14 +111,11 @@ impl State {
         }
     }
 
-    /// Registers a new connection (accepted, or connecting) under a fresh id.
-    pub(crate) fn add(&mut self, socket: Socket, peer: Addr, phase: Phase) -> io::Result<ConnId> {
-        socket.apply(&self.config.socket)?;
+    /// Books a new connection (accepted, or connecting) under a fresh id;
+    /// its socket is the caller's to attach.
+    pub(crate) fn insert(&mut self, peer: Addr, phase: Phase) -> ConnId {
         let id = self.conns.next_id();
-        self.poller
-            .register(&socket, Token::Conn(id).to_u64(), Interest::ReadWrite)?;
-        self.stats.interest_changes += 1;
-        let mut conn = Connection::new(socket, peer, phase, self.now);
+        let mut conn = Connection::new(peer, phase, self.now);
         conn.flags.outbound = matches!(phase, Phase::Connecting { .. });
         conn.idle_timer = self
             .config
@@ -124,22 +123,41 @@ impl State {
             .map(|t| self.timers.add(self.now + t, TimerKind::Idle(id)));
         self.conns.insert(conn);
         self.stats.active += 1;
-        Ok(id)
+        id
     }
 
-    /// Starts connecting to `addr`; the service hears `on_connect` once the
-    /// connection is up, or `on_connect_failed`.
-    pub(crate) fn connect(&mut self, addr: &Addr, local: Option<SocketAddr>) -> io::Result<ConnId> {
+    /// Books an outgoing connection to `addr`; the socket is made once the
+    /// callback that asked has returned. The service hears `on_connect` once
+    /// the connection is up, or `on_connect_failed`.
+    pub(crate) fn request_connect(&mut self, addr: &Addr, local: Option<SocketAddr>) -> ConnId {
         let connecting = Phase::Connecting {
             close_when_up: false,
         };
-        let id = self.add(Socket::connect(addr, local)?, addr.clone(), connecting)?;
-        self.timers.add(
-            self.now + self.config.connect_timeout,
-            TimerKind::Connect(id),
-        );
+        let id = self.insert(addr.clone(), connecting);
+        self.connect_started(id, addr);
+        self.connects.push(ConnectRequest {
+            id,
+            addr: addr.clone(),
+            local,
+        });
+        id
+    }
+
+    /// A connect to `addr` is under way for `id`: it must be up in time.
+    pub(crate) fn connect_started(&mut self, id: ConnId, addr: &Addr) {
+        let due = self.now + self.config.connect_timeout;
+        self.timers.add(due, TimerKind::Connect(id));
         trace_io!(self.config.trace, "{id} connect to {addr}");
-        Ok(id)
+    }
+
+    /// What the clock says now (not the turn's start).
+    pub(crate) fn clock_now(&self) -> Instant {
+        (self.clock)()
+    }
+
+    /// How long from now until `at`.
+    pub(crate) fn until(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.clock_now())
     }
 
     /// Bytes owed to `id`: its held reply and output buffer, plus what its
@@ -149,11 +167,11 @@ impl State {
         if let Some(i) = conn.held_reply {
             return Some(self.replies.held[i].len());
         }
-        if let Some(splice) = &conn.splice {
-            let piped = self.conns.live(splice.peer).and_then(|p| p.splice.as_ref());
-            return Some(conn.output.len() + piped.map_or(0, |s| s.pipe.len()));
-        }
-        Some(conn.output.len())
+        let piped = conn
+            .spliced_to
+            .and_then(|peer| self.conns.live(peer))
+            .map_or(0, |peer| peer.piped);
+        Some(conn.output.len() + piped)
     }
 
     /// The service consumed `used` bytes of an input of which `left_before`

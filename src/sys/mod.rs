@@ -47,6 +47,9 @@ use std::io;
 mod addr;
 pub use addr::{Addr, AddrParseError};
 
+pub mod os;
+pub use os::{Os, Real};
+
 mod unix;
 pub use unix::{
     ListenOptions, Listener, Socket, SocketOptions, SpareFd, raise_fd_limit, spawn_without_signals,

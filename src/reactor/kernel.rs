@@ -1,0 +1,92 @@
+//! What a reactor holds of the operating system: the poller, listeners,
+//! signals, the spare descriptor, and each connection's socket and pipe.
+//!
+//! Kept apart from [`State`](super::state::State), which a service's
+//! `Context` borrows: a service can reach the reactor's bookkeeping but
+//! never a socket, and `Context` stays the same type whatever the OS.
+
+use super::token::ConnId;
+use crate::sys::os::Os;
+
+pub(crate) struct ListenerSlot<O: Os> {
+    pub(crate) listener: O::Listener,
+    /// On the list of work to do before the next wait (its budget ran out).
+    pub(crate) scheduled: bool,
+    /// Out of descriptors: not accepting until a timer says to try again.
+    pub(crate) paused: bool,
+    pub(crate) backoff_ms: u64,
+}
+
+/// A connection's OS resources.
+pub(crate) struct Handles<O: Os> {
+    pub(crate) socket: O::Socket,
+    /// Zero-copy relaying: its input goes through this pipe to its peer.
+    pub(crate) pipe: Option<O::Pipe>,
+}
+
+pub(crate) struct Kernel<O: Os> {
+    pub(crate) poller: O::Poller,
+    pub(crate) signals: Option<O::Signals>,
+    pub(crate) listeners: Vec<ListenerSlot<O>>,
+    pub(crate) spare_fd: O::SpareFd,
+    /// By slab slot; the slot's owner is whoever holds it in `State::conns`,
+    /// so callers check that a connection is live before they look here.
+    handles: Vec<Option<Handles<O>>>,
+}
+
+impl<O: Os> Kernel<O> {
+    pub(crate) fn new(poller: O::Poller) -> Kernel<O> {
+        Kernel {
+            poller,
+            signals: None,
+            listeners: Vec::new(),
+            spare_fd: O::spare_fd(),
+            handles: Vec::new(),
+        }
+    }
+
+    pub(crate) fn attach(&mut self, id: ConnId, socket: O::Socket) {
+        if self.handles.len() <= id.index() {
+            self.handles.resize_with(id.index() + 1, || None);
+        }
+        self.handles[id.index()] = Some(Handles { socket, pipe: None });
+    }
+
+    /// Drops `id`'s socket and pipe, closing them: only once the slot is free.
+    pub(crate) fn detach(&mut self, id: ConnId) {
+        if let Some(handles) = self.handles.get_mut(id.index()) {
+            *handles = None;
+        }
+    }
+
+    pub(crate) fn handles(&self, id: ConnId) -> Option<&Handles<O>> {
+        self.handles.get(id.index())?.as_ref()
+    }
+
+    pub(crate) fn handles_mut(&mut self, id: ConnId) -> Option<&mut Handles<O>> {
+        self.handles.get_mut(id.index())?.as_mut()
+    }
+
+    pub(crate) fn socket(&self, id: ConnId) -> Option<&O::Socket> {
+        self.handles(id).map(|h| &h.socket)
+    }
+
+    /// Two connections' resources at once: `src`'s pipe and `dst`'s socket.
+    pub(crate) fn pipe_and_socket(
+        &mut self,
+        src: ConnId,
+        dst: ConnId,
+    ) -> Option<(&mut O::Pipe, &O::Socket)> {
+        let (a, b) = (src.index(), dst.index());
+        if a == b || a.max(b) >= self.handles.len() {
+            return None;
+        }
+        let (low, high) = self.handles.split_at_mut(a.max(b));
+        let (from, to) = if a < b {
+            (&mut low[a], &high[0])
+        } else {
+            (&mut high[0], &low[b])
+        };
+        Some((from.as_mut()?.pipe.as_mut()?, &to.as_ref()?.socket))
+    }
+}
