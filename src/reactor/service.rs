@@ -239,8 +239,10 @@ pub trait Service {
 ///
 ///     fn on_close(&mut self, ctx: &mut Context<'_>, _: ConnId, answer: Vec<u8>, _: CloseReason) {
 ///         self.answers.push(String::from_utf8_lossy(&answer).trim_end().to_owned());
-///         if self.answers.len() < self.questions.len() && ctx.connect(&self.server, None).is_err() {
-///             self.answers.push("could not connect".to_owned());
+///         if self.answers.len() < self.questions.len() {
+///             // Opened once this callback returns; a failure, even at
+///             // once, comes back as `on_connect_failed`.
+///             ctx.connect(&self.server, None);
 ///         }
 ///     }
 ///
