@@ -14,6 +14,9 @@
 #   server a little per syscall, so take CPU figures from runs without it.
 #   EXTRA='name|command[;name|command...]' adds servers to the rounds, e.g.
 #   an older build of sockloop, to compare before and after in one run.
+#   CHART=path.svg is where the chart of the table goes (default
+#   target/compare.svg): server CPU per message and p99 per server, drawn
+#   by examples/compare_chart.rs.
 #
 # Server CPU per message: the bench reads utime+stime of the server process
 # (/proc/PID/stat, 10 ms ticks) at the start and end of its measured window
@@ -64,6 +67,9 @@ trap cleanup EXIT
 # Starts a server on CPU 0; sets SERVER_PID and SERVER_ADDR.
 start_server() {
     local name=$1 command=$2
+    # The last round's file would still name the last round's port until
+    # the new server's redirection truncates it: start from no file.
+    rm -f "$WORK/$name.stdout"
     # taskset execs the server, so $! is the server's own pid.
     # shellcheck disable=SC2086 # the command is meant to split into words
     taskset -c 0 $command >"$WORK/$name.stdout" 2>"$WORK/$name.server.log" &
@@ -150,4 +156,8 @@ for round in $(seq "$ROUNDS"); do
 done
 
 python3 benches/compare_table.py "$WORK/results"
+CHART=${CHART:-${CARGO_TARGET_DIR:-target}/compare.svg}
+if "$OUT/examples/compare_chart" "$WORK/results" "$CHART" "${LOAD[*]}"; then
+    echo "compare: chart in $CHART" >&2
+fi
 exit "$failed"

@@ -167,6 +167,10 @@ struct BenchArgs {
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// Write the latency percentile curve of the measured window to this
+    /// file, as SVG (latency against percentile, log scale of 1/(1-p)).
+    #[arg(long, value_name = "FILE.svg", value_parser = parse_plot_path)]
+    plot: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -405,6 +409,19 @@ fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("too large: {text:?}"))
 }
 
+/// A file to write a chart to, in a directory that exists: checked before
+/// the run, not found wanting after it.
+fn parse_plot_path(text: &str) -> Result<std::path::PathBuf, String> {
+    let path = std::path::PathBuf::from(text);
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+            Err(format!("no directory {} to write it in", dir.display()))
+        }
+        _ if path.is_dir() => Err(format!("{text} is a directory")),
+        _ => Ok(path),
+    }
+}
+
 fn nonzero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
@@ -583,6 +600,7 @@ fn run_bench(args: &BenchArgs) -> io::Result<()> {
         framing: args.framing,
         server_pid: args.server_pid,
         window_fifo: args.window_fifo.clone(),
+        plot: args.plot.clone(),
     })?;
     for error in &report.errors {
         // Ignored: a failed run says so in its exit status, even with stderr gone.
@@ -798,6 +816,14 @@ mod tests {
         assert_eq!(sockloop::app::relay::MAX_DOWN_FACTOR, 64);
         assert_eq!(args.balance, Balance::RoundRobin);
         assert_eq!(args.send_proxy, None);
+    }
+
+    #[test]
+    fn a_plot_goes_to_a_file_in_a_directory_that_exists() {
+        assert!(parse_plot_path("latency.svg").is_ok());
+        assert!(parse_plot_path("/tmp/latency.svg").is_ok());
+        assert!(parse_plot_path("/no/such/dir/latency.svg").is_err());
+        assert!(parse_plot_path("/tmp").is_err());
     }
 
     #[test]

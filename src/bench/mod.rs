@@ -4,11 +4,12 @@
 //! [`run`] connects `conns` clients to the target (or to an echo server it
 //! starts in-process), lets them warm up, measures for the duration, then
 //! collects every outstanding echo and closes each connection cleanly. Every
-//! echoed byte is checked against what was sent ([`pattern`]); any mismatch,
+//! echoed byte is checked against what was sent (module `pattern`); any mismatch,
 //! short echo or connection error ends the run and is reported.
 
 mod client;
 mod pattern;
+pub mod plot;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -91,6 +92,8 @@ pub struct Options {
     /// A FIFO that hears `enable` when the measured window opens and
     /// `disable` when it closes: the control channel of `perf stat --control`.
     pub window_fifo: Option<std::path::PathBuf>,
+    /// Where to write the latency percentile curve of the run, as SVG.
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// The measured window's numbers, and what went wrong.
@@ -335,6 +338,9 @@ pub fn run(options: &Options) -> io::Result<Report> {
     let window = client.window();
     let (errors, error_count) = client.errors();
     let h = &window.latency;
+    if let Some(path) = &options.plot {
+        plot::bench_run(path, options, h)?;
+    }
     Ok(Report {
         options: options.clone(),
         in_flight,

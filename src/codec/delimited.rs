@@ -20,6 +20,29 @@ enum Search {
 
 /// Decodes and encodes delimited frames. Build with [`DelimitedCodec::builder`]
 /// or [`DelimitedCodec::lines`].
+///
+/// ```
+/// use sockloop::codec::{DelimitedCodec, Decoder, FrameError};
+///
+/// // Lines: `\n` or `\r\n`, stripped from the payload.
+/// let mut lines = DelimitedCodec::lines().max_frame_len(8).build()?;
+/// let input = b"GET\r\nHEAD\nPO";
+/// let first = lines.decode(input)?.unwrap();
+/// assert_eq!((&input[first.payload], first.len), (&b"GET"[..], 5));
+/// let second = lines.decode(&input[5..])?.unwrap();
+/// assert_eq!(&input[5..][second.payload], b"HEAD");
+/// assert_eq!(lines.decode(&input[10..])?, None); // "PO" waits for its end
+/// // More of it arrives, with no end within 8 bytes: refused before it
+/// // fills memory.
+/// let more = b"POST /a/long/path";
+/// assert!(matches!(lines.decode(more), Err(FrameError::TooLong { .. })));
+///
+/// // Any delimiter, here a NUL, kept in the payload.
+/// let mut nul = DelimitedCodec::builder(b"\0").keep_delimiter(true).build()?;
+/// let frame = nul.decode(b"a\0b")?.unwrap();
+/// assert_eq!(frame.payload, 0..2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct DelimitedCodec {
     search: Search,

@@ -3,6 +3,18 @@
 use super::{ConfigError, Decoder, Encoder, Frame, FrameError};
 
 /// Decodes and encodes frames of exactly `len` bytes.
+///
+/// ```
+/// use sockloop::codec::{Decoder, FixedCodec};
+///
+/// let mut codec = FixedCodec::new(4, 1024)?;
+/// let input = b"abcdefg";
+/// let frame = codec.decode(input)?.unwrap();
+/// assert_eq!(&input[frame.payload], b"abcd");
+/// assert_eq!(codec.decode(&input[4..])?, None); // 3 of 4 bytes
+/// assert!(codec.decode_eof(&input[4..]).is_err()); // and the stream ended there
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FixedCodec {
     len: usize,

@@ -76,6 +76,27 @@ impl fmt::Display for Framing {
 }
 
 /// Any of the codecs, dispatched statically.
+///
+/// What a program gets from a framing named at run time (`--framing
+/// len:u32le`, say); a service that knows its framing at compile time can
+/// hold the concrete codec instead.
+///
+/// ```
+/// use sockloop::codec::{Codec, Decoder, Encoder, Framing, FrameError};
+///
+/// for spec in ["lines", "len:u32le", "fixed:5"] {
+///     let mut codec = Codec::new(spec.parse::<Framing>()?, 16)?;
+///     let mut wire = Vec::new();
+///     codec.encode(b"hello", &mut wire)?;
+///     let frame = codec.decode(&wire)?.expect("a whole frame");
+///     assert_eq!((&wire[frame.payload], frame.len), (&b"hello"[..], wire.len()));
+/// }
+/// // 16 bytes is the most a frame may carry: a longer one is an error at
+/// // its header, before its payload is buffered.
+/// let mut codec = Codec::new("len:u32le".parse()?, 16)?;
+/// assert_eq!(codec.decode(&[17, 0, 0, 0]), Err(FrameError::TooLong { len: 17, max: 16 }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub enum Codec {
     Raw(RawCodec),

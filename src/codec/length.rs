@@ -15,6 +15,31 @@ pub enum Endian {
 }
 
 /// Decodes and encodes length-prefixed frames. Build with [`LengthCodec::builder`].
+///
+/// The defaults are a 4-byte big-endian length counting the payload only.
+/// A protocol whose 2-byte little-endian length counts the header too, and
+/// comes after a 1-byte type field:
+///
+/// ```
+/// use sockloop::codec::{Decoder, Encoder, Endian, LengthCodec};
+///
+/// let mut codec = LengthCodec::builder()
+///     .offset(1)       // one byte before the length field
+///     .width(2)
+///     .endian(Endian::Little)
+///     .adjustment(-3)  // the length counts the 3 header bytes
+///     .max_frame_len(1024)
+///     .build()?;
+/// let wire = [7, 5, 0, b'o', b'k', 9];
+/// let frame = codec.decode(&wire)?.expect("a whole frame");
+/// assert_eq!((&wire[frame.payload], frame.len), (&b"ok"[..], 5));
+/// assert_eq!(codec.decode(&wire[5..])?, None); // a frame just begun
+///
+/// let mut out = Vec::new();
+/// codec.encode(b"ok", &mut out)?;
+/// assert_eq!(out, [0, 5, 0, b'o', b'k']); // the offset byte is written as 0
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LengthCodec {
     width: usize,

@@ -177,6 +177,33 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Turns the front of a byte stream into frames, one call at a time.
+///
+/// A socket returns whatever bytes have arrived: two frames in one read, or
+/// one frame in three. The caller keeps the unconsumed bytes, appends each
+/// read, and calls `decode` until it says `Ok(None)` (call again with more);
+/// this is what a [`Service`](crate::reactor::Service)'s `on_data` does
+/// with its `input`, and its return value is the `used` below:
+///
+/// ```
+/// use sockloop::codec::{Decoder, LengthCodec};
+///
+/// let mut codec = LengthCodec::builder().width(2).build()?; // u16 big-endian length
+/// let mut input = Vec::new();
+/// let mut frames = Vec::new();
+/// // Two frames, "abc" and "hi", as the socket handed them over: in three reads.
+/// for read in [&[0, 3, b'a'][..], &[b'b', b'c', 0], &[2, b'h', b'i']] {
+///     input.extend_from_slice(read);
+///     let mut used = 0;
+///     while let Some(frame) = codec.decode(&input[used..])? {
+///         frames.push(input[used..][frame.payload].to_vec());
+///         used += frame.len;
+///     }
+///     input.drain(..used); // keep only the partial frame
+/// }
+/// assert_eq!(frames, [b"abc".to_vec(), b"hi".to_vec()]);
+/// assert!(codec.decode_eof(&input).is_ok()); // nothing left half-done
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Decoder {
     /// `buf` starts at the first unconsumed byte. After `Ok(Some(f))` the caller
     /// drops `f.len` bytes from the front and calls again with what follows;
@@ -204,6 +231,20 @@ pub trait Decoder {
 }
 
 /// Turns payloads into wire bytes.
+///
+/// ```
+/// use sockloop::codec::{DelimitedCodec, Encoder, FrameError};
+///
+/// let lines = DelimitedCodec::lines().build()?;
+/// let mut out = Vec::new();
+/// lines.encode(b"first", &mut out)?;
+/// lines.encode(b"second", &mut out)?;
+/// assert_eq!(out, b"first\nsecond\n");
+/// // A payload the framing cannot carry is refused whole, never cut.
+/// assert_eq!(lines.encode(b"two\nlines", &mut out), Err(FrameError::ContainsDelimiter { at: 3 }));
+/// assert_eq!(out.len(), 13);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Encoder {
     /// Appends header + payload (+ delimiter) to `out`. A payload the framing
     /// cannot carry is an error, never truncated; on error `out` is unchanged.

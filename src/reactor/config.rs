@@ -5,6 +5,50 @@ use std::time::Duration;
 use crate::sys::SocketOptions;
 
 /// Knobs of a reactor. The defaults suit an echo server with many connections.
+///
+/// Change what you need and take the rest from the defaults. Every timeout
+/// is off by default; here an idle timeout of 100 ms closes a client that
+/// connects and says nothing, and the counters say why it closed:
+///
+/// ```
+/// use std::io::Read;
+/// use std::net::TcpStream;
+/// use std::time::{Duration, Instant};
+///
+/// use sockloop::app::echo::Echo;
+/// use sockloop::reactor::{CloseReason, Config, ListenOptions, Reactor};
+///
+/// let config = Config {
+///     idle_timeout: Some(Duration::from_millis(100)),
+///     high_watermark: 256 << 10, // stop reading a peer once 256 KiB of replies wait
+///     low_watermark: 64 << 10,   // and start again below 64 KiB
+///     ..Config::default()
+/// };
+/// let mut reactor = Reactor::new(config, Echo)?;
+/// let addr = reactor.listen(&"127.0.0.1:0".parse()?, &ListenOptions::default())?;
+/// let server = addr.ip().expect("a TCP address");
+/// let handle = reactor.handle();
+///
+/// let silent = std::thread::spawn(move || {
+///     let wait_for_close = || -> std::io::Result<(usize, Duration)> {
+///         let start = Instant::now();
+///         let mut stream = TcpStream::connect(server)?;
+///         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+///         let n = stream.read(&mut [0; 16])?; // 0: the server closed
+///         Ok((n, start.elapsed()))
+///     };
+///     let result = wait_for_close();
+///     handle.stop().expect("the reactor is running");
+///     result
+/// });
+///
+/// reactor.run()?;
+/// let (n, waited) = silent.join().unwrap()?;
+/// assert_eq!(n, 0);
+/// assert!(waited >= Duration::from_millis(100));
+/// assert_eq!(reactor.stats().closed_by(CloseReason::Idle), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Connections beyond this many are accepted and closed at once.

@@ -19,6 +19,50 @@ pub(crate) enum Command {
 }
 
 /// Cheap to clone and `Send`: query or stop a reactor from any thread.
+///
+/// A reactor runs on one thread; a `Handle` taken from it
+/// ([`Reactor::handle`](super::Reactor::handle)) goes to others. Its
+/// questions are answered by the loop itself, between two turns, so they
+/// see a consistent state. Here the reactor is built on its own thread and
+/// sends its address and handle back; the main thread talks to it as a
+/// client, reads its counters and connection table, then asks for a
+/// graceful shutdown, which ends `run` once the client has gone:
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::net::TcpStream;
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+///
+/// use sockloop::app::echo::Echo;
+/// use sockloop::reactor::{Config, ListenOptions, Reactor};
+///
+/// let (tx, rx) = mpsc::channel();
+/// let server = std::thread::spawn(move || -> std::io::Result<u64> {
+///     let mut reactor = Reactor::new(Config::default(), Echo)?;
+///     let addr = reactor.listen(&"127.0.0.1:0".parse().unwrap(), &ListenOptions::default())?;
+///     tx.send((addr, reactor.handle())).unwrap();
+///     reactor.run()?;
+///     Ok(reactor.stats().bytes_out)
+/// });
+/// let (addr, handle) = rx.recv()?;
+///
+/// let mut client = TcpStream::connect(addr.ip().unwrap())?;
+/// client.set_read_timeout(Some(Duration::from_secs(10)))?;
+/// client.write_all(b"ping")?;
+/// client.read_exact(&mut [0; 4])?;
+///
+/// let stats = handle.stats()?;
+/// assert_eq!((stats.accepted, stats.active, stats.bytes_in), (1, 1, 4));
+/// let table = handle.connections()?;
+/// assert_eq!(table.len(), 1);
+/// assert_eq!((table[0].bytes_in, table[0].pending_output), (4, 0));
+///
+/// handle.shutdown()?; // stop accepting; finish the connections there are
+/// drop(client);       // this one finishes: FIN
+/// assert_eq!(server.join().unwrap()?, 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Handle {
     wake: WakeFn,

@@ -11,15 +11,15 @@
 //!
 //! The rooms, each importing only those below it:
 //!
-//! - [`accept`]: new connections, accepted or connected, handed to the service;
-//! - [`ingress`]: reads, the shared arena, delivery, the end of input;
-//! - [`splice`]: the zero-copy relay path (Linux);
-//! - [`egress`]: held replies, flushing, backpressure;
-//! - [`lifecycle`]: deferred actions, FIN and close, timers, graceful shutdown;
-//! - below them: [`state`] (the reactor's state lent to services), [`service`]
-//!   (the [`Service`] trait and its [`Context`]), [`conn`] (a connection and
-//!   its phase), [`reply`], [`buffer`], [`timer`], [`token`], [`stats`],
-//!   [`handle`], [`config`], [`close`] and [`trace`].
+//! - `accept`: new connections, accepted or connected, handed to the service;
+//! - `ingress`: reads, the shared arena, delivery, the end of input;
+//! - `splice`: the zero-copy relay path (Linux);
+//! - `egress`: held replies, flushing, backpressure;
+//! - `lifecycle`: deferred actions, FIN and close, timers, graceful shutdown;
+//! - below them: `state` (the reactor's state lent to services), `service`
+//!   (the [`Service`] trait and its [`Context`]), `conn` (a connection and
+//!   its phase), `reply`, `buffer`, `timer`, `token`, `stats`,
+//!   `handle`, `config`, `close` and `trace`.
 
 mod accept;
 mod buffer;
@@ -77,6 +77,54 @@ use kernel::Kernel;
 
 /// A single-threaded reactor running one [`Service`], on the OS `O`: this
 /// machine's ([`Real`]) unless a test puts a simulated one in its place.
+///
+/// Make one with a [`Config`] and the service, [`listen`](Self::listen)
+/// and/or [`connect`](Self::connect), then either [`run`](Self::run) it until
+/// it is stopped (through a [`Handle`], a signal or
+/// [`shutdown`](Self::shutdown)), or drive it yourself one
+/// [`turn`](Self::turn) at a time: one wait for events and everything they
+/// call for. The crate's front page has the whole first server; here, the
+/// library's own line echo for one client, turned in a loop that ends when
+/// that client has gone (bounded by an idle timeout, so that a turn never
+/// waits for ever):
+///
+/// ```
+/// use std::io::{BufRead, BufReader, Write};
+/// use std::net::TcpStream;
+/// use std::time::Duration;
+///
+/// use sockloop::app::echo::FramedEcho;
+/// use sockloop::codec::{Codec, Framing};
+/// use sockloop::reactor::{CloseReason, Config, ListenOptions, Reactor};
+///
+/// let codec = Codec::new(Framing::Lines, 1024)?;
+/// let config = Config { idle_timeout: Some(Duration::from_secs(5)), ..Config::default() };
+/// let mut reactor = Reactor::new(config, FramedEcho::new(codec))?;
+/// let addr = reactor.listen(&"127.0.0.1:0".parse()?, &ListenOptions::default())?;
+/// let server = addr.ip().expect("a TCP address");
+///
+/// let client = std::thread::spawn(move || -> std::io::Result<String> {
+///     let mut stream = TcpStream::connect(server)?;
+///     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+///     stream.write_all(b"one\r\ntw")?; // a line and a half
+///     stream.write_all(b"o\n")?;        // ...and the rest of the second
+///     let mut lines = String::new();
+///     let mut reader = BufReader::new(stream);
+///     reader.read_line(&mut lines)?;
+///     reader.read_line(&mut lines)?;
+///     Ok(lines) // dropping the stream sends FIN
+/// });
+///
+/// while reactor.stats().closed == 0 {
+///     reactor.turn()?;
+/// }
+/// // `\r\n` ends a line as `\n` does; each line comes back ending in `\n`.
+/// assert_eq!(client.join().unwrap()?, "one\ntwo\n");
+/// let stats = reactor.stats();
+/// assert_eq!((stats.accepted, stats.frames_in), (1, 2));
+/// assert_eq!(stats.closed_by(CloseReason::Peer), 1); // its FIN, not the timeout
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Reactor<S: Service, O: Os = Real> {
     state: State,
     kernel: Kernel<O>,

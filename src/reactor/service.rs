@@ -20,6 +20,112 @@ fn subslice(outer: &[u8], inner: &[u8]) -> Option<Range<usize>> {
 }
 
 /// An application on the reactor: plain state machine code, driven by calls.
+///
+/// The reactor calls [`on_connect`](Self::on_connect) when a connection is
+/// up, [`on_data`](Self::on_data) whenever bytes arrive (with every byte not
+/// consumed so far: TCP delivers a stream, not messages, so half a message
+/// stays there until the rest comes), [`on_read_closed`](Self::on_read_closed)
+/// at the peer's FIN, and [`on_close`](Self::on_close) once the connection is
+/// gone. Each call gets a [`Context`] to act through; what it asks for is
+/// carried out when the call returns. Only `on_connect` and `on_data` are
+/// required.
+///
+/// A line chat: every line a member sends goes to every other member, with
+/// the sender's name in front. Each member keeps its own line decoder (a
+/// decoder remembers how far it has scanned); a line longer than 1 KiB cuts
+/// off its sender, and nobody else.
+///
+/// ```
+/// use std::io::{BufRead, BufReader, Write};
+/// use std::net::TcpStream;
+/// use std::time::Duration;
+///
+/// use sockloop::codec::{Codec, Decoder, Framing};
+/// use sockloop::reactor::{
+///     Addr, CloseReason, Config, ConnId, Context, ListenOptions, Reactor, Service,
+/// };
+///
+/// #[derive(Default)]
+/// struct Chat {
+///     members: Vec<ConnId>,
+/// }
+///
+/// struct Member {
+///     lines: Codec,
+/// }
+///
+/// impl Service for Chat {
+///     type Conn = Member;
+///
+///     fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, _peer: &Addr) -> Member {
+///         self.members.push(id);
+///         ctx.write(id, format!("welcome, you are {id}\n").as_bytes());
+///         Member { lines: Codec::new(Framing::Lines, 1024).expect("a valid codec") }
+///     }
+///
+///     fn on_data(&mut self, ctx: &mut Context<'_>, id: ConnId, me: &mut Member, input: &[u8]) -> usize {
+///         let mut used = 0;
+///         loop {
+///             let rest = &input[used..];
+///             match me.lines.decode(rest) {
+///                 Ok(Some(frame)) => {
+///                     let line = &rest[frame.payload];
+///                     for &other in self.members.iter().filter(|&&m| m != id) {
+///                         ctx.write(other, format!("{id}: ").as_bytes());
+///                         ctx.write(other, line);
+///                         ctx.write(other, b"\n");
+///                     }
+///                     used += frame.len;
+///                 }
+///                 Ok(None) => return used, // half a line stays for next time
+///                 Err(_too_long) => {
+///                     ctx.abort(id, CloseReason::Protocol);
+///                     return input.len();
+///                 }
+///             }
+///         }
+///     }
+///
+///     fn on_close(&mut self, _ctx: &mut Context<'_>, id: ConnId, _me: Member, _why: CloseReason) {
+///         self.members.retain(|&m| m != id);
+///     }
+/// }
+///
+/// let mut reactor = Reactor::new(Config::default(), Chat::default())?;
+/// let addr = reactor.listen(&"127.0.0.1:0".parse()?, &ListenOptions::default())?;
+/// let server = addr.ip().expect("a TCP address");
+/// let handle = reactor.handle();
+///
+/// let members = std::thread::spawn(move || {
+///     let join = || -> std::io::Result<(TcpStream, BufReader<TcpStream>, String)> {
+///         let stream = TcpStream::connect(server)?;
+///         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+///         let mut reader = BufReader::new(stream.try_clone()?);
+///         let mut welcome = String::new();
+///         reader.read_line(&mut welcome)?; // now the chat knows this member
+///         Ok((stream, reader, welcome))
+///     };
+///     let talk = || -> std::io::Result<String> {
+///         let (mut alice, _, _) = join()?;
+///         let (_bob, mut bob_hears, bob_welcome) = join()?;
+///         alice.write_all(b"hi b")?;
+///         alice.write_all(b"ob\n")?; // one line, in two pieces
+///         let mut heard = String::new();
+///         bob_hears.read_line(&mut heard)?;
+///         Ok(format!("{bob_welcome}{heard}"))
+///     };
+///     let result = talk();
+///     handle.stop().expect("the reactor is running");
+///     result
+/// });
+///
+/// reactor.run()?;
+/// let bob_saw = members.join().unwrap()?;
+/// let mut lines = bob_saw.lines();
+/// assert!(lines.next().unwrap().starts_with("welcome, you are c"));
+/// assert!(lines.next().unwrap().ends_with(": hi bob"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Service {
     /// Per-connection state, kept by the reactor beside the connection.
     type Conn;
@@ -81,6 +187,86 @@ pub trait Service {
 /// carried out when the callback returns; a reply to the connection being
 /// served goes out in one syscall, together with the other replies of the
 /// same batch of events.
+///
+/// A service can be a client too: [`Reactor::connect`](super::Reactor::connect)
+/// opens a first connection from outside any callback, and
+/// [`Context::connect`] opens more from inside one; the service hears
+/// [`Service::on_connect`] once each is up (or
+/// [`Service::on_connect_failed`]). Here a client asks a plain blocking
+/// server three questions, one connection each, one after the other: each
+/// connection's [`on_close`](Service::on_close) opens the next. The server
+/// answers each question with its length and closes, so the client's default
+/// [`on_read_closed`](Service::on_read_closed) closes its side too.
+///
+/// ```
+/// use std::io::{BufRead, BufReader, Write};
+/// use std::net::TcpListener;
+/// use std::time::Duration;
+///
+/// use sockloop::reactor::{Addr, CloseReason, Config, ConnId, Context, Reactor, Service};
+///
+/// // The server: answers each connection's first line with its length.
+/// let listener = TcpListener::bind("127.0.0.1:0")?;
+/// let server: Addr = listener.local_addr()?.into();
+/// std::thread::spawn(move || {
+///     for stream in listener.incoming().take(3).flatten() {
+///         let mut line = String::new();
+///         if BufReader::new(&stream).read_line(&mut line).is_ok() {
+///             let _ = writeln!(&stream, "{}", line.trim_end().len());
+///         }
+///     }
+/// });
+///
+/// struct Asker {
+///     server: Addr,
+///     questions: Vec<&'static str>,
+///     answers: Vec<String>,
+/// }
+///
+/// impl Service for Asker {
+///     type Conn = Vec<u8>; // the answer so far
+///
+///     fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, _peer: &Addr) -> Vec<u8> {
+///         let question = self.questions[self.answers.len()];
+///         ctx.write(id, format!("{question}\n").as_bytes());
+///         Vec::new()
+///     }
+///
+///     fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, answer: &mut Vec<u8>, input: &[u8]) -> usize {
+///         answer.extend_from_slice(input);
+///         input.len()
+///     }
+///
+///     fn on_close(&mut self, ctx: &mut Context<'_>, _: ConnId, answer: Vec<u8>, _: CloseReason) {
+///         self.answers.push(String::from_utf8_lossy(&answer).trim_end().to_owned());
+///         if self.answers.len() < self.questions.len() {
+///             // Opened once this callback returns; a failure, even at
+///             // once, comes back as `on_connect_failed`.
+///             ctx.connect(&self.server, None);
+///         }
+///     }
+///
+///     fn on_connect_failed(&mut self, _: &mut Context<'_>, _: ConnId, error: std::io::Error) {
+///         self.answers.push(format!("connect failed: {error}"));
+///     }
+/// }
+///
+/// let asker = Asker {
+///     server: server.clone(),
+///     questions: vec!["why", "what for", "how come"],
+///     answers: Vec::new(),
+/// };
+/// // The idle timeout arms a timer, so no turn waits for ever.
+/// let config = Config { idle_timeout: Some(Duration::from_secs(5)), ..Config::default() };
+/// let mut reactor = Reactor::new(config, asker)?;
+/// reactor.connect(&server, None)?;
+/// while reactor.service().answers.len() < 3 {
+///     reactor.turn()?;
+/// }
+/// assert_eq!(reactor.service().answers, ["3", "8", "8"]);
+/// assert_eq!(reactor.stats().connected, 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Context<'a> {
     state: &'a mut State,
     /// The reactor's read arena, where input and held echoes of it lie.
