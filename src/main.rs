@@ -64,10 +64,25 @@ struct BenchArgs {
     /// without it, an echo server starts in this process.
     #[arg(long, value_parser = parse_addr)]
     target: Option<Addr>,
-    /// Connections to open; past 20,000 to a 127.x target they come from
-    /// 127.0.0.2, 127.0.0.3, ... for more ephemeral ports.
+    /// Connections to open; to a 127.x target, past --per-source of them
+    /// they come from 127.0.0.2, 127.0.0.3, ... for more ephemeral ports.
     #[arg(long, default_value_t = 50)]
     conns: usize,
+    /// Open connections at this many per second (default: up to 128
+    /// connecting at a time, the next as soon as one is up).
+    #[arg(long)]
+    connect_rate: Option<u64>,
+    /// Connections per source address to a 127.x target (default: the
+    /// kernel's ephemeral port range less an eighth).
+    #[arg(long)]
+    per_source: Option<usize>,
+    /// Hold every connection open and send one --size message on each per
+    /// --interval, staggered over the interval; each echo is checked and timed.
+    #[arg(long, conflicts_with_all = ["mode", "depth", "rate"])]
+    idle: bool,
+    /// With --idle: each connection's gap between messages.
+    #[arg(long, default_value = "1s", value_parser = refuse_zero(parse_duration), requires = "idle")]
+    interval: Duration,
     /// Payload bytes per request (e.g. 64, 4KiB).
     #[arg(long, default_value = "64", value_parser = parse_size)]
     size: usize,
@@ -503,7 +518,7 @@ fn run_bench(args: &BenchArgs) -> io::Result<()> {
         target: args.target.clone(),
         conns: args.conns,
         size: args.size,
-        mode: args.mode,
+        mode: if args.idle { Mode::Idle } else { args.mode },
         depth: args.depth,
         duration: args.duration,
         warmup: args.warmup,
@@ -511,6 +526,9 @@ fn run_bench(args: &BenchArgs) -> io::Result<()> {
         framing: args.framing,
         server_pid: args.server_pid,
         window_fifo: args.window_fifo.clone(),
+        interval: args.interval,
+        connect_rate: args.connect_rate,
+        per_source: args.per_source,
     })?;
     for error in &report.errors {
         // Ignored: a failed run says so in its exit status, even with stderr gone.
