@@ -72,8 +72,8 @@ struct BenchArgs {
     /// connecting at a time, the next as soon as one is up).
     #[arg(long)]
     connect_rate: Option<u64>,
-    /// Connections per source address to a 127.x target (default: the
-    /// kernel's ephemeral port range less an eighth).
+    /// Connections per source address to a 127.x target (default: half the
+    /// kernel's ephemeral port range).
     #[arg(long)]
     per_source: Option<usize>,
     /// Hold every connection open and send one --size message on each per
