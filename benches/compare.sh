@@ -17,6 +17,10 @@
 #   CHART=path.svg is where the chart of the table goes (default
 #   target/compare.svg): server CPU per message and p99 per server, drawn
 #   by examples/compare_chart.rs.
+#   With --connect-rate in the load, a second table shows the connecting
+#   phase (an accept storm: --conns 10000 --connect-rate 1000000 --idle).
+#   Each run also records the kernel's count of SYNs dropped for a full
+#   accept queue (TcpExt ListenOverflows, machine-wide) over the run.
 #
 # Server CPU per message: the bench reads utime+stime of the server process
 # (/proc/PID/stat, 10 ms ticks) at the start and end of its measured window
@@ -123,6 +127,14 @@ print(json.dumps(run, separators=(",", ":")))
 PY
 }
 
+# SYNs the kernel dropped because an accept queue was full, machine-wide
+# (Linux; empty elsewhere).
+listen_overflows() {
+    awk '/^TcpExt:/ { if (!n) { n = split($0, k) } else { split($0, v);
+        for (i = 1; i <= n; i++) if (k[i] == "ListenOverflows") print v[i] } }' \
+        /proc/net/netstat 2>/dev/null || true
+}
+
 stop_server() {
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
@@ -140,9 +152,13 @@ for round in $(seq "$ROUNDS"); do
         start_server "$name" "${entry#*|}"
         [ "${SYSCALLS:-0}" = 1 ] && start_counting "$name" "$round"
         log="$WORK/$name.$round.bench.log"
+        overflows=$(listen_overflows)
         if json=$(taskset -c 1 "$BIN" bench --target "$SERVER_ADDR" --server-pid "$SERVER_PID" \
             --json "${BENCH_EXTRA[@]}" "${LOAD[@]}" 2>"$log"); then
             [ -n "$PERF_PID" ] && json=$(stop_counting "$name" "$round" "$json")
+            if [ -n "$overflows" ]; then
+                json="${json%\}},\"listen_overflows\":$(($(listen_overflows) - overflows))}"
+            fi
             echo "$name $json" >>"$WORK/results"
             echo "round $round $name: $(grep -o '"msgs_per_sec":[0-9.]*' <<<"$json")" >&2
         else

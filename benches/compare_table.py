@@ -4,7 +4,14 @@ rounds, and ratios of the medians to tokio current_thread (and, for the
 server's cost per message, to the raw epoll floor).
 
 Input lines: `NAME JSON`, one per run, JSON as printed by `sockloop bench --json`,
-plus `server_syscalls_per_msg` and `server_waits_per_msg` when counted.
+plus `server_syscalls_per_msg` and `server_waits_per_msg` when counted, and
+`listen_overflows` (the kernel's count of SYNs dropped for a full accept
+queue, machine-wide, over the run) where Linux says.
+
+With `--connect-rate` (an accept storm, say) a second table shows the
+connecting phase: connections accepted and served once per second (idle
+mode: each connection's first echo), connect latency, and the server's CPU
+per connection over that phase.
 """
 import json
 import statistics
@@ -20,6 +27,16 @@ COLUMNS = [
     ("server_syscalls_per_msg", "server syscalls/msg", 3, [TOKIO, FLOOR]),
     ("server_waits_per_msg", "of which epoll_wait", 3, []),
 ]
+CONNECT_COLUMNS = [
+    ("served_per_sec", "served conns/s", 0, [TOKIO]),
+    ("connects_per_sec", "connects/s", 0, [TOKIO]),
+    ("connect_p50_us", "connect p50 µs", 1, []),
+    ("connect_p99_us", "connect p99 µs", 1, [TOKIO]),
+    ("connect_max_us", "connect max µs", 1, []),
+    ("served_p99_us", "first echo p99 µs", 1, [TOKIO]),
+    ("connect_server_cpu_us_per_conn", "server CPU µs/conn", 1, [TOKIO]),
+    ("listen_overflows", "SYNs dropped (queue full)", 0, []),
+]
 
 
 def main(path):
@@ -28,6 +45,13 @@ def main(path):
         for line in f:
             name, _, text = line.partition(" ")
             runs.setdefault(name, []).append(json.loads(text))
+    table(runs, COLUMNS)
+    if any(r.get("connect_rate") for rs in runs.values() for r in rs):
+        print()
+        table(runs, CONNECT_COLUMNS)
+
+
+def table(runs, COLUMNS):
     values = {
         name: {field: [r[field] for r in rs if r.get(field) is not None] for field, *_ in COLUMNS}
         for name, rs in runs.items()

@@ -131,10 +131,25 @@ struct BenchArgs {
     /// without it, an echo server starts in this process.
     #[arg(long, value_parser = parse_addr)]
     target: Option<Addr>,
-    /// Connections to open; past 20,000 to a 127.x target they come from
-    /// 127.0.0.2, 127.0.0.3, ... for more ephemeral ports.
+    /// Connections to open; to a 127.x target, past --per-source of them
+    /// they come from 127.0.0.2, 127.0.0.3, ... for more ephemeral ports.
     #[arg(long, default_value_t = 50)]
     conns: usize,
+    /// Open connections at this many per second (default: up to 128
+    /// connecting at a time, the next as soon as one is up).
+    #[arg(long)]
+    connect_rate: Option<u64>,
+    /// Connections per source address to a 127.x target (default: half the
+    /// kernel's ephemeral port range).
+    #[arg(long)]
+    per_source: Option<usize>,
+    /// Hold every connection open and send one --size message on each per
+    /// --interval, staggered over the interval; each echo is checked and timed.
+    #[arg(long, conflicts_with_all = ["mode", "depth", "rate"])]
+    idle: bool,
+    /// With --idle: each connection's gap between messages.
+    #[arg(long, default_value = "1s", value_parser = refuse_zero(parse_duration), requires = "idle")]
+    interval: Duration,
     /// Payload bytes per request (e.g. 64, 4KiB).
     #[arg(long, default_value = "64", value_parser = parse_size)]
     size: usize,
@@ -252,8 +267,9 @@ struct ServerArgs {
     #[arg(long, default_value_t = usize::MAX, hide_default_value = true,
           value_parser = refuse_zero(parse_count))]
     max_conns: usize,
-    /// Kernel queue of connections waiting to be accepted.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i32).range(0..))]
+    /// Kernel queue of connections waiting to be accepted (capped by the
+    /// kernel's somaxconn, which the start log states).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(i32).range(0..))]
     backlog: i32,
     /// Stop reading a peer whose unsent replies exceed this (e.g. 1MiB, 256KiB).
     #[arg(long, default_value = "1MiB", value_parser = refuse_zero(parse_size))]
@@ -470,14 +486,27 @@ fn bind<S: Service>(
         "file descriptor limit {fd_limit}: room for about {} clients{each}",
         fd_limit.saturating_sub(16) / fds_per_client
     );
-    let options = ListenOptions {
-        backlog: args.backlog,
-    };
+    let (backlog, note) = backlog_within_somaxconn(args.backlog, sys::somaxconn());
+    let options = ListenOptions { backlog };
     let local = args
         .tls
         .listen(&mut reactor, &args.listen, &options)
         .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", args.listen)))?;
+    info!("accept queue: backlog {backlog} ({note})");
     Ok((reactor, local))
+}
+
+/// The backlog `listen` is given: what was asked, cut down to the kernel's
+/// cap (which would cut it silently anyway), and how to say so at start.
+fn backlog_within_somaxconn(asked: i32, somaxconn: Option<u32>) -> (i32, String) {
+    match somaxconn.map(|cap| i32::try_from(cap).unwrap_or(i32::MAX)) {
+        Some(cap) if asked > cap => (
+            cap,
+            format!("somaxconn {cap}; --backlog {asked} asked for more: raise net.core.somaxconn"),
+        ),
+        Some(cap) => (asked, format!("somaxconn {cap}")),
+        None => (asked, "somaxconn unknown here".to_owned()),
+    }
 }
 
 fn serve<S: Service>(
@@ -592,7 +621,7 @@ fn run_bench(args: &BenchArgs) -> io::Result<()> {
         target: args.target.clone(),
         conns: args.conns,
         size: args.size,
-        mode: args.mode,
+        mode: if args.idle { Mode::Idle } else { args.mode },
         depth: args.depth,
         duration: args.duration,
         warmup: args.warmup,
@@ -601,6 +630,9 @@ fn run_bench(args: &BenchArgs) -> io::Result<()> {
         server_pid: args.server_pid,
         window_fifo: args.window_fifo.clone(),
         plot: args.plot.clone(),
+        interval: args.interval,
+        connect_rate: args.connect_rate,
+        per_source: args.per_source,
     })?;
     for error in &report.errors {
         // Ignored: a failed run says so in its exit status, even with stderr gone.
@@ -795,6 +827,24 @@ mod tests {
                 "{args:?}: {warnings:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_backlog_is_capped_by_somaxconn_and_the_note_says_so() {
+        assert_eq!(
+            backlog_within_somaxconn(4096, Some(4096)),
+            (4096, "somaxconn 4096".to_owned())
+        );
+        assert_eq!(backlog_within_somaxconn(100, Some(4096)).0, 100);
+        let (backlog, note) = backlog_within_somaxconn(10_000, Some(4096));
+        assert_eq!(backlog, 4096);
+        assert!(
+            note.starts_with("somaxconn 4096; --backlog 10000"),
+            "{note}"
+        );
+        assert_eq!(backlog_within_somaxconn(4096, None).0, 4096);
+        // A cap beyond i32 (FreeBSD's is a u_int) never turns negative.
+        assert_eq!(backlog_within_somaxconn(4096, Some(u32::MAX)).0, 4096);
     }
 
     #[test]

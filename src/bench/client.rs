@@ -7,10 +7,23 @@
 //! each request from the callback that queued it to the callback that saw the
 //! last byte of its echo. Phases: connecting, warmup, measuring, draining
 //! (no new requests; each connection sends FIN once its echoes are all back
-//! and must then see the server's FIN), done. A single error ends the run.
+//! and must then see the server's FIN), done. A single error ends the run;
+//! failed connects are counted instead, and end it once every connect has
+//! settled ([`Launches::verdict`]).
+//!
+//! Connections are opened by [`super::run`], outside any callback, so each
+//! connect is timed from the call that starts it; it books them in
+//! [`Launches`], which the client reads in its callbacks.
+//!
+//! Idle mode: each connection sends one message (a hello) as soon as it is
+//! up, and the warmup starts once every connection has had its hello
+//! echoed. From then on each sends one message every interval, at its own
+//! offset within the interval, so that the sends are spread evenly.
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -32,6 +45,17 @@ const MAX_ERRORS_KEPT: usize = 10;
 const TAG_TICK: u64 = 0;
 const TAG_SEND: u64 = 1;
 const TAG_DRAIN: u64 = 2;
+/// Idle mode: a connection's first scheduled message is due.
+const TAG_START: u64 = 3;
+/// Under `--connect-rate`: the next connect is due.
+const TAG_PACE: u64 = 4;
+
+/// Failed connects, with nothing ever connected, after which the rest are
+/// not tried: the target is down or refuses, and trying thousands more
+/// would only take time.
+const GIVE_UP_AFTER: usize = 64;
+/// Connect failures whose message is kept.
+const MAX_CONNECT_ERRORS_KEPT: usize = 5;
 
 /// What the run is: fixed before the first connection.
 pub(crate) struct Plan {
@@ -42,8 +66,12 @@ pub(crate) struct Plan {
     pub(crate) in_flight: usize,
     /// `None`: raw bytes, where messages are counted by size.
     pub(crate) codec: Option<Codec>,
-    /// Under `--rate`: each connection's gap between requests.
+    /// Under `--rate`, and in idle mode: each connection's gap between requests.
     pub(crate) interval: Option<Duration>,
+    /// Idle mode: one message per interval, and a hello first.
+    pub(crate) idle: bool,
+    /// Under `--connect-rate`: connects per second.
+    pub(crate) connect_rate: Option<u64>,
     pub(crate) warmup: Duration,
     pub(crate) duration: Duration,
     /// A server process whose CPU time is read at the window's edges.
@@ -71,6 +99,125 @@ pub(crate) struct Window {
     pub(crate) server_cpu: Option<(Duration, Duration)>,
 }
 
+/// The connects: when each began, how long each took, and which failed.
+/// Written by `run` (each connect it starts, and each that fails at once)
+/// and by the client's callbacks (each that completes or fails later).
+pub(crate) struct Launches {
+    conns: usize,
+    /// The target, to name in failures.
+    target: String,
+    pub(crate) first: Option<Instant>,
+    pub(crate) launched: usize,
+    /// Started and not yet settled: which connect it was, and when it began.
+    pending: HashMap<ConnId, (usize, Instant)>,
+    pub(crate) established: usize,
+    /// When the last connection came up.
+    pub(crate) last_up: Option<Instant>,
+    /// From the connect call to the callback that saw it established, in ns.
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) failures: usize,
+    /// The first few failures, each with the connection it was.
+    pub(crate) failure_examples: Vec<String>,
+    /// CPU time of the server process when the first connect began, and
+    /// when every connection was up (in idle mode: and served).
+    pub(crate) server_cpu: Option<(Duration, Option<Duration>)>,
+}
+
+impl Launches {
+    fn new(conns: usize, target: &Addr) -> io::Result<Launches> {
+        Ok(Launches {
+            conns,
+            target: target.to_string(),
+            first: None,
+            launched: 0,
+            pending: HashMap::with_capacity(conns.min(1 << 16)),
+            established: 0,
+            last_up: None,
+            latency: histogram()?,
+            failures: 0,
+            failure_examples: Vec::new(),
+            server_cpu: None,
+        })
+    }
+
+    /// Connects that have completed or failed.
+    pub(crate) fn settled(&self) -> usize {
+        self.established + self.failures
+    }
+
+    /// The next connect was started at `at`, as `id`.
+    pub(crate) fn started(&mut self, id: ConnId, at: Instant) {
+        self.first.get_or_insert(at);
+        self.pending.insert(id, (self.launched, at));
+        self.launched += 1;
+    }
+
+    /// The next connect, from `local` if given, failed in the call that
+    /// started it.
+    pub(crate) fn failed_at_once(&mut self, local: Option<SocketAddr>, error: &io::Error) {
+        let from = local.map_or(String::new(), |l| format!(" from {}", l.ip()));
+        let what = format!(
+            "connection {}{from} to {}: {error}",
+            self.launched, self.target
+        );
+        self.launched += 1;
+        self.failed(what);
+    }
+
+    /// The connect of `id` failed after it started.
+    fn failed_later(&mut self, id: ConnId, error: &io::Error) {
+        let index = self.pending.remove(&id).map(|(index, _)| index);
+        let which = index.map_or(String::new(), |i| format!(" {i}"));
+        self.failed(format!("connection{which} to {}: {error}", self.target));
+    }
+
+    fn failed(&mut self, what: String) {
+        self.failures += 1;
+        if self.failure_examples.len() < MAX_CONNECT_ERRORS_KEPT {
+            self.failure_examples.push(what);
+        }
+    }
+
+    /// A connect completed at `now`; when it began.
+    fn up(&mut self, id: ConnId, now: Instant) -> Option<Instant> {
+        let (_, began) = self.pending.remove(&id)?;
+        self.established += 1;
+        self.last_up = Some(now);
+        let nanos = u64::try_from(now.duration_since(began).as_nanos()).unwrap_or(u64::MAX);
+        self.latency.saturating_record(nanos);
+        Some(began)
+    }
+
+    /// Whether the connects failed the run: every one has settled and some
+    /// failed, or the first [`GIVE_UP_AFTER`] all failed. Says how.
+    pub(crate) fn verdict(&self) -> Option<String> {
+        let first = self.failure_examples.first()?;
+        if self.established == 0 && self.failures >= GIVE_UP_AFTER.min(self.conns) {
+            let untried = self.conns - self.launched;
+            let rest = if untried > 0 {
+                format!("; {untried} not tried")
+            } else {
+                String::new()
+            };
+            return Some(format!(
+                "all {} connects failed{rest}; the first: {first}",
+                self.failures
+            ));
+        }
+        (self.launched == self.conns && self.pending.is_empty()).then(|| {
+            format!(
+                "{} of {} connects failed; the first: {first}",
+                self.failures, self.conns
+            )
+        })
+    }
+}
+
+/// Nanoseconds, three significant digits, up to a minute.
+fn histogram() -> io::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).map_err(io::Error::other)
+}
+
 /// One connection's place in its stream.
 pub struct ClientConn {
     /// Order of establishment: names the connection in messages and picks its pattern.
@@ -84,9 +231,12 @@ pub struct ClientConn {
     echoed: u64,
     /// When each outstanding request was queued, oldest first.
     sent_at: VecDeque<Instant>,
-    /// Under `--rate`: when the next request is due, and whether a timer waits for it.
-    next_due: Instant,
+    /// Under `--rate` and in idle mode: when the next request is due (idle:
+    /// `None` until the warmup starts), and whether a timer waits for it.
+    next_due: Option<Instant>,
     send_timer: bool,
+    /// When its connect began.
+    launched_at: Option<Instant>,
     /// FIN sent: draining.
     shut: bool,
 }
@@ -99,10 +249,18 @@ pub struct LoadClient {
     /// Open connections by index.
     ids: Vec<Option<ConnId>>,
     connected: usize,
-    failed_connects: usize,
     finished: usize,
+    /// The connects, shared with `run`, which starts them.
+    launches: RefCell<Launches>,
+    /// Idle mode: connections whose hello has been echoed, and when the last was.
+    served: usize,
+    served_at: Option<Instant>,
+    /// Idle mode: from the first connect to each connection's first echo.
+    served_latency: Histogram<u64>,
     /// The connection carrying the clock timer.
     tick: Option<ConnId>,
+    /// The connection carrying the timer for the next connect, under `--connect-rate`.
+    pace: Option<ConnId>,
     window: Window,
     next_progress: Instant,
     /// Since the last progress line.
@@ -114,20 +272,21 @@ pub struct LoadClient {
 
 impl LoadClient {
     pub(crate) fn new(plan: Plan, pattern: Pattern) -> io::Result<LoadClient> {
-        // Nanoseconds, three significant digits, up to a minute.
-        let histogram =
-            || Histogram::new_with_bounds(1, 60_000_000_000, 3).map_err(io::Error::other);
         let now = Instant::now();
         Ok(LoadClient {
             ids: Vec::with_capacity(plan.conns),
+            launches: RefCell::new(Launches::new(plan.conns, &plan.target)?),
             plan,
             pattern,
             phase: Phase::Connecting,
             started: now,
             connected: 0,
-            failed_connects: 0,
             finished: 0,
+            served: 0,
+            served_at: None,
+            served_latency: histogram()?,
             tick: None,
+            pace: None,
             window: Window {
                 start: None,
                 end: None,
@@ -143,13 +302,25 @@ impl LoadClient {
         })
     }
 
+    /// Over: the run ended, or its connects failed it.
     pub(crate) fn is_done(&self) -> bool {
-        self.phase == Phase::Done
+        self.phase == Phase::Done || self.launches.borrow().verdict().is_some()
     }
 
-    /// Connections that came up or failed to: the rest are still connecting.
-    pub(crate) fn settled_connects(&self) -> usize {
-        self.connected + self.failed_connects
+    /// The connects, for `run` to book the ones it starts.
+    pub(crate) fn launches(&self) -> &RefCell<Launches> {
+        &self.launches
+    }
+
+    /// Connections open now.
+    pub(crate) fn open(&self) -> usize {
+        self.ids.iter().flatten().count()
+    }
+
+    /// Idle mode: when the last hello was echoed, and the spread from the
+    /// first connect to each connection's first echo.
+    pub(crate) fn served(&self) -> (Option<Instant>, &Histogram<u64>) {
+        (self.served_at, &self.served_latency)
     }
 
     pub(crate) fn window(&self) -> &Window {
@@ -176,6 +347,13 @@ impl LoadClient {
     /// draining, sends FIN when nothing is outstanding.
     fn fill(&mut self, ctx: &mut Context<'_>, id: ConnId, conn: &mut ClientConn, now: Instant) {
         match self.phase {
+            // Idle mode: only the hello until every connection is up.
+            Phase::Connecting if self.plan.idle => {
+                if conn.sent == 0 {
+                    self.send(ctx, id, conn, now, 1);
+                }
+                return;
+            }
             Phase::Connecting | Phase::Warmup { .. } | Phase::Measuring { .. } => {}
             Phase::Draining { .. } => {
                 if conn.sent == conn.done && !conn.shut {
@@ -187,20 +365,35 @@ impl LoadClient {
             Phase::Done => return,
         }
         let free = self.plan.in_flight.saturating_sub(conn.sent_at.len());
-        let count = match self.plan.interval {
-            None => free,
-            Some(interval) => {
+        let count = match (self.plan.interval, &mut conn.next_due) {
+            (None, _) => free,
+            // Idle mode, before this connection's first scheduled message.
+            (Some(_), None) => 0,
+            (Some(interval), Some(next_due)) => {
                 let mut due = 0;
-                while due < free && conn.next_due <= now {
-                    conn.next_due += interval;
+                while due < free && *next_due <= now {
+                    *next_due += interval;
                     due += 1;
                 }
                 if due < free && !conn.send_timer {
-                    conn.send_timer = ctx.set_timer(id, conn.next_due - now, TAG_SEND).is_some();
+                    let wait = next_due.saturating_duration_since(now);
+                    conn.send_timer = ctx.set_timer(id, wait, TAG_SEND).is_some();
                 }
                 due
             }
         };
+        self.send(ctx, id, conn, now, count);
+    }
+
+    /// Queues the next `count` requests of `conn`.
+    fn send(
+        &mut self,
+        ctx: &mut Context<'_>,
+        id: ConnId,
+        conn: &mut ClientConn,
+        now: Instant,
+        count: usize,
+    ) {
         if count == 0 {
             return;
         }
@@ -304,6 +497,15 @@ impl LoadClient {
 
     fn complete(&mut self, conn: &mut ClientConn, now: Instant) {
         conn.done += 1;
+        if self.plan.idle && conn.done == 1 {
+            // The hello: this connection is served.
+            self.served += 1;
+            self.served_at = Some(now);
+            if let Some(began) = conn.launched_at {
+                let nanos = u64::try_from(now.duration_since(began).as_nanos()).unwrap_or(u64::MAX);
+                self.served_latency.saturating_record(nanos);
+            }
+        }
         let Some(sent) = conn.sent_at.pop_front() else {
             return;
         };
@@ -322,7 +524,9 @@ impl LoadClient {
         if self.tick.is_none() && self.phase != Phase::Done {
             self.tick = ctx.set_timer(id, TICK, TAG_TICK).map(|_| id);
         }
+        self.pace(ctx, id, now);
         match self.phase {
+            Phase::Connecting if self.all_up() => self.connected_all(ctx, now),
             Phase::Warmup { until } if now >= until => {
                 self.window.latency.reset();
                 self.window.start = Some(now);
@@ -365,6 +569,63 @@ impl LoadClient {
         }
     }
 
+    /// Every connection is up, and in idle mode served its hello.
+    fn all_up(&self) -> bool {
+        self.connected == self.plan.conns && (!self.plan.idle || self.served == self.plan.conns)
+    }
+
+    /// The connecting phase is over: the warmup begins. In idle mode each
+    /// connection's schedule starts at its own offset within the interval.
+    fn connected_all(&mut self, ctx: &mut Context<'_>, now: Instant) {
+        let cpu = self.server_cpu();
+        if let Some((_, end)) = &mut self.launches.get_mut().server_cpu {
+            *end = cpu;
+        }
+        let what = if self.plan.idle {
+            "up and served once"
+        } else {
+            "up"
+        };
+        progress(format_args!(
+            "{} connections {what}; warming up for {:?}",
+            self.connected, self.plan.warmup
+        ));
+        self.phase = Phase::Warmup {
+            until: now + self.plan.warmup,
+        };
+        if let (true, Some(interval)) = (self.plan.idle, self.plan.interval) {
+            let n = self.ids.len() as f64;
+            for (index, id) in self.ids.iter().enumerate() {
+                if let Some(id) = *id {
+                    let offset = interval.mul_f64(index as f64 / n);
+                    ctx.set_timer(id, offset, TAG_START);
+                }
+            }
+        }
+    }
+
+    /// Under `--connect-rate`, keeps a timer armed for when the next
+    /// connect is due, so that `run` gets the loop back in time to start it.
+    fn pace(&mut self, ctx: &mut Context<'_>, id: ConnId, now: Instant) {
+        let Some(rate) = self.plan.connect_rate else {
+            return;
+        };
+        let launches = self.launches.get_mut();
+        let (Some(first), true) = (launches.first, launches.launched < self.plan.conns) else {
+            return;
+        };
+        if self.pace.is_some() || self.phase == Phase::Done {
+            return;
+        }
+        let due = first + Duration::from_secs_f64(launches.launched as f64 / rate as f64);
+        // Due already: `run` starts it as soon as this turn ends. (A timer
+        // due now, set from a timer, would run again within the same turn.)
+        let wait = due.saturating_duration_since(now);
+        if !wait.is_zero() {
+            self.pace = ctx.set_timer(id, wait, TAG_PACE).map(|_| id);
+        }
+    }
+
     fn progress(&mut self, now: Instant) {
         let phase = match self.phase {
             Phase::Connecting => "connecting",
@@ -373,10 +634,14 @@ impl LoadClient {
             Phase::Draining { .. } => "draining",
             Phase::Done => "done",
         };
-        let open = self.ids.iter().flatten().count();
+        let open = self.open();
         let rate = self.recent_msgs as f64 / PROGRESS_EVERY.as_secs_f64();
+        let failed = match self.launches.get_mut().failures {
+            0 => String::new(),
+            n => format!("  connects failed {n}"),
+        };
         progress(format_args!(
-            "{:5.1}s {phase:<10} conns {open}/{}  {rate:>10.0} msgs/s  {:>8.1} MB/s  p99 {:>9.1} us  errors {}",
+            "{:5.1}s {phase:<10} conns {open}/{}  {rate:>10.0} msgs/s  {:>8.1} MB/s  p99 {:>9.1} us  errors {}{failed}",
             now.duration_since(self.started).as_secs_f64(),
             self.plan.conns,
             rate * self.plan.size as f64 / 1e6,
@@ -395,7 +660,8 @@ impl LoadClient {
         }
     }
 
-    fn server_cpu(&mut self) -> Option<Duration> {
+    /// CPU time of the server process so far, if one was named.
+    pub(crate) fn server_cpu(&mut self) -> Option<Duration> {
         let pid = self.plan.server_pid?;
         match cpu_time(pid) {
             Ok(t) => Some(t),
@@ -414,6 +680,7 @@ impl Service for LoadClient {
 
     fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, _peer: &Addr) -> ClientConn {
         let now = Instant::now();
+        let launched_at = self.launches.get_mut().up(id, now);
         let index = self.connected;
         self.connected += 1;
         self.ids.push(Some(id));
@@ -424,23 +691,17 @@ impl Service for LoadClient {
             done: 0,
             echoed: 0,
             sent_at: VecDeque::with_capacity(self.plan.in_flight),
-            // Staggered, so that paced connections do not all send at once.
-            next_due: now
-                + self.plan.interval.map_or(Duration::ZERO, |gap| {
+            // Staggered, so that paced connections do not all send at once;
+            // idle connections are scheduled when the warmup starts.
+            next_due: (!self.plan.idle).then(|| {
+                now + self.plan.interval.map_or(Duration::ZERO, |gap| {
                     gap.mul_f64(index as f64 / self.plan.conns as f64)
-                }),
+                })
+            }),
             send_timer: false,
+            launched_at,
             shut: false,
         };
-        if self.connected == self.plan.conns && self.phase == Phase::Connecting {
-            progress(format_args!(
-                "{} connections up; warming up for {:?}",
-                self.connected, self.plan.warmup
-            ));
-            self.phase = Phase::Warmup {
-                until: now + self.plan.warmup,
-            };
-        }
         self.advance(ctx, id, now);
         self.fill(ctx, id, &mut conn, now);
         conn
@@ -507,9 +768,12 @@ impl Service for LoadClient {
         ctx.close(id);
     }
 
-    fn on_connect_failed(&mut self, _ctx: &mut Context<'_>, _id: ConnId, error: io::Error) {
-        self.failed_connects += 1;
-        self.fail(None, format!("connecting to {}: {error}", self.plan.target));
+    fn on_connect_failed(&mut self, _ctx: &mut Context<'_>, id: ConnId, error: io::Error) {
+        let launches = self.launches.get_mut();
+        launches.failed_later(id, &error);
+        if launches.verdict().is_some() {
+            self.phase = Phase::Done;
+        }
     }
 
     fn on_timer(&mut self, ctx: &mut Context<'_>, id: ConnId, conn: &mut ClientConn, tag: u64) {
@@ -517,6 +781,8 @@ impl Service for LoadClient {
         match tag {
             TAG_TICK => self.tick = None,
             TAG_SEND => conn.send_timer = false,
+            TAG_START => conn.next_due = Some(now),
+            TAG_PACE => self.pace = None,
             _ => {} // TAG_DRAIN: fill sends FIN if nothing is outstanding
         }
         self.advance(ctx, id, now);
@@ -542,6 +808,10 @@ impl Service for LoadClient {
             let n = self.ids.len();
             let next = (1..n).find_map(|k| self.ids[(conn.index + k) % n]);
             self.tick = next.and_then(|next| ctx.set_timer(next, TICK, TAG_TICK).map(|_| next));
+        }
+        if self.pace == Some(id) {
+            // The next callback arms it again, on its own connection.
+            self.pace = None;
         }
         if matches!(self.phase, Phase::Draining { .. }) && self.finished == self.connected {
             self.phase = Phase::Done;

@@ -36,7 +36,8 @@
 //!   [`io::ErrorKind::Unsupported`] where `SPLICE` is false.
 //! - [`cpu_time`] of any process (Linux, macOS and FreeBSD; elsewhere it
 //!   fails with `Unsupported`), [`raise_fd_limit`], [`SpareFd`] and
-//!   [`spawn_without_signals`].
+//!   [`spawn_without_signals`]; [`somaxconn`] and [`ephemeral_ports`], the
+//!   kernel's cap on accept queues and its range of client ports.
 //!
 //! Backends: `linux/` (epoll, eventfd, signalfd, splice) and `bsd/` (kqueue
 //! on macOS, iOS, FreeBSD, OpenBSD, NetBSD and DragonFly). What all Unixes
@@ -52,7 +53,8 @@ pub use os::{Os, Real};
 
 mod unix;
 pub use unix::{
-    ListenOptions, Listener, Socket, SocketOptions, SpareFd, raise_fd_limit, spawn_without_signals,
+    ListenOptions, Listener, Socket, SocketOptions, SpareFd, ephemeral_ports, raise_fd_limit,
+    somaxconn, spawn_without_signals,
 };
 
 #[cfg(target_os = "linux")]

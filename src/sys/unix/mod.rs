@@ -2,9 +2,11 @@
 //! threads that take no signals, and the one place that retries `EINTR`.
 
 mod birth;
+mod net_limits;
 mod process;
 mod socket;
 
+pub use net_limits::{ephemeral_ports, somaxconn};
 pub use process::{SpareFd, raise_fd_limit, spawn_without_signals};
 pub use socket::{ListenOptions, Listener, Socket, SocketOptions};
 
