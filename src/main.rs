@@ -77,6 +77,14 @@ struct TlsArgs {
 }
 
 impl TlsArgs {
+    /// Whether the listener serves TLS.
+    fn on(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls_cert.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
     /// Listens on `addr`, with TLS if asked.
     fn listen<S: Service>(
         &self,
@@ -123,6 +131,75 @@ struct RelayArgs {
     /// space (Linux only).
     #[arg(long)]
     splice: bool,
+    #[command(flatten)]
+    upstream_tls: UpstreamTlsArgs,
+}
+
+/// TLS towards a relay's upstreams.
+#[derive(Args)]
+struct UpstreamTlsArgs {
+    /// Speak TLS to the upstreams (with --upstream-ca or --insecure).
+    #[cfg(feature = "tls")]
+    #[arg(long)]
+    upstream_tls: bool,
+    /// With --upstream-tls: trust the certificates in this PEM file (a
+    /// self-signed one trusts itself).
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "PEM", requires = "upstream_tls")]
+    upstream_ca: Option<std::path::PathBuf>,
+    /// With --upstream-tls: take any certificate the upstream shows (tests
+    /// against your own servers only).
+    #[cfg(feature = "tls")]
+    #[arg(long, requires = "upstream_tls", conflicts_with = "upstream_ca")]
+    insecure: bool,
+    /// With --upstream-tls: the name the upstream's certificate must carry
+    /// (default: the upstream's IP address).
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "NAME", requires = "upstream_tls")]
+    upstream_name: Option<String>,
+}
+
+impl UpstreamTlsArgs {
+    /// Whether the upstreams get TLS.
+    fn on(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.upstream_tls;
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
+    /// `relay` with TLS towards its upstreams, if asked; `alpn` is what it
+    /// offers where the client agreed on none with the relay.
+    #[cfg(feature = "tls")]
+    fn apply(&self, relay: Relay, upstreams: &[Addr], alpn: &[String]) -> io::Result<Relay> {
+        use sockloop::tls::{Trust, client_config, server_name};
+        if !self.upstream_tls {
+            return Ok(relay);
+        }
+        let trust = match (&self.upstream_ca, self.insecure) {
+            (Some(pem), _) => Trust::Roots(pem.clone()),
+            (None, true) => Trust::Anyone,
+            (None, false) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "--upstream-tls needs --upstream-ca PEM (the certificates to trust) \
+                     or --insecure (trust any)",
+                ));
+            }
+        };
+        let name = self.upstream_name.as_deref().map(server_name).transpose()?;
+        if name.is_none()
+            && let Some(unix) = upstreams.iter().find(|a| a.ip().is_none())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "--upstream {unix} has no IP address to check a certificate against: give --upstream-name"
+                ),
+            ));
+        }
+        Ok(relay.with_upstream_tls(client_config(&trust, alpn)?, name))
+    }
 }
 
 #[derive(Args)]
@@ -541,6 +618,37 @@ fn print_line(line: impl fmt::Display) -> io::Result<()> {
     }
 }
 
+/// Runs the relay of `args` until it is told to stop.
+fn run_relay(args: &RelayArgs) -> io::Result<()> {
+    let config = Config {
+        connect_timeout: args.connect_timeout,
+        ..args.server.config()
+    };
+    let relay = Relay::new(args.upstream.clone())
+        .with_balance(args.balance)
+        .with_down_time(args.upstream_down_time);
+    let relay = match args.send_proxy {
+        Some(version) => relay.with_send_proxy(version),
+        None => relay,
+    };
+    #[cfg(feature = "tls")]
+    let relay = args
+        .upstream_tls
+        .apply(relay, &args.upstream, &args.server.tls.alpn)?;
+    // Two sockets per client; splice adds a pipe (two descriptors) each way.
+    let (relay, fds_per_client) = if args.splice {
+        (relay.with_splice(), 6)
+    } else {
+        (relay, 2)
+    };
+    bind(&args.server, config, relay, fds_per_client).and_then(|(reactor, local)| {
+        refuse_own_upstream(&local, &args.upstream)?;
+        // The destination of the PROXY headers: known only now.
+        reactor.service().set_listen_addr(local.clone());
+        run_server(reactor, local)
+    })
+}
+
 /// Refuses an upstream that is this relay itself: each client would make it
 /// connect to itself again, until it runs out of descriptors.
 fn refuse_own_upstream(local: &Addr, upstreams: &[Addr]) -> io::Result<()> {
@@ -667,31 +775,13 @@ fn main() -> ExitCode {
             io::ErrorKind::Unsupported,
             "--splice needs splice(2), which only Linux has: run the relay without it",
         )),
-        Command::Relay(args) => {
-            let config = Config {
-                connect_timeout: args.connect_timeout,
-                ..args.server.config()
-            };
-            let relay = Relay::new(args.upstream.clone())
-                .with_balance(args.balance)
-                .with_down_time(args.upstream_down_time);
-            let relay = match args.send_proxy {
-                Some(version) => relay.with_send_proxy(version),
-                None => relay,
-            };
-            // Two sockets per client; splice adds a pipe (two descriptors) each way.
-            let (relay, fds_per_client) = if args.splice {
-                (relay.with_splice(), 6)
-            } else {
-                (relay, 2)
-            };
-            bind(&args.server, config, relay, fds_per_client).and_then(|(reactor, local)| {
-                refuse_own_upstream(&local, &args.upstream)?;
-                // The destination of the PROXY headers: known only now.
-                reactor.service().set_listen_addr(local.clone());
-                run_server(reactor, local)
-            })
+        Command::Relay(args) if args.splice && (args.server.tls.on() || args.upstream_tls.on()) => {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--splice moves bytes as they are, and TLS must decrypt them: use one or the other",
+            ))
         }
+        Command::Relay(args) => run_relay(args),
         // Raw "frames" are whatever one read returned: relayed, they would
         // interleave senders mid-message.
         Command::Hub(HubArgs {

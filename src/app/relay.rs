@@ -19,16 +19,24 @@
 //!   upstream left to try is down;
 //! - with a PROXY protocol version set, each upstream connection starts with
 //!   a header naming the client and the relay's listening address, queued
-//!   right after the connect and so ahead of anything the client sends.
+//!   right after the connect and so ahead of anything the client sends;
+//! - with upstream TLS set, each upstream connection is a TLS client, and a
+//!   client that agreed on an ALPN protocol with this relay (its listener
+//!   terminating TLS) has only that protocol offered upstream, so both hops
+//!   speak the same one.
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::str::FromStr;
+#[cfg(feature = "tls")]
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
+#[cfg(feature = "tls")]
+use rustls::pki_types::ServerName;
 use slab::Slab;
 
 use crate::codec::proxy::{self, Addresses, Version};
@@ -88,6 +96,9 @@ pub struct Relay {
     pairs: Slab<Pair>,
     /// Upstream connects in progress: upstream id → its pair.
     connecting: HashMap<ConnId, usize>,
+    /// Speak TLS to the upstreams.
+    #[cfg(feature = "tls")]
+    tls: Option<UpstreamTls>,
 }
 
 impl Relay {
@@ -101,6 +112,8 @@ impl Relay {
             listen_addr: OnceCell::new(),
             pairs: Slab::new(),
             connecting: HashMap::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -133,6 +146,23 @@ impl Relay {
     /// was never given, the header names none: v1 `PROXY UNKNOWN`, v2 `LOCAL`.
     pub fn with_send_proxy(mut self, version: Version) -> Relay {
         self.send_proxy = Some(version);
+        self
+    }
+
+    /// Speaks TLS to every upstream with `config`, checking that its
+    /// certificate is for `name`, or by default for the upstream's IP
+    /// address (a Unix-domain upstream needs a name).
+    #[cfg(feature = "tls")]
+    pub fn with_upstream_tls(
+        mut self,
+        config: Arc<rustls::ClientConfig>,
+        name: Option<ServerName<'static>>,
+    ) -> Relay {
+        self.tls = Some(UpstreamTls {
+            config,
+            name,
+            by_alpn: HashMap::new(),
+        });
         self
     }
 
@@ -210,6 +240,18 @@ impl Relay {
         };
         connecting.tried.push(i);
         let addr = &self.pool.upstreams[i].addr;
+        #[cfg(feature = "tls")]
+        let up = match &mut self.tls {
+            Some(tls) => match tls.connect(ctx, addr, client) {
+                Ok(up) => up,
+                Err(e) => {
+                    warn!("relay {} → {addr}: no TLS session: {e}", pair.client_addr);
+                    return false;
+                }
+            },
+            None => ctx.connect(addr, None),
+        };
+        #[cfg(not(feature = "tls"))]
         let up = ctx.connect(addr, None);
         debug!("{client} from {} → {up} to {addr}", pair.client_addr);
         self.pool.upstreams[i].pairs += 1;
@@ -246,8 +288,10 @@ impl Relay {
             return Side { pair: key };
         };
         debug!(
-            "{client} from {}: upstream {id} at {addr} is up",
-            pair.client_addr
+            "{client} from {}{}: upstream {id} at {addr} is up{}",
+            pair.client_addr,
+            tls_note(ctx.tls(client)),
+            tls_note(ctx.tls(id)),
         );
         // What the client sent meanwhile goes out now, and later bytes by
         // splice if asked (falling back to copying).
@@ -298,8 +342,10 @@ impl Service for Relay {
             upstream_conn: None,
             connecting: Some(Connecting::default()),
         });
-        let started = self.connect_next(ctx, key);
-        debug_assert!(started, "a new client has every upstream left to try");
+        if !self.connect_next(ctx, key) {
+            // Only a TLS session that would not start; its close removes the pair.
+            ctx.abort(id, CloseReason::Local);
+        }
         Some(Side { pair: key })
     }
 
@@ -438,6 +484,56 @@ impl Service for Relay {
             }
             _ => ctx.abort(peer, reason),
         }
+    }
+}
+
+/// A connection's TLS summary (protocol, suite, SNI, ALPN) for a log line.
+fn tls_note(summary: Option<&str>) -> String {
+    summary.map_or_else(String::new, |s| format!(" ({s})"))
+}
+
+/// TLS towards the upstreams.
+#[cfg(feature = "tls")]
+struct UpstreamTls {
+    config: Arc<rustls::ClientConfig>,
+    name: Option<ServerName<'static>>,
+    /// `config` offering just one ALPN protocol, the client's, by protocol.
+    by_alpn: HashMap<String, Arc<rustls::ClientConfig>>,
+}
+
+#[cfg(feature = "tls")]
+impl UpstreamTls {
+    /// Starts a TLS connect to `addr` for `client`, offering the ALPN
+    /// protocol the client agreed on with this relay, if any.
+    fn connect(
+        &mut self,
+        ctx: &mut Context<'_>,
+        addr: &Addr,
+        client: ConnId,
+    ) -> io::Result<ConnId> {
+        let name = match (&self.name, addr.ip()) {
+            (Some(name), _) => name.clone(),
+            (None, Some(ip)) => ServerName::IpAddress(ip.ip().into()),
+            (None, None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a unix: upstream has no address to check its certificate against",
+                ));
+            }
+        };
+        let config = match ctx.alpn(client) {
+            Some(protocol) => {
+                let base = &self.config;
+                let one = self.by_alpn.entry(protocol.to_owned()).or_insert_with(|| {
+                    let mut config = rustls::ClientConfig::clone(base);
+                    config.alpn_protocols = vec![protocol.as_bytes().to_vec()];
+                    Arc::new(config)
+                });
+                Arc::clone(one)
+            }
+            None => Arc::clone(&self.config),
+        };
+        ctx.connect_tls(addr, config, name)
     }
 }
 

@@ -426,6 +426,12 @@ impl<'a> Context<'a> {
         self.state.conns.get(id)?.tls.as_deref()
     }
 
+    /// For a TLS connection, the ALPN protocol agreed on in its handshake.
+    pub fn alpn(&self, id: ConnId) -> Option<&str> {
+        // The last field of the summary that `tls` returns.
+        self.tls(id)?.split_once(" alpn=").map(|(_, alpn)| alpn)
+    }
+
     /// The address of `id`'s peer; still known during `on_close`.
     pub fn peer_addr(&self, id: ConnId) -> Option<&Addr> {
         self.state.conns.get(id).map(|c| &c.peer)

@@ -185,6 +185,7 @@ impl Tls {
             out.push_str(" sni=");
             out.push_str(name);
         }
+        // Last: `Context::alpn` reads it from the end.
         if let Some(alpn) = self.conn.alpn_protocol() {
             out.push_str(" alpn=");
             out.push_str(&String::from_utf8_lossy(alpn));
