@@ -76,7 +76,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             match tls.close(&handles.socket) {
                 Ok(()) if tls.has_unsent() => return,
                 Ok(()) => {}
-                Err(e) => return self.close(id, CloseReason::Error(e.kind())),
+                Err(e) => return self.close(id, failed_ending(reading, e)),
             }
         }
         // Shutting down, the peer may still be sending: FIN first, then read
@@ -85,7 +85,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         if writing != Writing::Finished && (writing == Writing::FinWhenFlushed || fin_then_wait) {
             trace_io!(self.state.config.trace, "{id} shutdown(write)");
             if let Err(e) = handles.socket.shutdown_write() {
-                return self.close(id, CloseReason::Error(e.kind()));
+                return self.close(id, failed_ending(reading, e));
             }
             conn.writing = Writing::Finished;
             if fin_then_wait {
@@ -335,5 +335,16 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.close(id, CloseReason::Shutdown);
         }
         self.state.stopped = true;
+    }
+}
+
+/// Why a connection closes whose last words (close_notify, FIN) failed to
+/// go. A peer that had already sent its FIN and then closed its socket
+/// answers them with RST: it said all it had and wanted nothing more, so
+/// that is its own close, not an error.
+fn failed_ending(reading: Reading, error: io::Error) -> CloseReason {
+    match reading {
+        Reading::Ended => CloseReason::Peer,
+        _ => CloseReason::Error(error.kind()),
     }
 }

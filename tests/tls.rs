@@ -1,0 +1,382 @@
+//! TLS against clients nobody here wrote (Python's `ssl`, `openssl
+//! s_client`), against hostile handshakes, and through the relay both ways.
+#![cfg(feature = "tls")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+
+use nix::sys::signal::Signal;
+use rustls::{ClientConnection, StreamOwned};
+
+use common::{IO_TIMEOUT, LogFile, Rng, Server, sockloop};
+use sockloop::tls::{Trust, client_config, server_name};
+
+/// A directory with `sockloop cert`'s certificate and key, removed on drop.
+struct CertDir(PathBuf);
+
+impl CertDir {
+    fn new(name: &str) -> CertDir {
+        let dir = std::env::temp_dir().join(format!("sockloop-tls-{name}-{}", std::process::id()));
+        let out = sockloop(&[], &["cert", "--out", dir.to_str().unwrap()])
+            .output()
+            .expect("run sockloop cert");
+        assert!(out.status.success(), "sockloop cert: {out:?}");
+        CertDir(dir)
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.0.join("cert.pem")
+    }
+
+    fn key(&self) -> PathBuf {
+        self.0.join("key.pem")
+    }
+
+    /// `--tls-cert CERT --tls-key KEY`.
+    fn server_args(&self) -> Vec<String> {
+        let path = |p: PathBuf| p.to_str().unwrap().to_owned();
+        vec![
+            "--tls-cert".into(),
+            path(self.cert()),
+            "--tls-key".into(),
+            path(self.key()),
+        ]
+    }
+}
+
+impl Drop for CertDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start(args: &[String], log: &LogFile) -> Server {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start(&[], &args, log.stdio())
+}
+
+/// Runs `script` with python3, `args` after it; its stdout.
+fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 runs (the tests need it, with its ssl module)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python3 failed: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Python's ssl module, verifying the server against CAFILE as
+/// `localhost`: CLIENTS connections at once, each sending BYTES of its own
+/// pattern in 256 KiB pieces and reading each piece's echo before the next.
+const PY_ECHO: &str = r#"
+import socket, ssl, sys, threading
+port, cafile, clients, total = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ctx = ssl.create_default_context(cafile=cafile)
+failures = []
+def client(n):
+    try:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s = ctx.wrap_socket(raw, server_hostname="localhost")
+        piece = bytes((n * 7 + i) % 251 for i in range(256 * 1024))
+        sent = 0
+        while sent < total:
+            chunk = piece[: min(len(piece), total - sent)]
+            s.sendall(chunk)
+            got = bytearray()
+            while len(got) < len(chunk):
+                data = s.recv(len(chunk) - len(got))
+                if not data:
+                    raise Exception("EOF after %d of %d bytes" % (sent + len(got), total))
+                got += data
+            if got != chunk:
+                raise Exception("echo differs at byte %d" % sent)
+            sent += len(chunk)
+        s.close()
+    except Exception as e:
+        failures.append("client %d: %r" % (n, e))
+threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("failures", len(failures), failures[:3])
+print("verified", clients - len(failures), "clients of", total, "bytes")
+"#;
+
+fn python_echo(port: u16, cafile: &Path, clients: usize, bytes: usize) {
+    let out = python(
+        PY_ECHO,
+        &[
+            &port.to_string(),
+            cafile.to_str().unwrap(),
+            &clients.to_string(),
+            &bytes.to_string(),
+        ],
+    );
+    let expected = format!("verified {clients} clients of {bytes} bytes");
+    assert!(out.contains(&expected), "python: {out}");
+}
+
+/// Stops `server` with SIGTERM; its final stats line.
+fn stop(server: Server, log: &LogFile) -> String {
+    server.signal(Signal::SIGTERM);
+    let exited = server.finish();
+    assert!(exited.status.success(), "{}", log.read());
+    let log = log.read();
+    log.lines()
+        .rfind(|l| l.contains("stopped:"))
+        .unwrap_or_else(|| panic!("no stats line in {log}"))
+        .to_owned()
+}
+
+#[test]
+fn python_ssl_echoes_10_mb_checked_against_the_certificate_sockloop_cert_wrote() {
+    let certs = CertDir::new("python");
+    let log = LogFile::new("tls-python");
+    let mut args = vec!["echo".to_owned()];
+    args.extend(certs.server_args());
+    let server = start(&args, &log);
+    python_echo(server.port, &certs.cert(), 1, 10_000_000);
+    let stats = stop(server, &log);
+    assert!(stats.contains("bytes in 10000000, out 10000000"), "{stats}");
+}
+
+#[test]
+fn openssl_s_client_completes_a_handshake_and_gets_its_line_back() {
+    let certs = CertDir::new("openssl");
+    let log = LogFile::new("tls-openssl");
+    let mut args = vec!["echo".to_owned()];
+    args.extend(certs.server_args());
+    let server = start(&args, &log);
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-quiet", "-verify_return_error", "-servername"])
+        .arg("localhost")
+        .arg("-connect")
+        .arg(format!("127.0.0.1:{}", server.port))
+        .arg("-CAfile")
+        .arg(certs.cert())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl runs (.ci/run installs it)");
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"hello through openssl\n").unwrap();
+    let mut line = String::new();
+    let read = BufReader::new(client.stdout.take().unwrap()).read_line(&mut line);
+    // Closing its input ends s_client: a close_notify, then its exit.
+    drop(stdin);
+    let _ = client.kill();
+    let status = client.wait().unwrap();
+    let mut errors = String::new();
+    client
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut errors)
+        .unwrap();
+    assert!(read.is_ok(), "{status}: {errors}");
+    assert_eq!(line, "hello through openssl\n", "{status}: {errors}");
+    assert!(errors.contains("verify return:1"), "{errors}");
+    stop(server, &log);
+}
+
+/// A TLS client of this crate's making, trusting `cafile`.
+fn tls_client(addr: SocketAddr, cafile: &Path) -> StreamOwned<ClientConnection, TcpStream> {
+    let config = client_config(&Trust::Roots(cafile.to_owned()), &[]).unwrap();
+    let conn = ClientConnection::new(config, server_name("localhost").unwrap()).unwrap();
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    StreamOwned::new(conn, stream)
+}
+
+/// Sends `total` bytes of `seed`'s pattern in 16 KiB pieces, each checked
+/// as it comes back.
+fn echo_checked(stream: &mut impl ReadWrite, seed: u64, total: usize) {
+    let mut rng = Rng::new(seed);
+    let mut sent = 0;
+    while sent < total {
+        let piece = rng.bytes((total - sent).min(16 << 10));
+        stream.write_all(&piece).unwrap();
+        let mut back = vec![0; piece.len()];
+        stream.read_exact(&mut back).unwrap();
+        assert!(
+            back == piece,
+            "client {seed}: echo differs after {sent} bytes"
+        );
+        sent += piece.len();
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// The first flight of a real TLS client: its ClientHello record.
+fn client_hello() -> Vec<u8> {
+    let config = client_config(&Trust::Anyone, &[]).unwrap();
+    let mut conn = ClientConnection::new(config, server_name("localhost").unwrap()).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    hello
+}
+
+/// Reads until the server closes: EOF, or a reset.
+fn closed_by_server(mut stream: TcpStream) {
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut sink = [0; 4096];
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => continue, // an alert, or the server's first flight
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("the server did not close the connection: {e}"),
+        }
+    }
+}
+
+#[test]
+fn bad_handshakes_cost_only_their_own_connections() {
+    let certs = CertDir::new("hostile");
+    let log = LogFile::new("tls-hostile");
+    let mut args = vec![
+        "echo".to_owned(),
+        "--handshake-timeout".to_owned(),
+        "1s".to_owned(),
+    ];
+    args.extend(certs.server_args());
+    let server = start(&args, &log);
+    let addr = server.addr();
+    let cafile = Arc::new(certs.cert());
+    let good: Vec<_> = (0..20)
+        .map(|seed| {
+            let cafile = Arc::clone(&cafile);
+            thread::spawn(move || echo_checked(&mut tls_client(addr, &cafile), seed, 1 << 20))
+        })
+        .collect();
+
+    let mut plaintext = server.connect();
+    plaintext
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut garbage = server.connect();
+    garbage.write_all(&client_hello()).unwrap();
+    garbage.write_all(&[0x17; 300]).unwrap();
+    let mut stalled = server.connect();
+    let hello = client_hello();
+    stalled.write_all(&hello[..hello.len() / 2]).unwrap();
+    for stream in [plaintext, garbage, stalled] {
+        closed_by_server(stream);
+    }
+
+    for client in good {
+        client
+            .join()
+            .expect("every good TLS client gets its bytes back");
+    }
+    let stats = stop(server, &log);
+    let log = log.read();
+    let failed = log.matches("TLS handshake failed").count();
+    assert_eq!(failed, 2, "plaintext and garbage, each a warn line:\n{log}");
+    assert!(log.contains("no TLS handshake within 1s; closing"), "{log}");
+    assert!(stats.contains("handshake-timeout 1"), "{stats}");
+}
+
+#[test]
+fn relay_terminates_tls_for_50_python_clients_in_front_of_a_plain_echo() {
+    let certs = CertDir::new("relay-in");
+    let echo_log = LogFile::new("tls-relay-echo");
+    let echo = start(&["echo".to_owned()], &echo_log);
+    let relay_log = LogFile::new("tls-relay");
+    let mut args = vec![
+        "relay".to_owned(),
+        "--upstream".to_owned(),
+        echo.addr().to_string(),
+    ];
+    args.extend(certs.server_args());
+    let relay = start(&args, &relay_log);
+    python_echo(relay.port, &certs.cert(), 50, 2 << 20);
+    let stats = stop(relay, &relay_log);
+    // Clients that closed once they had everything: no error on either side
+    // (one that closed before the relay's close_notify reached it used to be one).
+    assert!(!stats.contains("error"), "{stats}");
+    assert!(
+        stats.contains("accepted 50, closed 100 (peer 100)"),
+        "{stats}"
+    );
+    stop(echo, &echo_log);
+}
+
+#[test]
+fn relay_originates_tls_to_an_echo_that_serves_it() {
+    let certs = CertDir::new("relay-out");
+    let echo_log = LogFile::new("tls-origin-echo");
+    let mut args = vec!["echo".to_owned()];
+    args.extend(certs.server_args());
+    let echo = start(&args, &echo_log);
+    let relay_log = LogFile::new("tls-origin-relay");
+    let relay = start(
+        &[
+            "relay".to_owned(),
+            "--upstream".to_owned(),
+            echo.addr().to_string(),
+            "--upstream-tls".to_owned(),
+            "--upstream-ca".to_owned(),
+            certs.cert().to_str().unwrap().to_owned(),
+        ],
+        &relay_log,
+    );
+    let clients: Vec<_> = (0..10)
+        .map(|seed| {
+            let mut stream = relay.connect();
+            thread::spawn(move || echo_checked(&mut stream, seed, 2 << 20))
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("every byte back through TLS");
+    }
+    stop(relay, &relay_log);
+    let stats = stop(echo, &echo_log);
+    assert!(stats.contains("accepted 10,"), "{stats}");
+}
+
+#[test]
+fn relay_refuses_an_upstream_whose_certificate_it_does_not_trust() {
+    let certs = CertDir::new("untrusted");
+    let other = CertDir::new("untrusted-other");
+    let echo_log = LogFile::new("tls-untrusted-echo");
+    let mut args = vec!["echo".to_owned()];
+    args.extend(certs.server_args());
+    let echo = start(&args, &echo_log);
+    let relay_log = LogFile::new("tls-untrusted-relay");
+    let relay = start(
+        &[
+            "relay".to_owned(),
+            "--upstream".to_owned(),
+            echo.addr().to_string(),
+            "--upstream-tls".to_owned(),
+            "--upstream-ca".to_owned(),
+            other.cert().to_str().unwrap().to_owned(),
+        ],
+        &relay_log,
+    );
+    let mut client = relay.connect();
+    client.write_all(b"secret\n").unwrap();
+    closed_by_server(client);
+    stop(relay, &relay_log);
+    let log = relay_log.read();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    stop(echo, &echo_log);
+}
