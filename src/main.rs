@@ -135,6 +135,63 @@ struct RelayArgs {
     upstream_tls: UpstreamTlsArgs,
 }
 
+/// TLS towards the bench's target.
+#[derive(Args)]
+struct BenchTlsArgs {
+    /// Connect with TLS: each connection starts with a full handshake, and
+    /// the connects line counts handshakes/s (with --ca or --insecure).
+    #[cfg(feature = "tls")]
+    #[arg(long, requires = "target")]
+    tls: bool,
+    /// With --tls: trust the certificates in this PEM file.
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "PEM", requires = "tls")]
+    ca: Option<std::path::PathBuf>,
+    /// With --tls: take any certificate the target shows.
+    #[cfg(feature = "tls")]
+    #[arg(long, requires = "tls", conflicts_with = "ca")]
+    insecure: bool,
+}
+
+impl BenchTlsArgs {
+    /// The TLS settings for connects to `target`, if asked for.
+    fn client(&self, target: Option<&Addr>) -> io::Result<Option<bench::ClientTls>> {
+        #[cfg(feature = "tls")]
+        if let (true, Some(target)) = (self.tls, target) {
+            let trust = trust(self.ca.as_deref(), self.insecure, "--tls", "--ca")?;
+            return Ok(Some(bench::ClientTls {
+                config: sockloop::tls::client_config(&trust, &[])?,
+                name: sockloop::tls::name_of(target)
+                    .unwrap_or_else(|| "localhost".try_into().expect("a valid name")),
+            }));
+        }
+        let _ = target;
+        Ok(None)
+    }
+}
+
+/// Whom a TLS client trusts: the roots in the file of `ca_flag`, or anyone
+/// with --insecure; `flag` turned TLS on and needs one of them.
+#[cfg(feature = "tls")]
+fn trust(
+    ca: Option<&std::path::Path>,
+    insecure: bool,
+    flag: &str,
+    ca_flag: &str,
+) -> io::Result<sockloop::tls::Trust> {
+    use sockloop::tls::Trust;
+    match (ca, insecure) {
+        (Some(pem), _) => Ok(Trust::Roots(pem.to_owned())),
+        (None, true) => Ok(Trust::Anyone),
+        (None, false) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{flag} needs {ca_flag} PEM (the certificates to trust) or --insecure (trust any)"
+            ),
+        )),
+    }
+}
+
 /// TLS towards a relay's upstreams.
 #[derive(Args)]
 struct UpstreamTlsArgs {
@@ -172,21 +229,16 @@ impl UpstreamTlsArgs {
     /// offers where the client agreed on none with the relay.
     #[cfg(feature = "tls")]
     fn apply(&self, relay: Relay, upstreams: &[Addr], alpn: &[String]) -> io::Result<Relay> {
-        use sockloop::tls::{Trust, client_config, server_name};
+        use sockloop::tls::{client_config, server_name};
         if !self.upstream_tls {
             return Ok(relay);
         }
-        let trust = match (&self.upstream_ca, self.insecure) {
-            (Some(pem), _) => Trust::Roots(pem.clone()),
-            (None, true) => Trust::Anyone,
-            (None, false) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "--upstream-tls needs --upstream-ca PEM (the certificates to trust) \
-                     or --insecure (trust any)",
-                ));
-            }
-        };
+        let trust = trust(
+            self.upstream_ca.as_deref(),
+            self.insecure,
+            "--upstream-tls",
+            "--upstream-ca",
+        )?;
         let name = self.upstream_name.as_deref().map(server_name).transpose()?;
         if name.is_none()
             && let Some(unix) = upstreams.iter().find(|a| a.ip().is_none())
@@ -259,6 +311,8 @@ struct BenchArgs {
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: BenchTlsArgs,
     /// Write the latency percentile curve of the measured window to this
     /// file, as SVG (latency against percentile, log scale of 1/(1-p)).
     #[arg(long, value_name = "FILE.svg", value_parser = parse_plot_path)]
@@ -738,6 +792,7 @@ fn run_bench(args: &BenchArgs) -> io::Result<()> {
         server_pid: args.server_pid,
         window_fifo: args.window_fifo.clone(),
         plot: args.plot.clone(),
+        tls: args.tls.client(args.target.as_ref())?,
         interval: args.interval,
         connect_rate: args.connect_rate,
         per_source: args.per_source,

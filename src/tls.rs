@@ -18,6 +18,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
+use crate::sys::Addr;
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
 }
@@ -93,6 +95,13 @@ pub fn client_config(trust: &Trust, alpn: &[String]) -> io::Result<Arc<ClientCon
 /// The name a client checks the server's certificate against.
 pub fn server_name(name: &str) -> io::Result<ServerName<'static>> {
     ServerName::try_from(name.to_string()).map_err(|e| invalid(format!("{name:?}: {e}")))
+}
+
+/// The name a server at `addr` is checked against when none is given: its
+/// IP address (which `sockloop cert` puts in every certificate for
+/// 127.0.0.1 and ::1); `None` for a Unix-domain socket.
+pub fn name_of(addr: &Addr) -> Option<ServerName<'static>> {
+    addr.ip().map(|ip| ServerName::IpAddress(ip.ip().into()))
 }
 
 /// A self-signed certificate for `name` (and for 127.0.0.1 and ::1), and its

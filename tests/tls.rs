@@ -380,3 +380,69 @@ fn relay_refuses_an_upstream_whose_certificate_it_does_not_trust() {
     assert!(log.contains("TLS handshake failed"), "{log}");
     stop(echo, &echo_log);
 }
+
+#[test]
+fn bench_tls_counts_handshakes_and_verifies_every_echo() {
+    let certs = CertDir::new("bench");
+    let log = LogFile::new("tls-bench");
+    let mut args = vec!["echo".to_owned()];
+    args.extend(certs.server_args());
+    let server = start(&args, &log);
+    let target = server.addr().to_string();
+    let out = sockloop(
+        &[],
+        &[
+            "bench",
+            "--target",
+            &target,
+            "--tls",
+            "--ca",
+            certs.cert().to_str().unwrap(),
+            "--conns",
+            "20",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "0s",
+        ],
+    )
+    .output()
+    .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("handshakes  20 of 20 in"), "{report}");
+    assert!(report.contains("errors      0"), "{report}");
+    stop(server, &log);
+}
+
+#[test]
+fn bench_tls_fails_on_a_certificate_it_does_not_trust() {
+    let certs = CertDir::new("bench-untrusted");
+    let other = CertDir::new("bench-other");
+    let log = LogFile::new("tls-bench-untrusted");
+    let mut args = vec!["echo".to_owned()];
+    args.extend(certs.server_args());
+    let server = start(&args, &log);
+    let target = server.addr().to_string();
+    let out = sockloop(
+        &[],
+        &[
+            "bench",
+            "--target",
+            &target,
+            "--tls",
+            "--ca",
+            other.cert().to_str().unwrap(),
+            "--conns",
+            "3",
+            "--duration",
+            "300ms",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(errors.contains("connects failed"), "{errors}");
+    stop(server, &log);
+}

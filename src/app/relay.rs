@@ -511,16 +511,16 @@ impl UpstreamTls {
         addr: &Addr,
         client: ConnId,
     ) -> io::Result<ConnId> {
-        let name = match (&self.name, addr.ip()) {
-            (Some(name), _) => name.clone(),
-            (None, Some(ip)) => ServerName::IpAddress(ip.ip().into()),
-            (None, None) => {
-                return Err(io::Error::new(
+        let name = self
+            .name
+            .clone()
+            .or_else(|| crate::tls::name_of(addr))
+            .ok_or_else(|| {
+                io::Error::new(
                     io::ErrorKind::InvalidInput,
                     "a unix: upstream has no address to check its certificate against",
-                ));
-            }
-        };
+                )
+            })?;
         let config = match ctx.alpn(client) {
             Some(protocol) => {
                 let base = &self.config;

@@ -84,6 +84,20 @@ impl fmt::Display for Mode {
     }
 }
 
+/// TLS towards the target: the client's settings, and the name the
+/// target's certificate must carry.
+#[cfg(feature = "tls")]
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+/// Built without the `tls` feature, there is no TLS to ask for.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug, Clone)]
+pub enum ClientTls {}
+
 /// What to run; the `sockloop bench` flags.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -106,6 +120,8 @@ pub struct Options {
     pub window_fifo: Option<std::path::PathBuf>,
     /// Where to write the latency percentile curve of the run, as SVG.
     pub plot: Option<std::path::PathBuf>,
+    /// Connect with TLS: every connection starts with a full handshake.
+    pub tls: Option<ClientTls>,
     /// Idle mode: each connection's gap between requests.
     pub interval: Duration,
     /// Connects started per second; `None`: up to `CONNECTS_AT_ONCE` (128) in
@@ -210,13 +226,14 @@ impl Report {
         let examples: Vec<String> = c.failure_examples.iter().map(|e| json_string(e)).collect();
         let connect = format!(
             concat!(
-                "\"connect_rate\":{},\"interval_s\":{},\"connects\":{},\"connect_s\":{:.3},",
+                "\"tls\":{},\"connect_rate\":{},\"interval_s\":{},\"connects\":{},\"connect_s\":{:.3},",
                 "\"connects_per_sec\":{:.1},\"connect_p50_us\":{:.1},\"connect_p99_us\":{:.1},",
                 "\"connect_max_us\":{:.1},\"connect_failures\":{},\"connect_errors\":[{}],",
                 "\"served_s\":{},\"served_per_sec\":{},\"served_p50_us\":{},\"served_p99_us\":{},",
                 "\"served_max_us\":{},\"connect_server_cpu_s\":{},",
                 "\"connect_server_cpu_us_per_conn\":{},\"sources\":{}"
             ),
+            o.tls.is_some(),
             o.connect_rate.map_or("null".to_owned(), |r| r.to_string()),
             optional((o.mode == Mode::Idle).then_some(o.interval.as_secs_f64())),
             c.established,
@@ -309,7 +326,7 @@ impl fmt::Display for Report {
             f,
             "latency us  p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  p99.9 {p999:.1}  max {max:.1}"
         )?;
-        write_connects(f, &self.connect)?;
+        write_connects(f, &self.connect, self.options.tls.is_some())?;
         match (self.server_cpu, self.server_cpu_us_per_msg()) {
             (Some(cpu), Some(per_msg)) => writeln!(
                 f,
@@ -323,16 +340,18 @@ impl fmt::Display for Report {
     }
 }
 
-/// The connect lines of the text report.
-fn write_connects(f: &mut fmt::Formatter<'_>, c: &ConnectReport) -> fmt::Result {
+/// The connect lines of the text report; with TLS, each connect is a
+/// handshake too.
+fn write_connects(f: &mut fmt::Formatter<'_>, c: &ConnectReport, tls: bool) -> fmt::Result {
     let [p50, p99, max] = c.latency_ns.map(|ns| ns as f64 / 1e3);
     let from = match c.sources {
         1 => String::new(),
         n => format!(" from {n} source addresses"),
     };
+    let what = if tls { "handshakes " } else { "connects   " };
     writeln!(
         f,
-        "connects    {} of {} in {:.3} s{from} ({:.0}/s)  latency us  p50 {p50:.1}  p99 {p99:.1}  max {max:.1}",
+        "{what} {} of {} in {:.3} s{from} ({:.0}/s)  latency us  p50 {p50:.1}  p99 {p99:.1}  max {max:.1}",
         c.established,
         c.attempted,
         c.elapsed.as_secs_f64(),
@@ -512,7 +531,7 @@ pub fn run(options: &Options) -> io::Result<Report> {
         for index in launched..launched + due {
             let local = source_address(&target, index, per_source);
             let began = Instant::now();
-            let result = reactor.connect(&target, local);
+            let result = connect(&mut reactor, &target, local, options.tls.as_ref());
             let mut launches = reactor.service().launches().borrow_mut();
             match result {
                 Ok(id) => launches.started(id, began),
@@ -577,6 +596,22 @@ pub fn run(options: &Options) -> io::Result<Report> {
         error_count,
         connect,
     })
+}
+
+/// Starts a connect to `target`, with TLS if asked.
+fn connect<S: Service>(
+    reactor: &mut Reactor<S>,
+    target: &Addr,
+    local: Option<SocketAddr>,
+    tls: Option<&ClientTls>,
+) -> io::Result<crate::reactor::ConnId> {
+    match tls {
+        #[cfg(feature = "tls")]
+        Some(tls) => reactor.connect_tls(target, local, tls.config.clone(), tls.name.clone()),
+        #[cfg(not(feature = "tls"))]
+        Some(tls) => match *tls {},
+        None => reactor.connect(target, local),
+    }
 }
 
 /// How many connects to start now, `elapsed` after the first: under
@@ -751,6 +786,7 @@ mod tests {
             server_pid: None,
             window_fifo: None,
             plot: None,
+            tls: None,
             interval: Duration::from_secs(1),
             connect_rate,
             per_source: None,
