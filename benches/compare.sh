@@ -12,8 +12,10 @@
 #   over the measured window (perf stat on the raw_syscalls tracepoint,
 #   switched on and off by the bench through a FIFO). Counting costs the
 #   server a little per syscall, so take CPU figures from runs without it.
-#   EXTRA='name|command[;name|command...]' adds servers to the rounds, e.g.
-#   an older build of sockloop, to compare before and after in one run.
+#   EXTRA='name|command[|bench flags][;...]' adds servers to the rounds, e.g.
+#   an older build of sockloop, to compare before and after in one run;
+#   the flags go to the bench for that server only (--tls --ca PEM).
+#   BASE=name takes the ratios to that server instead of tokio_current_thread.
 #   CHART=path.svg is where the chart of the table goes (default
 #   target/compare.svg): server CPU per message and p99 per server, drawn
 #   by examples/compare_chart.rs.
@@ -145,16 +147,18 @@ echo "load: ${LOAD[*]}; $ROUNDS rounds; servers on CPU 0, load generator on CPU 
 failed=0
 for round in $(seq "$ROUNDS"); do
     for entry in "${SERVERS[@]}"; do
-        name=${entry%%|*}
+        IFS='|' read -r name command flags <<<"$entry"
         if [ -n "${SKIP:-}" ] && [[ $name =~ $SKIP ]]; then
             continue
         fi
-        start_server "$name" "${entry#*|}"
+        # shellcheck disable=SC2206 # a server's own bench flags split into words
+        own=(${flags:-})
+        start_server "$name" "$command"
         [ "${SYSCALLS:-0}" = 1 ] && start_counting "$name" "$round"
         log="$WORK/$name.$round.bench.log"
         overflows=$(listen_overflows)
         if json=$(taskset -c 1 "$BIN" bench --target "$SERVER_ADDR" --server-pid "$SERVER_PID" \
-            --json "${BENCH_EXTRA[@]}" "${LOAD[@]}" 2>"$log"); then
+            --json "${BENCH_EXTRA[@]}" "${own[@]}" "${LOAD[@]}" 2>"$log"); then
             [ -n "$PERF_PID" ] && json=$(stop_counting "$name" "$round" "$json")
             if [ -n "$overflows" ]; then
                 json="${json%\}},\"listen_overflows\":$(($(listen_overflows) - overflows))}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The table of benches/compare.sh: medians (min-max) per server over the
-rounds, and ratios of the medians to tokio current_thread (and, for the
+rounds, and ratios of the medians to tokio current_thread or to $BASE (and, for the
 server's cost per message, to the raw epoll floor).
 
 Input lines: `NAME JSON`, one per run, JSON as printed by `sockloop bench --json`,
@@ -14,10 +14,13 @@ mode: each connection's first echo), connect latency, and the server's CPU
 per connection over that phase.
 """
 import json
+import os
 import statistics
 import sys
 
-TOKIO = ("tokio_current_thread", "vs tokio ct")
+# BASE=name compares with another server (the TLS runs: tokio_rustls).
+BASE = os.environ.get("BASE", "tokio_current_thread")
+TOKIO = (BASE, "vs tokio ct" if BASE == "tokio_current_thread" else f"vs {BASE}")
 FLOOR = ("epoll_floor", "vs floor")
 # (JSON field, column heading, digits, ratios to whom)
 COLUMNS = [

@@ -272,6 +272,7 @@ pub struct LoadClient {
 
 impl LoadClient {
     pub(crate) fn new(plan: Plan, pattern: Pattern) -> io::Result<LoadClient> {
+        // Made before its reactor: the real clock, the one that reactor reads.
         let now = Instant::now();
         Ok(LoadClient {
             ids: Vec::with_capacity(plan.conns),
@@ -679,7 +680,7 @@ impl Service for LoadClient {
     type Conn = ClientConn;
 
     fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, _peer: &Addr) -> ClientConn {
-        let now = Instant::now();
+        let now = ctx.now();
         let launched_at = self.launches.get_mut().up(id, now);
         let index = self.connected;
         self.connected += 1;
@@ -714,7 +715,7 @@ impl Service for LoadClient {
         conn: &mut ClientConn,
         input: &[u8],
     ) -> usize {
-        let now = Instant::now();
+        let now = ctx.now();
         let taken = match conn.codec.take() {
             None => self.take_raw(conn, input, now).map(|()| input.len()),
             Some(mut codec) => {
@@ -777,7 +778,7 @@ impl Service for LoadClient {
     }
 
     fn on_timer(&mut self, ctx: &mut Context<'_>, id: ConnId, conn: &mut ClientConn, tag: u64) {
-        let now = Instant::now();
+        let now = ctx.now();
         match tag {
             TAG_TICK => self.tick = None,
             TAG_SEND => conn.send_timer = false,

@@ -518,7 +518,7 @@ pub fn run(options: &Options) -> io::Result<Report> {
             let l = reactor.service().launches().borrow();
             (l.launched, l.settled(), l.first)
         };
-        let now = Instant::now();
+        let now = reactor.now();
         let due = connects_due(options, launched, settled, now - first.unwrap_or(now));
         if launched == 0
             && due > 0
@@ -530,7 +530,7 @@ pub fn run(options: &Options) -> io::Result<Report> {
         }
         for index in launched..launched + due {
             let local = source_address(&target, index, per_source);
-            let began = Instant::now();
+            let began = reactor.now();
             let result = connect(&mut reactor, &target, local, options.tls.as_ref());
             let mut launches = reactor.service().launches().borrow_mut();
             match result {
@@ -555,7 +555,7 @@ pub fn run(options: &Options) -> io::Result<Report> {
             if let (Some(rate), Some(first)) = (options.connect_rate, first) {
                 let launched = client.launches().borrow().launched;
                 let next = first + Duration::from_secs_f64(launched as f64 / rate as f64);
-                thread::sleep(next.saturating_duration_since(Instant::now()));
+                thread::sleep(next.saturating_duration_since(reactor.now()));
             }
             continue;
         }

@@ -52,7 +52,7 @@ mod transport;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
@@ -226,6 +226,12 @@ impl<S: Service, O: Os> Reactor<S, O> {
             Arc::new(move || waker.wake()),
             self.state.command_tx.clone(),
         )
+    }
+
+    /// What the reactor's clock says now: [`Context::now`] for code outside
+    /// the callbacks (a load generator timing the connects it starts).
+    pub fn now(&self) -> Instant {
+        self.state.clock_now()
     }
 
     pub fn stats(&self) -> Stats {
