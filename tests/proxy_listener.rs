@@ -114,7 +114,9 @@ fn a_connection_without_a_header_is_closed_and_costs_only_itself() {
     assert_eq!(round_trip(&mut good, b"before"), b"before");
 
     let mut plain = server.connect();
-    plain.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     assert!(closed_by_server(&mut plain), "a plain client was served");
     let warning = log.wait_for("bad PROXY header");
     assert!(warning.contains("WARN"), "{warning}");
@@ -133,7 +135,11 @@ fn a_relay_with_proxy_protocol_passes_the_real_client_on() {
     let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
     let up = upstream.local_addr().unwrap().to_string();
     let args = ["relay", "--proxy-protocol", "--send-proxy", "v1"];
-    let server = Server::start(&[], &[&args[..], &["--upstream", &up]].concat(), Stdio::null());
+    let server = Server::start(
+        &[],
+        &[&args[..], &["--upstream", &up]].concat(),
+        Stdio::null(),
+    );
     let client: SocketAddr = "203.0.113.99:40000".parse().unwrap();
     let mut stream = server.connect();
     let mut first = Vec::new();
@@ -183,7 +189,8 @@ impl Haproxy {
     /// `mode tcp` on 127.0.0.1:`port`, each connection to `backend` with a
     /// PROXY v2 header.
     fn start(bin: &Path, port: u16, backend: SocketAddr) -> Haproxy {
-        let dir = std::env::temp_dir().join(format!("sockloop-haproxy-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("sockloop-haproxy-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = format!(
             "global\n    maxconn 100\n\
@@ -237,7 +244,10 @@ fn behind_haproxy_send_proxy_v2_the_echo_sees_the_clients_own_address() {
     let mut haproxy = Haproxy::start(&bin, port, server.addr());
     let mut stream = haproxy.connect(port);
     let me = stream.local_addr().unwrap();
-    assert_eq!(round_trip(&mut stream, b"through haproxy"), b"through haproxy");
+    assert_eq!(
+        round_trip(&mut stream, b"through haproxy"),
+        b"through haproxy"
+    );
     // The row names this test's own socket: HAProxy's connection to the
     // echo has a port of its own, which the header replaced.
     let row = table_row(&server, &mut log, me);
