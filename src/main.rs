@@ -71,7 +71,8 @@ struct TlsArgs {
     #[cfg(feature = "tls")]
     #[arg(long, value_delimiter = ',')]
     alpn: Vec<String>,
-    /// Close a TLS client that has not finished its handshake within this long.
+    /// Close a client that has not finished its TLS handshake (and sent its
+    /// PROXY header, with --proxy-protocol) within this long.
     #[arg(long, default_value = "10s", value_parser = refuse_zero(parse_duration))]
     handshake_timeout: Duration,
 }
@@ -394,6 +395,16 @@ struct ServerArgs {
     /// HOST:PORT or unix:PATH; port 0 picks a free one (printed at start).
     #[arg(long, default_value = "127.0.0.1:7878", value_parser = parse_addr)]
     listen: Addr,
+    /// Expect a PROXY protocol header (v1 or v2, as HAProxy's send-proxy
+    /// sends) at the start of every connection, before TLS if any: the
+    /// client it names is the peer in logs and the connection table. A
+    /// connection without a valid one is closed.
+    #[arg(long)]
+    proxy_protocol: bool,
+    /// Serve the counters at http://ADDR/metrics in the Prometheus text
+    /// format, from the same loop (port 0 picks a free one; the log says which).
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    metrics: Option<Addr>,
     /// Connections beyond this many are accepted and closed at once; unlimited by default.
     #[arg(long, default_value_t = usize::MAX, hide_default_value = true,
           value_parser = refuse_zero(parse_count))]
@@ -454,6 +465,7 @@ impl ServerArgs {
             busy_poll: self.busy_poll.and_then(nonzero),
             hold_replies: self.hold_replies,
             handshake_timeout: self.tls.handshake_timeout,
+            proxy_protocol: self.proxy_protocol,
             socket: SocketOptions {
                 nodelay: !self.no_nodelay,
                 recv_buffer: self.rcvbuf,
@@ -624,6 +636,12 @@ fn bind<S: Service>(
         .listen(&mut reactor, &args.listen, &options)
         .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", args.listen)))?;
     info!("accept queue: backlog {backlog} ({note})");
+    if let Some(addr) = &args.metrics {
+        let bound = reactor
+            .listen_metrics(addr, &options)
+            .map_err(|e| io::Error::new(e.kind(), format!("--metrics {addr}: {e}")))?;
+        info!("metrics on http://{bound}/metrics");
+    }
     Ok((reactor, local))
 }
 

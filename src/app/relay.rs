@@ -40,7 +40,7 @@ use rustls::pki_types::ServerName;
 use slab::Slab;
 
 use crate::codec::proxy::{self, Addresses, Version};
-use crate::reactor::{Addr, CloseReason, ConnId, Context, Service};
+use crate::reactor::{Addr, CloseReason, ConnId, Context, MetricKind, MetricsText, Service};
 
 /// How long an upstream is skipped after a failed connect, unless told
 /// otherwise ([`Relay::with_down_time`]).
@@ -485,6 +485,10 @@ impl Service for Relay {
             _ => ctx.abort(peer, reason),
         }
     }
+
+    fn metrics(&self, now: Instant, out: &mut MetricsText) {
+        self.pool.write_metrics(now, out);
+    }
 }
 
 /// A connection's TLS summary (protocol, suite, SNI, ALPN) for a log line.
@@ -586,6 +590,35 @@ impl Pool {
     /// balance among those that are up, or, if all of those left are down,
     /// among those (better a try than refusing the client). `None` once
     /// every one has been tried.
+    /// Each upstream's pairs, whether it is being skipped, and its failures
+    /// in a row, labelled by its address.
+    fn write_metrics(&self, now: Instant, out: &mut MetricsText) {
+        type Value = fn(&Upstream, Instant) -> u64;
+        let gauges: [(&str, &str, Value); 3] = [
+            (
+                "sockloop_upstream_pairs",
+                "Relayed pairs open or connecting through the upstream.",
+                |u, _| u.pairs as u64,
+            ),
+            (
+                "sockloop_upstream_down",
+                "1 while the upstream is skipped after failed connects.",
+                |u, now| u64::from(u.down_until.is_some_and(|t| t > now)),
+            ),
+            (
+                "sockloop_upstream_failures",
+                "Failed connects to the upstream since it was last up.",
+                |u, _| u64::from(u.failures),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            out.family(name, MetricKind::Gauge, help);
+            for u in &self.upstreams {
+                out.sample(name, &[("upstream", &u.addr.to_string())], value(u, now));
+            }
+        }
+    }
+
     fn pick(&mut self, now: Instant, tried: &[usize]) -> Option<usize> {
         let up = |u: &Upstream| u.down_until.is_none_or(|t| t <= now);
         self.choose(|i, u| !tried.contains(&i) && up(u))

@@ -14,12 +14,12 @@ use log::{debug, warn};
 use super::Reactor;
 use super::close::CloseReason;
 use super::conn::Phase;
-use super::kernel::ListenerSlot;
+use super::kernel::{ListenerSlot, Route};
 use super::service::{Context, Service};
 use super::timer::TimerKind;
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
-use super::transport::{ServerTls, Tls};
+use super::transport::Tls;
 use crate::sys::os::{Listen, Os, Readiness, Spare, Stream};
 use crate::sys::{AcceptError, Addr};
 
@@ -28,19 +28,15 @@ use crate::sys::{AcceptError, Addr};
 const ACCEPT_BACKOFF_MS: (u64, u64) = (10, 1000);
 
 impl<S: Service, O: Os> Reactor<S, O> {
-    /// Registers a bound listener, its connections plain or TLS; returns
+    /// Registers a bound listener and where its connections go; returns
     /// its address.
-    pub(super) fn add_listener(
-        &mut self,
-        listener: O::Listener,
-        tls: Option<ServerTls>,
-    ) -> io::Result<Addr> {
+    pub(super) fn add_listener(&mut self, listener: O::Listener, route: Route) -> io::Result<Addr> {
         let token = Token::Listener(self.kernel.listeners.len());
         O::register_listener(&self.kernel.poller, &listener, token.to_u64())?;
         let local = listener.local_addr().clone();
         self.kernel.listeners.push(ListenerSlot {
             listener,
-            tls,
+            route,
             scheduled: false,
             paused: false,
             backoff_ms: ACCEPT_BACKOFF_MS.0,
@@ -59,8 +55,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 Ok((socket, peer)) => {
                     let slot = &mut self.kernel.listeners[i];
                     slot.backoff_ms = ACCEPT_BACKOFF_MS.0;
-                    let tls = slot.tls.clone();
-                    self.admit(socket, peer, tls);
+                    let route = slot.route.clone();
+                    self.admit(socket, peer, route);
                 }
                 Err(AcceptError::WouldBlock) => return,
                 // The peer gave up while queued: only that connection is lost.
@@ -120,8 +116,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
         self.state.timers.add(at, TimerKind::ResumeAccept(i));
     }
 
-    /// A new connection: to the service at once, or once its TLS handshake is done.
-    fn admit(&mut self, socket: O::Socket, peer: Addr, tls: Option<ServerTls>) {
+    /// A new connection: to the service at once, or once its PROXY header
+    /// and TLS handshake are done; or to the metrics responder.
+    fn admit(&mut self, socket: O::Socket, peer: Addr, route: Route) {
         let state = &mut self.state;
         state.stats.accepted += 1;
         if state.stats.active as usize >= state.config.max_conns {
@@ -132,11 +129,16 @@ impl<S: Service, O: Os> Reactor<S, O> {
             );
             return;
         }
-        let phase = match tls {
-            Some(_) => Phase::Handshaking {
+        let (tls, proxied, metrics) = match route {
+            Route::Service(tls) => (tls, state.config.proxy_protocol, false),
+            Route::Metrics => (None, false, true),
+        };
+        let phase = if tls.is_some() || proxied {
+            Phase::Handshaking {
                 close_when_up: false,
-            },
-            None => Phase::Open,
+            }
+        } else {
+            Phase::Open
         };
         let id = match self.add_conn(socket, peer.clone(), phase) {
             Ok(id) => id,
@@ -147,10 +149,14 @@ impl<S: Service, O: Os> Reactor<S, O> {
         };
         debug!("accepted {id} from {peer}");
         trace_io!(self.state.config.trace, "{id} accept from {peer}");
-        match tls.map(Tls::server) {
-            None => self.open(id, &peer),
-            Some(Ok(tls)) => self.start_handshake(id, tls),
-            Some(Err(e)) => {
+        if let Some(conn) = self.state.conns.live_mut(id) {
+            conn.flags.awaiting_proxy = proxied;
+            conn.flags.metrics = metrics;
+        }
+        match tls.map(Tls::server).transpose() {
+            Ok(None) if !proxied => self.open(id, &peer),
+            Ok(tls) => self.start_handshake(id, tls),
+            Err(e) => {
                 warn!("{id} from {peer}: TLS: {e}");
                 self.close(id, CloseReason::Error(e.kind()));
             }
@@ -203,6 +209,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
 
     /// A connection is up: the service makes its state, then its output goes.
     pub(super) fn open(&mut self, id: ConnId, peer: &Addr) {
+        if self.state.conns.live(id).is_some_and(|c| c.flags.metrics) {
+            return; // the responder needs no state until the request is in
+        }
         let state = &mut self.state;
         state.replies.begin_serving(id);
         let ctx = &mut Context::new(state, &self.arena.bytes);
@@ -236,7 +245,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         trace_io!(self.state.config.trace, "{id} connected to {peer}");
         if let Some(tls) = self.kernel.handles_mut(id).and_then(|h| h.tls.take()) {
             conn.phase = Phase::Handshaking { close_when_up };
-            self.start_handshake(id, *tls);
+            self.start_handshake(id, Some(*tls));
             return false;
         }
         conn.phase = if close_when_up {

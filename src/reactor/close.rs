@@ -20,7 +20,8 @@ pub enum CloseReason {
     WriteTimeout,
     /// The peer left a frame incomplete for the frame timeout.
     FrameTimeout,
-    /// The peer did not finish its TLS handshake within the handshake timeout.
+    /// The peer did not send its PROXY header or finish its TLS handshake
+    /// within the handshake timeout.
     HandshakeTimeout,
     /// Over the connection limit, or out of file descriptors: closed on accept.
     Limit,
@@ -71,7 +72,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Idle => f.write_str("idle timeout"),
             CloseReason::WriteTimeout => f.write_str("write timeout"),
             CloseReason::FrameTimeout => f.write_str("frame timeout"),
-            CloseReason::HandshakeTimeout => f.write_str("TLS handshake timeout"),
+            CloseReason::HandshakeTimeout => f.write_str("handshake timeout"),
             CloseReason::Limit => f.write_str("connection limit"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
         }

@@ -74,7 +74,8 @@ pub struct Config {
     /// peer trickling bytes of a frame it never finishes (slowloris) does
     /// not keep its slot because every byte counts as traffic.
     pub frame_timeout: Option<Duration>,
-    /// How long a TLS handshake may take before the connection is closed.
+    /// How long a connection's PROXY header and TLS handshake may take
+    /// before it is closed.
     pub handshake_timeout: Duration,
     /// How long a graceful shutdown may take before the rest is closed.
     pub shutdown_timeout: Duration,
@@ -90,6 +91,10 @@ pub struct Config {
     /// of a group of events go out together after the group's reads. 0 or 1
     /// sends each reply as soon as its event is handled.
     pub hold_replies: usize,
+    /// Every connection accepted for the service starts with a PROXY
+    /// protocol header (v1 or v2), before TLS if any: the client it names
+    /// is the connection's peer. One without a valid header is closed.
+    pub proxy_protocol: bool,
     /// Options for every accepted socket.
     pub socket: SocketOptions,
 }
@@ -114,6 +119,7 @@ impl Default for Config {
             trace: false,
             busy_poll: None,
             hold_replies: 32,
+            proxy_protocol: false,
             socket: SocketOptions::default(),
         }
     }

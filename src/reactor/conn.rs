@@ -22,8 +22,8 @@ pub(crate) enum Phase {
     /// (shutting down a socket in SYN_SENT aborts the connect). A close
     /// asked for meanwhile happens once it is up and flushed.
     Connecting { close_when_up: bool },
-    /// Connected, its TLS handshake under way: the service hears of it once
-    /// the handshake is done; what it writes meanwhile waits.
+    /// Connected, its PROXY header or TLS handshake awaited: the service
+    /// hears of it once both are done; what it writes meanwhile waits.
     Handshaking { close_when_up: bool },
     /// Established; each direction is as `reading` and `writing` say.
     Open,
@@ -81,6 +81,11 @@ pub(crate) struct Flags {
     pub(crate) reset: bool,
     /// A graceful shutdown ended its input.
     pub(crate) shut_down: bool,
+    /// Accepted on a PROXY protocol listener, its header not read yet.
+    pub(crate) awaiting_proxy: bool,
+    /// Accepted on the metrics listener: answered by the reactor, never
+    /// seen by the service.
+    pub(crate) metrics: bool,
 }
 
 /// A connection as the reactor keeps its books: everything but its socket

@@ -1,11 +1,20 @@
-//! A TLS connection's first steps: the handshake, driven by the
-//! connection's readiness like any other I/O, bounded by
-//! `Config::handshake_timeout`. The service hears of the connection
-//! (`on_connect`) only once the handshake is done; a client that speaks
-//! plaintext, sends garbage or stalls costs its own connection and nothing
-//! else.
+//! A connection's first steps, before the service hears of it: the PROXY
+//! protocol header a load balancer in front sends, and the TLS handshake —
+//! in that order, when a listener has both. Each is driven by the
+//! connection's readiness like any other I/O, and both together are bounded
+//! by `Config::handshake_timeout`. The service hears of the connection
+//! (`on_connect`) only once they are done; a client that sends no header,
+//! speaks plaintext to TLS, sends garbage or stalls costs its own connection
+//! and nothing else.
+//!
+//! The PROXY header is peeked at, not read: only once it is complete are
+//! exactly its bytes taken from the socket, so whatever the client sent
+//! after it (its first request, or its TLS ClientHello) is still in the
+//! socket for the next stage.
 
-use log::warn;
+use std::io;
+
+use log::{debug, warn};
 
 use super::Reactor;
 use super::close::CloseReason;
@@ -15,34 +24,121 @@ use super::timer::TimerKind;
 use super::token::ConnId;
 use super::trace::trace_io;
 use super::transport::Tls;
-use crate::sys::os::Os;
+use crate::codec::proxy::{self, ProxyHeader};
+use crate::sys::Addr;
+use crate::sys::os::{Os, Stream};
+
+/// How a first step went.
+enum Step {
+    Done,
+    /// Waiting for the peer's next bytes.
+    Waiting,
+    Failed(String),
+}
 
 impl<S: Service, O: Os> Reactor<S, O> {
-    /// `id` is connected and starts its handshake (a client's ClientHello
-    /// goes at once); it must end within the handshake timeout.
-    pub(super) fn start_handshake(&mut self, id: ConnId, tls: Tls) {
+    /// `id` is connected and starts its first steps (TLS, if given: a
+    /// client's ClientHello goes at once); they must end within the
+    /// handshake timeout.
+    pub(super) fn start_handshake(&mut self, id: ConnId, tls: Option<Tls>) {
         let Some(handles) = self.kernel.handles_mut(id) else {
             return;
         };
-        handles.tls = Some(Box::new(tls));
+        handles.tls = tls.map(Box::new);
         let due = self.state.now + self.state.config.handshake_timeout;
         self.state.timers.add(due, TimerKind::Handshake(id));
         self.handshake(id);
     }
 
-    /// Moves `id`'s handshake on with what has arrived.
+    /// Moves `id`'s first steps on with what has arrived.
     pub(super) fn handshake(&mut self, id: ConnId) {
+        let Some(conn) = self.state.conns.live(id) else {
+            return;
+        };
+        if conn.flags.awaiting_proxy {
+            match self.read_proxy_header(id) {
+                Step::Done => {}
+                Step::Waiting => return,
+                Step::Failed(why) => return self.handshake_failed(id, &why),
+            }
+        }
         let Some(handles) = self.kernel.handles_mut(id) else {
             return;
         };
-        let Some(tls) = handles.tls.as_mut() else {
+        let step = match handles.tls.as_mut() {
+            None => Step::Done,
+            Some(tls) => match tls.handshake(&handles.socket) {
+                Ok(false) => Step::Waiting,
+                Ok(true) => Step::Done,
+                Err(e) => Step::Failed(format!("TLS handshake failed: {e}")),
+            },
+        };
+        match step {
+            Step::Done => self.handshake_done(id),
+            Step::Waiting => {}
+            Step::Failed(why) => self.handshake_failed(id, &why),
+        }
+    }
+
+    /// Peeks at what has arrived; once it holds a whole PROXY header, takes
+    /// exactly that from the socket and makes the client it names the
+    /// connection's peer.
+    fn read_proxy_header(&mut self, id: ConnId) -> Step {
+        let Some(handles) = self.kernel.handles(id) else {
+            return Step::Waiting;
+        };
+        // The decoder decides within this many bytes.
+        let mut buf = [0; proxy::V2_MAX_LEN];
+        self.state.stats.reads += 1;
+        let n = match handles.socket.peek(&mut buf) {
+            Ok(0) => return Step::Failed("closed before sending a PROXY header".into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.state.stats.eagain_reads += 1;
+                return Step::Waiting;
+            }
+            Err(e) => return Step::Failed(format!("reading its PROXY header: {e}")),
+        };
+        trace_io!(self.state.config.trace, "{id} peek {n}");
+        let (header, len) = match proxy::decode(&buf[..n]) {
+            Ok(Some(found)) => found,
+            Ok(None) if n < buf.len() => return Step::Waiting,
+            Ok(None) => return Step::Failed("no PROXY header in its first bytes".into()),
+            Err(e) => return Step::Failed(format!("bad PROXY header: {e}")),
+        };
+        // The bytes are in the socket already, so the read takes them all.
+        self.state.stats.reads += 1;
+        match handles.socket.read(&mut buf[..len]) {
+            Ok(got) if got == len => {}
+            Ok(got) => return Step::Failed(format!("PROXY header: read {got} of {len} bytes")),
+            Err(e) => return Step::Failed(format!("reading its PROXY header: {e}")),
+        }
+        self.proxy_header_read(id, &header, len);
+        Step::Done
+    }
+
+    fn proxy_header_read(&mut self, id: ConnId, header: &ProxyHeader, len: usize) {
+        let Some(conn) = self.state.conns.live_mut(id) else {
             return;
         };
-        match tls.handshake(&handles.socket) {
-            Ok(false) => {}
-            Ok(true) => self.handshake_done(id),
-            Err(e) => self.handshake_failed(id, &e.to_string()),
+        conn.flags.awaiting_proxy = false;
+        conn.received(len, self.state.now);
+        self.state.stats.bytes_in += len as u64;
+        self.state.stats.proxy_headers += 1;
+        // LOCAL (a health check) and UNKNOWN name nobody: the proxy is the peer.
+        if let Some(client) = header.source() {
+            let via = std::mem::replace(&mut conn.peer, Addr::Ip(client));
+            debug!(
+                "{id}: PROXY {} header: client {client} via {via}",
+                header.version
+            );
         }
+        trace_io!(
+            self.state.config.trace,
+            "{id} proxy {} from {}",
+            header.version,
+            conn.peer
+        );
     }
 
     fn handshake_done(&mut self, id: ConnId) {
@@ -58,8 +154,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
             Phase::Open
         };
         let peer = conn.peer.clone();
-        self.state.stats.tls_handshakes += 1;
         if let Some(tls) = self.kernel.handles(id).and_then(|h| h.tls.as_ref()) {
+            self.state.stats.tls_handshakes += 1;
             let summary = tls.describe();
             trace_io!(self.state.config.trace, "{id} tls {summary}");
             conn.tls = Some(summary.into());
@@ -69,19 +165,27 @@ impl<S: Service, O: Os> Reactor<S, O> {
         self.state.schedule_read(id);
     }
 
+    /// Counts a failed first step as a PROXY or a TLS failure, whichever
+    /// step it was.
+    fn count_handshake_failure(&mut self, id: ConnId) {
+        let stats = &mut self.state.stats;
+        match self.state.conns.live(id) {
+            Some(conn) if conn.flags.awaiting_proxy => stats.proxy_failures += 1,
+            Some(_) => stats.tls_failures += 1,
+            None => {}
+        }
+    }
+
     fn handshake_failed(&mut self, id: ConnId, why: &str) {
-        self.state.stats.tls_failures += 1;
+        self.count_handshake_failure(id);
         if let Some(conn) = self.state.conns.live(id) {
-            warn!(
-                "{id} from {}: TLS handshake failed: {why}; closing",
-                conn.peer
-            );
+            warn!("{id} from {}: {why}; closing", conn.peer);
         }
         self.close(id, CloseReason::Protocol);
         self.apply_deferred();
     }
 
-    /// The handshake timeout: a client that stalls mid-handshake is closed.
+    /// The handshake timeout: a client that stalls before it is up is closed.
     pub(super) fn handshake_timer_fired(&mut self, id: ConnId) {
         let Some(conn) = self.state.conns.live(id) else {
             return;
@@ -89,11 +193,16 @@ impl<S: Service, O: Os> Reactor<S, O> {
         if !matches!(conn.phase, Phase::Handshaking { .. }) {
             return;
         }
-        self.state.stats.tls_failures += 1;
+        let step = if conn.flags.awaiting_proxy {
+            "PROXY header"
+        } else {
+            "TLS handshake"
+        };
         warn!(
-            "{id} from {}: no TLS handshake within {:?}; closing",
+            "{id} from {}: no {step} within {:?}; closing",
             conn.peer, self.state.config.handshake_timeout
         );
+        self.count_handshake_failure(id);
         self.close(id, CloseReason::HandshakeTimeout);
     }
 }

@@ -129,6 +129,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// and keeps what it leaves; what it writes back is held until the batch
     /// ends.
     fn deliver(&mut self, id: ConnId, range: Range<usize>) {
+        if self.state.conns.live(id).is_some_and(|c| c.flags.metrics) {
+            return self.answer_metrics(id, range);
+        }
         let Some(conn) = self.states.get_mut(id.index()).and_then(Option::as_mut) else {
             return;
         };
@@ -175,6 +178,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
             state.replies.begin_serving(id);
             let ctx = &mut Context::new(state, &self.arena.bytes);
             self.service.on_read_closed(ctx, id, conn, input.as_slice());
+        } else if self.state.conns.live(id).is_some_and(|c| c.flags.metrics) {
+            // It ended before its request did: nothing to answer.
+            self.state.close_when_flushed(id);
         }
         self.apply_deferred();
         // Both directions are done: nothing is left for this socket.

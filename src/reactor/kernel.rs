@@ -11,10 +11,18 @@ use super::token::ConnId;
 use super::transport::{ServerTls, Tls};
 use crate::sys::os::{Os, Stream};
 
+/// Who answers the connections a listener accepts.
+#[derive(Clone)]
+pub(crate) enum Route {
+    /// The service, after TLS if given.
+    Service(Option<ServerTls>),
+    /// The reactor's own `GET /metrics` responder.
+    Metrics,
+}
+
 pub(crate) struct ListenerSlot<O: Os> {
     pub(crate) listener: O::Listener,
-    /// TLS for every connection it accepts.
-    pub(crate) tls: Option<ServerTls>,
+    pub(crate) route: Route,
     /// On the list of work to do before the next wait (its budget ran out).
     pub(crate) scheduled: bool,
     /// Out of descriptors: not accepting until a timer says to try again.

@@ -16,6 +16,9 @@
 //! - `splice`: the zero-copy relay path (Linux);
 //! - `egress`: held replies, flushing, backpressure;
 //! - `lifecycle`: deferred actions, FIN and close, timers, graceful shutdown;
+//! - `handshake`: a connection's PROXY header and TLS handshake, before
+//!   the service hears of it;
+//! - `metrics`: the `GET /metrics` responder of a metrics listener;
 //! - below them: `state` (the reactor's state lent to services), `service`
 //!   (the [`Service`] trait and its [`Context`]), `conn` (a connection and
 //!   its phase), `reply`, `buffer`, `timer`, `token`, `stats`,
@@ -32,6 +35,7 @@ mod handshake;
 mod ingress;
 mod kernel;
 mod lifecycle;
+mod metrics;
 mod reply;
 mod service;
 mod splice;
@@ -62,6 +66,7 @@ pub use config::Config;
 use conn::Phase;
 use handle::Command;
 pub use handle::Handle;
+pub use metrics::{MetricKind, MetricsText};
 pub use service::{Context, Service};
 use state::State;
 pub use stats::{ConnInfo, Stats, format_table};
@@ -73,7 +78,7 @@ use trace::trace_io;
 use crate::sys::os::{Os, Poll, Readiness, SignalSource, Spare, Stream, Wake};
 pub use crate::sys::{Addr, ListenOptions, SocketOptions};
 use crate::sys::{Real, SignalKind};
-use kernel::Kernel;
+use kernel::{Kernel, Route};
 
 /// A single-threaded reactor running one [`Service`], on the OS `O`: this
 /// machine's ([`Real`]) unless a test puts a simulated one in its place.
@@ -157,7 +162,14 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// Starts listening on `addr`, TCP or Unix-domain; returns the address
     /// actually bound (the real port when `addr` asks for port 0).
     pub fn listen(&mut self, addr: &Addr, options: &ListenOptions) -> io::Result<Addr> {
-        self.add_listener(O::bind(addr, options)?, None)
+        self.add_listener(O::bind(addr, options)?, Route::Service(None))
+    }
+
+    /// Serves the counters on `addr` in the Prometheus text format: each
+    /// connection is answered by the reactor itself (one `GET /metrics`,
+    /// then closed), never seen by the service. Returns the address bound.
+    pub fn listen_metrics(&mut self, addr: &Addr, options: &ListenOptions) -> io::Result<Addr> {
+        self.add_listener(O::bind(addr, options)?, Route::Metrics)
     }
 
     /// As [`listen`](Self::listen), every connection TLS: the service hears
@@ -169,7 +181,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         options: &ListenOptions,
         tls: Arc<rustls::ServerConfig>,
     ) -> io::Result<Addr> {
-        self.add_listener(O::bind(addr, options)?, Some(tls))
+        self.add_listener(O::bind(addr, options)?, Route::Service(Some(tls)))
     }
 
     /// Opens a connection to `addr` (from `local`, if given) from outside any

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::close::CloseReason;
 use super::conn::Writing;
+use super::metrics::MetricsText;
 use super::state::State;
 use super::timer::{TimerId, TimerKind};
 use super::token::ConnId;
@@ -180,6 +181,13 @@ pub trait Service {
         reason: CloseReason,
     ) {
         let _ = (ctx, id, conn, reason);
+    }
+
+    /// Adds the service's own families to a `--metrics` page, after the
+    /// reactor's counters (a relay's upstreams, say). `now` is the loop's
+    /// clock. Nothing by default.
+    fn metrics(&self, now: Instant, out: &mut MetricsText) {
+        let _ = (now, out);
     }
 }
 

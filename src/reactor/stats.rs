@@ -47,6 +47,10 @@ pub struct Stats {
     /// TLS handshakes done, and failed (timed out included).
     pub tls_handshakes: u64,
     pub tls_failures: u64,
+    /// PROXY protocol headers read, and connections closed for lack of a
+    /// valid one (timed out included).
+    pub proxy_headers: u64,
+    pub proxy_failures: u64,
 }
 
 impl Stats {

@@ -84,6 +84,8 @@ pub trait Stream {
     fn apply(&self, options: &SocketOptions) -> io::Result<()>;
     /// `Ok(0)` is the peer's FIN.
     fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// As `read`, but what it copies stays to be read again.
+    fn peek(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn write(&self, buf: &[u8]) -> io::Result<usize>;
     /// The pending socket error, clearing it.
     fn take_error(&self) -> Option<io::Error>;
@@ -242,6 +244,10 @@ impl Stream for super::Socket {
 
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         super::Socket::read(self, buf)
+    }
+
+    fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        super::Socket::peek(self, buf)
     }
 
     fn write(&self, buf: &[u8]) -> io::Result<usize> {

@@ -349,6 +349,48 @@ impl Server {
     }
 }
 
+/// A child's stderr, read line by line on a thread of its own (so the child
+/// never blocks on it), for tests that wait for a log line.
+pub struct LogLines {
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every line received so far, for failure messages.
+    pub seen: Vec<String>,
+}
+
+impl LogLines {
+    pub fn new(pipe: impl Read + Send + 'static) -> LogLines {
+        let (tx, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LogLines {
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line that holds `needle`; panics after `IO_TIMEOUT`.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?} in:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+}
+
 /// Reads `pipe` to its end on a thread of its own, so that a child that
 /// writes much is never blocked by a test waiting for it to exit.
 fn read_in_background(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {

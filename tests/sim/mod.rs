@@ -895,6 +895,26 @@ impl Stream for SimSocket {
         })
     }
 
+    /// What has arrived, left in place; no faults are scripted for it.
+    fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        world(|w| {
+            let e = w.live_end_of(self.fd, "peek").ok_or_else(ebadf)?;
+            let end = &w.ends[e];
+            if end.inbox.is_empty() {
+                return match end.error {
+                    Some(kind) => Err(kind.into()),
+                    None if end.fin_in => Ok(0),
+                    None => Err(io::ErrorKind::WouldBlock.into()),
+                };
+            }
+            let n = buf.len().min(end.inbox.len());
+            for (slot, byte) in buf.iter_mut().zip(end.inbox.iter()) {
+                *slot = *byte;
+            }
+            Ok(n)
+        })
+    }
+
     fn write(&self, buf: &[u8]) -> io::Result<usize> {
         world(|w| {
             let e = w.live_end_of(self.fd, "write").ok_or_else(ebadf)?;

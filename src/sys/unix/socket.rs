@@ -236,6 +236,14 @@ impl Socket {
         Ok(retry(|| nix::unistd::read(&self.fd, buf))?)
     }
 
+    /// Copies what has arrived into `buf` and leaves it there for the next
+    /// read (`MSG_PEEK`); `Ok(0)` is the peer's FIN.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(retry(|| {
+            socket::recv(self.fd.as_raw_fd(), buf, socket::MsgFlags::MSG_PEEK)
+        })?)
+    }
+
     /// Writes what the kernel takes now. A peer that has gone away gives
     /// `EPIPE`, never a process-killing SIGPIPE.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {

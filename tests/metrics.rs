@@ -1,0 +1,187 @@
+//! `--metrics ADDR`: the counters at `GET /metrics`, in the Prometheus text
+//! format, served by the same loop as the clients.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::Stdio;
+
+use common::{IO_TIMEOUT, LogLines, Server, echo_all, wait_until};
+
+/// A server started with `--metrics 127.0.0.1:0`, and where its metrics are.
+fn with_metrics(args: &[&str]) -> (Server, String) {
+    let args = [args, &["--metrics", "127.0.0.1:0"]].concat();
+    let mut server = Server::start(&[], &args, Stdio::piped());
+    let mut log = LogLines::new(server.take_stderr());
+    let line = log.wait_for("metrics on http://");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    (server, addr)
+}
+
+/// One HTTP request; the status line and the body.
+fn get(addr: &str, request: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to --metrics");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    // The server closes after its answer.
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|n| n.parse::<usize>().ok());
+    assert_eq!(length, Some(body.len()), "{head}");
+    (status, body.to_owned())
+}
+
+/// Parses Prometheus text: every sample (`name{labels} value`) must belong
+/// to a family announced by `# HELP` and `# TYPE` lines before it. Returns
+/// each sample's value by `name{labels}`.
+fn parse_prometheus(text: &str) -> HashMap<String, f64> {
+    let mut typed = HashSet::new();
+    let mut helped = HashSet::new();
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("# HELP name text");
+            assert!(!help.is_empty(), "{line}");
+            helped.insert(name.to_owned());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            typed.insert(name.to_owned());
+        } else {
+            assert!(!line.starts_with('#') && !line.is_empty(), "{line:?}");
+            let (series, value) = line.rsplit_once(' ').expect("a sample and its value");
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
+            let name = match series.split_once('{') {
+                Some((name, labels)) => {
+                    let labels = labels.strip_suffix('}').expect("labels closed");
+                    for pair in labels.split(',') {
+                        let (label, quoted) = pair.split_once('=').expect("label=value");
+                        assert!(valid_name(label), "{line}");
+                        assert!(quoted.starts_with('"') && quoted.ends_with('"'), "{line}");
+                    }
+                    name
+                }
+                None => series,
+            };
+            assert!(valid_name(name), "{line}");
+            assert!(
+                typed.contains(name) && helped.contains(name),
+                "no HELP/TYPE before {line}"
+            );
+            assert!(
+                samples.insert(series.to_owned(), value).is_none(),
+                "twice: {line}"
+            );
+        }
+    }
+    samples
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn scrape(addr: &str) -> HashMap<String, f64> {
+    let (status, body) = get(addr, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    parse_prometheus(&body)
+}
+
+fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("no {series} in {samples:?}"))
+}
+
+#[test]
+fn the_counters_move_with_echo_traffic() {
+    let (server, addr) = with_metrics(&["echo"]);
+    let before = scrape(&addr);
+    // The scrape's own connection is the one open.
+    assert_eq!(value(&before, "sockloop_active_connections"), 1.0);
+
+    const CLIENTS: usize = 3;
+    const BYTES: usize = 10_000;
+    for _ in 0..CLIENTS {
+        assert_eq!(echo_all(server.connect(), &[7; BYTES]).len(), BYTES);
+    }
+    let held = server.connect();
+    let after = wait_until("the echo clients' closes to be counted", || {
+        let now = scrape(&addr);
+        let closed = value(&now, "sockloop_closed_by_reason_total{reason=\"peer\"}");
+        (closed >= value(&before, "sockloop_closed_by_reason_total{reason=\"peer\"}") + 3.0)
+            .then_some(now)
+    });
+    let grew = |series: &str| value(&after, series) - value(&before, series);
+    // Each scrape is a connection too: at least the clients' were counted.
+    assert!(grew("sockloop_accepted_total") >= (CLIENTS + 1) as f64);
+    assert!(grew("sockloop_received_bytes_total") >= (CLIENTS * BYTES) as f64);
+    assert!(grew("sockloop_sent_bytes_total") >= (CLIENTS * BYTES) as f64);
+    assert!(grew("sockloop_events_total") > 0.0);
+    assert!(grew("sockloop_reads_total") >= CLIENTS as f64);
+    assert!(grew("sockloop_writes_total") >= CLIENTS as f64);
+    // The held client, and this scrape's own connection.
+    assert_eq!(value(&after, "sockloop_active_connections"), 2.0);
+    assert_eq!(value(&after, "sockloop_proxy_failures_total"), 0.0);
+    held.shutdown(Shutdown::Both).unwrap();
+}
+
+#[test]
+fn other_paths_and_methods_and_bad_requests_get_an_error() {
+    let (_server, addr) = with_metrics(&["echo"]);
+    assert_eq!(
+        get(&addr, "GET / HTTP/1.1\r\n\r\n").0,
+        "HTTP/1.1 404 Not Found"
+    );
+    assert_eq!(
+        get(&addr, "POST /metrics HTTP/1.1\r\n\r\n").0,
+        "HTTP/1.1 405 Method Not Allowed"
+    );
+    assert_eq!(get(&addr, "hello\r\n\r\n").0, "HTTP/1.1 400 Bad Request");
+    // A head that never ends is cut off, not buffered without bound.
+    let long = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n", "a".repeat(20_000));
+    assert!(get(&addr, &long).0.starts_with("HTTP/1.1 431"));
+    // The responder is still there.
+    scrape(&addr);
+}
+
+#[test]
+fn a_relay_shows_each_upstreams_state_and_its_failed_connects() {
+    // A port nobody listens on: its connects are refused.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let live = TcpListener::bind("127.0.0.1:0").unwrap();
+    let live_addr = live.local_addr().unwrap();
+    let (dead, live_s) = (dead.to_string(), live_addr.to_string());
+    let args = ["relay", "--upstream", &dead, "--upstream", &live_s];
+    let (server, addr) = with_metrics(&args);
+    // Round-robin: of two clients, one is tried on the dead upstream first,
+    // and both end up on the live one.
+    let clients: Vec<TcpStream> = (0..2).map(|_| server.connect()).collect();
+    let accepted: Vec<TcpStream> = (0..2).map(|_| live.accept().unwrap().0).collect();
+    let samples = scrape(&addr);
+    let up =
+        |name: &str, upstream: &str| value(&samples, &format!("{name}{{upstream=\"{upstream}\"}}"));
+    assert!(value(&samples, "sockloop_connect_failures_total") >= 1.0);
+    assert_eq!(up("sockloop_upstream_down", &dead), 1.0);
+    assert_eq!(up("sockloop_upstream_failures", &dead), 1.0);
+    assert_eq!(up("sockloop_upstream_down", &live_s), 0.0);
+    assert_eq!(up("sockloop_upstream_pairs", &live_s), 2.0);
+    drop((clients, accepted));
+}
