@@ -129,10 +129,11 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// and keeps what it leaves; what it writes back is held until the batch
     /// ends.
     fn deliver(&mut self, id: ConnId, range: Range<usize>) {
-        if self.state.conns.live(id).is_some_and(|c| c.flags.metrics) {
-            return self.answer_metrics(id, range);
-        }
         let Some(conn) = self.states.get_mut(id.index()).and_then(Option::as_mut) else {
+            // No service state: a metrics connection, or one being closed.
+            if self.state.conns.live(id).is_some_and(|c| c.flags.metrics) {
+                self.answer_metrics(id, range);
+            }
             return;
         };
         let state = &mut self.state;
