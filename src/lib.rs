@@ -96,5 +96,6 @@ pub mod codec;
 pub mod reactor;
 pub mod stderr;
 pub mod sys;
+pub mod threads;
 #[cfg(feature = "tls")]
 pub mod tls;
