@@ -19,7 +19,7 @@ use sockloop::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Framing};
 use sockloop::reactor::{Config, Reactor, Service};
 use sockloop::stderr;
 use sockloop::sys::{self, Addr, ListenOptions, SocketOptions, raise_fd_limit};
-use sockloop::threads;
+use sockloop::threads::{self, Supervisor};
 
 #[derive(Parser)]
 #[command(
@@ -497,6 +497,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("too long: {text:?}"))
 }
 
+/// A server's reactors, bound, and the supervisor that will run them.
+struct Bound<S: Service> {
+    supervisor: Supervisor,
+    reactors: Vec<Reactor<S>>,
+    local: Addr,
+}
+
 /// Makes the reactors of a server that keeps about `fds_per_client`
 /// descriptors per client, each with its own `make()` service and its own
 /// listener (the first binds, the others share its port); serving starts
@@ -506,8 +513,10 @@ fn bind<S: Service>(
     config: Config,
     mut make: impl FnMut() -> S,
     fds_per_client: u64,
-) -> io::Result<(Vec<Reactor<S>>, Addr)> {
+) -> io::Result<Bound<S>> {
     let count = args.reactors()?;
+    // Before any thread exists, so that no thread takes these signals the default way.
+    let supervisor = Supervisor::new()?;
     let fd_limit = raise_fd_limit()?;
     let each = match fds_per_client {
         1 => String::new(),
@@ -536,7 +545,11 @@ fn bind<S: Service>(
     if count > 1 {
         info!("{count} reactors, each with its own listener on {addr} (SO_REUSEPORT)");
     }
-    Ok((reactors, addr))
+    Ok(Bound {
+        supervisor,
+        reactors,
+        local: addr,
+    })
 }
 
 /// The backlog `listen` is given: what was asked, cut down to the kernel's
@@ -562,15 +575,19 @@ where
     S: Service + Send + 'static,
     S::Conn: Send,
 {
-    let (reactors, local) = bind(args, config, make, fds_per_client)?;
-    run_server(reactors, local, args)
+    run_server(bind(args, config, make, fds_per_client)?, args)
 }
 
-fn run_server<S>(reactors: Vec<Reactor<S>>, local: Addr, args: &ServerArgs) -> io::Result<()>
+fn run_server<S>(server: Bound<S>, args: &ServerArgs) -> io::Result<()>
 where
     S: Service + Send + 'static,
     S::Conn: Send,
 {
+    let Bound {
+        supervisor,
+        reactors,
+        local,
+    } = server;
     // Scripts and tests read this line to learn the port: print it exactly once, at once.
     print_line(format_args!("listening on {local}"))?;
     info!("serving on {local}");
@@ -578,7 +595,7 @@ where
         pin: args.pin,
         stats_interval: args.stats_interval.and_then(nonzero),
     };
-    let outcome = threads::run(reactors, &options)?;
+    let outcome = supervisor.run(reactors, &options)?;
     if outcome.stats.len() > 1 {
         for (i, stats) in outcome.stats.iter().enumerate() {
             info!("reactor {i} stopped: {stats}");
@@ -749,13 +766,13 @@ fn main() -> ExitCode {
             };
             // Two sockets per client; splice adds a pipe (two descriptors) each way.
             let fds_per_client = if args.splice { 6 } else { 2 };
-            bind(&args.server, config, make, fds_per_client).and_then(|(reactors, local)| {
-                refuse_own_upstream(&local, &args.upstream)?;
-                for reactor in &reactors {
+            bind(&args.server, config, make, fds_per_client).and_then(|server| {
+                refuse_own_upstream(&server.local, &args.upstream)?;
+                for reactor in &server.reactors {
                     // The destination of the PROXY headers: known only now.
-                    reactor.service().set_listen_addr(local.clone());
+                    reactor.service().set_listen_addr(server.local.clone());
                 }
-                run_server(reactors, local, &args.server)
+                run_server(server, &args.server)
             })
         }
         // Raw "frames" are whatever one read returned: relayed, they would
@@ -769,11 +786,12 @@ fn main() -> ExitCode {
         Command::Hub(args) => args.limits.codec(args.framing).and_then(|codec| {
             let make = || Hub::new(codec.clone(), args.slow_policy, args.server.high_watermark);
             let config = args.limits.config(&args.server);
-            let (mut reactors, local) = bind(&args.server, config, make, 1)?;
-            if reactors.len() > 1 {
-                Hub::mesh(reactors.iter_mut().map(|r| (r.handle(), r.service_mut())));
+            let mut server = bind(&args.server, config, make, 1)?;
+            if server.reactors.len() > 1 {
+                let hubs = server.reactors.iter_mut();
+                Hub::mesh(hubs.map(|r| (r.handle(), r.service_mut())));
             }
-            run_server(reactors, local, &args.server)
+            run_server(server, &args.server)
         }),
         Command::Bench(args) => run_bench(args),
         #[cfg(feature = "tls")]

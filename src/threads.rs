@@ -8,6 +8,9 @@
 //! table with the rows of all), logs the summed counters every
 //! `stats_interval`, and stops them all as soon as one fails, returning
 //! or panicking, so a process never goes on serving with part of itself gone.
+//!
+//! Make the [`Supervisor`] first, before any other thread starts (it takes
+//! the signals), then the reactors, then [`Supervisor::run`] them.
 
 use std::any::Any;
 use std::io;
@@ -57,62 +60,77 @@ const SIGNALS: u64 = 1;
 /// What a reactor's thread reports as it ends.
 type Ended = thread::Result<io::Result<(Stats, bool)>>;
 
-/// Runs each reactor on a thread of its own until all have stopped, taking
-/// the signals on this one. Call it before any other thread that should not
-/// take SIGINT, SIGTERM and SIGUSR1 starts (it blocks them here, and the
-/// reactors' threads inherit that). An error names the reactor that failed.
-pub fn run<S>(reactors: Vec<Reactor<S>>, options: &Options) -> io::Result<Outcome>
-where
-    S: Service + Send + 'static,
-    S::Conn: Send,
-{
-    let mut poller = Real::poller(4, WAKE)?;
-    let signals = Real::signals(&poller, SIGNALS)?;
-    let handles: Vec<Handle> = reactors.iter().map(Reactor::handle).collect();
-    let (done_tx, done) = mpsc::channel();
-    let mut threads = Vec::new();
-    for (i, reactor) in reactors.into_iter().enumerate() {
-        let (done_tx, waker) = (done_tx.clone(), poller.waker());
-        let pin = options.pin;
-        let spawned = thread::Builder::new()
-            .name(format!("reactor-{i}"))
-            .spawn(move || {
-                let ended = panic::catch_unwind(AssertUnwindSafe(|| serve(i, reactor, pin)));
-                let _ = done_tx.send((i, ended));
-                let _ = waker.wake();
-            });
-        match spawned {
-            Ok(thread) => threads.push(thread),
-            Err(e) => {
-                stop_all(&handles);
-                join_all(threads);
-                return Err(io::Error::new(e.kind(), format!("start reactor {i}: {e}")));
+/// The thread that watches the reactors: it holds the signals from the
+/// moment it is made.
+pub struct Supervisor {
+    poller: <Real as Os>::Poller,
+    signals: <Real as Os>::Signals,
+}
+
+impl Supervisor {
+    /// Takes SIGINT, SIGTERM and SIGUSR1 away from their default actions, so
+    /// that a signal that comes before the reactors run waits for them. Call
+    /// it before any thread that should not take them starts: it blocks
+    /// them in this thread, and threads started later inherit that.
+    pub fn new() -> io::Result<Supervisor> {
+        let poller = Real::poller(4, WAKE)?;
+        let signals = Real::signals(&poller, SIGNALS)?;
+        Ok(Supervisor { poller, signals })
+    }
+
+    /// Runs each reactor on a thread of its own until all have stopped,
+    /// serving signals on this one. An error names the reactor that failed.
+    pub fn run<S>(mut self, reactors: Vec<Reactor<S>>, options: &Options) -> io::Result<Outcome>
+    where
+        S: Service + Send + 'static,
+        S::Conn: Send,
+    {
+        let handles: Vec<Handle> = reactors.iter().map(Reactor::handle).collect();
+        let (done_tx, done) = mpsc::channel();
+        let mut threads = Vec::new();
+        for (i, reactor) in reactors.into_iter().enumerate() {
+            let (done_tx, waker) = (done_tx.clone(), self.poller.waker());
+            let pin = options.pin;
+            let spawned = thread::Builder::new()
+                .name(format!("reactor-{i}"))
+                .spawn(move || {
+                    let ended = panic::catch_unwind(AssertUnwindSafe(|| serve(i, reactor, pin)));
+                    let _ = done_tx.send((i, ended));
+                    let _ = waker.wake();
+                });
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    stop_all(&handles);
+                    join_all(threads);
+                    return Err(io::Error::new(e.kind(), format!("start reactor {i}: {e}")));
+                }
             }
         }
+        let mut watch = Watch {
+            handles,
+            finished: vec![None; threads.len()],
+            forced: false,
+            failure: None,
+        };
+        let result = watch.run(&mut self, &done, options.stats_interval);
+        if result.is_err() {
+            stop_all(&watch.handles);
+        }
+        join_all(threads);
+        result?;
+        if let Some(failure) = watch.failure {
+            return Err(failure);
+        }
+        Ok(Outcome {
+            stats: watch
+                .finished
+                .into_iter()
+                .map(Option::unwrap_or_default)
+                .collect(),
+            forced: watch.forced,
+        })
     }
-    let mut watch = Watch {
-        handles,
-        finished: vec![None; threads.len()],
-        forced: false,
-        failure: None,
-    };
-    let result = watch.run(&mut poller, &signals, &done, options.stats_interval);
-    if result.is_err() {
-        stop_all(&watch.handles);
-    }
-    join_all(threads);
-    result?;
-    if let Some(failure) = watch.failure {
-        return Err(failure);
-    }
-    Ok(Outcome {
-        stats: watch
-            .finished
-            .into_iter()
-            .map(Option::unwrap_or_default)
-            .collect(),
-        forced: watch.forced,
-    })
 }
 
 /// One reactor's thread: pinned if asked, then its loop.
@@ -136,18 +154,17 @@ struct Watch {
 impl Watch {
     fn run(
         &mut self,
-        poller: &mut <Real as Os>::Poller,
-        signals: &<Real as Os>::Signals,
+        supervisor: &mut Supervisor,
         done: &mpsc::Receiver<(usize, Ended)>,
         stats_interval: Option<Duration>,
     ) -> io::Result<()> {
         let mut next_report = stats_interval.map(|every| Instant::now() + every);
         while self.finished.iter().any(Option::is_none) {
             let timeout = next_report.map(|at| at.saturating_duration_since(Instant::now()));
-            let n = poller.wait(timeout)?;
+            let n = supervisor.poller.wait(timeout)?;
             for i in 0..n {
-                if poller.event(i).token() == SIGNALS {
-                    self.take_signals(signals);
+                if supervisor.poller.event(i).token() == SIGNALS {
+                    self.take_signals(&supervisor.signals);
                 }
             }
             while let Ok((i, ended)) = done.try_recv() {
