@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One reactor or two: sockloop echo `--threads 2 --pin` and `--threads 1`,
+# One reactor or two: sockloop echo `--threads 2 --pin`, `--threads 2`
+# and `--threads 1`,
 # and tokio's multi_thread runtime with 2 workers, under one `sockloop bench`
 # load, ROUNDS rounds interleaved (A B C, A B C, ...). Prints a table of
 # medians (min-max): echoes per second, server CPU per echo, p99, and for
@@ -30,6 +31,7 @@ ECHO="$BIN echo --listen 127.0.0.1:0 --idle-timeout 0 --write-timeout 0"
 # name|command; every server prints `listening on IP:PORT` first on stdout.
 SERVERS=(
     "sockloop_threads2_pin|$ECHO --threads 2 --pin"
+    "sockloop_threads2|$ECHO --threads 2"
     "sockloop_threads1|$ECHO --threads 1"
     "tokio_multi_thread_2|env TOKIO_WORKER_THREADS=2 $OUT/examples/echo_tokio 127.0.0.1:0 --flavor multi_thread"
 )
