@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     IO_TIMEOUT, LogFile, Server, accepted_per_reactor, round_trip, stream_through_sigterm,
+    wait_until,
 };
 use nix::sys::signal::Signal;
 use sockloop::reactor::{Addr, Config, ConnId, Context, ListenOptions, Reactor, Service};
@@ -22,13 +23,32 @@ use sockloop::threads::{Options, Supervisor};
 fn two_reactors_each_take_some_of_two_hundred_connections_and_echo_every_one() {
     const CONNS: usize = 200;
     let log = LogFile::new("threads-spread");
-    let mut server = Server::start(&[], &["echo", "--threads", "2"], log.stdio());
+    let args = ["echo", "--threads", "2", "--stats-interval", "100ms"];
+    let mut server = Server::start(&[], &args, log.stdio());
     let addr = server.addr();
     // All open at once, so that each reactor holds its share at the same time.
     let mut clients: Vec<TcpStream> = (0..CONNS).map(|_| server.connect()).collect();
     for (i, client) in clients.iter_mut().enumerate() {
         let message = format!("client {i} of {CONNS} at {addr}");
         assert_eq!(round_trip(client, message.as_bytes()), message.as_bytes());
+    }
+    // The periodic line and the SIGUSR1 table cover both reactors.
+    wait_until("a stats line summed over both reactors", || {
+        log.read()
+            .contains(&format!("stats: active {CONNS}, accepted {CONNS},"))
+            .then_some(())
+    });
+    server.signal(Signal::SIGUSR1);
+    let table = wait_until("the connection table", || {
+        let text = log.read();
+        text.contains(&format!("\n{CONNS} connections"))
+            .then_some(text)
+    });
+    for reactor in ["0/c", "1/c"] {
+        assert!(
+            table.lines().any(|l| l.starts_with(reactor)),
+            "no row of reactor {reactor}:\n{table}"
+        );
     }
     drop(clients);
     server.signal(Signal::SIGTERM);
