@@ -86,6 +86,8 @@
 //! - [`codec`]: when the bytes carry messages (lines, length-prefixed or
 //!   fixed-size frames), a decoder finds them in what `on_data` is given.
 //! - [`app::echo`]: the real echo servers, a few lines each.
+//! - [`threads`]: one reactor per thread (per core), each with its own
+//!   listener, under a supervisor that takes the signals.
 //! - `docs/tour.md` in the repository: from a blocking echo to this reactor,
 //!   one runnable step at a time, then framing, backpressure, half-close,
 //!   Nagle, socket buffers and debugging with `--trace`, `strace` and `ss`.
@@ -96,5 +98,6 @@ pub mod codec;
 pub mod reactor;
 pub mod stderr;
 pub mod sys;
+pub mod threads;
 #[cfg(feature = "tls")]
 pub mod tls;

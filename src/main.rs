@@ -19,6 +19,7 @@ use sockloop::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Framing};
 use sockloop::reactor::{Config, Reactor, Service};
 use sockloop::stderr;
 use sockloop::sys::{self, Addr, ListenOptions, SocketOptions, raise_fd_limit};
+use sockloop::threads::{self, Supervisor};
 
 #[derive(Parser)]
 #[command(
@@ -193,6 +194,14 @@ fn trust(
     }
 }
 
+/// A relay's TLS settings towards its upstreams, and the name their
+/// certificates must carry (by default their IP addresses).
+#[cfg(feature = "tls")]
+type UpstreamTls = (
+    std::sync::Arc<rustls::ClientConfig>,
+    Option<rustls::pki_types::ServerName<'static>>,
+);
+
 /// TLS towards a relay's upstreams.
 #[derive(Args)]
 struct UpstreamTlsArgs {
@@ -226,13 +235,14 @@ impl UpstreamTlsArgs {
         false
     }
 
-    /// `relay` with TLS towards its upstreams, if asked; `alpn` is what it
-    /// offers where the client agreed on none with the relay.
+    /// The TLS settings towards `upstreams` and the name their
+    /// certificates must carry, if asked for; `alpn` is what the relay
+    /// offers where the client agreed on none with it.
     #[cfg(feature = "tls")]
-    fn apply(&self, relay: Relay, upstreams: &[Addr], alpn: &[String]) -> io::Result<Relay> {
+    fn client(&self, upstreams: &[Addr], alpn: &[String]) -> io::Result<Option<UpstreamTls>> {
         use sockloop::tls::{client_config, server_name};
         if !self.upstream_tls {
-            return Ok(relay);
+            return Ok(None);
         }
         let trust = trust(
             self.upstream_ca.as_deref(),
@@ -251,7 +261,7 @@ impl UpstreamTlsArgs {
                 ),
             ));
         }
-        Ok(relay.with_upstream_tls(client_config(&trust, alpn)?, name))
+        Ok(Some((client_config(&trust, alpn)?, name)))
     }
 }
 
@@ -343,7 +353,8 @@ struct HubArgs {
     #[command(flatten)]
     limits: FrameLimits,
     /// A subscriber with more unsent bytes than --high-watermark is
-    /// disconnected, or misses frames until it catches up (drop).
+    /// disconnected, misses frames until it catches up (drop), or holds
+    /// every publisher unread until it is back under a quarter of it (block).
     #[arg(long, default_value = "disconnect")]
     slow_policy: SlowPolicy,
 }
@@ -449,9 +460,39 @@ struct ServerArgs {
     /// anyway (0 or 1: send each at once).
     #[arg(long, default_value_t = Config::default().hold_replies)]
     hold_replies: usize,
+    /// Reactors, each on a thread of its own with its own listener
+    /// (SO_REUSEPORT: the kernel spreads connections); 0 = one per CPU.
+    /// TCP only: a unix: listener takes one.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Pin reactor i to the i-th CPU the process may run on (Linux).
+    #[arg(long)]
+    pin: bool,
 }
 
 impl ServerArgs {
+    /// How many reactors to run: `--threads`, 0 read as one per CPU,
+    /// refused where it cannot work.
+    fn reactors(&self) -> io::Result<usize> {
+        let refuse = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        if self.pin && !sys::PIN {
+            return refuse(
+                "--pin needs sched_setaffinity(2), which only Linux has: run without it".to_owned(),
+            );
+        }
+        let count = match self.threads {
+            0 => std::thread::available_parallelism()?.get(),
+            n => n,
+        };
+        if count > 1 && matches!(self.listen, Addr::Unix(_)) {
+            return refuse(format!(
+                "--threads {count} with a unix: listener: SO_REUSEPORT spreads TCP \
+                 connections only, so a Unix-domain path takes one reactor (--threads 1)"
+            ));
+        }
+        Ok(count)
+    }
+
     fn config(&self) -> Config {
         Config {
             max_conns: self.max_conns,
@@ -460,7 +501,6 @@ impl ServerArgs {
             idle_timeout: nonzero(self.idle_timeout),
             write_timeout: nonzero(self.write_timeout),
             shutdown_timeout: self.shutdown_timeout,
-            stats_interval: self.stats_interval.and_then(nonzero),
             trace: self.trace,
             busy_poll: self.busy_poll.and_then(nonzero),
             hold_replies: self.hold_replies,
@@ -609,17 +649,26 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("too long: {text:?}"))
 }
 
-/// Binds the listener of a server that keeps about `fds_per_client`
-/// descriptors per client; serving starts with [`run_server`].
+/// A server's reactors, bound, and the supervisor that will run them.
+struct Bound<S: Service> {
+    supervisor: Supervisor,
+    reactors: Vec<Reactor<S>>,
+    local: Addr,
+}
+
+/// Makes the reactors of a server that keeps about `fds_per_client`
+/// descriptors per client, each with its own `make()` service and its own
+/// listener (the first binds, the others share its port); serving starts
+/// with [`run_server`].
 fn bind<S: Service>(
     args: &ServerArgs,
     config: Config,
-    service: S,
+    mut make: impl FnMut() -> S,
     fds_per_client: u64,
-) -> io::Result<(Reactor<S>, Addr)> {
-    let mut reactor = Reactor::new(config, service)?;
+) -> io::Result<Bound<S>> {
+    let count = args.reactors()?;
     // Before any thread exists, so that no thread takes these signals the default way.
-    reactor.handle_signals()?;
+    let supervisor = Supervisor::new()?;
     let fd_limit = raise_fd_limit()?;
     let each = match fds_per_client {
         1 => String::new(),
@@ -630,19 +679,42 @@ fn bind<S: Service>(
         fd_limit.saturating_sub(16) / fds_per_client
     );
     let (backlog, note) = backlog_within_somaxconn(args.backlog, sys::somaxconn());
-    let options = ListenOptions { backlog };
-    let local = args
-        .tls
-        .listen(&mut reactor, &args.listen, &options)
-        .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", args.listen)))?;
+    let options = ListenOptions {
+        backlog,
+        reuse_port: count > 1,
+    };
+    let mut reactors = Vec::with_capacity(count);
+    let mut addr = args.listen.clone();
+    for _ in 0..count {
+        let mut reactor = Reactor::new(config.clone(), make())?;
+        addr = args
+            .tls
+            .listen(&mut reactor, &addr, &options)
+            .map_err(|e| io::Error::new(e.kind(), format!("listen on {addr}: {e}")))?;
+        reactors.push(reactor);
+    }
     info!("accept queue: backlog {backlog} ({note})");
-    if let Some(addr) = &args.metrics {
-        let bound = reactor
-            .listen_metrics(addr, &options)
-            .map_err(|e| io::Error::new(e.kind(), format!("--metrics {addr}: {e}")))?;
+    if count > 1 {
+        info!("{count} reactors, each with its own listener on {addr} (SO_REUSEPORT)");
+    }
+    if let Some(metrics) = &args.metrics {
+        // One reactor's counters would be a fraction passed off as the whole.
+        if count > 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--metrics serves one reactor's counters: not yet with --threads above 1",
+            ));
+        }
+        let bound = reactors[0]
+            .listen_metrics(metrics, &options)
+            .map_err(|e| io::Error::new(e.kind(), format!("--metrics {metrics}: {e}")))?;
         info!("metrics on http://{bound}/metrics");
     }
-    Ok((reactor, local))
+    Ok(Bound {
+        supervisor,
+        reactors,
+        local: addr,
+    })
 }
 
 /// The backlog `listen` is given: what was asked, cut down to the kernel's
@@ -658,23 +730,44 @@ fn backlog_within_somaxconn(asked: i32, somaxconn: Option<u32>) -> (i32, String)
     }
 }
 
-fn serve<S: Service>(
+fn serve<S>(
     args: &ServerArgs,
     config: Config,
-    service: S,
+    make: impl FnMut() -> S,
     fds_per_client: u64,
-) -> io::Result<()> {
-    let (reactor, local) = bind(args, config, service, fds_per_client)?;
-    run_server(reactor, local)
+) -> io::Result<()>
+where
+    S: Service + Send + 'static,
+    S::Conn: Send,
+{
+    run_server(bind(args, config, make, fds_per_client)?, args)
 }
 
-fn run_server<S: Service>(mut reactor: Reactor<S>, local: Addr) -> io::Result<()> {
+fn run_server<S>(server: Bound<S>, args: &ServerArgs) -> io::Result<()>
+where
+    S: Service + Send + 'static,
+    S::Conn: Send,
+{
+    let Bound {
+        supervisor,
+        reactors,
+        local,
+    } = server;
     // Scripts and tests read this line to learn the port: print it exactly once, at once.
     print_line(format_args!("listening on {local}"))?;
     info!("serving on {local}");
-    reactor.run()?;
-    info!("stopped: {}", reactor.stats());
-    if reactor.was_forced() {
+    let options = threads::Options {
+        pin: args.pin,
+        stats_interval: args.stats_interval.and_then(nonzero),
+    };
+    let outcome = supervisor.run(reactors, &options)?;
+    if outcome.stats.len() > 1 {
+        for (i, stats) in outcome.stats.iter().enumerate() {
+            info!("reactor {i} stopped: {stats}");
+        }
+    }
+    info!("stopped: {}", outcome.total());
+    if outcome.forced {
         return Err(io::Error::other("shutdown cut short by a second signal"));
     }
     Ok(())
@@ -696,28 +789,39 @@ fn run_relay(args: &RelayArgs) -> io::Result<()> {
         connect_timeout: args.connect_timeout,
         ..args.server.config()
     };
-    let relay = Relay::new(args.upstream.clone())
-        .with_balance(args.balance)
-        .with_down_time(args.upstream_down_time);
-    let relay = match args.send_proxy {
-        Some(version) => relay.with_send_proxy(version),
-        None => relay,
-    };
     #[cfg(feature = "tls")]
-    let relay = args
+    let tls = args
         .upstream_tls
-        .apply(relay, &args.upstream, &args.server.tls.alpn)?;
-    // Two sockets per client; splice adds a pipe (two descriptors) each way.
-    let (relay, fds_per_client) = if args.splice {
-        (relay.with_splice(), 6)
-    } else {
-        (relay, 2)
+        .client(&args.upstream, &args.server.tls.alpn)?;
+    // Each reactor balances its own clients over the upstreams.
+    let make = || {
+        let relay = Relay::new(args.upstream.clone())
+            .with_balance(args.balance)
+            .with_down_time(args.upstream_down_time);
+        let relay = match args.send_proxy {
+            Some(version) => relay.with_send_proxy(version),
+            None => relay,
+        };
+        #[cfg(feature = "tls")]
+        let relay = match &tls {
+            Some((config, name)) => relay.with_upstream_tls(config.clone(), name.clone()),
+            None => relay,
+        };
+        if args.splice {
+            relay.with_splice()
+        } else {
+            relay
+        }
     };
-    bind(&args.server, config, relay, fds_per_client).and_then(|(reactor, local)| {
-        refuse_own_upstream(&local, &args.upstream)?;
-        // The destination of the PROXY headers: known only now.
-        reactor.service().set_listen_addr(local.clone());
-        run_server(reactor, local)
+    // Two sockets per client; splice adds a pipe (two descriptors) each way.
+    let fds_per_client = if args.splice { 6 } else { 2 };
+    bind(&args.server, config, make, fds_per_client).and_then(|server| {
+        refuse_own_upstream(&server.local, &args.upstream)?;
+        for reactor in &server.reactors {
+            // The destination of the PROXY headers: known only now.
+            reactor.service().set_listen_addr(server.local.clone());
+        }
+        run_server(server, &args.server)
     })
 }
 
@@ -838,10 +942,10 @@ fn main() -> ExitCode {
     }
     let result = match &cli.command {
         Command::Echo(args) => match args.framing {
-            Framing::Raw => serve(&args.server, args.server.config(), Echo, 1),
+            Framing::Raw => serve(&args.server, args.server.config(), || Echo, 1),
             framing => args.limits.codec(framing).and_then(|codec| {
                 let config = args.limits.config(&args.server);
-                serve(&args.server, config, FramedEcho::new(codec), 1)
+                serve(&args.server, config, || FramedEcho::new(codec.clone()), 1)
             }),
         },
         Command::Relay(RelayArgs { splice: true, .. }) if !sys::SPLICE => Err(io::Error::new(
@@ -864,8 +968,14 @@ fn main() -> ExitCode {
             "hub needs a --framing with message boundaries, not raw",
         )),
         Command::Hub(args) => args.limits.codec(args.framing).and_then(|codec| {
-            let hub = Hub::new(codec, args.slow_policy, args.server.high_watermark);
-            serve(&args.server, args.limits.config(&args.server), hub, 1)
+            let make = || Hub::new(codec.clone(), args.slow_policy, args.server.high_watermark);
+            let config = args.limits.config(&args.server);
+            let mut server = bind(&args.server, config, make, 1)?;
+            if server.reactors.len() > 1 {
+                let hubs = server.reactors.iter_mut();
+                Hub::mesh(hubs.map(|r| (r.handle(), r.service_mut())));
+            }
+            run_server(server, &args.server)
         }),
         Command::Bench(args) => run_bench(args),
         #[cfg(feature = "tls")]

@@ -11,9 +11,11 @@ use std::os::fd::AsRawFd;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
+use std::time::Duration;
 
-use common::{IO_TIMEOUT, Server, TestServer, wait_until};
+use common::{IO_TIMEOUT, LogFile, Server, TestServer, accepted_per_reactor, wait_until};
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::sys::signal::Signal;
 use nix::sys::socket::{
     AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
 };
@@ -143,12 +145,16 @@ fn exchange(
 ) -> (Vec<TcpStream>, Option<TcpStream>) {
     let silent = silent.then(|| connect_tiny(addr));
     let mut clients: Vec<TcpStream> = (0..readers).map(|_| connect_to(addr)).collect();
-    let mut first_line = Vec::new();
     clients[readers - 1].write_all(HELLO).unwrap();
-    BufReader::new(&clients[0])
-        .read_until(b'\n', &mut first_line)
-        .unwrap();
-    assert_eq!(first_line, HELLO);
+    // Every other reader hears it, so every one is subscribed (over several
+    // reactors, each accepts its own share in its own time).
+    for client in &clients[..readers - 1] {
+        let mut first_line = Vec::new();
+        BufReader::new(client)
+            .read_until(b'\n', &mut first_line)
+            .unwrap();
+        assert_eq!(first_line, HELLO);
+    }
     // received[reader][sender]: frames of `sender` that `reader` has.
     let received: Vec<Vec<AtomicUsize>> = (0..readers)
         .map(|_| (0..readers).map(|_| AtomicUsize::new(0)).collect())
@@ -192,6 +198,88 @@ fn every_client_gets_every_other_clients_frames_in_order() {
     let server = Server::start(&[], &["hub", "--framing", "lines"], Stdio::null());
     let addr = SocketAddr::from(([127, 0, 0, 1], server.port));
     exchange(addr, CLIENTS, 0, None, false);
+}
+
+#[test]
+fn over_two_reactors_every_client_gets_every_other_clients_frames_in_order() {
+    let log = LogFile::new("hub-threads");
+    let mut server = Server::start(
+        &[],
+        &["hub", "--framing", "lines", "--threads", "2"],
+        log.stdio(),
+    );
+    let (clients, _) = exchange(server.addr(), CLIENTS, 0, None, false);
+    drop(clients);
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit().success(), "{}", log.read());
+    let text = log.read();
+    let accepted = accepted_per_reactor(&text);
+    assert_eq!(accepted.iter().sum::<u64>(), CLIENTS as u64, "{text}");
+    // SO_REUSEPORT hashes each connection's ports: all 20 on one reactor
+    // would be a one-in-500,000 chance, and then the frames never crossed.
+    assert!(
+        accepted.len() == 2 && accepted.iter().all(|&n| n > 0),
+        "{accepted:?}"
+    );
+}
+
+#[test]
+fn under_the_block_policy_a_slow_subscriber_loses_nothing_while_a_publisher_keeps_sending() {
+    /// About 2 MiB: thirty times what the hub and the kernel hold for the
+    /// slow subscriber, so the publisher must be held back.
+    const SENT: usize = 20_000;
+    for threads in ["1", "2"] {
+        let log = LogFile::new("hub-block");
+        let args = [
+            "hub",
+            "--framing",
+            "lines",
+            "--slow-policy",
+            "block",
+            "--high-watermark",
+            "64KiB",
+            "--sndbuf",
+            "32KiB",
+            "--threads",
+            threads,
+        ];
+        let server = Server::start(&[], &args, log.stdio());
+        let addr = server.addr();
+        let mut slow = BufReader::new(connect_tiny(addr));
+        let mut fast = BufReader::new(connect_to(addr));
+        let publisher = connect_to(addr);
+        (&publisher).write_all(HELLO).unwrap();
+        for reader in [&mut slow, &mut fast] {
+            let mut line = Vec::new();
+            reader.read_until(b'\n', &mut line).unwrap();
+            assert_eq!(line, HELLO);
+        }
+        thread::scope(|s| {
+            s.spawn(|| {
+                for start in (0..SENT).step_by(100) {
+                    let wire: String = (start..start + 100).map(|seq| frame(0, seq, 100)).collect();
+                    (&publisher).write_all(wire.as_bytes()).expect("publish");
+                }
+            });
+            s.spawn(|| Tally::new(None, false).read(&mut fast, SENT));
+            // Asleep at first, so its backlog passes the high watermark;
+            // then it reads in bursts with pauses, and must miss nothing.
+            let mut tally = Tally::new(None, false);
+            thread::sleep(Duration::from_millis(300));
+            for burst in 1..=SENT / 2000 {
+                tally.read(&mut slow, burst * 2000);
+                thread::sleep(Duration::from_millis(20));
+            }
+            assert_eq!(tally.next[0], SENT);
+        });
+        drop(server);
+        let text = log.read();
+        assert!(
+            text.contains("publishers wait until it catches up")
+                && text.contains("holds publishers back no more"),
+            "--threads {threads}: the publisher was never held:\n{text}"
+        );
+    }
 }
 
 #[test]

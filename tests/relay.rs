@@ -228,7 +228,10 @@ fn an_upstream_that_never_answers_times_out_and_the_client_is_closed() {
     // are dropped, so a connect neither succeeds nor fails.
     let black_hole = Listener::bind(
         &"127.0.0.1:0".parse().unwrap(),
-        &ListenOptions { backlog: 0 },
+        &ListenOptions {
+            backlog: 0,
+            ..ListenOptions::default()
+        },
     )
     .unwrap();
     let addr = black_hole.local_addr().ip().unwrap();

@@ -197,7 +197,13 @@ fn drive<S: Service>(case: &Case, service: S, config: Config) -> Result<Outcome,
     world(|w| w.add_upstream(UPSTREAM.parse().unwrap(), false));
     let mut reactor = Reactor::<S, Sim>::with_os(config, service).unwrap();
     reactor
-        .listen(&listen, &ListenOptions { backlog: 16 })
+        .listen(
+            &listen,
+            &ListenOptions {
+                backlog: 16,
+                ..ListenOptions::default()
+            },
+        )
         .unwrap();
     let mut peers: Vec<Peer> = Vec::new();
     let mut refused = 0;
@@ -614,7 +620,13 @@ fn idle_run(case: &Case, config: Config, idle: Duration) -> Result<(), TestCaseE
     let listen: Addr = LISTEN.parse().unwrap();
     let mut reactor = Reactor::<Echo, Sim>::with_os(config, Echo).unwrap();
     reactor
-        .listen(&listen, &ListenOptions { backlog: 16 })
+        .listen(
+            &listen,
+            &ListenOptions {
+                backlog: 16,
+                ..ListenOptions::default()
+            },
+        )
         .unwrap();
     let mut peers = Vec::new();
     let mut refused = 0;

@@ -15,16 +15,29 @@
 //! ([`SlowPolicy::Disconnect`]) or misses that batch ([`SlowPolicy::Drop`]).
 //! So its backlog stays under the high watermark plus one batch, and a batch
 //! is at most one read (the reactor's read chunk) plus one partial frame.
+//! Where nothing may be lost, [`SlowPolicy::Block`] holds the publishers
+//! back instead: each gets the batch, and every publisher stops being read
+//! until all of them are back under the low watermark.
+//!
+//! Over several reactors (threads), [`Hub::mesh`] joins one hub per
+//! reactor: a batch also goes, as one shared allocation, into the inbox of
+//! every other reactor, which is woken once for however many batches wait
+//! there, and fans them out to its own subscribers in the order they came.
+//! Each sender lives on one reactor and fills each inbox in its own order,
+//! so order per sender holds across reactors too.
 
 use std::fmt;
+use std::mem;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use log::{info, warn};
 use slab::Slab;
 
 use super::frames;
 use crate::codec::{Codec, Encoder};
-use crate::reactor::{Addr, CloseReason, ConnId, Context, Service};
+use crate::reactor::{Addr, CloseReason, ConnId, Context, Handle, Service};
 
 /// What to do with a subscriber whose backlog is over the high watermark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +46,9 @@ pub enum SlowPolicy {
     Disconnect,
     /// Keep it, and skip whole frames for it until it catches up.
     Drop,
+    /// Keep it and lose nothing: stop reading every publisher until it is
+    /// back under the low watermark.
+    Block,
 }
 
 impl FromStr for SlowPolicy {
@@ -42,8 +58,9 @@ impl FromStr for SlowPolicy {
         match s {
             "disconnect" => Ok(Self::Disconnect),
             "drop" => Ok(Self::Drop),
+            "block" => Ok(Self::Block),
             other => Err(format!(
-                "unknown slow policy `{other}`: expected disconnect or drop"
+                "unknown slow policy `{other}`: expected disconnect, drop or block"
             )),
         }
     }
@@ -54,6 +71,7 @@ impl fmt::Display for SlowPolicy {
         f.write_str(match self {
             Self::Disconnect => "disconnect",
             Self::Drop => "drop",
+            Self::Block => "block",
         })
     }
 }
@@ -61,14 +79,26 @@ impl fmt::Display for SlowPolicy {
 /// The broadcast service.
 pub struct Hub {
     codec: Codec,
-    policy: SlowPolicy,
-    high_watermark: usize,
-    /// Every connected client. A slab key stays put when others leave, so a
-    /// connection keeps its own key in its state and leaves in O(1).
-    subscribers: Slab<Subscriber>,
+    subscribers: Subscribers,
     /// The current batch, encoded once for every subscriber.
     encoded: Vec<u8>,
+    /// Publishers not read while a subscriber is slow ([`SlowPolicy::Block`]).
+    held: Vec<ConnId>,
+    /// The hubs of the other reactors, if there are any.
+    mesh: Option<Mesh>,
+}
+
+/// Every client of this reactor, and what the slow policy needs.
+struct Subscribers {
+    policy: SlowPolicy,
+    high_watermark: usize,
+    /// A slab key stays put when others leave, so a connection keeps its own
+    /// key in its state and leaves in O(1).
+    all: Slab<Subscriber>,
     dropped: u64,
+    /// Subscribers over the high watermark under [`SlowPolicy::Block`], on
+    /// every reactor of the mesh.
+    slow: Arc<AtomicUsize>,
 }
 
 struct Subscriber {
@@ -87,6 +117,79 @@ pub struct HubConn {
     peer: Addr,
 }
 
+/// Encoded frames from another reactor's publisher.
+#[derive(Clone)]
+struct Batch {
+    bytes: Arc<[u8]>,
+    frames: u64,
+}
+
+/// Where other reactors leave batches for one reactor.
+#[derive(Default)]
+struct Inbox {
+    batches: Mutex<Vec<Batch>>,
+    /// A wake-up is on its way: later batches need none of their own.
+    woken: AtomicBool,
+}
+
+/// One hub's view of the others: every reactor's inbox and handle, by index.
+struct Mesh {
+    me: usize,
+    inboxes: Arc<[Inbox]>,
+    handles: Vec<Handle>,
+    /// The last inbox drained, kept to reuse its allocation.
+    spare: Vec<Batch>,
+}
+
+impl Mesh {
+    fn others(&self) -> impl Iterator<Item = (&Inbox, &Handle)> {
+        let me = self.me;
+        self.inboxes
+            .iter()
+            .zip(&self.handles)
+            .enumerate()
+            .filter(move |&(i, _)| i != me)
+            .map(|(_, pair)| pair)
+    }
+
+    /// Leaves `batch` in every other reactor's inbox, waking those not yet woken.
+    fn publish(&self, batch: &Batch) {
+        for (inbox, handle) in self.others() {
+            inbox
+                .batches
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(batch.clone());
+            if !inbox.woken.swap(true, Ordering::SeqCst) {
+                wake(handle);
+            }
+        }
+    }
+
+    /// Takes the batches waiting in this reactor's inbox, oldest first.
+    fn take(&mut self) -> Vec<Batch> {
+        let inbox = &self.inboxes[self.me];
+        // Cleared before the inbox is emptied: a batch left after this point
+        // brings a wake-up of its own.
+        inbox.woken.store(false, Ordering::SeqCst);
+        let mut batches = inbox.batches.lock().unwrap_or_else(PoisonError::into_inner);
+        mem::replace(&mut *batches, mem::take(&mut self.spare))
+    }
+
+    fn wake_others(&self) {
+        for (_, handle) in self.others() {
+            wake(handle);
+        }
+    }
+}
+
+fn wake(handle: &Handle) {
+    // A reactor that has stopped has no subscribers left to serve.
+    if let Err(e) = handle.wake() {
+        log::debug!("waking a hub on another reactor: {e}");
+    }
+}
+
 impl Hub {
     /// `high_watermark` should be the reactor's: a subscriber with more
     /// unsent bytes than that is slow. Each connection decodes with its own
@@ -94,61 +197,131 @@ impl Hub {
     pub fn new(codec: Codec, policy: SlowPolicy, high_watermark: usize) -> Self {
         Hub {
             codec,
-            policy,
-            high_watermark,
-            subscribers: Slab::new(),
+            subscribers: Subscribers {
+                policy,
+                high_watermark,
+                all: Slab::new(),
+                dropped: 0,
+                slow: Arc::default(),
+            },
             encoded: Vec::new(),
-            dropped: 0,
+            held: Vec::new(),
+            mesh: None,
+        }
+    }
+
+    /// Joins hubs that each run on their own reactor, with each reactor's
+    /// [`Handle`], into one: a frame any of them receives goes to the
+    /// subscribers of all. Call it before the reactors run.
+    pub fn mesh<'a>(hubs: impl IntoIterator<Item = (Handle, &'a mut Hub)>) {
+        let (handles, hubs): (Vec<Handle>, Vec<&mut Hub>) = hubs.into_iter().unzip();
+        let inboxes: Arc<[Inbox]> = hubs.iter().map(|_| Inbox::default()).collect();
+        let slow = Arc::new(AtomicUsize::new(0));
+        for (me, hub) in hubs.into_iter().enumerate() {
+            hub.subscribers.slow = Arc::clone(&slow);
+            hub.mesh = Some(Mesh {
+                me,
+                inboxes: Arc::clone(&inboxes),
+                handles: handles.clone(),
+                spare: Vec::new(),
+            });
         }
     }
 
     /// Frames skipped for slow subscribers so far, one per frame per subscriber.
     pub fn dropped(&self) -> u64 {
-        self.dropped
+        self.subscribers.dropped
     }
 
-    /// Queues the `frames` frames in `self.encoded` for everyone but `from`.
-    fn fan_out(&mut self, ctx: &mut Context<'_>, from: usize, frames: u64) {
+    /// Subscriber `key` caught up or left: if it was the last slow one,
+    /// the held publishers are read again, here and on the other reactors.
+    fn not_slow(&mut self, ctx: &mut Context<'_>, key: usize) {
+        if self.subscribers.caught_up(key) {
+            self.release_held(ctx);
+            if let Some(mesh) = &self.mesh {
+                mesh.wake_others();
+            }
+        }
+    }
+
+    /// Every slow subscriber has caught up: read the held publishers again.
+    fn release_held(&mut self, ctx: &mut Context<'_>) {
+        if self.subscribers.slow.load(Ordering::SeqCst) == 0 {
+            for id in self.held.drain(..) {
+                ctx.resume_read(id);
+            }
+        }
+    }
+}
+
+impl Subscribers {
+    /// Queues the `frames` frames in `encoded` for everyone but `from`.
+    fn fan_out(&mut self, ctx: &mut Context<'_>, from: Option<usize>, encoded: &[u8], frames: u64) {
         let mut sent = 0;
-        for (key, sub) in self.subscribers.iter_mut() {
-            if key == from {
+        for (key, sub) in self.all.iter_mut() {
+            if Some(key) == from {
                 continue;
             }
             let pending = ctx.pending_output(sub.id).unwrap_or(0);
-            if pending <= self.high_watermark {
-                if ctx.write(sub.id, &self.encoded) {
-                    sent += frames;
-                    if sub.behind {
-                        sub.behind = false;
-                        info!("{} ({}) caught up", sub.id, sub.peer);
-                    }
-                }
-                continue;
-            }
-            match self.policy {
-                SlowPolicy::Disconnect => {
-                    warn!(
-                        "{} ({}): {pending} bytes unsent, over the high watermark of {}; \
-                         disconnecting slow subscriber",
-                        sub.id, sub.peer, self.high_watermark
-                    );
-                    ctx.abort(sub.id, CloseReason::Local);
-                }
-                SlowPolicy::Drop => {
-                    if !sub.behind {
-                        sub.behind = true;
+            if pending > self.high_watermark {
+                match self.policy {
+                    SlowPolicy::Disconnect => {
                         warn!(
                             "{} ({}): {pending} bytes unsent, over the high watermark of {}; \
-                             dropping frames for it until it catches up",
+                             disconnecting slow subscriber",
                             sub.id, sub.peer, self.high_watermark
                         );
+                        ctx.abort(sub.id, CloseReason::Local);
+                        continue;
                     }
-                    sub.dropped += frames;
-                    self.dropped += frames;
+                    SlowPolicy::Drop => {
+                        if !sub.behind {
+                            sub.behind = true;
+                            warn!(
+                                "{} ({}): {pending} bytes unsent, over the high watermark of {}; \
+                                 dropping frames for it until it catches up",
+                                sub.id, sub.peer, self.high_watermark
+                            );
+                        }
+                        sub.dropped += frames;
+                        self.dropped += frames;
+                        continue;
+                    }
+                    SlowPolicy::Block if !sub.behind => {
+                        sub.behind = true;
+                        self.slow.fetch_add(1, Ordering::SeqCst);
+                        info!(
+                            "{} ({}): {pending} bytes unsent, over the high watermark of {}; \
+                             publishers wait until it catches up",
+                            sub.id, sub.peer, self.high_watermark
+                        );
+                        ctx.watch_drain(sub.id);
+                    }
+                    SlowPolicy::Block => {}
+                }
+            }
+            if ctx.write(sub.id, encoded) {
+                sent += frames;
+                if sub.behind && self.policy == SlowPolicy::Drop {
+                    sub.behind = false;
+                    info!("{} ({}) caught up", sub.id, sub.peer);
                 }
             }
         }
-        ctx.count_frames(frames, sent);
+        ctx.count_frames(0, sent);
+    }
+
+    /// Subscriber `key`, if slow under [`SlowPolicy::Block`], is no longer:
+    /// it caught up or left. True if it was the last slow one.
+    fn caught_up(&mut self, key: usize) -> bool {
+        match self.all.get_mut(key) {
+            Some(sub) if sub.behind && self.policy == SlowPolicy::Block => {
+                sub.behind = false;
+                info!("{} ({}) holds publishers back no more", sub.id, sub.peer);
+                self.slow.fetch_sub(1, Ordering::SeqCst) == 1
+            }
+            _ => false,
+        }
     }
 }
 
@@ -156,7 +329,7 @@ impl Service for Hub {
     type Conn = HubConn;
 
     fn on_connect(&mut self, _ctx: &mut Context<'_>, id: ConnId, peer: &Addr) -> HubConn {
-        let key = self.subscribers.insert(Subscriber {
+        let key = self.subscribers.all.insert(Subscriber {
             id,
             peer: peer.clone(),
             dropped: 0,
@@ -183,9 +356,42 @@ impl Service for Hub {
         });
         // Frames that decoded before an error are whole: they still go out.
         if done.frames > 0 {
-            self.fan_out(ctx, conn.key, done.frames);
+            ctx.count_frames(done.frames, 0);
+            let subscribers = &mut self.subscribers;
+            subscribers.fan_out(ctx, Some(conn.key), &self.encoded, done.frames);
+            if let Some(mesh) = &self.mesh {
+                mesh.publish(&Batch {
+                    bytes: Arc::from(&self.encoded[..]),
+                    frames: done.frames,
+                });
+            }
+            if subscribers.policy == SlowPolicy::Block
+                && subscribers.slow.load(Ordering::SeqCst) > 0
+            {
+                ctx.pause_read(id);
+                self.held.push(id);
+            }
         }
         done.consumed(ctx, id, &conn.peer, input)
+    }
+
+    /// Batches from publishers on other reactors, and word that every slow
+    /// subscriber there has caught up.
+    fn on_wake(&mut self, ctx: &mut Context<'_>) {
+        let Some(mesh) = &mut self.mesh else {
+            return;
+        };
+        let mut batches = mesh.take();
+        for batch in batches.drain(..) {
+            self.subscribers
+                .fan_out(ctx, None, &batch.bytes, batch.frames);
+        }
+        mesh.spare = batches;
+        self.release_held(ctx);
+    }
+
+    fn on_drained(&mut self, ctx: &mut Context<'_>, _id: ConnId, conn: &mut HubConn) {
+        self.not_slow(ctx, conn.key);
     }
 
     /// FIN means the client is leaving: it gets what is already queued for
@@ -200,14 +406,10 @@ impl Service for Hub {
         frames::finish(ctx, id, &mut conn.codec, &conn.peer, unconsumed);
     }
 
-    fn on_close(
-        &mut self,
-        _ctx: &mut Context<'_>,
-        id: ConnId,
-        conn: HubConn,
-        _reason: CloseReason,
-    ) {
-        if let Some(sub) = self.subscribers.try_remove(conn.key)
+    fn on_close(&mut self, ctx: &mut Context<'_>, id: ConnId, conn: HubConn, _reason: CloseReason) {
+        // A slow subscriber that leaves holds nobody back any more.
+        self.not_slow(ctx, conn.key);
+        if let Some(sub) = self.subscribers.all.try_remove(conn.key)
             && sub.dropped > 0
         {
             info!(

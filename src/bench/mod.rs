@@ -733,7 +733,10 @@ impl LocalEcho {
             let started = make().and_then(|service| {
                 let mut reactor = Reactor::new(Config::default(), service)?;
                 let loopback = Addr::Ip(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
-                let options = ListenOptions { backlog: 4096 };
+                let options = ListenOptions {
+                    backlog: 4096,
+                    ..ListenOptions::default()
+                };
                 let addr = reactor.listen(&loopback, &options)?;
                 Ok((reactor, addr))
             });

@@ -92,6 +92,12 @@ impl State {
                 self.schedule_read(source);
             }
         }
+        if pending <= low
+            && let Some(i) = self.drain_watch.iter().position(|&w| w == id)
+        {
+            self.drain_watch.swap_remove(i);
+            self.drained.push(id);
+        }
         let Some(conn) = self.conns.live_mut(id) else {
             return;
         };

@@ -88,6 +88,13 @@ impl Handle {
         self.send(Command::Shutdown)
     }
 
+    /// Wakes the loop, which calls its service's
+    /// [`on_wake`](super::Service::on_wake): how another thread tells a
+    /// service that it left something for it.
+    pub fn wake(&self) -> io::Result<()> {
+        (self.wake)()
+    }
+
     pub fn stats(&self) -> io::Result<Stats> {
         self.ask(Command::Stats)
     }

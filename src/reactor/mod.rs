@@ -69,7 +69,7 @@ pub use handle::Handle;
 pub use metrics::{MetricKind, MetricsText};
 pub use service::{Context, Service};
 use state::State;
-pub use stats::{ConnInfo, Stats, format_table};
+pub use stats::{ConnInfo, Stats, format_table, format_tables};
 pub use timer::TimerId;
 pub use token::ConnId;
 use token::Token;
@@ -254,6 +254,10 @@ impl<S: Service, O: Os> Reactor<S, O> {
         &self.service
     }
 
+    pub fn service_mut(&mut self) -> &mut S {
+        &mut self.service
+    }
+
     /// True if the last `run` ended because a second shutdown request cut
     /// the graceful one short.
     pub fn was_forced(&self) -> bool {
@@ -296,11 +300,16 @@ impl<S: Service, O: Os> Reactor<S, O> {
         self.run_timers();
         self.serve_scheduled();
         self.send_held_replies();
+        self.report_drained();
         if !self.state.dead.is_empty() {
             for id in self.state.dead.drain(..) {
                 self.state.conns.remove(id);
                 self.kernel.detach(id);
             }
+            let conns = &self.state.conns;
+            self.state
+                .drain_watch
+                .retain(|&id| conns.live(id).is_some());
             // Descriptors were freed: take the spare back if an earlier
             // attempt found none.
             self.kernel.spare_fd.restore();
@@ -458,6 +467,23 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 Command::Connections(reply) => {
                     let _ = reply.send(self.connections());
                 }
+            }
+        }
+        let ctx = &mut Context::new(&mut self.state, &self.arena.bytes);
+        self.service.on_wake(ctx);
+        self.apply_deferred();
+    }
+
+    /// Tells the service of backlogs that drained during the turn.
+    fn report_drained(&mut self) {
+        while let Some(id) = self.state.drained.pop() {
+            if let (Some(conn), true) = (
+                self.states.get_mut(id.index()).and_then(Option::as_mut),
+                self.state.conns.live(id).is_some(),
+            ) {
+                let ctx = &mut Context::new(&mut self.state, &self.arena.bytes);
+                self.service.on_drained(ctx, id, conn);
+                self.apply_deferred();
             }
         }
     }

@@ -172,6 +172,19 @@ pub trait Service {
         let _ = (ctx, id, conn, tag);
     }
 
+    /// Another thread woke this reactor through a [`Handle`](super::Handle)
+    /// ([`Handle::wake`](super::Handle::wake), or any query): a service fed
+    /// from other threads takes here what they left for it.
+    fn on_wake(&mut self, ctx: &mut Context<'_>) {
+        let _ = ctx;
+    }
+
+    /// `id`'s backlog is at or below the low watermark, as
+    /// [`Context::watch_drain`] asked to hear.
+    fn on_drained(&mut self, ctx: &mut Context<'_>, id: ConnId, conn: &mut Self::Conn) {
+        let _ = (ctx, id, conn);
+    }
+
     /// The connection is gone; its id is dead from now on.
     fn on_close(
         &mut self,
@@ -458,6 +471,17 @@ impl<'a> Context<'a> {
         {
             conn.flags.paused = false;
             self.state.schedule_read(id);
+        }
+    }
+
+    /// Asks for one [`Service::on_drained`] call once `id`'s backlog is at
+    /// or below the low watermark (at the end of this turn if it already is).
+    pub fn watch_drain(&mut self, id: ConnId) {
+        let state = &mut *self.state;
+        match state.pending_output(id) {
+            Some(n) if n <= state.config.low_watermark => state.drained.push(id),
+            Some(_) if !state.drain_watch.contains(&id) => state.drain_watch.push(id),
+            _ => {}
         }
     }
 

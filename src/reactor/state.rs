@@ -53,6 +53,11 @@ pub(crate) struct State {
     pub(crate) scheduled: VecDeque<Token>,
     /// Closed during this turn; their slots are freed after it.
     pub(crate) dead: Vec<ConnId>,
+    /// Connections whose service asked to hear when their backlog drains
+    /// ([`Context::watch_drain`](super::Context::watch_drain)), and those
+    /// that have, to report at the end of the turn.
+    pub(crate) drain_watch: Vec<ConnId>,
+    pub(crate) drained: Vec<ConnId>,
     pub(crate) timers: Timers,
     /// Read once per turn: precise enough for timeouts, and free for traffic.
     pub(crate) now: Instant,
@@ -84,6 +89,8 @@ impl State {
             deferred: Vec::new(),
             scheduled: VecDeque::new(),
             dead: Vec::new(),
+            drain_watch: Vec::new(),
+            drained: Vec::new(),
             timers,
             now,
             stats: Stats::default(),

@@ -59,6 +59,69 @@ impl Stats {
         self.closed_by[reason.slot()]
     }
 
+    /// Adds `other`'s counts to these: the totals of several reactors (the
+    /// peak backlog is the larger of the two).
+    pub fn add(&mut self, other: &Stats) {
+        let Stats {
+            accepted,
+            connected,
+            connect_failed,
+            active,
+            closed,
+            closed_by,
+            bytes_in,
+            bytes_out,
+            bytes_spliced,
+            frames_in,
+            frames_out,
+            truncated_frames,
+            peak_pending_output,
+            polls,
+            events,
+            reads,
+            eagain_reads,
+            writes,
+            eagain_writes,
+            interest_changes,
+            stale_events,
+            tls_handshakes,
+            tls_failures,
+            proxy_headers,
+            proxy_failures,
+        } = *other;
+        for (sum, n) in self.closed_by.iter_mut().zip(closed_by) {
+            *sum += n;
+        }
+        self.peak_pending_output = self.peak_pending_output.max(peak_pending_output);
+        for (sum, n) in [
+            (&mut self.accepted, accepted),
+            (&mut self.connected, connected),
+            (&mut self.connect_failed, connect_failed),
+            (&mut self.active, active),
+            (&mut self.closed, closed),
+            (&mut self.bytes_in, bytes_in),
+            (&mut self.bytes_out, bytes_out),
+            (&mut self.bytes_spliced, bytes_spliced),
+            (&mut self.frames_in, frames_in),
+            (&mut self.frames_out, frames_out),
+            (&mut self.truncated_frames, truncated_frames),
+            (&mut self.polls, polls),
+            (&mut self.events, events),
+            (&mut self.reads, reads),
+            (&mut self.eagain_reads, eagain_reads),
+            (&mut self.writes, writes),
+            (&mut self.eagain_writes, eagain_writes),
+            (&mut self.interest_changes, interest_changes),
+            (&mut self.stale_events, stale_events),
+            (&mut self.proxy_headers, proxy_headers),
+            (&mut self.proxy_failures, proxy_failures),
+            (&mut self.tls_handshakes, tls_handshakes),
+            (&mut self.tls_failures, tls_failures),
+        ] {
+            *sum += n;
+        }
+    }
+
     pub(crate) fn count_close(&mut self, reason: CloseReason) {
         self.closed += 1;
         self.closed_by[reason.slot()] += 1;
@@ -125,25 +188,38 @@ pub struct ConnInfo {
 
 /// The connection table, like a tiny `ss`.
 pub fn format_table(conns: &[ConnInfo]) -> String {
+    format_tables(&[conns])
+}
+
+/// One connection table for several reactors: with more than one, each id
+/// is prefixed with its reactor's number (`1/c12`), as ids repeat across them.
+pub fn format_tables(reactors: &[&[ConnInfo]]) -> String {
     let mut out = format!(
         "{:<10} {:<40} {:>9} {:>12} {:>12} {:>10} {:<14} {}\n",
         "id", "peer", "age", "bytes in", "bytes out", "pending", "state", "tls"
     );
-    for c in conns {
-        let _ = writeln!(
-            out,
-            "{:<10} {:<40} {:>8.1}s {:>12} {:>12} {:>10} {:<14} {}",
-            c.id.to_string(),
-            c.peer.to_string(),
-            c.age.as_secs_f64(),
-            c.bytes_in,
-            c.bytes_out,
-            c.pending_output,
-            c.state,
-            c.tls.as_deref().unwrap_or("-")
-        );
+    for (reactor, conns) in reactors.iter().enumerate() {
+        for c in *conns {
+            let id = match reactors.len() {
+                1 => c.id.to_string(),
+                _ => format!("{reactor}/{}", c.id),
+            };
+            let _ = writeln!(
+                out,
+                "{:<10} {:<40} {:>8.1}s {:>12} {:>12} {:>10} {:<14} {}",
+                id,
+                c.peer.to_string(),
+                c.age.as_secs_f64(),
+                c.bytes_in,
+                c.bytes_out,
+                c.pending_output,
+                c.state,
+                c.tls.as_deref().unwrap_or("-")
+            );
+        }
     }
-    let _ = write!(out, "{} connections", conns.len());
+    let total: usize = reactors.iter().map(|conns| conns.len()).sum();
+    let _ = write!(out, "{total} connections");
     out
 }
 
@@ -170,5 +246,29 @@ mod tests {
         stats.closed_by[CloseReason::Idle.slot()] = 1;
         let line = stats.to_string();
         assert!(line.contains("closed 3 (peer 2, idle 1); bytes"), "{line}");
+    }
+
+    #[test]
+    fn the_sum_of_reactors_adds_every_count_and_keeps_the_largest_peak() {
+        let mut one = Stats {
+            accepted: 3,
+            bytes_out: 10,
+            peak_pending_output: 7,
+            tls_failures: 1,
+            ..Stats::default()
+        };
+        one.count_close(CloseReason::Peer);
+        let mut two = Stats {
+            accepted: 4,
+            bytes_out: 5,
+            peak_pending_output: 2,
+            ..Stats::default()
+        };
+        two.count_close(CloseReason::Idle);
+        one.add(&two);
+        assert_eq!((one.accepted, one.bytes_out, one.closed), (7, 15, 2));
+        assert_eq!((one.peak_pending_output, one.tls_failures), (7, 1));
+        assert_eq!(one.closed_by(CloseReason::Peer), 1);
+        assert_eq!(one.closed_by(CloseReason::Idle), 1);
     }
 }

@@ -35,7 +35,8 @@
 //!   `Pipe` type exists everywhere, and `Pipe::new` fails with
 //!   [`io::ErrorKind::Unsupported`] where `SPLICE` is false.
 //! - [`cpu_time`] of any process (Linux, macOS and FreeBSD; elsewhere it
-//!   fails with `Unsupported`), [`raise_fd_limit`], [`SpareFd`] and
+//!   fails with `Unsupported`); [`pin_thread`] to one CPU where [`PIN`]
+//!   says it can (Linux), [`raise_fd_limit`], [`SpareFd`] and
 //!   [`spawn_without_signals`]; [`somaxconn`] and [`ephemeral_ports`], the
 //!   kernel's cap on accept queues and its range of client ports.
 //!
@@ -71,7 +72,7 @@ mod backend;
 #[path = "bsd/mod.rs"]
 mod backend;
 
-pub use backend::{Event, Pipe, Poller, SPLICE, Signals, Waker, cpu_time};
+pub use backend::{Event, PIN, Pipe, Poller, SPLICE, Signals, Waker, cpu_time, pin_thread};
 
 /// What a registration asks to be told about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

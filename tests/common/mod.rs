@@ -556,6 +556,28 @@ pub fn stream_through_sigterm(server: &mut Server, addr: SocketAddr, clients: us
     })
 }
 
+/// `accepted` of each `reactor I stopped:` line a server with `--threads`
+/// logged at exit, in order.
+pub fn accepted_per_reactor(log: &str) -> Vec<u64> {
+    let mut counts = Vec::new();
+    for i in 0.. {
+        let prefix = format!("reactor {i} stopped: ");
+        let Some(line) = log
+            .lines()
+            .find_map(|l| l.split_once(&prefix).map(|(_, r)| r))
+        else {
+            break;
+        };
+        let accepted = line
+            .split(", ")
+            .find_map(|field| field.strip_prefix("accepted "))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no accepted count in {line:?}"));
+        counts.push(accepted);
+    }
+    counts
+}
+
 /// Raises this process's descriptor limit once: tests hold thousands of
 /// sockets, and some systems (macOS) start processes with a soft limit of 256.
 fn enough_fds() {

@@ -96,3 +96,15 @@ pub fn cpu_time(_pid: u32) -> io::Result<Duration> {
         "reading another process's CPU time is not implemented on this OS",
     ))
 }
+
+/// Whether [`pin_thread`] can work here: not on the BSDs yet (FreeBSD has
+/// cpuset_setaffinity(2), macOS only affinity hints).
+pub const PIN: bool = false;
+
+/// Fails: pinning threads is only implemented on Linux.
+pub fn pin_thread(_i: usize) -> io::Result<usize> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "pinning a thread to a CPU is only implemented on Linux",
+    ))
+}

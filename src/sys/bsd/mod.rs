@@ -8,7 +8,7 @@ mod kqueue;
 mod pipe;
 mod signals;
 
-pub use cpu::cpu_time;
+pub use cpu::{PIN, cpu_time, pin_thread};
 pub use kqueue::{Event, Poller, Waker};
 pub use pipe::{Pipe, SPLICE};
 pub use signals::Signals;

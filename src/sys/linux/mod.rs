@@ -6,7 +6,7 @@ mod epoll;
 mod signals;
 mod splice;
 
-pub use cpu::cpu_time;
+pub use cpu::{PIN, cpu_time, pin_thread};
 pub use epoll::{Event, Poller, Waker};
 pub use signals::Signals;
 pub use splice::{Pipe, SPLICE};

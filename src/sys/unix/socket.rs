@@ -25,11 +25,20 @@ pub struct ListenOptions {
     /// (capped by the kernel: `net.core.somaxconn` on Linux,
     /// `kern.ipc.somaxconn` on the BSDs).
     pub backlog: i32,
+    /// `SO_REUSEPORT` (TCP only): several listeners, one per reactor, may
+    /// bind the same address and port, and the kernel spreads incoming
+    /// connections over them (Linux hashes each connection's addresses;
+    /// FreeBSD does so with `SO_REUSEPORT_LB`, which is what is set there;
+    /// macOS lets them bind but gives each connection to one of them).
+    pub reuse_port: bool,
 }
 
 impl Default for ListenOptions {
     fn default() -> Self {
-        ListenOptions { backlog: 1024 }
+        ListenOptions {
+            backlog: 1024,
+            reuse_port: false,
+        }
     }
 }
 
@@ -76,6 +85,9 @@ impl Listener {
             Addr::Ip(ip) => {
                 let fd = ip_socket(*ip)?;
                 socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+                if options.reuse_port {
+                    set_reuse_port(&fd)?;
+                }
                 if ip.ip() == IpAddr::from([0u16; 8]) {
                     socket::setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
                 }
@@ -88,6 +100,10 @@ impl Listener {
                     file: None,
                 })
             }
+            Addr::Unix(_) if options.reuse_port => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "SO_REUSEPORT spreads TCP connections only: a Unix-domain path has one listener",
+            )),
             Addr::Unix(path) => {
                 remove_stale_socket(path)?;
                 let fd = unix_socket()?;
@@ -124,6 +140,16 @@ impl Listener {
         let tcp = matches!(self.local, Addr::Ip(_));
         Ok((Socket { fd, tcp }, peer))
     }
+}
+
+/// Lets other sockets bind the same address and port, the kernel spreading
+/// connections over them.
+fn set_reuse_port(fd: &OwnedFd) -> io::Result<()> {
+    #[cfg(target_os = "freebsd")]
+    socket::setsockopt(fd, sockopt::ReusePortLb, &true)?;
+    #[cfg(not(target_os = "freebsd"))]
+    socket::setsockopt(fd, sockopt::ReusePort, &true)?;
+    Ok(())
 }
 
 impl Drop for Listener {

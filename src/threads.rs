@@ -1,0 +1,272 @@
+//! Several reactors, one per thread, and the thread that watches them.
+//!
+//! Each reactor keeps to itself: its own listener (bound with
+//! `SO_REUSEPORT`, so the kernel spreads connections over them), its own
+//! connections and buffers, no lock on its data path. The calling thread
+//! becomes their supervisor: it takes the signals (SIGINT and SIGTERM drain
+//! every reactor, a second one stops them; SIGUSR1 prints one connection
+//! table with the rows of all), logs the summed counters every
+//! `stats_interval`, and stops them all as soon as one fails, returning
+//! or panicking, so a process never goes on serving with part of itself gone.
+//!
+//! Make the [`Supervisor`] first, before any other thread starts (it takes
+//! the signals), then the reactors, then [`Supervisor::run`] them.
+
+use std::any::Any;
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use crate::reactor::{Handle, Reactor, Service, Stats, format_tables};
+use crate::sys::os::Os;
+use crate::sys::{Real, SignalKind, pin_thread};
+
+/// How the reactors run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Pin reactor `i` to the `i`-th CPU the process may run on.
+    pub pin: bool,
+    /// Log the counters of all reactors, summed, this often.
+    pub stats_interval: Option<Duration>,
+}
+
+/// How the reactors ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Each reactor's final counters, in order.
+    pub stats: Vec<Stats>,
+    /// A second signal cut the graceful shutdown short.
+    pub forced: bool,
+}
+
+impl Outcome {
+    /// The counters of all reactors added up.
+    pub fn total(&self) -> Stats {
+        let mut total = Stats::default();
+        for stats in &self.stats {
+            total.add(stats);
+        }
+        total
+    }
+}
+
+const WAKE: u64 = 0;
+const SIGNALS: u64 = 1;
+
+/// What a reactor's thread reports as it ends.
+type Ended = thread::Result<io::Result<(Stats, bool)>>;
+
+/// The thread that watches the reactors: it holds the signals from the
+/// moment it is made.
+pub struct Supervisor {
+    poller: <Real as Os>::Poller,
+    signals: <Real as Os>::Signals,
+}
+
+impl Supervisor {
+    /// Takes SIGINT, SIGTERM and SIGUSR1 away from their default actions, so
+    /// that a signal that comes before the reactors run waits for them. Call
+    /// it before any thread that should not take them starts: it blocks
+    /// them in this thread, and threads started later inherit that.
+    pub fn new() -> io::Result<Supervisor> {
+        let poller = Real::poller(4, WAKE)?;
+        let signals = Real::signals(&poller, SIGNALS)?;
+        Ok(Supervisor { poller, signals })
+    }
+
+    /// Runs each reactor on a thread of its own until all have stopped,
+    /// serving signals on this one. An error names the reactor that failed.
+    pub fn run<S>(mut self, reactors: Vec<Reactor<S>>, options: &Options) -> io::Result<Outcome>
+    where
+        S: Service + Send + 'static,
+        S::Conn: Send,
+    {
+        let handles: Vec<Handle> = reactors.iter().map(Reactor::handle).collect();
+        let (done_tx, done) = mpsc::channel();
+        let mut threads = Vec::new();
+        for (i, reactor) in reactors.into_iter().enumerate() {
+            let (done_tx, waker) = (done_tx.clone(), self.poller.waker());
+            let pin = options.pin;
+            let spawned = thread::Builder::new()
+                .name(format!("reactor-{i}"))
+                .spawn(move || {
+                    let ended = panic::catch_unwind(AssertUnwindSafe(|| serve(i, reactor, pin)));
+                    let _ = done_tx.send((i, ended));
+                    let _ = waker.wake();
+                });
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    stop_all(&handles);
+                    join_all(threads);
+                    return Err(io::Error::new(e.kind(), format!("start reactor {i}: {e}")));
+                }
+            }
+        }
+        let mut watch = Watch {
+            handles,
+            finished: vec![None; threads.len()],
+            forced: false,
+            failure: None,
+        };
+        let result = watch.run(&mut self, &done, options.stats_interval);
+        if result.is_err() {
+            stop_all(&watch.handles);
+        }
+        join_all(threads);
+        result?;
+        if let Some(failure) = watch.failure {
+            return Err(failure);
+        }
+        Ok(Outcome {
+            stats: watch
+                .finished
+                .into_iter()
+                .map(Option::unwrap_or_default)
+                .collect(),
+            forced: watch.forced,
+        })
+    }
+}
+
+/// One reactor's thread: pinned if asked, then its loop.
+fn serve<S: Service>(i: usize, mut reactor: Reactor<S>, pin: bool) -> io::Result<(Stats, bool)> {
+    if pin {
+        let cpu = pin_thread(i).map_err(|e| io::Error::new(e.kind(), format!("pin: {e}")))?;
+        info!("reactor {i} pinned to CPU {cpu}");
+    }
+    reactor.run()?;
+    Ok((reactor.stats(), reactor.was_forced()))
+}
+
+/// The supervisor's books.
+struct Watch {
+    handles: Vec<Handle>,
+    finished: Vec<Option<Stats>>,
+    forced: bool,
+    failure: Option<io::Error>,
+}
+
+impl Watch {
+    fn run(
+        &mut self,
+        supervisor: &mut Supervisor,
+        done: &mpsc::Receiver<(usize, Ended)>,
+        stats_interval: Option<Duration>,
+    ) -> io::Result<()> {
+        let mut next_report = stats_interval.map(|every| Instant::now() + every);
+        while self.finished.iter().any(Option::is_none) {
+            let timeout = next_report.map(|at| at.saturating_duration_since(Instant::now()));
+            let n = supervisor.poller.wait(timeout)?;
+            for i in 0..n {
+                if supervisor.poller.event(i).token() == SIGNALS {
+                    self.take_signals(&supervisor.signals);
+                }
+            }
+            while let Ok((i, ended)) = done.try_recv() {
+                self.ended(i, ended);
+            }
+            if let (Some(at), Some(every)) = (next_report, stats_interval)
+                && Instant::now() >= at
+            {
+                info!("stats: {}", self.sum_running());
+                next_report = Some(at + every);
+            }
+        }
+        Ok(())
+    }
+
+    fn take_signals(&mut self, signals: &<Real as Os>::Signals) {
+        loop {
+            match signals.next() {
+                Ok(Some(SignalKind::Terminate)) => {
+                    // Each reactor takes a second request as "stop now".
+                    for handle in &self.handles {
+                        let _ = handle.shutdown();
+                    }
+                }
+                Ok(Some(SignalKind::Report)) => {
+                    let tables: Vec<_> = self
+                        .handles
+                        .iter()
+                        .map(|h| h.connections().unwrap_or_default())
+                        .collect();
+                    let tables: Vec<_> = tables.iter().map(Vec::as_slice).collect();
+                    crate::stderr::line(format_args!("{}", format_tables(&tables)));
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    warn!("reading signals: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reactor `i` has ended: with its counters, or failing, which stops
+    /// the others.
+    fn ended(&mut self, i: usize, ended: Ended) {
+        let failure = match ended {
+            Ok(Ok((stats, forced))) => {
+                self.finished[i] = Some(stats);
+                self.forced |= forced;
+                return;
+            }
+            Ok(Err(e)) => io::Error::new(e.kind(), format!("reactor {i} failed: {e}")),
+            Err(panic) => io::Error::other(format!(
+                "reactor {i} panicked: {}",
+                panic_message(panic.as_ref())
+            )),
+        };
+        self.finished[i] = Some(Stats::default());
+        if self.failure.is_none() {
+            if self.handles.len() > 1 {
+                warn!("{failure}: stopping the other reactors");
+            }
+            stop_all(&self.handles);
+            self.failure = Some(failure);
+        }
+    }
+
+    /// The counters of the reactors still running, added up.
+    fn sum_running(&self) -> Stats {
+        let mut total = Stats::default();
+        for (handle, finished) in self.handles.iter().zip(&self.finished) {
+            match finished {
+                Some(stats) => total.add(stats),
+                None => {
+                    if let Ok(stats) = handle.stats() {
+                        total.add(&stats);
+                    }
+                }
+            }
+        }
+        total
+    }
+}
+
+fn stop_all(handles: &[Handle]) {
+    for handle in handles {
+        // One that has ended already answers NotConnected: nothing to stop.
+        let _ = handle.stop();
+    }
+}
+
+fn join_all(threads: Vec<JoinHandle<()>>) {
+    for thread in threads {
+        // The thread caught its own panic and reported it.
+        let _ = thread.join();
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
