@@ -231,19 +231,21 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.connect_failed(id, error);
             return false;
         }
-        let peer = conn.peer.clone();
         self.state.stats.connected += 1;
+        let tls = self.kernel.handles_mut(id).and_then(|h| h.tls.take());
+        conn.phase = match (&tls, close_when_up) {
+            (Some(_), _) => Phase::Handshaking { close_when_up },
+            (None, true) => Phase::Closing,
+            (None, false) => Phase::Open,
+        };
+        let Some(peer) = self.state.peer(id).cloned() else {
+            return false;
+        };
         trace_io!(self.state.config.trace, "{id} connected to {peer}");
-        if let Some(tls) = self.kernel.handles_mut(id).and_then(|h| h.tls.take()) {
-            conn.phase = Phase::Handshaking { close_when_up };
+        if let Some(tls) = tls {
             self.start_handshake(id, *tls);
             return false;
         }
-        conn.phase = if close_when_up {
-            Phase::Closing
-        } else {
-            Phase::Open
-        };
         self.open(id, &peer);
         true
     }

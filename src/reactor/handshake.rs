@@ -11,7 +11,7 @@ use super::Reactor;
 use super::close::CloseReason;
 use super::conn::Phase;
 use super::service::Service;
-use super::timer::TimerKind;
+use super::timer::ConnTimer;
 use super::token::ConnId;
 use super::trace::trace_io;
 use super::transport::Tls;
@@ -25,8 +25,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
             return;
         };
         handles.tls = Some(Box::new(tls));
-        let due = self.state.now + self.state.config.handshake_timeout;
-        self.state.timers.add(due, TimerKind::Handshake(id));
+        let due = self.state.stamp.after(self.state.config.handshake_timeout);
+        self.state.add_conn_timer(due, id, ConnTimer::Handshake);
         self.handshake(id);
     }
 
@@ -57,13 +57,15 @@ impl<S: Service, O: Os> Reactor<S, O> {
         } else {
             Phase::Open
         };
-        let peer = conn.peer.clone();
         self.state.stats.tls_handshakes += 1;
         if let Some(tls) = self.kernel.handles(id).and_then(|h| h.tls.as_ref()) {
             let summary = tls.describe();
             trace_io!(self.state.config.trace, "{id} tls {summary}");
-            conn.tls = Some(summary.into());
+            conn.set_tls(summary);
         }
+        let Some(peer) = self.state.peer(id).cloned() else {
+            return;
+        };
         self.open(id, &peer);
         // Application data may have come in with the handshake's last flight.
         self.state.schedule_read(id);
@@ -71,10 +73,10 @@ impl<S: Service, O: Os> Reactor<S, O> {
 
     fn handshake_failed(&mut self, id: ConnId, why: &str) {
         self.state.stats.tls_failures += 1;
-        if let Some(conn) = self.state.conns.live(id) {
+        if self.state.conns.live(id).is_some() {
             warn!(
                 "{id} from {}: TLS handshake failed: {why}; closing",
-                conn.peer
+                self.state.peer_name(id)
             );
         }
         self.close(id, CloseReason::Protocol);
@@ -92,7 +94,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
         self.state.stats.tls_failures += 1;
         warn!(
             "{id} from {}: no TLS handshake within {:?}; closing",
-            conn.peer, self.state.config.handshake_timeout
+            self.state.peer_name(id),
+            self.state.config.handshake_timeout
         );
         self.close(id, CloseReason::HandshakeTimeout);
     }

@@ -51,7 +51,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             }
             for (id, peer) in [(a, b), (b, a)] {
                 if let Some(conn) = self.state.conns.live_mut(id) {
-                    conn.spliced_to = Some(peer);
+                    conn.set_spliced_to(peer);
                 }
                 // Data may already wait in the socket, its edge spent.
                 self.state.schedule_read(id);
@@ -67,7 +67,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             let Some(conn) = self.state.conns.live_mut(id) else {
                 return;
             };
-            if conn.piped > 0 {
+            if conn.piped() > 0 {
                 self.pump(id);
                 if self
                     .state
@@ -84,7 +84,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             }
             // While shutting down, take no more than what had arrived.
             let max = match conn.reading {
-                Reading::Draining { left } => left.min(chunk),
+                Reading::Draining { left } => (left as usize).min(chunk),
                 _ => chunk,
             };
             let Some(handles) = self.kernel.handles_mut(id) else {
@@ -103,7 +103,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 Ok(n) => n,
                 Err(e) => return self.read_failed(id, "splice", e),
             };
-            conn.piped = pipe.len();
+            conn.set_piped(pipe.len());
             trace_io!(self.state.config.trace, "{id} splice {n} into pipe");
             if self.received(id, n) {
                 self.pump(id);
@@ -129,7 +129,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
 
     fn drain_pipe(&mut self, src: ConnId) -> Result<(), (ConnId, io::Error)> {
         let state = &mut self.state;
-        let Some(dst) = state.conns.live(src).and_then(|c| c.spliced_to) else {
+        let Some(dst) = state.conns.live(src).and_then(|c| c.spliced_to()) else {
             return Ok(());
         };
         let Some((from, to)) = state.conns.get2_mut(src, dst) else {
@@ -140,7 +140,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         };
         // Older bytes queued for `dst` go first: until they have, the pipe
         // stays full and `src` waits, woken when that queue drains.
-        let blocked = !matches!(to.phase, Phase::Open | Phase::Closing) || !to.output.is_empty();
+        let blocked = !matches!(to.phase, Phase::Open | Phase::Closing) || !to.output().is_empty();
         while !blocked && !pipe.is_empty() {
             match pipe.drain_into(socket) {
                 Ok(n) => {
@@ -148,7 +148,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                     state.stats.writes += 1;
                     state.stats.bytes_out += n as u64;
                     state.stats.bytes_spliced += n as u64;
-                    to.wrote(n, state.now);
+                    to.wrote(n, state.stamp);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     state.stats.eagain_writes += 1;
@@ -157,7 +157,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 Err(e) => return Err((dst, e)),
             }
         }
-        from.piped = pipe.len();
+        from.set_piped(pipe.len());
         if pipe.is_empty() {
             if from.flags.backpressured {
                 from.flags.backpressured = false;
