@@ -14,7 +14,7 @@ use log::{debug, warn};
 use super::Reactor;
 use super::close::CloseReason;
 use super::conn::Phase;
-use super::kernel::ListenerSlot;
+use super::kernel::{Handles, ListenerSlot};
 use super::service::{Context, Service};
 use super::timer::TimerKind;
 use super::token::{ConnId, Token};
@@ -193,7 +193,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                     self.state.stats.interest_changes += 1;
                     self.kernel.attach(id, socket);
                     if let (Some(tls), Some(handles)) = (request.tls, self.kernel.handles_mut(id)) {
-                        handles.tls = Some(Box::new(tls));
+                        handles.set_tls(tls);
                     }
                 }
                 Err(e) => self.connect_failed(id, e),
@@ -232,7 +232,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             return false;
         }
         self.state.stats.connected += 1;
-        let tls = self.kernel.handles_mut(id).and_then(|h| h.tls.take());
+        let tls = self.kernel.handles_mut(id).and_then(Handles::take_tls);
         conn.phase = match (&tls, close_when_up) {
             (Some(_), _) => Phase::Handshaking { close_when_up },
             (None, true) => Phase::Closing,
@@ -243,7 +243,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         };
         trace_io!(self.state.config.trace, "{id} connected to {peer}");
         if let Some(tls) = tls {
-            self.start_handshake(id, *tls);
+            self.start_handshake(id, tls);
             return false;
         }
         self.open(id, &peer);

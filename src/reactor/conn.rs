@@ -373,9 +373,12 @@ mod tests {
         let entry = size_of::<(std::num::NonZeroU32, Connection)>();
         let about = size_of::<Option<About>>();
         let handles = size_of::<Option<Handles<Real>>>();
-        eprintln!("entry {entry} ({} connection), about {about}, handles {handles}", size_of::<Connection>());
+        eprintln!(
+            "entry {entry} ({} connection), about {about}, handles {handles}",
+            size_of::<Connection>()
+        );
         assert!(entry <= 88, "slab entry of {entry} bytes");
         assert!(about <= 40, "About of {about} bytes");
-        assert!(handles <= 32, "handles of {handles} bytes");
+        assert!(handles <= 16, "handles of {handles} bytes");
     }
 }

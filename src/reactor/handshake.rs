@@ -10,6 +10,7 @@ use log::warn;
 use super::Reactor;
 use super::close::CloseReason;
 use super::conn::Phase;
+use super::kernel::{Handles, Stage};
 use super::service::Service;
 use super::timer::ConnTimer;
 use super::token::ConnId;
@@ -24,7 +25,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         let Some(handles) = self.kernel.handles_mut(id) else {
             return;
         };
-        handles.tls = Some(Box::new(tls));
+        handles.set_tls(tls);
         let due = self.state.stamp.after(self.state.config.handshake_timeout);
         self.state.add_conn_timer(due, id, ConnTimer::Handshake);
         self.handshake(id);
@@ -35,7 +36,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         let Some(handles) = self.kernel.handles_mut(id) else {
             return;
         };
-        let Some(tls) = handles.tls.as_mut() else {
+        let Some(Stage::Tls(tls)) = handles.stage.as_deref_mut() else {
             return;
         };
         match tls.handshake(&handles.socket) {
@@ -58,7 +59,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             Phase::Open
         };
         self.state.stats.tls_handshakes += 1;
-        if let Some(tls) = self.kernel.handles(id).and_then(|h| h.tls.as_ref()) {
+        if let Some(tls) = self.kernel.handles(id).and_then(Handles::tls) {
             let summary = tls.describe();
             trace_io!(self.state.config.trace, "{id} tls {summary}");
             conn.set_tls(summary);

@@ -14,6 +14,7 @@ use log::{debug, info, warn};
 use super::Reactor;
 use super::close::CloseReason;
 use super::conn::{Phase, Reading, Writing};
+use super::kernel::Stage;
 use super::service::{Context, Service};
 use super::timer::{ConnTimer, TimerKind};
 use super::token::{ConnId, Token};
@@ -72,7 +73,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         let ending = phase == Phase::Closing || writing == Writing::FinWhenFlushed;
         // TLS ends with close_notify before the FIN or the close; the FIN
         // waits until the socket has taken it (a writable event comes back).
-        if let Some(tls) = handles.tls.as_mut().filter(|_| ending) {
+        if let (true, Some(Stage::Tls(tls))) = (ending, handles.stage.as_deref_mut()) {
             match tls.close(&handles.socket) {
                 Ok(()) if tls.has_unsent() => return,
                 Ok(()) => {}

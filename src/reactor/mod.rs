@@ -204,7 +204,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         };
         let id = self.add_conn(socket, addr.clone(), connecting)?;
         if let (Some(tls), Some(handles)) = (tls, self.kernel.handles_mut(id)) {
-            handles.tls = Some(Box::new(tls));
+            handles.set_tls(tls);
         }
         self.state.connect_started(id, addr);
         Ok(id)

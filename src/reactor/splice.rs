@@ -14,6 +14,7 @@ use log::warn;
 use super::Reactor;
 use super::close::CloseReason;
 use super::conn::{Phase, Reading};
+use super::kernel::Stage;
 use super::service::Service;
 use super::token::ConnId;
 use super::trace::trace_io;
@@ -38,16 +39,16 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 continue;
             }
             // Ciphertext cannot be relayed as it is: TLS pairs copy.
-            let tls = |id| self.kernel.handles(id).is_some_and(|h| h.tls.is_some());
+            let tls = |id| self.kernel.handles(id).is_some_and(|h| h.tls().is_some());
             if tls(a) || tls(b) {
                 warn!("{a} and {b}: TLS on a side; copying instead of splicing");
                 continue;
             }
             if let Some(h) = self.kernel.handles_mut(a) {
-                h.pipe = Some(pa);
+                h.stage = Some(Box::new(Stage::Pipe(pa)));
             }
             if let Some(h) = self.kernel.handles_mut(b) {
-                h.pipe = Some(pb);
+                h.stage = Some(Box::new(Stage::Pipe(pb)));
             }
             for (id, peer) in [(a, b), (b, a)] {
                 if let Some(conn) = self.state.conns.live_mut(id) {
@@ -90,7 +91,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             let Some(handles) = self.kernel.handles_mut(id) else {
                 return;
             };
-            let Some(pipe) = handles.pipe.as_mut() else {
+            let Some(Stage::Pipe(pipe)) = handles.stage.as_deref_mut() else {
                 return;
             };
             self.state.stats.reads += 1;
