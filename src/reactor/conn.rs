@@ -374,8 +374,9 @@ mod tests {
         let about = size_of::<Option<About>>();
         let handles = size_of::<Option<Handles<Real>>>();
         eprintln!(
-            "entry {entry} ({} connection), about {about}, handles {handles}",
-            size_of::<Connection>()
+            "entry {entry}, about {about}, handles {handles}; boxed while used: backlog {}, rare {}",
+            size_of::<Backlog>(),
+            size_of::<Rare>()
         );
         assert!(entry <= 88, "slab entry of {entry} bytes");
         assert!(about <= 40, "About of {about} bytes");

@@ -229,6 +229,12 @@ mod tests {
         assert_eq!(timers.next_deadline(), None);
     }
 
+    /// Every connection with an idle timeout keeps one entry in the heap.
+    #[test]
+    fn a_deadline_is_24_bytes() {
+        assert!(std::mem::size_of::<Reverse<Deadline>>() <= 24);
+    }
+
     #[test]
     fn stamps_round_trip_exactly() {
         let t0 = Instant::now();
