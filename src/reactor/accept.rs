@@ -14,7 +14,7 @@ use log::{debug, warn};
 use super::Reactor;
 use super::close::CloseReason;
 use super::conn::Phase;
-use super::kernel::{ListenerSlot, Route};
+use super::kernel::{Handles, ListenerSlot, Route};
 use super::service::{Context, Service};
 use super::timer::TimerKind;
 use super::token::{ConnId, Token};
@@ -199,7 +199,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                     self.state.stats.interest_changes += 1;
                     self.kernel.attach(id, socket);
                     if let (Some(tls), Some(handles)) = (request.tls, self.kernel.handles_mut(id)) {
-                        handles.tls = Some(Box::new(tls));
+                        handles.set_tls(tls);
                     }
                 }
                 Err(e) => self.connect_failed(id, e),
@@ -240,19 +240,21 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.connect_failed(id, error);
             return false;
         }
-        let peer = conn.peer.clone();
         self.state.stats.connected += 1;
+        let tls = self.kernel.handles_mut(id).and_then(Handles::take_tls);
+        conn.phase = match (&tls, close_when_up) {
+            (Some(_), _) => Phase::Handshaking { close_when_up },
+            (None, true) => Phase::Closing,
+            (None, false) => Phase::Open,
+        };
+        let Some(peer) = self.state.peer(id).cloned() else {
+            return false;
+        };
         trace_io!(self.state.config.trace, "{id} connected to {peer}");
-        if let Some(tls) = self.kernel.handles_mut(id).and_then(|h| h.tls.take()) {
-            conn.phase = Phase::Handshaking { close_when_up };
-            self.start_handshake(id, Some(*tls));
+        if let Some(tls) = tls {
+            self.start_handshake(id, Some(tls));
             return false;
         }
-        conn.phase = if close_when_up {
-            Phase::Closing
-        } else {
-            Phase::Open
-        };
         self.open(id, &peer);
         true
     }

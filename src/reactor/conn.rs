@@ -7,11 +7,9 @@
 //! what may still happen, so a combination that makes no sense (a FIN sent
 //! on a connect in progress, a read after the close) cannot be written down.
 
-use std::time::Instant;
-
 use super::buffer::Buffer;
 use super::close::CloseReason;
-use super::timer::TimerId;
+use super::timer::Stamp;
 use super::token::{ConnId, Table};
 use crate::sys::Addr;
 
@@ -43,7 +41,7 @@ pub(crate) enum Reading {
     Open,
     /// Shutting down: the service still gets the `left` bytes that had
     /// arrived before the shutdown, and no more.
-    Draining { left: usize },
+    Draining { left: u32 },
     /// Shutting down, the service has had its last input: whatever the peer
     /// still sends is read and dropped until it closes, so that closing
     /// with unread input does not send RST.
@@ -86,79 +84,216 @@ pub(crate) struct Flags {
     /// Accepted on the metrics listener: answered by the reactor, never
     /// seen by the service.
     pub(crate) metrics: bool,
+    /// Its write timer is set.
+    pub(crate) write_timer: bool,
+    /// Its frame timer is set.
+    pub(crate) frame_timer: bool,
 }
 
-/// A connection as the reactor keeps its books: everything but its socket
-/// (which lives in [`Io`](super::kernel::Io), out of a service's reach).
+/// A connection as the reactor keeps its books, in the slab: what the
+/// events of an established connection touch. What only its setup and the
+/// connection table need is in [`About`]; its socket is in
+/// [`Handles`](super::kernel::Handles), out of a service's reach. An idle connection
+/// holds no heap memory: the buffers and their clocks ([`Backlog`]) exist
+/// only while there is a partial message or unsent output, and splicing and
+/// TLS facts ([`Rare`]) only on the connections that have them.
 pub(crate) struct Connection {
-    pub(crate) peer: Addr,
-    pub(crate) opened: Instant,
     pub(crate) phase: Phase,
     pub(crate) reading: Reading,
     pub(crate) writing: Writing,
     pub(crate) flags: Flags,
-    /// A partial message the service left unconsumed; empty otherwise.
-    pub(crate) input: Buffer,
-    /// What the kernel has not taken yet; empty otherwise.
-    pub(crate) output: Buffer,
+    backlog: Option<Box<Backlog>>,
+    rare: Option<Box<Rare>>,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
     /// Last byte read or written: the idle timer's reference.
-    pub(crate) last_active: Instant,
-    /// Last time the kernel took some of our output: the write timer's reference.
-    pub(crate) last_write: Instant,
-    /// When the first byte of the partial message in `input` arrived: the
-    /// frame timer's reference.
-    pub(crate) partial_since: Option<Instant>,
-    pub(crate) idle_timer: Option<TimerId>,
-    pub(crate) write_timer: Option<TimerId>,
-    pub(crate) frame_timer: Option<TimerId>,
+    pub(crate) last_active: Stamp,
     /// Whose input fills this connection's output, when not its own (a relay
     /// pair): that one stops being read while this output is backed up.
     pub(crate) fed_by: Option<ConnId>,
     /// Its reply held back until the batch of events ends: an index into
-    /// the reactor's held replies. While one is held, `output` is empty.
-    pub(crate) held_reply: Option<usize>,
+    /// the reactor's held replies. While one is held, the output is empty.
+    pub(crate) held_reply: Option<u32>,
+}
+
+/// A connection's bytes in memory, while it has any.
+struct Backlog {
+    /// A partial message the service left unconsumed; empty otherwise.
+    input: Buffer,
+    /// What the kernel has not taken yet; empty otherwise.
+    output: Buffer,
+    /// Last time the kernel took some of our output (or when the backlog
+    /// began): the write timer's reference.
+    last_write: Stamp,
+    /// When the first byte of the partial message in `input` arrived: the
+    /// frame timer's reference.
+    partial_since: Option<Stamp>,
+}
+
+/// What few connections have.
+#[derive(Default)]
+struct Rare {
     /// Zero-copy relaying: its input goes through a pipe straight into this
     /// peer's socket...
-    pub(crate) spliced_to: Option<ConnId>,
+    spliced_to: Option<ConnId>,
     /// ...and this many bytes of it are in the pipe now.
-    pub(crate) piped: usize,
+    piped: usize,
     /// A TLS connection's protocol, cipher suite, SNI and ALPN, once its
     /// handshake is done.
-    pub(crate) tls: Option<Box<str>>,
+    tls: Option<Box<str>>,
+}
+
+/// What only a connection's setup, its log lines and the connection table
+/// need: kept beside the slab, by slot, so that events do not carry it
+/// through the cache.
+pub(crate) struct About {
+    pub(crate) peer: Addr,
+    pub(crate) opened: Stamp,
 }
 
 impl Connection {
-    pub(crate) fn new(peer: Addr, phase: Phase, now: Instant) -> Connection {
+    pub(crate) fn new(phase: Phase, now: Stamp) -> Connection {
         Connection {
-            peer,
-            opened: now,
             phase,
             reading: Reading::Open,
             writing: Writing::Open,
             flags: Flags::default(),
-            input: Buffer::default(),
-            output: Buffer::default(),
+            backlog: None,
+            rare: None,
             bytes_in: 0,
             bytes_out: 0,
             last_active: now,
-            last_write: now,
-            partial_since: None,
-            idle_timer: None,
-            write_timer: None,
-            frame_timer: None,
             fed_by: None,
             held_reply: None,
-            spliced_to: None,
-            piped: 0,
-            tls: None,
         }
+    }
+
+    /// The partial message the service left unconsumed.
+    pub(crate) fn input(&self) -> &[u8] {
+        self.backlog.as_ref().map_or(&[], |b| b.input.as_slice())
+    }
+
+    /// What the kernel has not taken yet.
+    pub(crate) fn output(&self) -> &[u8] {
+        self.backlog.as_ref().map_or(&[], |b| b.output.as_slice())
+    }
+
+    fn backlog(&mut self, now: Stamp) -> &mut Backlog {
+        self.backlog.get_or_insert_with(|| {
+            Box::new(Backlog {
+                input: Buffer::default(),
+                output: Buffer::default(),
+                last_write: now,
+                partial_since: None,
+            })
+        })
+    }
+
+    pub(crate) fn output_mut(&mut self, now: Stamp) -> &mut Buffer {
+        &mut self.backlog(now).output
+    }
+
+    /// The kernel took `n` bytes of the output.
+    pub(crate) fn consume_output(&mut self, n: usize) {
+        if let Some(b) = &mut self.backlog {
+            b.output.consume(n);
+        }
+        self.tidy();
+    }
+
+    /// The partial message, taken out to hand to the service whole; the
+    /// backlog stays for [`keep_input`](Self::keep_input) to refill.
+    pub(crate) fn take_input(&mut self) -> Buffer {
+        self.backlog
+            .as_mut()
+            .map(|b| std::mem::take(&mut b.input))
+            .unwrap_or_default()
+    }
+
+    /// Puts back what the service left of the input.
+    pub(crate) fn keep_input(&mut self, input: Buffer, now: Stamp) {
+        if !input.is_empty() {
+            self.backlog(now).input = input;
+        }
+        self.tidy();
+    }
+
+    /// Appends to the partial message.
+    pub(crate) fn extend_input(&mut self, bytes: &[u8], now: Stamp) {
+        if !bytes.is_empty() {
+            self.backlog(now).input.extend(bytes);
+        }
+    }
+
+    /// Drops both buffers.
+    pub(crate) fn release_buffers(&mut self) {
+        self.backlog = None;
+    }
+
+    /// Frees the backlog once it holds no bytes: an idle connection keeps none.
+    pub(crate) fn tidy(&mut self) {
+        if self
+            .backlog
+            .as_ref()
+            .is_some_and(|b| b.input.is_empty() && b.output.is_empty())
+        {
+            self.backlog = None;
+        }
+    }
+
+    pub(crate) fn last_write(&self) -> Option<Stamp> {
+        self.backlog.as_ref().map(|b| b.last_write)
+    }
+
+    pub(crate) fn partial_since(&self) -> Option<Stamp> {
+        self.backlog.as_ref()?.partial_since
+    }
+
+    /// Starts (or with `None`, ends) the partial message's clock.
+    pub(crate) fn set_partial_since(&mut self, since: Option<Stamp>) {
+        match (&mut self.backlog, since) {
+            (Some(b), _) => b.partial_since = since,
+            (None, None) => {}
+            (None, Some(at)) => self.backlog(at).partial_since = since,
+        }
+    }
+
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Where its input goes by splice(2), if it does.
+    pub(crate) fn spliced_to(&self) -> Option<ConnId> {
+        self.rare.as_ref()?.spliced_to
+    }
+
+    pub(crate) fn set_spliced_to(&mut self, peer: ConnId) {
+        self.rare().spliced_to = Some(peer);
+    }
+
+    /// Bytes of its input in the pipe to its splice peer.
+    pub(crate) fn piped(&self) -> usize {
+        self.rare.as_ref().map_or(0, |r| r.piped)
+    }
+
+    pub(crate) fn set_piped(&mut self, n: usize) {
+        if n > 0 || self.rare.is_some() {
+            self.rare().piped = n;
+        }
+    }
+
+    /// A TLS connection's summary, once its handshake is done.
+    pub(crate) fn tls(&self) -> Option<&str> {
+        self.rare.as_ref()?.tls.as_deref()
+    }
+
+    pub(crate) fn set_tls(&mut self, summary: String) {
+        self.rare().tls = Some(summary.into());
     }
 
     /// Whether its input goes straight to a peer by splice(2).
     pub(crate) fn is_spliced(&self) -> bool {
-        self.spliced_to.is_some()
+        self.spliced_to().is_some()
     }
 
     /// Whether its input goes to the service now.
@@ -183,16 +318,18 @@ impl Connection {
         )
     }
 
-    pub(crate) fn received(&mut self, n: usize, now: Instant) {
+    pub(crate) fn received(&mut self, n: usize, now: Stamp) {
         self.bytes_in += n as u64;
         self.last_active = now;
     }
 
-    pub(crate) fn wrote(&mut self, n: usize, now: Instant) {
+    pub(crate) fn wrote(&mut self, n: usize, now: Stamp) {
         if n > 0 {
             self.bytes_out += n as u64;
             self.last_active = now;
-            self.last_write = now;
+            if let Some(b) = &mut self.backlog {
+                b.last_write = now;
+            }
         }
     }
 
@@ -221,5 +358,33 @@ impl Table<Connection> {
 
     pub(crate) fn live_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
         self.get_mut(id).filter(|c| c.phase != Phase::Closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use super::*;
+    use crate::reactor::kernel::Handles;
+    use crate::sys::Real;
+
+    /// What every connection costs, beside the kernel's socket: its slab
+    /// entry, its [`About`] and its handles. Idle connections are what a
+    /// server has most of; a field added here costs each of them. (The
+    /// figures before the split: a 320-byte entry and 32 bytes of handles.)
+    #[test]
+    fn a_connection_stays_small() {
+        let entry = size_of::<(std::num::NonZeroU32, Connection)>();
+        let about = size_of::<Option<About>>();
+        let handles = size_of::<Option<Handles<Real>>>();
+        eprintln!(
+            "entry {entry}, about {about}, handles {handles}; boxed while used: backlog {}, rare {}",
+            size_of::<Backlog>(),
+            size_of::<Rare>()
+        );
+        assert!(entry <= 88, "slab entry of {entry} bytes");
+        assert!(about <= 40, "About of {about} bytes");
+        assert!(handles <= 16, "handles of {handles} bytes");
     }
 }

@@ -19,7 +19,7 @@ use super::kernel::Handles;
 use super::service::Service;
 use super::state::State;
 use super::stats::Stats;
-use super::timer::TimerKind;
+use super::timer::ConnTimer;
 use super::token::ConnId;
 use super::trace::trace_io;
 use crate::sys::os::Os;
@@ -36,14 +36,14 @@ impl State {
         if !conn.takes_output() {
             return None;
         }
-        if self.replies.serving == Some(id) && conn.output.is_empty() {
+        if self.replies.serving == Some(id) && conn.output().is_empty() {
             return Some(&mut self.replies.out);
         }
         if !conn.flags.deferred {
             conn.flags.deferred = true;
             self.deferred.push(id);
         }
-        Some(conn.output.tail_mut())
+        Some(conn.output_mut(self.stamp).tail_mut())
     }
 
     /// Puts `id`'s held reply, if it has one, at the front of its backlog:
@@ -55,8 +55,8 @@ impl State {
             return;
         };
         if let Some(i) = conn.held_reply.take() {
-            conn.output
-                .extend(self.replies.held[i].slice(arena, &self.replies.out));
+            conn.output_mut(self.stamp)
+                .extend(self.replies.held[i as usize].slice(arena, &self.replies.out));
             self.defer(id);
         }
     }
@@ -68,7 +68,7 @@ impl State {
         let Some(conn) = self.conns.live_mut(id) else {
             return;
         };
-        let pending = conn.output.len();
+        let pending = conn.output().len();
         let source = conn.fed_by.unwrap_or(id);
         self.stats.peak_pending_output = self.stats.peak_pending_output.max(pending);
         let (high, low, trace) = (
@@ -102,11 +102,11 @@ impl State {
             return;
         };
         if pending > 0
-            && conn.write_timer.is_none()
+            && !conn.flags.write_timer
             && let Some(timeout) = self.config.write_timeout
         {
-            conn.last_write = self.now;
-            conn.write_timer = Some(self.timers.add(self.now + timeout, TimerKind::Write(id)));
+            conn.flags.write_timer = true;
+            self.add_conn_timer(self.stamp.after(timeout), id, ConnTimer::Write);
         }
     }
 }
@@ -125,12 +125,12 @@ impl<S: Service, O: Os> Reactor<S, O> {
         let Some(conn) = state.conns.live_mut(id) else {
             return Ok(());
         };
-        if conn.output.is_empty() {
-            conn.held_reply = Some(state.replies.held.len());
+        if conn.output().is_empty() {
+            conn.held_reply = Some(state.replies.held.len() as u32);
             state.replies.held.push(held);
         } else {
             // The older reply did not all fit: the kernel is full, queue behind it.
-            conn.output
+            conn.output_mut(state.stamp)
                 .extend(held.slice(&self.arena.bytes, &state.replies.out));
             state.after_write(id);
         }
@@ -152,10 +152,12 @@ impl<S: Service, O: Os> Reactor<S, O> {
         if matches!(conn.phase, Phase::Aborting(_)) {
             return Ok(());
         }
-        let data = state.replies.held[i].slice(&self.arena.bytes, &state.replies.out);
+        let data = state.replies.held[i as usize].slice(&self.arena.bytes, &state.replies.out);
         let sent = send(&mut state.stats, state.config.trace, id, handles, data)?;
-        conn.wrote(sent, state.now);
-        conn.output.extend(&data[sent..]);
+        conn.wrote(sent, state.stamp);
+        if sent < data.len() {
+            conn.output_mut(state.stamp).extend(&data[sent..]);
+        }
         state.after_write(id);
         Ok(())
     }
@@ -172,10 +174,10 @@ impl<S: Service, O: Os> Reactor<S, O> {
         if let (false, Some(handles)) = (conn.is_pending(), self.kernel.handles_mut(id)) {
             // Records TLS holds from before go first.
             handles.flush_tls()?;
-            let pending = conn.output.as_slice();
+            let pending = conn.output();
             let sent = send(&mut state.stats, state.config.trace, id, handles, pending)?;
-            conn.wrote(sent, state.now);
-            conn.output.consume(sent);
+            conn.wrote(sent, state.stamp);
+            conn.consume_output(sent);
         }
         state.after_write(id);
         Ok(())

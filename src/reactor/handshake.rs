@@ -19,8 +19,9 @@ use log::{debug, warn};
 use super::Reactor;
 use super::close::CloseReason;
 use super::conn::Phase;
+use super::kernel::{Handles, Stage};
 use super::service::Service;
-use super::timer::TimerKind;
+use super::timer::ConnTimer;
 use super::token::ConnId;
 use super::trace::trace_io;
 use super::transport::Tls;
@@ -44,9 +45,11 @@ impl<S: Service, O: Os> Reactor<S, O> {
         let Some(handles) = self.kernel.handles_mut(id) else {
             return;
         };
-        handles.tls = tls.map(Box::new);
-        let due = self.state.now + self.state.config.handshake_timeout;
-        self.state.timers.add(due, TimerKind::Handshake(id));
+        if let Some(tls) = tls {
+            handles.set_tls(tls);
+        }
+        let due = self.state.stamp.after(self.state.config.handshake_timeout);
+        self.state.add_conn_timer(due, id, ConnTimer::Handshake);
         self.handshake(id);
     }
 
@@ -65,13 +68,13 @@ impl<S: Service, O: Os> Reactor<S, O> {
         let Some(handles) = self.kernel.handles_mut(id) else {
             return;
         };
-        let step = match handles.tls.as_mut() {
-            None => Step::Done,
-            Some(tls) => match tls.handshake(&handles.socket) {
+        let step = match handles.stage.as_deref_mut() {
+            Some(Stage::Tls(tls)) => match tls.handshake(&handles.socket) {
                 Ok(false) => Step::Waiting,
                 Ok(true) => Step::Done,
                 Err(e) => Step::Failed(format!("TLS handshake failed: {e}")),
             },
+            _ => Step::Done,
         };
         match step {
             Step::Done => self.handshake_done(id),
@@ -118,16 +121,18 @@ impl<S: Service, O: Os> Reactor<S, O> {
     }
 
     fn proxy_header_read(&mut self, id: ConnId, header: &ProxyHeader, len: usize) {
+        let stamp = self.state.stamp;
         let Some(conn) = self.state.conns.live_mut(id) else {
             return;
         };
         conn.flags.awaiting_proxy = false;
-        conn.received(len, self.state.now);
+        conn.received(len, stamp);
         self.state.stats.bytes_in += len as u64;
         self.state.stats.proxy_headers += 1;
         // LOCAL (a health check) and UNKNOWN name nobody: the proxy is the peer.
-        if let Some(client) = header.source() {
-            let via = std::mem::replace(&mut conn.peer, Addr::Ip(client));
+        if let Some(client) = header.source()
+            && let Some(via) = self.state.set_peer(id, Addr::Ip(client))
+        {
             debug!(
                 "{id}: PROXY {} header: client {client} via {via}",
                 header.version
@@ -137,7 +142,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.state.config.trace,
             "{id} proxy {} from {}",
             header.version,
-            conn.peer
+            self.state.peer_name(id)
         );
     }
 
@@ -153,13 +158,15 @@ impl<S: Service, O: Os> Reactor<S, O> {
         } else {
             Phase::Open
         };
-        let peer = conn.peer.clone();
-        if let Some(tls) = self.kernel.handles(id).and_then(|h| h.tls.as_ref()) {
+        if let Some(tls) = self.kernel.handles(id).and_then(Handles::tls) {
             self.state.stats.tls_handshakes += 1;
             let summary = tls.describe();
             trace_io!(self.state.config.trace, "{id} tls {summary}");
-            conn.tls = Some(summary.into());
+            conn.set_tls(summary);
         }
+        let Some(peer) = self.state.peer(id).cloned() else {
+            return;
+        };
         self.open(id, &peer);
         // Application data may have come in with the handshake's last flight.
         self.state.schedule_read(id);
@@ -178,8 +185,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
 
     fn handshake_failed(&mut self, id: ConnId, why: &str) {
         self.count_handshake_failure(id);
-        if let Some(conn) = self.state.conns.live(id) {
-            warn!("{id} from {}: {why}; closing", conn.peer);
+        if self.state.conns.live(id).is_some() {
+            warn!("{id} from {}: {why}; closing", self.state.peer_name(id));
         }
         self.close(id, CloseReason::Protocol);
         self.apply_deferred();
@@ -200,7 +207,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
         };
         warn!(
             "{id} from {}: no {step} within {:?}; closing",
-            conn.peer, self.state.config.handshake_timeout
+            self.state.peer_name(id),
+            self.state.config.handshake_timeout
         );
         self.count_handshake_failure(id);
         self.close(id, CloseReason::HandshakeTimeout);

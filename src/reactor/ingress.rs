@@ -10,7 +10,6 @@
 //! received of it.
 
 use std::io;
-use std::mem;
 use std::ops::Range;
 
 use log::debug;
@@ -36,7 +35,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             if conn.reading == Reading::Discarding {
                 return self.discard(id);
             }
-            if conn.is_spliced() && conn.input.is_empty() {
+            if conn.is_spliced() && conn.input().is_empty() {
                 return self.splice_read(id);
             }
             if !conn.wants_read() {
@@ -44,7 +43,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             }
             // While shutting down, read no further than what had arrived.
             let max = match conn.reading {
-                Reading::Draining { left } => left.min(room.len()),
+                Reading::Draining { left } => (left as usize).min(room.len()),
                 _ => room.len(),
             };
             let peer_fin = conn.flags.peer_fin;
@@ -82,10 +81,10 @@ impl<S: Service, O: Os> Reactor<S, O> {
         let Some(conn) = self.state.conns.live_mut(id) else {
             return false;
         };
-        conn.received(n, self.state.now);
+        conn.received(n, self.state.stamp);
         self.state.stats.bytes_in += n as u64;
         if let Reading::Draining { left } = &mut conn.reading {
-            *left -= n.min(*left);
+            *left = left.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
             return *left == 0;
         }
         false
@@ -140,7 +139,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
         let Some(c) = state.conns.live_mut(id) else {
             return;
         };
-        let left_before = c.input.len();
+        let left_before = c.input().len();
+        let now = state.stamp;
         state.replies.begin_serving(id);
         let used = if left_before == 0 {
             // Held echoes may point into these bytes: the next read goes after them.
@@ -149,17 +149,17 @@ impl<S: Service, O: Os> Reactor<S, O> {
             let ctx = &mut Context::with_input(state, &self.arena.bytes, range);
             let used = self.service.on_data(ctx, id, conn, input);
             if let Some(c) = state.conns.live_mut(id) {
-                c.input.extend(&input[used.min(input.len())..]);
+                c.extend_input(&input[used.min(input.len())..], now);
             }
             used
         } else {
-            c.input.extend(&self.arena.bytes[range]);
-            let mut input = mem::take(&mut c.input);
+            c.extend_input(&self.arena.bytes[range], now);
+            let mut input = c.take_input();
             let ctx = &mut Context::new(state, &self.arena.bytes);
             let used = self.service.on_data(ctx, id, conn, input.as_slice());
             input.consume(used);
             if let Some(c) = state.conns.live_mut(id) {
-                c.input = input;
+                c.keep_input(input, now);
             }
             used
         };
@@ -174,7 +174,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.states.get_mut(id.index()).and_then(Option::as_mut),
             self.state.conns.live_mut(id),
         ) {
-            let input = mem::take(&mut c.input);
+            let input = c.take_input();
+            c.tidy();
             let state = &mut self.state;
             state.replies.begin_serving(id);
             let ctx = &mut Context::new(state, &self.arena.bytes);

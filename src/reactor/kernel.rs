@@ -30,35 +30,62 @@ pub(crate) struct ListenerSlot<O: Os> {
     pub(crate) backoff_ms: u64,
 }
 
-/// A connection's OS resources, and the TLS stage over its socket.
+/// A connection's OS resources: its socket, and what few connections have
+/// beside it (boxed, so that the rest pay one pointer for it).
 pub(crate) struct Handles<O: Os> {
     pub(crate) socket: O::Socket,
+    pub(crate) stage: Option<Box<Stage<O>>>,
+}
+
+/// Between a connection's socket and its service. (TLS state is some
+/// kilobytes: boxed again, so that a pipe does not take as much.)
+pub(crate) enum Stage<O: Os> {
+    Tls(Box<Tls>),
     /// Zero-copy relaying: its input goes through this pipe to its peer.
-    pub(crate) pipe: Option<O::Pipe>,
-    pub(crate) tls: Option<Box<Tls>>,
+    Pipe(O::Pipe),
 }
 
 impl<O: Os> Handles<O> {
     /// Plaintext from the connection: through TLS, if it has it.
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &mut self.tls {
-            Some(tls) => tls.read(&self.socket, buf),
-            None => self.socket.read(buf),
+        match self.stage.as_deref_mut() {
+            Some(Stage::Tls(tls)) => tls.read(&self.socket, buf),
+            _ => self.socket.read(buf),
         }
     }
 
     pub(crate) fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        match &mut self.tls {
-            Some(tls) => tls.write(&self.socket, data),
-            None => self.socket.write(data),
+        match self.stage.as_deref_mut() {
+            Some(Stage::Tls(tls)) => tls.write(&self.socket, data),
+            _ => self.socket.write(data),
         }
     }
 
     /// Sends what TLS holds ready; whether anything is still unsent.
     pub(crate) fn flush_tls(&mut self) -> io::Result<bool> {
-        match &mut self.tls {
-            Some(tls) => tls.flush(&self.socket).map(|()| tls.has_unsent()),
-            None => Ok(false),
+        match self.stage.as_deref_mut() {
+            Some(Stage::Tls(tls)) => tls.flush(&self.socket).map(|()| tls.has_unsent()),
+            _ => Ok(false),
+        }
+    }
+
+    pub(crate) fn tls(&self) -> Option<&Tls> {
+        match self.stage.as_deref() {
+            Some(Stage::Tls(tls)) => Some(tls),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn set_tls(&mut self, tls: Tls) {
+        self.stage = Some(Box::new(Stage::Tls(Box::new(tls))));
+    }
+
+    /// Its TLS stage, taken off (to start once it is connected).
+    pub(crate) fn take_tls(&mut self) -> Option<Tls> {
+        self.tls()?;
+        match *self.stage.take()? {
+            Stage::Tls(tls) => Some(*tls),
+            Stage::Pipe(_) => None,
         }
     }
 }
@@ -90,8 +117,7 @@ impl<O: Os> Kernel<O> {
         }
         self.handles[id.index()] = Some(Handles {
             socket,
-            pipe: None,
-            tls: None,
+            stage: None,
         });
     }
 
@@ -113,7 +139,7 @@ impl<O: Os> Kernel<O> {
     /// Whether TLS holds records for `id` that the socket has not taken.
     pub(crate) fn tls_unsent(&self, id: ConnId) -> bool {
         self.handles(id)
-            .and_then(|h| h.tls.as_ref())
+            .and_then(Handles::tls)
             .is_some_and(|tls| tls.has_unsent())
     }
 
@@ -137,6 +163,9 @@ impl<O: Os> Kernel<O> {
         } else {
             (&mut high[0], &low[b])
         };
-        Some((from.as_mut()?.pipe.as_mut()?, &to.as_ref()?.socket))
+        match from.as_mut()?.stage.as_deref_mut() {
+            Some(Stage::Pipe(pipe)) => Some((pipe, &to.as_ref()?.socket)),
+            _ => None,
+        }
     }
 }

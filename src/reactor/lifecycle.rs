@@ -14,8 +14,9 @@ use log::{debug, info, warn};
 use super::Reactor;
 use super::close::CloseReason;
 use super::conn::{Phase, Reading, Writing};
+use super::kernel::Stage;
 use super::service::{Context, Service};
-use super::timer::{TimerId, TimerKind};
+use super::timer::{ConnTimer, TimerKind};
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
 use crate::sys::os::{Os, Stream};
@@ -72,7 +73,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         let ending = phase == Phase::Closing || writing == Writing::FinWhenFlushed;
         // TLS ends with close_notify before the FIN or the close; the FIN
         // waits until the socket has taken it (a writable event comes back).
-        if let Some(tls) = handles.tls.as_mut().filter(|_| ending) {
+        if let (true, Some(Stage::Tls(tls))) = (ending, handles.stage.as_deref_mut()) {
             match tls.close(&handles.socket) {
                 Ok(()) if tls.has_unsent() => return,
                 Ok(()) => {}
@@ -132,23 +133,15 @@ impl<S: Service, O: Os> Reactor<S, O> {
             }
             state.stats.interest_changes += 1;
         }
+        // Its timers' entries are skipped when they surface: the id misses.
         conn.phase = Phase::Closed;
-        conn.input.release();
-        conn.output.release();
-        let timers = [
-            &mut conn.idle_timer,
-            &mut conn.write_timer,
-            &mut conn.frame_timer,
-        ];
-        for timer in timers.into_iter().filter_map(Option::take) {
-            state.timers.cancel(timer);
-        }
+        conn.release_buffers();
+        let outbound = conn.flags.outbound;
         state.stats.active -= 1;
         state.stats.count_close(reason);
         state.dead.push(id);
-        debug!("closed {id} ({}): {reason}", conn.peer);
+        debug!("closed {id} ({}): {reason}", state.peer_name(id));
         trace_io!(state.config.trace, "{id} close: {reason}");
-        let outbound = conn.flags.outbound;
         let ctx = &mut Context::new(state, &self.arena.bytes);
         if let Some(conn) = self.states.get_mut(id.index()).and_then(Option::take) {
             self.service.on_close(ctx, id, conn, reason);
@@ -163,13 +156,13 @@ impl<S: Service, O: Os> Reactor<S, O> {
 
     pub(super) fn run_timers(&mut self) {
         let now = self.state.now;
-        while let Some((timer, kind)) = self.state.timers.pop_due(now) {
+        while let Some(kind) = self.state.timers.pop_due(now) {
             match kind {
-                TimerKind::Idle(id) => self.idle_timer_fired(id, timer),
-                TimerKind::Write(id) => self.write_timer_fired(id, timer),
-                TimerKind::Frame(id) => self.frame_timer_fired(id),
-                TimerKind::Handshake(id) => self.handshake_timer_fired(id),
-                TimerKind::Connect(id) => {
+                TimerKind::Conn(id, ConnTimer::Idle) => self.idle_timer_fired(id),
+                TimerKind::Conn(id, ConnTimer::Write) => self.write_timer_fired(id),
+                TimerKind::Conn(id, ConnTimer::Frame) => self.frame_timer_fired(id),
+                TimerKind::Conn(id, ConnTimer::Handshake) => self.handshake_timer_fired(id),
+                TimerKind::Conn(id, ConnTimer::Connect) => {
                     if self
                         .state
                         .conns
@@ -199,48 +192,43 @@ impl<S: Service, O: Os> Reactor<S, O> {
         }
     }
 
-    /// Traffic only stamps `last_active`: the timer checks it, and either
-    /// closes the connection or sets itself again for the real deadline.
-    fn idle_timer_fired(&mut self, id: ConnId, timer: TimerId) {
-        let now = self.state.now;
-        let Some(conn) = self.state.conns.live_mut(id) else {
-            return;
-        };
-        let (Some(timeout), true) = (
+    /// Traffic only stamps `last_active`: the timer (one entry per
+    /// connection, for its whole life) checks it, and either closes the
+    /// connection or sets itself again for the real deadline.
+    fn idle_timer_fired(&mut self, id: ConnId) {
+        let now = self.state.stamp;
+        let (Some(conn), Some(timeout)) = (
+            self.state.conns.live_mut(id),
             self.state.config.idle_timeout,
-            conn.idle_timer == Some(timer),
         ) else {
             return;
         };
-        let due = conn.last_active + timeout;
+        let due = conn.last_active.after(timeout);
         if due <= now {
-            conn.idle_timer = None;
             self.close(id, CloseReason::Idle);
         } else {
-            conn.idle_timer = Some(self.state.timers.add(due, TimerKind::Idle(id)));
+            self.state.add_conn_timer(due, id, ConnTimer::Idle);
         }
     }
 
-    fn write_timer_fired(&mut self, id: ConnId, timer: TimerId) {
-        let now = self.state.now;
-        let Some(conn) = self.state.conns.live_mut(id) else {
-            return;
-        };
-        let (Some(timeout), true) = (
+    fn write_timer_fired(&mut self, id: ConnId) {
+        let now = self.state.stamp;
+        let (Some(conn), Some(timeout)) = (
+            self.state.conns.live_mut(id),
             self.state.config.write_timeout,
-            conn.write_timer == Some(timer),
         ) else {
             return;
         };
-        conn.write_timer = None;
-        if conn.output.is_empty() {
-            return;
-        }
-        let due = conn.last_write + timeout;
+        conn.flags.write_timer = false;
+        let Some(last_write) = conn.last_write().filter(|_| !conn.output().is_empty()) else {
+            return; // nothing is owed
+        };
+        let due = last_write.after(timeout);
         if due <= now {
             self.close(id, CloseReason::WriteTimeout);
         } else {
-            conn.write_timer = Some(self.state.timers.add(due, TimerKind::Write(id)));
+            conn.flags.write_timer = true;
+            self.state.add_conn_timer(due, id, ConnTimer::Write);
         }
     }
 
@@ -248,22 +236,22 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// byte closes its connection. The clock restarts while we are the ones
     /// not reading (paused or backpressured).
     fn frame_timer_fired(&mut self, id: ConnId) {
-        let now = self.state.now;
+        let now = self.state.stamp;
         let Some(conn) = self.state.conns.live_mut(id) else {
             return;
         };
-        conn.frame_timer = None;
-        let (Some(timeout), Some(since)) = (self.state.config.frame_timeout, conn.partial_since)
+        conn.flags.frame_timer = false;
+        let (Some(timeout), Some(since)) = (self.state.config.frame_timeout, conn.partial_since())
         else {
             return;
         };
         if !conn.wants_read() {
-            conn.partial_since = Some(now);
+            conn.set_partial_since(Some(now));
             self.state.arm_frame_timer(id);
-        } else if since + timeout <= now {
+        } else if since.after(timeout) <= now {
             warn!(
                 "{id} from {}: frame still incomplete {timeout:?} after its first byte; closing",
-                conn.peer
+                self.state.peer_name(id)
             );
             self.close(id, CloseReason::FrameTimeout);
         } else {
@@ -316,6 +304,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
             match socket.unread_len() {
                 Ok(0) | Err(_) => self.end_input(id),
                 Ok(left) => {
+                    // More than 4 GiB unread is not drained to the end.
+                    let left = u32::try_from(left).unwrap_or(u32::MAX);
                     conn.reading = Reading::Draining { left };
                     self.state.schedule_read(id);
                 }

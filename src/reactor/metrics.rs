@@ -284,11 +284,12 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// Bytes for a metrics connection, just read into `range` of the arena:
     /// kept until the request head is whole, then answered and closed.
     pub(super) fn answer_metrics(&mut self, id: ConnId, range: Range<usize>) {
+        let stamp = self.state.stamp;
         let Some(conn) = self.state.conns.live_mut(id) else {
             return;
         };
-        conn.input.extend(&self.arena.bytes[range]);
-        let head = conn.input.as_slice();
+        conn.extend_input(&self.arena.bytes[range], stamp);
+        let head = conn.input();
         let head_only = head.starts_with(b"HEAD ");
         let reply = match parse(head) {
             Request::Incomplete => return,
@@ -307,7 +308,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             }
             Request::Bad(status) => response(status, "text/plain", "", false),
         };
-        conn.input.release();
+        conn.release_buffers();
         self.state.replies.begin_serving(id);
         let ctx = &mut Context::new(&mut self.state, &self.arena.bytes);
         ctx.write(id, &reply);

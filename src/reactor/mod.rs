@@ -216,7 +216,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         };
         let id = self.add_conn(socket, addr.clone(), connecting)?;
         if let (Some(tls), Some(handles)) = (tls, self.kernel.handles_mut(id)) {
-            handles.tls = Some(Box::new(tls));
+            handles.set_tls(tls);
         }
         self.state.connect_started(id, addr);
         Ok(id)
@@ -288,7 +288,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             Some(Duration::ZERO)
         };
         let n = self.wait(timeout)?;
-        self.state.now = O::now();
+        self.state.set_now(O::now());
         self.state.stats.events += n as u64;
         for i in 0..n {
             let event = self.kernel.poller.event(i);
@@ -302,10 +302,13 @@ impl<S: Service, O: Os> Reactor<S, O> {
         self.send_held_replies();
         self.report_drained();
         if !self.state.dead.is_empty() {
-            for id in self.state.dead.drain(..) {
-                self.state.conns.remove(id);
+            // Taken out and put back, keeping its capacity.
+            let mut dead = std::mem::take(&mut self.state.dead);
+            for id in dead.drain(..) {
+                self.state.remove(id);
                 self.kernel.detach(id);
             }
+            self.state.dead = dead;
             let conns = &self.state.conns;
             self.state
                 .drain_watch
@@ -340,16 +343,17 @@ impl<S: Service, O: Os> Reactor<S, O> {
             .conns
             .iter()
             .filter(|(_, c)| c.phase != Phase::Closed)
-            .map(|(id, c)| ConnInfo {
+            .filter_map(|(id, c)| Some((id, c, self.state.about(id)?)))
+            .map(|(id, c, about)| ConnInfo {
                 id,
-                peer: c.peer.clone(),
-                age: now.duration_since(c.opened),
+                peer: about.peer.clone(),
+                age: now.saturating_duration_since(self.state.timers.instant(about.opened)),
                 bytes_in: c.bytes_in,
                 bytes_out: c.bytes_out,
                 pending_output: self.state.pending_output(id).unwrap_or(0),
                 reading: c.wants_read(),
                 state: c.state(),
-                tls: c.tls.as_deref().map(str::to_string),
+                tls: c.tls().map(str::to_string),
             })
             .collect()
     }
@@ -417,8 +421,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
             return self.apply_deferred();
         }
         conn.flags.peer_fin |= event.is_read_closed();
-        let spliced_from = conn.spliced_to;
-        let unsent = !conn.output.is_empty() || self.kernel.tls_unsent(id);
+        let spliced_from = conn.spliced_to();
+        let unsent = !conn.output().is_empty() || self.kernel.tls_unsent(id);
         if event.is_writable() && unsent {
             self.state.defer(id);
             self.apply_deferred();

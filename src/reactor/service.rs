@@ -326,7 +326,7 @@ impl<'a> Context<'a> {
                 .state
                 .conns
                 .live(id)
-                .is_some_and(|c| c.takes_output() && c.output.is_empty())
+                .is_some_and(|c| c.takes_output() && c.output().is_empty())
         {
             self.state.replies.echo =
                 Some(self.input.start + range.start..self.input.start + range.end);
@@ -444,7 +444,7 @@ impl<'a> Context<'a> {
     /// For a TLS connection, once its handshake is done: its protocol,
     /// cipher suite, server name (SNI) and ALPN protocol, in one line.
     pub fn tls(&self, id: ConnId) -> Option<&str> {
-        self.state.conns.get(id)?.tls.as_deref()
+        self.state.conns.get(id)?.tls()
     }
 
     /// For a TLS connection, the ALPN protocol agreed on in its handshake.
@@ -455,7 +455,7 @@ impl<'a> Context<'a> {
 
     /// The address of `id`'s peer; still known during `on_close`.
     pub fn peer_addr(&self, id: ConnId) -> Option<&Addr> {
-        self.state.conns.get(id).map(|c| &c.peer)
+        self.state.peer(id)
     }
 
     /// Stops reading from `id` until [`resume_read`](Self::resume_read).

@@ -14,6 +14,7 @@ use log::warn;
 use super::Reactor;
 use super::close::CloseReason;
 use super::conn::{Phase, Reading};
+use super::kernel::Stage;
 use super::service::Service;
 use super::token::ConnId;
 use super::trace::trace_io;
@@ -38,20 +39,20 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 continue;
             }
             // Ciphertext cannot be relayed as it is: TLS pairs copy.
-            let tls = |id| self.kernel.handles(id).is_some_and(|h| h.tls.is_some());
+            let tls = |id| self.kernel.handles(id).is_some_and(|h| h.tls().is_some());
             if tls(a) || tls(b) {
                 warn!("{a} and {b}: TLS on a side; copying instead of splicing");
                 continue;
             }
             if let Some(h) = self.kernel.handles_mut(a) {
-                h.pipe = Some(pa);
+                h.stage = Some(Box::new(Stage::Pipe(pa)));
             }
             if let Some(h) = self.kernel.handles_mut(b) {
-                h.pipe = Some(pb);
+                h.stage = Some(Box::new(Stage::Pipe(pb)));
             }
             for (id, peer) in [(a, b), (b, a)] {
                 if let Some(conn) = self.state.conns.live_mut(id) {
-                    conn.spliced_to = Some(peer);
+                    conn.set_spliced_to(peer);
                 }
                 // Data may already wait in the socket, its edge spent.
                 self.state.schedule_read(id);
@@ -67,7 +68,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             let Some(conn) = self.state.conns.live_mut(id) else {
                 return;
             };
-            if conn.piped > 0 {
+            if conn.piped() > 0 {
                 self.pump(id);
                 if self
                     .state
@@ -84,13 +85,13 @@ impl<S: Service, O: Os> Reactor<S, O> {
             }
             // While shutting down, take no more than what had arrived.
             let max = match conn.reading {
-                Reading::Draining { left } => left.min(chunk),
+                Reading::Draining { left } => (left as usize).min(chunk),
                 _ => chunk,
             };
             let Some(handles) = self.kernel.handles_mut(id) else {
                 return;
             };
-            let Some(pipe) = handles.pipe.as_mut() else {
+            let Some(Stage::Pipe(pipe)) = handles.stage.as_deref_mut() else {
                 return;
             };
             self.state.stats.reads += 1;
@@ -103,7 +104,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 Ok(n) => n,
                 Err(e) => return self.read_failed(id, "splice", e),
             };
-            conn.piped = pipe.len();
+            conn.set_piped(pipe.len());
             trace_io!(self.state.config.trace, "{id} splice {n} into pipe");
             if self.received(id, n) {
                 self.pump(id);
@@ -129,7 +130,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
 
     fn drain_pipe(&mut self, src: ConnId) -> Result<(), (ConnId, io::Error)> {
         let state = &mut self.state;
-        let Some(dst) = state.conns.live(src).and_then(|c| c.spliced_to) else {
+        let Some(dst) = state.conns.live(src).and_then(|c| c.spliced_to()) else {
             return Ok(());
         };
         let Some((from, to)) = state.conns.get2_mut(src, dst) else {
@@ -140,7 +141,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         };
         // Older bytes queued for `dst` go first: until they have, the pipe
         // stays full and `src` waits, woken when that queue drains.
-        let blocked = !matches!(to.phase, Phase::Open | Phase::Closing) || !to.output.is_empty();
+        let blocked = !matches!(to.phase, Phase::Open | Phase::Closing) || !to.output().is_empty();
         while !blocked && !pipe.is_empty() {
             match pipe.drain_into(socket) {
                 Ok(n) => {
@@ -148,7 +149,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                     state.stats.writes += 1;
                     state.stats.bytes_out += n as u64;
                     state.stats.bytes_spliced += n as u64;
-                    to.wrote(n, state.now);
+                    to.wrote(n, state.stamp);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     state.stats.eagain_writes += 1;
@@ -157,7 +158,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 Err(e) => return Err((dst, e)),
             }
         }
-        from.piped = pipe.len();
+        from.set_piped(pipe.len());
         if pipe.is_empty() {
             if from.flags.backpressured {
                 from.flags.backpressured = false;

@@ -5,6 +5,7 @@
 //! connect or a splice, which need the OS.
 
 use std::collections::VecDeque;
+use std::fmt;
 
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -12,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use super::close::CloseReason;
 use super::config::Config;
-use super::conn::{Connection, Phase};
+use super::conn::{About, Connection, Phase};
 use super::handle::Command;
 use super::reply::Replies;
 use super::stats::Stats;
-use super::timer::{TimerKind, Timers};
+use super::timer::{ConnTimer, Stamp, TimerKind, Timers};
 use super::token::{ConnId, Table, Token};
 use super::trace::trace_io;
 use super::transport::Tls;
@@ -38,6 +39,9 @@ pub(crate) struct State {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) command_tx: mpsc::Sender<Command>,
     pub(crate) conns: Table<Connection>,
+    /// Each connection's [`About`], by slot: what only setup and the
+    /// connection table read.
+    about: Vec<Option<About>>,
     /// Connects and splices asked for during a callback, not made yet.
     pub(crate) connects: Vec<ConnectRequest>,
     pub(crate) splices: Vec<(ConnId, ConnId)>,
@@ -61,6 +65,8 @@ pub(crate) struct State {
     pub(crate) timers: Timers,
     /// Read once per turn: precise enough for timeouts, and free for traffic.
     pub(crate) now: Instant,
+    /// `now` as a connection keeps it.
+    pub(crate) stamp: Stamp,
     pub(crate) stats: Stats,
     pub(crate) shutting_down: bool,
     /// A second shutdown request came: stop without draining.
@@ -72,7 +78,7 @@ impl State {
     pub(crate) fn new(config: Config, clock: fn() -> Instant, splice_supported: bool) -> State {
         let (command_tx, commands) = mpsc::channel();
         let now = clock();
-        let mut timers = Timers::default();
+        let mut timers = Timers::new(now);
         if let Some(every) = config.stats_interval {
             timers.add(now + every, TimerKind::StatsReport);
         }
@@ -82,6 +88,7 @@ impl State {
             commands,
             command_tx,
             conns: Table::new(),
+            about: Vec::new(),
             connects: Vec::new(),
             splices: Vec::new(),
             splice_supported,
@@ -91,6 +98,7 @@ impl State {
             dead: Vec::new(),
             drain_watch: Vec::new(),
             drained: Vec::new(),
+            stamp: timers.stamp(now),
             timers,
             now,
             stats: Stats::default(),
@@ -121,19 +129,79 @@ impl State {
         }
     }
 
+    /// The time of this turn, read once per turn.
+    pub(crate) fn set_now(&mut self, now: Instant) {
+        self.now = now;
+        self.stamp = self.timers.stamp(now);
+    }
+
     /// Books a new connection (accepted, or connecting) under a fresh id;
     /// its socket is the caller's to attach.
     pub(crate) fn insert(&mut self, peer: Addr, phase: Phase) -> ConnId {
         let id = self.conns.next_id();
-        let mut conn = Connection::new(peer, phase, self.now);
+        let mut conn = Connection::new(phase, self.stamp);
         conn.flags.outbound = matches!(phase, Phase::Connecting { .. });
-        conn.idle_timer = self
-            .config
-            .idle_timeout
-            .map(|t| self.timers.add(self.now + t, TimerKind::Idle(id)));
         self.conns.insert(conn);
+        if self.about.len() <= id.index() {
+            self.about.resize_with(id.index() + 1, || None);
+        }
+        self.about[id.index()] = Some(About {
+            peer,
+            opened: self.stamp,
+        });
+        if let Some(timeout) = self.config.idle_timeout {
+            self.add_conn_timer(self.stamp.after(timeout), id, ConnTimer::Idle);
+        }
         self.stats.active += 1;
         id
+    }
+
+    /// Frees `id`'s slot, at the end of the turn in which it closed.
+    pub(crate) fn remove(&mut self, id: ConnId) {
+        if self.conns.remove(id).is_some()
+            && let Some(about) = self.about.get_mut(id.index())
+        {
+            *about = None;
+        }
+    }
+
+    /// `id`'s peer and age, while its slot is taken (still in `on_close`).
+    pub(crate) fn about(&self, id: ConnId) -> Option<&About> {
+        self.conns.get(id)?;
+        self.about.get(id.index())?.as_ref()
+    }
+
+    pub(crate) fn peer(&self, id: ConnId) -> Option<&Addr> {
+        self.about(id).map(|a| &a.peer)
+    }
+
+    /// Makes `peer` the peer of `id` (the client a PROXY header names);
+    /// the one it replaces.
+    pub(crate) fn set_peer(&mut self, id: ConnId, peer: Addr) -> Option<Addr> {
+        self.conns.get(id)?;
+        let about = self.about.get_mut(id.index())?.as_mut()?;
+        Some(std::mem::replace(&mut about.peer, peer))
+    }
+
+    /// `id`'s peer for a log line (`?` once its slot is free).
+    pub(crate) fn peer_name(&self, id: ConnId) -> impl fmt::Display + '_ {
+        struct Name<'a>(Option<&'a Addr>);
+        impl fmt::Display for Name<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.0 {
+                    Some(addr) => addr.fmt(f),
+                    None => f.write_str("?"),
+                }
+            }
+        }
+        Name(self.peer(id))
+    }
+
+    /// Sets `id`'s timer `what` for `at`.
+    pub(crate) fn add_conn_timer(&mut self, at: Stamp, id: ConnId, what: ConnTimer) {
+        let conns = &self.conns;
+        self.timers
+            .add_conn(at, id, what, |id| conns.get(id).is_some());
     }
 
     /// Books an outgoing connection to `addr`; the socket is made once the
@@ -161,8 +229,8 @@ impl State {
 
     /// A connect to `addr` is under way for `id`: it must be up in time.
     pub(crate) fn connect_started(&mut self, id: ConnId, addr: &Addr) {
-        let due = self.now + self.config.connect_timeout;
-        self.timers.add(due, TimerKind::Connect(id));
+        let due = self.stamp.after(self.config.connect_timeout);
+        self.add_conn_timer(due, id, ConnTimer::Connect);
         trace_io!(self.config.trace, "{id} connect to {addr}");
     }
 
@@ -181,13 +249,13 @@ impl State {
     pub(crate) fn pending_output(&self, id: ConnId) -> Option<usize> {
         let conn = self.conns.live(id)?;
         if let Some(i) = conn.held_reply {
-            return Some(self.replies.held[i].len());
+            return Some(self.replies.held[i as usize].len());
         }
         let piped = conn
-            .spliced_to
+            .spliced_to()
             .and_then(|peer| self.conns.live(peer))
-            .map_or(0, |peer| peer.piped);
-        Some(conn.output.len() + piped)
+            .map_or(0, |peer| peer.piped());
+        Some(conn.output().len() + piped)
     }
 
     /// The service consumed `used` bytes of an input of which `left_before`
@@ -197,11 +265,11 @@ impl State {
         let Some(conn) = self.conns.live_mut(id) else {
             return;
         };
-        if conn.input.is_empty() {
-            conn.partial_since = None;
-        } else if used >= left_before || conn.partial_since.is_none() {
-            conn.partial_since = Some(self.now);
-            if conn.frame_timer.is_none() {
+        if conn.input().is_empty() {
+            conn.set_partial_since(None);
+        } else if used >= left_before || conn.partial_since().is_none() {
+            conn.set_partial_since(Some(self.stamp));
+            if !conn.flags.frame_timer {
                 self.arm_frame_timer(id);
             }
         }
@@ -214,9 +282,10 @@ impl State {
             return;
         };
         if let Some(conn) = self.conns.live_mut(id)
-            && let Some(since) = conn.partial_since
+            && let Some(since) = conn.partial_since()
         {
-            conn.frame_timer = Some(self.timers.add(since + timeout, TimerKind::Frame(id)));
+            conn.flags.frame_timer = true;
+            self.add_conn_timer(since.after(timeout), id, ConnTimer::Frame);
         }
     }
 

@@ -20,6 +20,10 @@ impl ConnId {
     pub(crate) fn index(self) -> usize {
         self.index as usize
     }
+
+    pub(crate) fn generation(self) -> u32 {
+        self.generation.get()
+    }
 }
 
 impl fmt::Display for ConnId {
