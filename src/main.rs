@@ -12,7 +12,7 @@ use log::{error, info, warn};
 
 use sockloop::app::echo::{Echo, FramedEcho};
 use sockloop::app::hub::{Hub, SlowPolicy};
-use sockloop::app::relay::{Balance, Relay};
+use sockloop::app::relay::{Balance, Relay, SpliceMode};
 use sockloop::bench::{self, Mode};
 use sockloop::codec::proxy::Version as ProxyVersion;
 use sockloop::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Framing};
@@ -120,9 +120,10 @@ struct RelayArgs {
     #[arg(long, value_name = "VERSION")]
     send_proxy: Option<ProxyVersion>,
     /// Move bytes socket → pipe → socket with splice(2), never through user
-    /// space (Linux only).
-    #[arg(long)]
-    splice: bool,
+    /// space (Linux only): `auto` (the default when no value is given) once
+    /// a read fills a whole chunk, `always` from the start.
+    #[arg(long, value_name = "WHEN", num_args = 0..=1, default_missing_value = "auto")]
+    splice: Option<SpliceMode>,
 }
 
 #[derive(Args)]
@@ -663,7 +664,9 @@ fn main() -> ExitCode {
                 serve(&args.server, config, FramedEcho::new(codec), 1)
             }),
         },
-        Command::Relay(RelayArgs { splice: true, .. }) if !sys::SPLICE => Err(io::Error::new(
+        Command::Relay(RelayArgs {
+            splice: Some(_), ..
+        }) if !sys::SPLICE => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "--splice needs splice(2), which only Linux has: run the relay without it",
         )),
@@ -680,10 +683,9 @@ fn main() -> ExitCode {
                 None => relay,
             };
             // Two sockets per client; splice adds a pipe (two descriptors) each way.
-            let (relay, fds_per_client) = if args.splice {
-                (relay.with_splice(), 6)
-            } else {
-                (relay, 2)
+            let (relay, fds_per_client) = match args.splice {
+                Some(mode) => (relay.with_splice_mode(mode), 6),
+                None => (relay, 2),
             };
             bind(&args.server, config, relay, fds_per_client).and_then(|(reactor, local)| {
                 refuse_own_upstream(&local, &args.upstream)?;
