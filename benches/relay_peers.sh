@@ -8,7 +8,10 @@
 #                    its config written by this script; no splice options
 #   tokio            examples/proxy_tokio.rs: current_thread, copy_bidirectional
 #   sockloop         sockloop relay (the copy path)
-#   sockloop_splice  sockloop relay --splice
+#   sockloop_splice  sockloop relay --splice (auto: splice once a read fills a chunk)
+#   sockloop_always  sockloop relay --splice always
+#   base, base_splice  another build (BASELINE=path), copy and --splice: a
+#                    before/after comparison within the same interleaved run
 # Upstream servers and clients run on CPU 1, every server bound to 127.0.0.1.
 #
 # Loads (LOADS, names as below):
@@ -36,6 +39,7 @@
 #   LOADS="redis_c50 iperf_p1" PROXIES="haproxy sockloop" pick a subset
 #   SYSCALLS=1 counts syscalls; KEEP=dir keeps every client's output there
 #   SOCKLOOP=path measures another build of sockloop
+#   BASELINE=path PROXIES="... base base_splice" adds an older build beside it
 # Needs (Debian): haproxy redis-server redis-tools nginx-light wrk iperf3,
 # and taskset, python3 (and perf for SYSCALLS=1).
 set -euo pipefail
@@ -161,10 +165,16 @@ EOF
         PROXY_PID=$!
         wait_port "$PROXY_PORT"
         ;;
-    tokio | sockloop | sockloop_splice)
+    tokio | sockloop | sockloop_splice | sockloop_always | base | base_splice)
         local command=("$TOKIO" 127.0.0.1:0 "127.0.0.1:$upstream")
-        [ "$name" = sockloop ] && command=("$BIN" relay --listen 127.0.0.1:0 --upstream "127.0.0.1:$upstream")
-        [ "$name" = sockloop_splice ] && command=("$BIN" relay --listen 127.0.0.1:0 --upstream "127.0.0.1:$upstream" --splice)
+        local relay=(relay --listen 127.0.0.1:0 --upstream "127.0.0.1:$upstream")
+        case $name in
+        sockloop) command=("$BIN" "${relay[@]}") ;;
+        sockloop_splice) command=("$BIN" "${relay[@]}" --splice) ;;
+        sockloop_always) command=("$BIN" "${relay[@]}" --splice always) ;;
+        base) command=("${BASELINE:?base needs BASELINE=path}" "${relay[@]}") ;;
+        base_splice) command=("${BASELINE:?base_splice needs BASELINE=path}" "${relay[@]}" --splice) ;;
+        esac
         taskset -c 0 "${command[@]}" >"$out" 2>"$WORK/proxy.log" &
         PROXY_PID=$!
         PROXY_PORT=

@@ -12,7 +12,7 @@ use log::{error, info, warn};
 
 use sockloop::app::echo::{Echo, FramedEcho};
 use sockloop::app::hub::{Hub, SlowPolicy};
-use sockloop::app::relay::{Balance, Relay};
+use sockloop::app::relay::{Balance, Relay, SpliceMode};
 use sockloop::bench::{self, Mode};
 use sockloop::codec::proxy::Version as ProxyVersion;
 use sockloop::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Framing};
@@ -130,9 +130,10 @@ struct RelayArgs {
     #[arg(long, value_name = "VERSION")]
     send_proxy: Option<ProxyVersion>,
     /// Move bytes socket → pipe → socket with splice(2), never through user
-    /// space (Linux only).
-    #[arg(long)]
-    splice: bool,
+    /// space (Linux only): `auto` (the default when no value is given) once
+    /// a read fills a whole chunk, `always` from the start.
+    #[arg(long, value_name = "WHEN", num_args = 0..=1, default_missing_value = "auto")]
+    splice: Option<SpliceMode>,
     #[command(flatten)]
     upstream_tls: UpstreamTlsArgs,
 }
@@ -807,14 +808,13 @@ fn run_relay(args: &RelayArgs) -> io::Result<()> {
             Some((config, name)) => relay.with_upstream_tls(config.clone(), name.clone()),
             None => relay,
         };
-        if args.splice {
-            relay.with_splice()
-        } else {
-            relay
+        match args.splice {
+            Some(mode) => relay.with_splice_mode(mode),
+            None => relay,
         }
     };
     // Two sockets per client; splice adds a pipe (two descriptors) each way.
-    let fds_per_client = if args.splice { 6 } else { 2 };
+    let fds_per_client = if args.splice.is_some() { 6 } else { 2 };
     bind(&args.server, config, make, fds_per_client).and_then(|server| {
         refuse_own_upstream(&server.local, &args.upstream)?;
         for reactor in &server.reactors {
@@ -948,11 +948,15 @@ fn main() -> ExitCode {
                 serve(&args.server, config, || FramedEcho::new(codec.clone()), 1)
             }),
         },
-        Command::Relay(RelayArgs { splice: true, .. }) if !sys::SPLICE => Err(io::Error::new(
+        Command::Relay(RelayArgs {
+            splice: Some(_), ..
+        }) if !sys::SPLICE => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "--splice needs splice(2), which only Linux has: run the relay without it",
         )),
-        Command::Relay(args) if args.splice && (args.server.tls.on() || args.upstream_tls.on()) => {
+        Command::Relay(args)
+            if args.splice.is_some() && (args.server.tls.on() || args.upstream_tls.on()) =>
+        {
             Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "--splice moves bytes as they are, and TLS must decrypt them: use one or the other",

@@ -19,7 +19,7 @@ use common::{
 };
 use nix::sys::socket::{setsockopt, sockopt};
 use sockloop::app::echo::Echo;
-use sockloop::app::relay::Relay;
+use sockloop::app::relay::{Relay, SpliceMode};
 use sockloop::reactor::{Addr, CloseReason, Config};
 
 /// Block `k` of client `seed`'s stream; writer and reader both regenerate it.
@@ -630,5 +630,60 @@ fn send_proxy_names_no_address_for_a_unix_domain_client() {
         drop(client);
         drop(relay);
         let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// `--splice auto` leaves small requests and replies on the copy path and
+/// splices a bulk transfer; `always` splices both. Every byte arrives
+/// intact either way, on the same connection, small requests after the
+/// bulk too.
+#[test]
+#[cfg_attr(not(target_os = "linux"), ignore = "splice(2) is Linux-only")]
+fn splice_auto_copies_small_requests_and_splices_bulk_transfers() {
+    for mode in [SpliceMode::Auto, SpliceMode::Always] {
+        let upstream = TestServer::start(Config::default(), || Echo);
+        let addr = Addr::from(upstream.addr);
+        let relay = TestServer::start(Config::default(), move || {
+            Relay::new(vec![addr.clone()]).with_splice_mode(mode)
+        });
+        let mut client = relay.connect();
+        let mut rng = Rng::new(17);
+        let small = |client: &mut TcpStream, rng: &mut Rng| {
+            for _ in 0..50 {
+                let len = rng.range(1, 2000);
+                let request = rng.bytes(len);
+                assert!(
+                    round_trip(client, &request) == request,
+                    "{mode:?}: reply altered"
+                );
+            }
+        };
+        small(&mut client, &mut rng);
+        let spliced = relay.stats().bytes_spliced;
+        match mode {
+            SpliceMode::Auto => assert_eq!(spliced, 0, "small requests were spliced"),
+            SpliceMode::Always => assert!(spliced > 0, "nothing was spliced"),
+        }
+        // Bulk both ways: the client writes 4 MiB while the echo sends it back.
+        let data = rng.bytes(4 << 20);
+        let writer = client.try_clone().unwrap();
+        let sent = data.clone();
+        let sender = thread::spawn(move || {
+            let mut writer = writer;
+            writer.write_all(&sent).unwrap();
+        });
+        let mut back = vec![0; data.len()];
+        client.read_exact(&mut back).unwrap();
+        sender.join().unwrap();
+        assert!(back == data, "{mode:?}: bulk bytes altered");
+        let stats = relay.stats();
+        assert!(
+            stats.bytes_spliced > data.len() as u64 / 2,
+            "{mode:?}: the bulk transfer was not spliced: {stats:?}"
+        );
+        // Spliced now, small requests still come back whole.
+        small(&mut client, &mut rng);
+        client.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_to_eof(&mut client), b"", "{mode:?}");
     }
 }

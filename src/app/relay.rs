@@ -83,10 +83,35 @@ impl fmt::Display for Balance {
     }
 }
 
+/// When a relay moves bytes with splice(2) rather than through user space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpliceMode {
+    /// Each direction once one read fills a whole read chunk: bulk
+    /// transfers go zero-copy, small requests and replies stay on the copy
+    /// path, which costs them fewer syscalls (splice takes two per read).
+    Auto,
+    /// Every byte, from the start.
+    Always,
+}
+
+impl FromStr for SpliceMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "always" => Ok(Self::Always),
+            other => Err(format!(
+                "unknown splice mode `{other}`: expected auto or always"
+            )),
+        }
+    }
+}
+
 pub struct Relay {
     pool: Pool,
     /// Move bytes with splice(2) once both sides are up, where the OS can.
-    splice: bool,
+    splice: Option<SpliceMode>,
     /// The PROXY protocol header each upstream connection starts with, if any.
     send_proxy: Option<Version>,
     /// Where clients connect to: the destination PROXY headers name. Set
@@ -107,7 +132,7 @@ impl Relay {
         assert!(!upstreams.is_empty(), "a relay needs an upstream");
         Relay {
             pool: Pool::new(upstreams, Balance::RoundRobin, DEFAULT_DOWN_TIME),
-            splice: false,
+            splice: None,
             send_proxy: None,
             listen_addr: OnceCell::new(),
             pairs: Slab::new(),
@@ -120,8 +145,13 @@ impl Relay {
     /// Relays with splice(2) instead of copying through user space. Where
     /// the OS has none ([`sys::SPLICE`](crate::sys::SPLICE) is false), the
     /// first pair says so in a warning and every pair copies.
-    pub fn with_splice(mut self) -> Relay {
-        self.splice = true;
+    pub fn with_splice(self) -> Relay {
+        self.with_splice_mode(SpliceMode::Always)
+    }
+
+    /// As [`with_splice`](Self::with_splice), with `mode` saying when.
+    pub fn with_splice_mode(mut self, mode: SpliceMode) -> Relay {
+        self.splice = Some(mode);
         self
     }
 
@@ -295,15 +325,20 @@ impl Relay {
         );
         // What the client sent meanwhile goes out now, and later bytes by
         // splice if asked (falling back to copying).
-        if self.splice
-            && let Err(e) = ctx.splice(client, id)
-        {
+        let spliced = match self.splice {
+            None => Ok(()),
+            Some(SpliceMode::Auto) => ctx.splice_bulk(client, id),
+            Some(SpliceMode::Always) => ctx.splice(client, id),
+        };
+        if let Err(e) = spliced {
             warn!(
                 "relay {} → {addr}: no splice ({e}), copying instead",
                 pair.client_addr
             );
             // It will not come back for the next pair.
-            self.splice = e.kind() != io::ErrorKind::Unsupported;
+            if e.kind() == io::ErrorKind::Unsupported {
+                self.splice = None;
+            }
         }
         Side { pair: key }
     }

@@ -162,6 +162,39 @@ impl<S: Service, O: Os> Reactor<S, O> {
         Ok(())
     }
 
+    /// Sends the write the callback that just returned made to another
+    /// connection from the read arena, where it lies; what the kernel does
+    /// not take becomes that connection's backlog. A relay's bytes go out
+    /// this way without a copy or an allocation in between.
+    pub(super) fn send_forward(&mut self) {
+        let Some((id, range)) = self.state.replies.forward.take() else {
+            return;
+        };
+        let state = &mut self.state;
+        let (Some(conn), Some(handles)) = (state.conns.live_mut(id), self.kernel.handles_mut(id))
+        else {
+            return;
+        };
+        if matches!(conn.phase, Phase::Aborting(_)) {
+            return;
+        }
+        let data = &self.arena.bytes[range];
+        match send(&mut state.stats, state.config.trace, id, handles, data) {
+            Ok(sent) => {
+                conn.wrote(sent, state.stamp);
+                if sent < data.len() {
+                    // The kernel is full: the rest goes out when it turns writable.
+                    conn.output_mut(state.stamp).extend(&data[sent..]);
+                } else {
+                    // TLS may hold records back: the flush sees to them.
+                    state.defer(id);
+                }
+                state.after_write(id);
+            }
+            Err(e) => self.close(id, CloseReason::Error(e.kind())),
+        }
+    }
+
     /// Writes `id`'s held reply and backlog until they are out or the kernel is full.
     pub(super) fn flush(&mut self, id: ConnId) -> io::Result<()> {
         self.send_held_reply(id)?;

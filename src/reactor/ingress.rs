@@ -62,6 +62,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
             if drained {
                 return self.end_input(id);
             }
+            if n == max {
+                self.splice_if_bulk(id);
+            }
             // A short read emptied the socket; edge-triggering reports the
             // next bytes, so another read would only say EAGAIN. Unless a
             // FIN is queued: that read is how we see it.

@@ -23,7 +23,7 @@ use crate::sys::os::{Os, Stream};
 
 impl<S: Service, O: Os> Reactor<S, O> {
     /// Carries out what callbacks deferred: the held reply of the callback
-    /// that just returned, then for each connection with deferred work its
+    /// that just returned and its write to another connection, then for each connection with deferred work its
     /// flush, FIN and close.
     pub(super) fn apply_deferred(&mut self) {
         if let Some(id) = self.state.replies.serving
@@ -31,6 +31,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         {
             self.close(id, CloseReason::Error(e.kind()));
         }
+        self.send_forward();
         if !self.state.connects.is_empty() {
             self.start_requested_connects();
         }

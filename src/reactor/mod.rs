@@ -421,8 +421,15 @@ impl<S: Service, O: Os> Reactor<S, O> {
             return self.apply_deferred();
         }
         conn.flags.peer_fin |= event.is_read_closed();
-        let spliced_from = conn.spliced_to();
+        let feeder = conn.fed_by;
         let unsent = !conn.output().is_empty() || self.kernel.tls_unsent(id);
+        // The peer splicing into this one: its pipe waits for room here.
+        let spliced_from = feeder.filter(|&f| {
+            self.state
+                .conns
+                .live(f)
+                .is_some_and(|c| c.spliced_to() == Some(id))
+        });
         if event.is_writable() && unsent {
             self.state.defer(id);
             self.apply_deferred();

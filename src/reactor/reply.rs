@@ -51,6 +51,11 @@ pub(crate) struct Replies {
     /// A reply that is a piece of the input being delivered (an echo), as a
     /// range of the read arena: it is sent from there, never copied.
     pub(crate) echo: Option<Range<usize>>,
+    /// A write to another connection (a relay's peer) that is a piece of
+    /// the input being delivered, as a range of the read arena: sent from
+    /// there as soon as the callback returns, never copied. Only while that
+    /// connection has nothing else queued, so order holds.
+    pub(crate) forward: Option<(ConnId, Range<usize>)>,
     /// Replies held until the batch ends, oldest first.
     pub(crate) held: Vec<Held>,
 }

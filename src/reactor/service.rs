@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use super::close::CloseReason;
-use super::conn::Writing;
+use super::conn::{Connection, Writing};
 use super::metrics::MetricsText;
 use super::state::State;
 use super::timer::{TimerId, TimerKind};
@@ -316,21 +316,27 @@ impl<'a> Context<'a> {
 
     /// Queues `data` for `id`. False if that connection is gone or closing.
     pub fn write(&mut self, id: ConnId, data: &[u8]) -> bool {
-        // The common echo: the reply is the input itself. Remember where it
-        // lies rather than copy it.
-        if let Some(range) = subslice(&self.arena[self.input.clone()], data)
-            && self.state.replies.serving == Some(id)
-            && self.state.replies.echo.is_none()
-            && !self.state.replies.wrote_out()
-            && self
-                .state
-                .conns
-                .live(id)
-                .is_some_and(|c| c.takes_output() && c.output().is_empty())
-        {
-            self.state.replies.echo =
-                Some(self.input.start + range.start..self.input.start + range.end);
-            return true;
+        // A piece of the input itself — an echo to the connection being
+        // served, or a relay's bytes for its peer: remember where it lies
+        // rather than copy it.
+        if let Some(range) = subslice(&self.arena[self.input.clone()], data) {
+            let range = self.input.start + range.start..self.input.start + range.end;
+            let replies = &self.state.replies;
+            let idle = |c: &Connection| c.takes_output() && c.output().is_empty();
+            let conn = self.state.conns.live(id);
+            if replies.serving == Some(id) {
+                if replies.echo.is_none() && !replies.wrote_out() && conn.is_some_and(idle) {
+                    self.state.replies.echo = Some(range);
+                    return true;
+                }
+            } else if replies.forward.is_none()
+                && conn.is_some_and(|c| {
+                    idle(c) && !c.is_pending() && c.held_reply.is_none() && !c.is_spliced()
+                })
+            {
+                self.state.replies.forward = Some((id, range));
+                return true;
+            }
         }
         self.write_with(id, |out| out.extend_from_slice(data))
             .is_some()
@@ -346,7 +352,12 @@ impl<'a> Context<'a> {
         {
             replies.out.extend_from_slice(&self.arena[range]);
         }
-        self.state.output_for(id, self.arena).map(f)
+        let forward = replies.forward.take_if(|(to, _)| *to == id);
+        let out = self.state.output_for(id, self.arena)?;
+        if let Some((_, range)) = forward {
+            out.extend_from_slice(&self.arena[range]);
+        }
+        Some(f(out))
     }
 
     /// Closes `id` once everything queued for it is flushed.
@@ -409,6 +420,20 @@ impl<'a> Context<'a> {
     /// ([`sys::SPLICE`](crate::sys::SPLICE) is false) this fails at once
     /// with [`io::ErrorKind::Unsupported`] and changes nothing.
     pub fn splice(&mut self, a: ConnId, b: ConnId) -> io::Result<()> {
+        self.request_splice(a, b, false)
+    }
+
+    /// As [`splice`](Self::splice), but each side goes on copying through
+    /// `on_data` until one read fills a whole read chunk
+    /// ([`Config::read_chunk`](super::Config::read_chunk)): from then on
+    /// that side's input is spliced. Small requests and replies stay on the
+    /// copy path, which costs fewer syscalls for them; bulk transfers go
+    /// zero-copy. The pipes are made at once, as for `splice`.
+    pub fn splice_bulk(&mut self, a: ConnId, b: ConnId) -> io::Result<()> {
+        self.request_splice(a, b, true)
+    }
+
+    fn request_splice(&mut self, a: ConnId, b: ConnId, bulk: bool) -> io::Result<()> {
         if !self.state.splice_supported {
             let e = "splice(2) is not available on this OS";
             return Err(io::Error::new(io::ErrorKind::Unsupported, e));
@@ -420,7 +445,7 @@ impl<'a> Context<'a> {
             ));
         }
         self.link(a, b);
-        self.state.splices.push((a, b));
+        self.state.splices.push((a, b, bulk));
         Ok(())
     }
 

@@ -2,10 +2,18 @@
 //! peer socket by splice(2), never through user space, and the service no
 //! longer sees it.
 //!
-//! The pipe is filled only when empty, so an EAGAIN from the fill means the
-//! socket, not the pipe, has nothing more. A pipe that cannot drain — the
+//! The pipe is refilled while the peer drains it, up to a read chunk held
+//! in it: a fill that finds the pipe empty and says EAGAIN means the socket
+//! has nothing more; one that finds bytes still in it may have met a full
+//! pipe instead (its slots, not its bytes, ran out), so the source waits
+//! for the drain and then tries again. A pipe that cannot drain — the
 //! peer's socket is full, or the peer still has older bytes queued — stops
-//! reading its source; the source is woken when the peer's output drains.
+//! reading its source once it holds a read chunk; the source is woken when
+//! the pipe drains.
+//!
+//! A pair asked to splice only bulk transfers (`Context::splice_bulk`) gets
+//! its pipes at once, but each side copies until a read fills a whole read
+//! chunk; from then on that side is spliced.
 
 use std::io;
 
@@ -14,7 +22,7 @@ use log::warn;
 use super::Reactor;
 use super::close::CloseReason;
 use super::conn::{Phase, Reading};
-use super::kernel::Stage;
+use super::kernel::{Handles, Stage};
 use super::service::Service;
 use super::token::ConnId;
 use super::trace::trace_io;
@@ -24,7 +32,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// Makes the pipes of the pairs callbacks asked to splice. A pair whose
     /// pipes cannot be made goes on copying.
     pub(super) fn start_requested_splices(&mut self) {
-        for (a, b) in std::mem::take(&mut self.state.splices) {
+        for (a, b, bulk) in std::mem::take(&mut self.state.splices) {
             let pipes = O::pipe().and_then(|pa| Ok((pa, O::pipe()?)));
             let (pa, pb) = match pipes {
                 Ok(pipes) => pipes,
@@ -50,6 +58,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
             if let Some(h) = self.kernel.handles_mut(b) {
                 h.stage = Some(Box::new(Stage::Pipe(pb)));
             }
+            if bulk {
+                continue;
+            }
             for (id, peer) in [(a, b), (b, a)] {
                 if let Some(conn) = self.state.conns.live_mut(id) {
                     conn.set_spliced_to(peer);
@@ -60,26 +71,36 @@ impl<S: Service, O: Os> Reactor<S, O> {
         }
     }
 
-    /// The spliced read path, within the same per-turn budget as any read.
+    /// A read of `id` just filled a whole chunk: if its pair splices bulk
+    /// transfers (it has a pipe but is not spliced yet), its input goes to
+    /// the peer (what it feeds) by splice from now on.
+    pub(super) fn splice_if_bulk(&mut self, id: ConnId) {
+        let piped = |h: &Handles<O>| matches!(h.stage.as_deref(), Some(Stage::Pipe(_)));
+        if !self.kernel.handles(id).is_some_and(piped) {
+            return;
+        }
+        if let Some(conn) = self.state.conns.live_mut(id)
+            && conn.spliced_to().is_none()
+            && let Some(peer) = conn.fed_by
+        {
+            conn.set_spliced_to(peer);
+            trace_io!(self.state.config.trace, "{id} bulk: splicing from now on");
+        }
+    }
+
+    /// The spliced read path, within the same per-turn budget as any read:
+    /// pass the pipe on and fill it again, until the socket is drained, the
+    /// pipe holds a chunk the peer does not take, or the budget is spent.
     pub(super) fn splice_read(&mut self, id: ConnId) {
         let mut budget = self.state.config.read_budget;
         let chunk = self.state.config.read_chunk;
         loop {
+            if self.state.conns.live(id).is_some_and(|c| c.piped() > 0) {
+                self.pump(id);
+            }
             let Some(conn) = self.state.conns.live_mut(id) else {
                 return;
             };
-            if conn.piped() > 0 {
-                self.pump(id);
-                if self
-                    .state
-                    .conns
-                    .live(id)
-                    .is_none_or(|c| c.flags.backpressured)
-                {
-                    return;
-                }
-                continue;
-            }
             if !conn.wants_read() {
                 return;
             }
@@ -94,14 +115,25 @@ impl<S: Service, O: Os> Reactor<S, O> {
             let Some(Stage::Pipe(pipe)) = handles.stage.as_deref_mut() else {
                 return;
             };
+            let held = pipe.len();
             self.state.stats.reads += 1;
             let n = match pipe.fill_from(&handles.socket, max) {
                 Ok(0) => {
                     trace_io!(self.state.config.trace, "{id} splice EOF");
                     conn.reading = Reading::Ended;
+                    self.pump(id);
                     return self.input_ended(id);
                 }
                 Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && held > 0 => {
+                    // The pipe may be full: try again once it drains.
+                    trace_io!(
+                        self.state.config.trace,
+                        "{id} splice EAGAIN, pipe not empty"
+                    );
+                    conn.flags.backpressured = true;
+                    return;
+                }
                 Err(e) => return self.read_failed(id, "splice", e),
             };
             conn.set_piped(pipe.len());
@@ -158,16 +190,18 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 Err(e) => return Err((dst, e)),
             }
         }
+        let moved = from.piped() > pipe.len();
         from.set_piped(pipe.len());
+        if from.piped() >= state.config.read_chunk {
+            // A chunk waits for the peer: that is enough in flight.
+            from.flags.backpressured = true;
+        } else if moved && from.flags.backpressured {
+            from.flags.backpressured = false;
+            state.schedule_read(src);
+        }
         if pipe.is_empty() {
-            if from.flags.backpressured {
-                from.flags.backpressured = false;
-                state.schedule_read(src);
-            }
             // A FIN may have been waiting for these bytes.
             state.defer(dst);
-        } else {
-            from.flags.backpressured = true;
         }
         Ok(())
     }

@@ -44,7 +44,8 @@ pub(crate) struct State {
     about: Vec<Option<About>>,
     /// Connects and splices asked for during a callback, not made yet.
     pub(crate) connects: Vec<ConnectRequest>,
-    pub(crate) splices: Vec<(ConnId, ConnId)>,
+    /// Each pair with whether it splices only bulk transfers.
+    pub(crate) splices: Vec<(ConnId, ConnId, bool)>,
     /// Whether the OS can splice at all.
     pub(crate) splice_supported: bool,
     pub(crate) replies: Replies,
@@ -244,18 +245,24 @@ impl State {
         at.saturating_duration_since(self.clock_now())
     }
 
-    /// Bytes owed to `id`: its held reply and output buffer, plus what its
-    /// splice peer has read into the pipe towards it.
+    /// Bytes owed to `id`: its held reply and output buffer, a write to it
+    /// not yet sent from the arena, plus what the peer splicing to it has read
+    /// into the pipe towards it.
     pub(crate) fn pending_output(&self, id: ConnId) -> Option<usize> {
         let conn = self.conns.live(id)?;
         if let Some(i) = conn.held_reply {
             return Some(self.replies.held[i as usize].len());
         }
         let piped = conn
-            .spliced_to()
+            .fed_by
             .and_then(|peer| self.conns.live(peer))
+            .filter(|peer| peer.spliced_to() == Some(id))
             .map_or(0, |peer| peer.piped());
-        Some(conn.output().len() + piped)
+        let forward = match &self.replies.forward {
+            Some((to, range)) if *to == id => range.len(),
+            _ => 0,
+        };
+        Some(conn.output().len() + piped + forward)
     }
 
     /// The service consumed `used` bytes of an input of which `left_before`
