@@ -38,16 +38,16 @@ impl CertDir {
         self.0.join("key.pem")
     }
 
-    /// `--tls-cert CERT --tls-key KEY`.
-    fn server_args(&self) -> Vec<String> {
-        let path = |p: PathBuf| p.to_str().unwrap().to_owned();
-        vec![
-            "--tls-cert".into(),
-            path(self.cert()),
-            "--tls-key".into(),
-            path(self.key()),
-        ]
+    /// `sockloop ARGS --tls-cert CERT --tls-key KEY`, stderr to `log`.
+    fn serve(&self, args: &[&str], log: &LogFile) -> Server {
+        let (cert, key) = (self.cert(), self.key());
+        let tls = ["--tls-cert", path(&cert), "--tls-key", path(&key)];
+        start(&[args, &tls].concat(), log)
     }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 temp path")
 }
 
 impl Drop for CertDir {
@@ -56,9 +56,8 @@ impl Drop for CertDir {
     }
 }
 
-fn start(args: &[String], log: &LogFile) -> Server {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::start(&[], &args, log.stdio())
+fn start(args: &[&str], log: &LogFile) -> Server {
+    Server::start(&[], args, log.stdio())
 }
 
 /// Runs `script` with python3, `args` after it; its stdout.
@@ -146,9 +145,7 @@ fn stop(server: Server, log: &LogFile) -> String {
 fn python_ssl_echoes_10_mb_checked_against_the_certificate_sockloop_cert_wrote() {
     let certs = CertDir::new("python");
     let log = LogFile::new("tls-python");
-    let mut args = vec!["echo".to_owned()];
-    args.extend(certs.server_args());
-    let server = start(&args, &log);
+    let server = certs.serve(&["echo"], &log);
     python_echo(server.port, &certs.cert(), 1, 10_000_000);
     let stats = stop(server, &log);
     assert!(stats.contains("bytes in 10000000, out 10000000"), "{stats}");
@@ -158,9 +155,7 @@ fn python_ssl_echoes_10_mb_checked_against_the_certificate_sockloop_cert_wrote()
 fn openssl_s_client_completes_a_handshake_and_gets_its_line_back() {
     let certs = CertDir::new("openssl");
     let log = LogFile::new("tls-openssl");
-    let mut args = vec!["echo".to_owned()];
-    args.extend(certs.server_args());
-    let server = start(&args, &log);
+    let server = certs.serve(&["echo"], &log);
     let mut client = Command::new("openssl")
         .args(["s_client", "-quiet", "-verify_return_error", "-servername"])
         .arg("localhost")
@@ -251,13 +246,7 @@ fn closed_by_server(mut stream: TcpStream) {
 fn bad_handshakes_cost_only_their_own_connections() {
     let certs = CertDir::new("hostile");
     let log = LogFile::new("tls-hostile");
-    let mut args = vec![
-        "echo".to_owned(),
-        "--handshake-timeout".to_owned(),
-        "1s".to_owned(),
-    ];
-    args.extend(certs.server_args());
-    let server = start(&args, &log);
+    let server = certs.serve(&["echo", "--handshake-timeout", "1s"], &log);
     let addr = server.addr();
     let cafile = Arc::new(certs.cert());
     let good: Vec<_> = (0..20)
@@ -298,15 +287,10 @@ fn bad_handshakes_cost_only_their_own_connections() {
 fn relay_terminates_tls_for_50_python_clients_in_front_of_a_plain_echo() {
     let certs = CertDir::new("relay-in");
     let echo_log = LogFile::new("tls-relay-echo");
-    let echo = start(&["echo".to_owned()], &echo_log);
+    let echo = start(&["echo"], &echo_log);
     let relay_log = LogFile::new("tls-relay");
-    let mut args = vec![
-        "relay".to_owned(),
-        "--upstream".to_owned(),
-        echo.addr().to_string(),
-    ];
-    args.extend(certs.server_args());
-    let relay = start(&args, &relay_log);
+    let upstream = echo.addr().to_string();
+    let relay = certs.serve(&["relay", "--upstream", &upstream], &relay_log);
     python_echo(relay.port, &certs.cert(), 50, 2 << 20);
     let stats = stop(relay, &relay_log);
     // Clients that closed once they had everything: no error on either side
@@ -319,25 +303,27 @@ fn relay_terminates_tls_for_50_python_clients_in_front_of_a_plain_echo() {
     stop(echo, &echo_log);
 }
 
+/// `sockloop relay` to `upstream` over TLS, trusting `ca`'s certificate.
+fn relay_over_tls(upstream: &Server, ca: &CertDir, log: &LogFile) -> Server {
+    let (upstream, cert) = (upstream.addr().to_string(), ca.cert());
+    let args = [
+        "relay",
+        "--upstream",
+        &upstream,
+        "--upstream-tls",
+        "--upstream-ca",
+        path(&cert),
+    ];
+    start(&args, log)
+}
+
 #[test]
 fn relay_originates_tls_to_an_echo_that_serves_it() {
     let certs = CertDir::new("relay-out");
     let echo_log = LogFile::new("tls-origin-echo");
-    let mut args = vec!["echo".to_owned()];
-    args.extend(certs.server_args());
-    let echo = start(&args, &echo_log);
+    let echo = certs.serve(&["echo"], &echo_log);
     let relay_log = LogFile::new("tls-origin-relay");
-    let relay = start(
-        &[
-            "relay".to_owned(),
-            "--upstream".to_owned(),
-            echo.addr().to_string(),
-            "--upstream-tls".to_owned(),
-            "--upstream-ca".to_owned(),
-            certs.cert().to_str().unwrap().to_owned(),
-        ],
-        &relay_log,
-    );
+    let relay = relay_over_tls(&echo, &certs, &relay_log);
     let clients: Vec<_> = (0..10)
         .map(|seed| {
             let mut stream = relay.connect();
@@ -357,21 +343,9 @@ fn relay_refuses_an_upstream_whose_certificate_it_does_not_trust() {
     let certs = CertDir::new("untrusted");
     let other = CertDir::new("untrusted-other");
     let echo_log = LogFile::new("tls-untrusted-echo");
-    let mut args = vec!["echo".to_owned()];
-    args.extend(certs.server_args());
-    let echo = start(&args, &echo_log);
+    let echo = certs.serve(&["echo"], &echo_log);
     let relay_log = LogFile::new("tls-untrusted-relay");
-    let relay = start(
-        &[
-            "relay".to_owned(),
-            "--upstream".to_owned(),
-            echo.addr().to_string(),
-            "--upstream-tls".to_owned(),
-            "--upstream-ca".to_owned(),
-            other.cert().to_str().unwrap().to_owned(),
-        ],
-        &relay_log,
-    );
+    let relay = relay_over_tls(&echo, &other, &relay_log);
     let mut client = relay.connect();
     client.write_all(b"secret\n").unwrap();
     closed_by_server(client);
@@ -381,33 +355,31 @@ fn relay_refuses_an_upstream_whose_certificate_it_does_not_trust() {
     stop(echo, &echo_log);
 }
 
+/// `sockloop bench --tls` for 300 ms against `server`, trusting `ca`'s
+/// certificate, with `extra` flags.
+fn bench_tls(server: &Server, ca: &CertDir, extra: &[&str]) -> std::process::Output {
+    let (target, cert) = (server.addr().to_string(), ca.cert());
+    let args = [
+        "bench",
+        "--target",
+        &target,
+        "--tls",
+        "--ca",
+        path(&cert),
+        "--duration",
+        "300ms",
+    ];
+    sockloop(&[], &[&args[..], extra].concat())
+        .output()
+        .expect("run sockloop bench")
+}
+
 #[test]
 fn bench_tls_counts_handshakes_and_verifies_every_echo() {
     let certs = CertDir::new("bench");
     let log = LogFile::new("tls-bench");
-    let mut args = vec!["echo".to_owned()];
-    args.extend(certs.server_args());
-    let server = start(&args, &log);
-    let target = server.addr().to_string();
-    let out = sockloop(
-        &[],
-        &[
-            "bench",
-            "--target",
-            &target,
-            "--tls",
-            "--ca",
-            certs.cert().to_str().unwrap(),
-            "--conns",
-            "20",
-            "--duration",
-            "300ms",
-            "--warmup",
-            "0s",
-        ],
-    )
-    .output()
-    .unwrap();
+    let server = certs.serve(&["echo"], &log);
+    let out = bench_tls(&server, &certs, &["--conns", "20", "--warmup", "0s"]);
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}");
     assert!(report.contains("handshakes  20 of 20 in"), "{report}");
@@ -420,27 +392,8 @@ fn bench_tls_fails_on_a_certificate_it_does_not_trust() {
     let certs = CertDir::new("bench-untrusted");
     let other = CertDir::new("bench-other");
     let log = LogFile::new("tls-bench-untrusted");
-    let mut args = vec!["echo".to_owned()];
-    args.extend(certs.server_args());
-    let server = start(&args, &log);
-    let target = server.addr().to_string();
-    let out = sockloop(
-        &[],
-        &[
-            "bench",
-            "--target",
-            &target,
-            "--tls",
-            "--ca",
-            other.cert().to_str().unwrap(),
-            "--conns",
-            "3",
-            "--duration",
-            "300ms",
-        ],
-    )
-    .output()
-    .unwrap();
+    let server = certs.serve(&["echo"], &log);
+    let out = bench_tls(&server, &other, &["--conns", "3"]);
     assert!(!out.status.success());
     let errors = String::from_utf8_lossy(&out.stderr);
     assert!(errors.contains("connects failed"), "{errors}");
