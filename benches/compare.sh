@@ -29,6 +29,7 @@
 # (--server-pid), so connection setup, warmup and the final drain are left out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 ROUNDS=${ROUNDS:-5}
 if [ $# -eq 0 ]; then
@@ -59,14 +60,8 @@ PERF_PID=
 BENCH_EXTRA=()
 cleanup() {
     [ -n "$PERF_PID" ] && stop_perf
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    if [ -n "${KEEP:-}" ]; then
-        mkdir -p "$KEEP" && cp -r "$WORK"/. "$KEEP"/
-    fi
-    rm -rf "$WORK"
+    stop_pid "$SERVER_PID"
+    drop_work
 }
 trap cleanup EXIT
 
@@ -138,8 +133,7 @@ listen_overflows() {
 }
 
 stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+    stop_pid "$SERVER_PID"
     SERVER_PID=
 }
 

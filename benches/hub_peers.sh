@@ -18,6 +18,7 @@
 #   SOCKLOOP=path measures another build. Needs redis-server, taskset, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-3}
@@ -33,29 +34,10 @@ BIN=${SOCKLOOP:-${CARGO_TARGET_DIR:-target}/release/sockloop}
 WORK=$(mktemp -d)
 SERVER_PID=
 cleanup() {
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    if [ -n "${KEEP:-}" ]; then
-        mkdir -p "$KEEP" && cp -r "$WORK"/. "$KEEP"/
-    fi
-    rm -rf "$WORK"
+    stop_pid "$SERVER_PID"
+    drop_work
 }
 trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "hub_peers: nothing listens on port $1" >&2
-    return 1
-}
 
 # Starts server $1 on CPU 0; sets SERVER_PID, PORT and PROTOCOL.
 start_server() {
@@ -78,8 +60,7 @@ start_server() {
 }
 
 stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+    stop_pid "$SERVER_PID"
     SERVER_PID=
 }
 

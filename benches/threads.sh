@@ -16,6 +16,7 @@
 # (--server-pid), all threads of the server counted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 ROUNDS=${ROUNDS:-5}
 if [ $# -eq 0 ]; then
@@ -39,14 +40,8 @@ SERVERS=(
 WORK=$(mktemp -d)
 SERVER_PID=
 cleanup() {
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    if [ -n "${KEEP:-}" ]; then
-        mkdir -p "$KEEP" && cp -r "$WORK"/. "$KEEP"/
-    fi
-    rm -rf "$WORK"
+    stop_pid "$SERVER_PID"
+    drop_work
 }
 trap cleanup EXIT
 
