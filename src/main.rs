@@ -671,6 +671,11 @@ fn bind<S: Service>(
     // Before any thread exists, so that no thread takes these signals the default way.
     let supervisor = Supervisor::new()?;
     let fd_limit = raise_fd_limit()?;
+    // Past this many the table's doublings are few, each one wait; up to it
+    // the table costs at most about half a megabyte.
+    if let Err(e) = sys::grow_fd_table(fd_limit.min(1 << 16)) {
+        warn!("could not grow the descriptor table up front: {e}");
+    }
     let each = match fds_per_client {
         1 => String::new(),
         n => format!(" at {n} descriptors each"),

@@ -171,6 +171,32 @@ fn trace_shows_one_connection_from_accept_to_close() {
 
 /// Sends `data` on `stream` and reads it back, waiting at most `limit` for
 /// each; false if it was not echoed in time.
+/// Linux grows a process's descriptor table by doubling as descriptors are
+/// opened, and in a process of several threads each doubling waits for an
+/// RCU grace period inside the `accept4` or `pipe2` that needed it (5–20 ms
+/// here), while every connection waits too: the server grows the table to
+/// its limit (up to 65,536) before it serves anyone.
+#[test]
+fn the_descriptor_table_is_grown_before_serving() {
+    for args in [&["echo"][..], &["relay", "--upstream", "127.0.0.1:9"]] {
+        let mut server = Server::start(&[], args, Stdio::null());
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+        let soft: u64 = limits
+            .lines()
+            .find_map(|l| l.strip_prefix("Max open files"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("Max open files in /proc/PID/limits");
+        let slots: u64 = server.proc_status("FDSize").parse().unwrap();
+        assert!(
+            slots >= soft.min(1 << 16),
+            "{args:?}: a table of {slots} descriptors, the limit is {soft}"
+        );
+        server.signal(Signal::SIGTERM);
+        assert!(server.wait_exit().success());
+    }
+}
+
 fn echoed_within(stream: &mut TcpStream, data: &[u8], limit: Duration) -> bool {
     stream.set_write_timeout(Some(limit)).unwrap();
     stream.set_read_timeout(Some(limit)).unwrap();

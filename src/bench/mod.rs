@@ -31,7 +31,7 @@ use pattern::Pattern;
 use crate::app::echo::{Echo, FramedEcho};
 use crate::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Encoder, Framing};
 use crate::reactor::{Addr, Config, Handle, Reactor, Service};
-use crate::sys::{ListenOptions, cpu_time, ephemeral_ports, raise_fd_limit};
+use crate::sys::{ListenOptions, cpu_time, ephemeral_ports, grow_fd_table, raise_fd_limit};
 
 /// The ports a client connection takes its port from where the kernel does
 /// not say (the IANA range, the BSDs' default).
@@ -439,6 +439,7 @@ pub fn run(options: &Options) -> io::Result<Report> {
             options.conns
         )));
     }
+    grow_fd_table(needed)?;
 
     let codec = match options.framing {
         Framing::Raw => None,

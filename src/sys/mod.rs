@@ -36,7 +36,7 @@
 //!   [`io::ErrorKind::Unsupported`] where `SPLICE` is false.
 //! - [`cpu_time`] of any process (Linux, macOS and FreeBSD; elsewhere it
 //!   fails with `Unsupported`); [`pin_thread`] to one CPU where [`PIN`]
-//!   says it can (Linux), [`raise_fd_limit`], [`SpareFd`] and
+//!   says it can (Linux), [`raise_fd_limit`], [`grow_fd_table`], [`SpareFd`] and
 //!   [`spawn_without_signals`]; [`somaxconn`] and [`ephemeral_ports`], the
 //!   kernel's cap on accept queues and its range of client ports.
 //!
@@ -54,8 +54,8 @@ pub use os::{Os, Real};
 
 mod unix;
 pub use unix::{
-    ListenOptions, Listener, Socket, SocketOptions, SpareFd, ephemeral_ports, raise_fd_limit,
-    somaxconn, spawn_without_signals,
+    ListenOptions, Listener, Socket, SocketOptions, SpareFd, ephemeral_ports, grow_fd_table,
+    raise_fd_limit, somaxconn, spawn_without_signals,
 };
 
 #[cfg(target_os = "linux")]

@@ -332,14 +332,21 @@ impl Server {
         wait_until("the server to exit", || self.child.try_wait().unwrap())
     }
 
-    /// Resident memory of the server process (VmRSS, so Linux only).
-    pub fn rss_bytes(&self) -> u64 {
+    /// A line of the server's /proc/PID/status (so Linux only), after `field:`.
+    pub fn proc_status(&self, field: &str) -> String {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib = status
+        status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().strip_suffix("kB"))
-            .expect("VmRSS in /proc/PID/status");
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
+            .trim()
+            .to_owned()
+    }
+
+    /// Resident memory of the server process (VmRSS).
+    pub fn rss_bytes(&self) -> u64 {
+        let rss = self.proc_status("VmRSS");
+        let kib = rss.strip_suffix("kB").expect("VmRSS in kB");
         kib.trim().parse::<u64>().unwrap() * 1024
     }
 

@@ -2,8 +2,10 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::thread::{self, JoinHandle};
 
+use nix::fcntl::{FcntlArg, fcntl};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{SigSet, SigmaskHow};
 
@@ -38,6 +40,29 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     // rlim_t is signed on some BSDs, but never negative.
     let soft: libc::rlim_t = getrlimit(Resource::RLIMIT_NOFILE)?.0;
     Ok(soft as u64)
+}
+
+/// Grows this process's descriptor table to hold `n` descriptors, once,
+/// before serving.
+///
+/// The kernel grows the table by doubling as descriptors are opened, and
+/// in a process of more than one thread (the supervisor, the stderr writer,
+/// the reactors) Linux makes each growth wait for an RCU grace period: 5–20
+/// ms here, spent inside whichever `accept4`, `pipe2` or `socket` opened the
+/// descriptor, with every connection of that reactor waiting behind it.
+/// The table never shrinks, so opening descriptor `n - 1` and closing it
+/// again pays for all of it up front, at 8 bytes and some bits a slot.
+pub fn grow_fd_table(n: u64) -> io::Result<()> {
+    let Some(top) = n.checked_sub(1) else {
+        return Ok(());
+    };
+    let top = libc::c_int::try_from(top).unwrap_or(libc::c_int::MAX);
+    let null = File::open("/dev/null")?;
+    let fd = fcntl(&null, FcntlArg::F_DUPFD_CLOEXEC(top))?;
+    // SAFETY: `fd` was just made by F_DUPFD_CLOEXEC and nothing else owns it;
+    // the OwnedFd closes it when dropped here.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(())
 }
 
 /// macOS may report an unlimited hard limit, yet refuses (`EINVAL`) a soft
