@@ -818,8 +818,12 @@ fn run_relay(args: &RelayArgs) -> io::Result<()> {
             None => relay,
         }
     };
-    // Two sockets per client; splice adds a pipe (two descriptors) each way.
-    let fds_per_client = if args.splice.is_some() { 6 } else { 2 };
+    // Two sockets per client; splice adds a pipe (two descriptors) each way,
+    // with `auto` only for the directions that carry bulk data.
+    let fds_per_client = match args.splice {
+        Some(SpliceMode::Always) => 6,
+        Some(SpliceMode::Auto) | None => 2,
+    };
     bind(&args.server, config, make, fds_per_client).and_then(|server| {
         refuse_own_upstream(&server.local, &args.upstream)?;
         for reactor in &server.reactors {

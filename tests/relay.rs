@@ -687,3 +687,54 @@ fn splice_auto_copies_small_requests_and_splices_bulk_transfers() {
         assert_eq!(read_to_eof(&mut client), b"", "{mode:?}");
     }
 }
+
+/// `--splice auto` makes a direction's pipe only once it carries bulk data:
+/// a pair of small requests and replies holds its two sockets and nothing
+/// more (it held two pipes, four more descriptors, from the start, a third
+/// of the clients a descriptor limit allows); bulk one way adds one pipe.
+#[test]
+#[cfg_attr(not(target_os = "linux"), ignore = "splice(2) is Linux-only")]
+fn splice_auto_makes_a_pipe_only_for_a_direction_that_carries_bulk_data() {
+    let upstream = TestServer::start(Config::default(), || Echo);
+    let up = upstream.addr.to_string();
+    let relay = Server::start(
+        &[],
+        &["relay", "--upstream", &up, "--splice", "auto"],
+        Stdio::null(),
+    );
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", relay.pid()))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    let mut client = relay.connect();
+    let mut rng = Rng::new(5);
+    for _ in 0..20 {
+        let len = rng.range(1, 2000);
+        let request = rng.bytes(len);
+        assert!(
+            round_trip(&mut client, &request) == request,
+            "reply altered"
+        );
+    }
+    assert_eq!(
+        fds(),
+        before + 2,
+        "a small-request pair: its two sockets only"
+    );
+    // The client sends in bulk and reads the echo back: both directions bulk.
+    let data = rng.bytes(4 << 20);
+    let mut writer = client.try_clone().unwrap();
+    let sent = data.clone();
+    let sender = thread::spawn(move || writer.write_all(&sent).unwrap());
+    let mut back = vec![0; data.len()];
+    client.read_exact(&mut back).unwrap();
+    sender.join().unwrap();
+    assert!(back == data, "bulk bytes altered");
+    assert_eq!(fds(), before + 6, "both directions in bulk: a pipe each");
+    drop(client);
+    wait_until("the pair's descriptors to close", || {
+        (fds() == before).then_some(())
+    });
+}

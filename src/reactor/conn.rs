@@ -88,6 +88,9 @@ pub(crate) struct Flags {
     pub(crate) write_timer: bool,
     /// Its frame timer is set.
     pub(crate) frame_timer: bool,
+    /// Its input is to be spliced to its peer once a read fills a whole
+    /// chunk (`Context::splice_bulk`).
+    pub(crate) splice_bulk: bool,
 }
 
 /// A connection as the reactor keeps its books, in the slab: what the

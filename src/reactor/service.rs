@@ -428,7 +428,8 @@ impl<'a> Context<'a> {
     /// ([`Config::read_chunk`](super::Config::read_chunk)): from then on
     /// that side's input is spliced. Small requests and replies stay on the
     /// copy path, which costs fewer syscalls for them; bulk transfers go
-    /// zero-copy. The pipes are made at once, as for `splice`.
+    /// zero-copy. A side's pipe is made when it starts splicing, so a pair
+    /// that never sends in bulk holds no more descriptors than its sockets.
     pub fn splice_bulk(&mut self, a: ConnId, b: ConnId) -> io::Result<()> {
         self.request_splice(a, b, true)
     }
@@ -445,7 +446,15 @@ impl<'a> Context<'a> {
             ));
         }
         self.link(a, b);
-        self.state.splices.push((a, b, bulk));
+        if bulk {
+            for id in [a, b] {
+                if let Some(conn) = self.state.conns.live_mut(id) {
+                    conn.flags.splice_bulk = true;
+                }
+            }
+        } else {
+            self.state.splices.push((a, b));
+        }
         Ok(())
     }
 

@@ -11,9 +11,10 @@
 //! reading its source once it holds a read chunk; the source is woken when
 //! the pipe drains.
 //!
-//! A pair asked to splice only bulk transfers (`Context::splice_bulk`) gets
-//! its pipes at once, but each side copies until a read fills a whole read
-//! chunk; from then on that side is spliced.
+//! A pair asked to splice only bulk transfers (`Context::splice_bulk`)
+//! copies until a read of one side fills a whole read chunk: then that
+//! side gets its pipe and is spliced from then on. Pairs that only ever
+//! exchange small messages hold no pipes.
 
 use std::io;
 
@@ -22,7 +23,7 @@ use log::warn;
 use super::Reactor;
 use super::close::CloseReason;
 use super::conn::{Phase, Reading};
-use super::kernel::{Handles, Stage};
+use super::kernel::Stage;
 use super::service::Service;
 use super::token::ConnId;
 use super::trace::trace_io;
@@ -32,7 +33,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// Makes the pipes of the pairs callbacks asked to splice. A pair whose
     /// pipes cannot be made goes on copying.
     pub(super) fn start_requested_splices(&mut self) {
-        for (a, b, bulk) in std::mem::take(&mut self.state.splices) {
+        for (a, b) in std::mem::take(&mut self.state.splices) {
             let pipes = O::pipe().and_then(|pa| Ok((pa, O::pipe()?)));
             let (pa, pb) = match pipes {
                 Ok(pipes) => pipes,
@@ -58,9 +59,6 @@ impl<S: Service, O: Os> Reactor<S, O> {
             if let Some(h) = self.kernel.handles_mut(b) {
                 h.stage = Some(Box::new(Stage::Pipe(pb)));
             }
-            if bulk {
-                continue;
-            }
             for (id, peer) in [(a, b), (b, a)] {
                 if let Some(conn) = self.state.conns.live_mut(id) {
                     conn.set_spliced_to(peer);
@@ -72,20 +70,36 @@ impl<S: Service, O: Os> Reactor<S, O> {
     }
 
     /// A read of `id` just filled a whole chunk: if its pair splices bulk
-    /// transfers (it has a pipe but is not spliced yet), its input goes to
-    /// the peer (what it feeds) by splice from now on.
+    /// transfers, its input goes to the peer (what it feeds) by splice from
+    /// now on, through a pipe made now. A side that cannot have one (TLS, or
+    /// no pipe to be had) goes on copying.
     pub(super) fn splice_if_bulk(&mut self, id: ConnId) {
-        let piped = |h: &Handles<O>| matches!(h.stage.as_deref(), Some(Stage::Pipe(_)));
-        if !self.kernel.handles(id).is_some_and(piped) {
+        let Some(conn) = self.state.conns.live_mut(id) else {
+            return;
+        };
+        if !conn.flags.splice_bulk {
             return;
         }
-        if let Some(conn) = self.state.conns.live_mut(id)
-            && conn.spliced_to().is_none()
-            && let Some(peer) = conn.fed_by
-        {
-            conn.set_spliced_to(peer);
-            trace_io!(self.state.config.trace, "{id} bulk: splicing from now on");
+        conn.flags.splice_bulk = false;
+        let Some(peer) = conn.fed_by else {
+            return;
+        };
+        // Ciphertext cannot be relayed as it is.
+        let tls = |id| self.kernel.handles(id).is_none_or(|h| h.tls().is_some());
+        if tls(id) || tls(peer) || self.state.conns.live(peer).is_none() {
+            return;
         }
+        let pipe = match O::pipe() {
+            Ok(pipe) => pipe,
+            Err(e) => return warn!("{id}: no pipe for splice ({e}); copying instead"),
+        };
+        if let Some(h) = self.kernel.handles_mut(id) {
+            h.stage = Some(Box::new(Stage::Pipe(pipe)));
+        }
+        if let Some(conn) = self.state.conns.live_mut(id) {
+            conn.set_spliced_to(peer);
+        }
+        trace_io!(self.state.config.trace, "{id} bulk: splicing from now on");
     }
 
     /// The spliced read path, within the same per-turn budget as any read:

@@ -44,8 +44,7 @@ pub(crate) struct State {
     about: Vec<Option<About>>,
     /// Connects and splices asked for during a callback, not made yet.
     pub(crate) connects: Vec<ConnectRequest>,
-    /// Each pair with whether it splices only bulk transfers.
-    pub(crate) splices: Vec<(ConnId, ConnId, bool)>,
+    pub(crate) splices: Vec<(ConnId, ConnId)>,
     /// Whether the OS can splice at all.
     pub(crate) splice_supported: bool,
     pub(crate) replies: Replies,
