@@ -169,8 +169,6 @@ fn trace_shows_one_connection_from_accept_to_close() {
     }
 }
 
-/// Sends `data` on `stream` and reads it back, waiting at most `limit` for
-/// each; false if it was not echoed in time.
 /// Linux grows a process's descriptor table by doubling as descriptors are
 /// opened, and in a process of several threads each doubling waits for an
 /// RCU grace period inside the `accept4` or `pipe2` that needed it (5–20 ms
@@ -197,6 +195,8 @@ fn the_descriptor_table_is_grown_before_serving() {
     }
 }
 
+/// Sends `data` on `stream` and reads it back, waiting at most `limit` for
+/// each; false if it was not echoed in time.
 fn echoed_within(stream: &mut TcpStream, data: &[u8], limit: Duration) -> bool {
     stream.set_write_timeout(Some(limit)).unwrap();
     stream.set_read_timeout(Some(limit)).unwrap();

@@ -14,8 +14,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    IO_TIMEOUT, LogFile, Rng, Server, SlowUpstream, TestServer, echo_all, read_to_eof, round_trip,
-    stream_through_sigterm, wait_until,
+    IO_TIMEOUT, LogFile, Rng, Server, SlowUpstream, TestServer, bulk_round_trip, echo_all,
+    read_to_eof, round_trip, stream_through_sigterm, wait_until,
 };
 use nix::sys::socket::{setsockopt, sockopt};
 use sockloop::app::echo::Echo;
@@ -666,16 +666,10 @@ fn splice_auto_copies_small_requests_and_splices_bulk_transfers() {
         }
         // Bulk both ways: the client writes 4 MiB while the echo sends it back.
         let data = rng.bytes(4 << 20);
-        let writer = client.try_clone().unwrap();
-        let sent = data.clone();
-        let sender = thread::spawn(move || {
-            let mut writer = writer;
-            writer.write_all(&sent).unwrap();
-        });
-        let mut back = vec![0; data.len()];
-        client.read_exact(&mut back).unwrap();
-        sender.join().unwrap();
-        assert!(back == data, "{mode:?}: bulk bytes altered");
+        assert!(
+            bulk_round_trip(&mut client, &data) == data,
+            "{mode:?}: bulk bytes altered"
+        );
         let stats = relay.stats();
         assert!(
             stats.bytes_spliced > data.len() as u64 / 2,
@@ -725,13 +719,10 @@ fn splice_auto_makes_a_pipe_only_for_a_direction_that_carries_bulk_data() {
     );
     // The client sends in bulk and reads the echo back: both directions bulk.
     let data = rng.bytes(4 << 20);
-    let mut writer = client.try_clone().unwrap();
-    let sent = data.clone();
-    let sender = thread::spawn(move || writer.write_all(&sent).unwrap());
-    let mut back = vec![0; data.len()];
-    client.read_exact(&mut back).unwrap();
-    sender.join().unwrap();
-    assert!(back == data, "bulk bytes altered");
+    assert!(
+        bulk_round_trip(&mut client, &data) == data,
+        "bulk bytes altered"
+    );
     assert_eq!(fds(), before + 6, "both directions in bulk: a pipe each");
     drop(client);
     wait_until("the pair's descriptors to close", || {

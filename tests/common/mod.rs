@@ -200,6 +200,18 @@ pub fn round_trip(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
     back
 }
 
+/// As [`round_trip`], for a request too big to write before reading its
+/// reply: it is written from a thread of its own while the reply is read.
+pub fn bulk_round_trip(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
+    let mut writer = stream.try_clone().unwrap();
+    thread::scope(|s| {
+        s.spawn(move || writer.write_all(data).expect("write"));
+        let mut back = vec![0; data.len()];
+        stream.read_exact(&mut back).expect("read echo");
+        back
+    })
+}
+
 /// Fills `buf` with bytes `offset..offset + buf.len()` of an endless
 /// pseudo-random stream named by `seed`: a writer and a reader that split the
 /// stream differently still agree on every byte.
