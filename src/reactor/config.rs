@@ -61,7 +61,10 @@ pub struct Config {
     pub read_chunk: usize,
     /// Bytes one connection may read per turn before others get theirs.
     pub read_budget: usize,
-    /// Connections one listener may accept per turn.
+    /// Connections one listener may accept per turn. Small enough that a
+    /// burst of new clients (each costing a relay an upstream connect) does
+    /// not hold back the connections already served, large enough that a
+    /// busy loop (up to `event_capacity` events a turn) still accepts fast.
     pub accept_budget: usize,
     /// Most events taken from the kernel per wait.
     pub event_capacity: usize,
@@ -107,7 +110,7 @@ impl Default for Config {
             low_watermark: 256 << 10,
             read_chunk: 64 << 10,
             read_budget: 256 << 10,
-            accept_budget: 256,
+            accept_budget: 32,
             event_capacity: 1024,
             idle_timeout: None,
             write_timeout: None,
