@@ -136,6 +136,12 @@ impl<O: Os> Kernel<O> {
         self.handles.get_mut(id.index())?.as_mut()
     }
 
+    /// Whether `id` speaks TLS: its bytes on the wire cannot go through a
+    /// pipe as they are.
+    pub(crate) fn has_tls(&self, id: ConnId) -> bool {
+        self.handles(id).and_then(Handles::tls).is_some()
+    }
+
     /// Whether TLS holds records for `id` that the socket has not taken.
     pub(crate) fn tls_unsent(&self, id: ConnId) -> bool {
         self.handles(id)

@@ -415,8 +415,8 @@ impl<'a> Context<'a> {
     /// entering user space, and `on_data` is no longer called for either.
     /// Each side stops being read while its pipe cannot drain (the two are
     /// [`link`](Self::link)ed). The pipes are made once this callback
-    /// returns; if the OS then cannot make them, the pair goes on copying
-    /// (logged at warn). Where the OS has no splice(2) at all
+    /// returns; if a side speaks TLS or the OS cannot make them, the pair
+    /// goes on copying (logged at warn). Where the OS has no splice(2) at all
     /// ([`sys::SPLICE`](crate::sys::SPLICE) is false) this fails at once
     /// with [`io::ErrorKind::Unsupported`] and changes nothing.
     pub fn splice(&mut self, a: ConnId, b: ConnId) -> io::Result<()> {

@@ -34,6 +34,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// pipes cannot be made goes on copying.
     pub(super) fn start_requested_splices(&mut self) {
         for (a, b) in std::mem::take(&mut self.state.splices) {
+            if !(self.has_socket(a) && self.has_socket(b) && self.plain_pair(a, b)) {
+                continue;
+            }
             let pipes = O::pipe().and_then(|pa| Ok((pa, O::pipe()?)));
             let (pa, pb) = match pipes {
                 Ok(pipes) => pipes,
@@ -42,17 +45,6 @@ impl<S: Service, O: Os> Reactor<S, O> {
                     continue;
                 }
             };
-            let live =
-                |id| self.state.conns.live(id).is_some() && self.kernel.handles(id).is_some();
-            if !(live(a) && live(b)) {
-                continue;
-            }
-            // Ciphertext cannot be relayed as it is: TLS pairs copy.
-            let tls = |id| self.kernel.handles(id).is_some_and(|h| h.tls().is_some());
-            if tls(a) || tls(b) {
-                warn!("{a} and {b}: TLS on a side; copying instead of splicing");
-                continue;
-            }
             if let Some(h) = self.kernel.handles_mut(a) {
                 h.stage = Some(Box::new(Stage::Pipe(pa)));
             }
@@ -74,19 +66,20 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// now on, through a pipe made now. A side that cannot have one (TLS, or
     /// no pipe to be had) goes on copying.
     pub(super) fn splice_if_bulk(&mut self, id: ConnId) {
-        let Some(conn) = self.state.conns.live_mut(id) else {
+        let Some(conn) = self.state.conns.live(id) else {
             return;
         };
-        if !conn.flags.splice_bulk {
+        let Some(peer) = conn.fed_by.filter(|_| conn.flags.splice_bulk) else {
+            return;
+        };
+        // A peer not connected yet: asked again on a later full read.
+        if !self.has_socket(peer) {
             return;
         }
-        conn.flags.splice_bulk = false;
-        let Some(peer) = conn.fed_by else {
-            return;
-        };
-        // Ciphertext cannot be relayed as it is.
-        let tls = |id| self.kernel.handles(id).is_none_or(|h| h.tls().is_some());
-        if tls(id) || tls(peer) || self.state.conns.live(peer).is_none() {
+        if let Some(conn) = self.state.conns.live_mut(id) {
+            conn.flags.splice_bulk = false;
+        }
+        if !self.plain_pair(id, peer) {
             return;
         }
         let pipe = match O::pipe() {
@@ -100,6 +93,20 @@ impl<S: Service, O: Os> Reactor<S, O> {
             conn.set_spliced_to(peer);
         }
         trace_io!(self.state.config.trace, "{id} bulk: splicing from now on");
+    }
+
+    fn has_socket(&self, id: ConnId) -> bool {
+        self.state.conns.live(id).is_some() && self.kernel.socket(id).is_some()
+    }
+
+    /// Whether neither side of a pair speaks TLS: ciphertext is relayed by
+    /// copy, through the sessions, never spliced as it is.
+    fn plain_pair(&self, a: ConnId, b: ConnId) -> bool {
+        let plain = !(self.kernel.has_tls(a) || self.kernel.has_tls(b));
+        if !plain {
+            warn!("{a} and {b}: TLS on a side; copying instead of splicing");
+        }
+        plain
     }
 
     /// The spliced read path, within the same per-turn budget as any read:
