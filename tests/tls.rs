@@ -8,14 +8,16 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 
 use nix::sys::signal::Signal;
 use rustls::{ClientConnection, StreamOwned};
 
 use common::{IO_TIMEOUT, LogFile, Rng, Server, sockloop};
-use sockloop::tls::{Trust, client_config, server_name};
+use sockloop::app::relay::{Relay, SpliceMode};
+use sockloop::reactor::{Config, ListenOptions, Reactor};
+use sockloop::tls::{Trust, client_config, server_config, server_name};
 
 /// A directory with `sockloop cert`'s certificate and key, removed on drop.
 struct CertDir(PathBuf);
@@ -300,6 +302,40 @@ fn relay_terminates_tls_for_50_python_clients_in_front_of_a_plain_echo() {
         stats.contains("accepted 50, closed 100 (peer 100)"),
         "{stats}"
     );
+    stop(echo, &echo_log);
+}
+
+/// The CLI refuses `--splice` with TLS, but a library user can still ask a
+/// relay with a TLS client to splice bulk transfers: ciphertext cannot go
+/// through a pipe as it is, so both directions must stay on copy.
+#[test]
+fn a_relay_told_to_splice_a_tls_client_copies_every_byte_instead() {
+    let certs = CertDir::new("splice");
+    let echo_log = LogFile::new("tls-splice-echo");
+    let echo = start(&["echo"], &echo_log);
+    let upstream = echo.addr().into();
+    let tls = server_config(&certs.cert(), &certs.key(), &[]).unwrap();
+    // Every 16 KiB piece fills a read chunk this small: each side asks to splice.
+    let config = Config {
+        read_chunk: 4 << 10,
+        ..Config::default()
+    };
+    let (tx, rx) = mpsc::channel();
+    let relay = thread::spawn(move || {
+        let service = Relay::new(vec![upstream]).with_splice_mode(SpliceMode::Auto);
+        let mut reactor = Reactor::new(config, service).expect("reactor");
+        let any = SocketAddr::from(([127, 0, 0, 1], 0)).into();
+        let addr = reactor.listen_tls(&any, &ListenOptions::default(), tls);
+        tx.send((addr.expect("listen"), reactor.handle())).unwrap();
+        reactor.run().expect("reactor run");
+    });
+    let (addr, handle) = rx.recv().expect("relay started");
+    let addr = addr.ip().expect("an IP address");
+    for seed in 0..2 {
+        echo_checked(&mut tls_client(addr, &certs.cert()), seed, 1 << 20);
+    }
+    handle.stop().expect("stop the relay");
+    relay.join().expect("relay thread");
     stop(echo, &echo_log);
 }
 
