@@ -6,8 +6,10 @@
       iperf; N: redis-benchmark's -n) reported (requests or bytes,
       throughput, p99) and the proxy's CPU and syscalls (empty: not
       counted) over it
-  relay_peers.py table RESULTS
-      per load, medians (min-max) over the rounds, and ratios to HAProxy
+  relay_peers.py table RESULTS [RESULTS ...]
+      per load, medians (min-max) over the rounds, and ratios to HAProxy;
+      several results files (KEEP=dir of runs of the same builds) pool
+      their rounds
 
 Clients: redis-benchmark --csv (each command's rps and p99; requests are -n
 per command), wrk --latency (requests, Requests/sec, the 99% line, socket
@@ -114,8 +116,8 @@ def fmt(v, digits):
     return f"{v:,.{digits}f}"
 
 
-def table(path):
-    runs = [json.loads(line) for line in open(path) if line.startswith("{")]
+def table(paths):
+    runs = [json.loads(line) for path in paths for line in open(path) if line.startswith("{")]
     loads = list(dict.fromkeys(r["load"] for r in runs))
     for load in loads:
         these = [r for r in runs if r["load"] == load]
@@ -157,4 +159,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "parse":
         parse(*sys.argv[2:])
     else:
-        table(sys.argv[2])
+        table(sys.argv[2:])
