@@ -4,17 +4,17 @@
   relay_peers.py parse KIND LOAD PROXY ROUND OUTPUT CPU_TICKS HZ SYSCALLS [N]
       one JSON line for one run: what the client (KIND: redis, wrk or
       iperf; N: redis-benchmark's -n) reported (requests or bytes,
-      throughput, p99) and the proxy's CPU and syscalls (empty: not
-      counted) over it
+      throughput, p50 and p99) and the proxy's CPU and syscalls (empty:
+      not counted) over it
   relay_peers.py table RESULTS [RESULTS ...]
       per load, medians (min-max) over the rounds, and ratios to HAProxy;
       several results files (KEEP=dir of runs of the same builds) pool
       their rounds
 
-Clients: redis-benchmark --csv (each command's rps and p99; requests are -n
-per command), wrk --latency (requests, Requests/sec, the 99% line, socket
-errors and non-2xx answers), iperf3 -J (bytes and bits per second the server
-received).
+Clients: redis-benchmark --csv (each command's rps, p50 and p99; requests
+are -n per command), wrk --latency (requests, Requests/sec, the 50% and 99%
+lines, socket errors and non-2xx answers), iperf3 -J (bytes and bits per
+second the server received).
 """
 import csv
 import json
@@ -35,7 +35,8 @@ def parse_redis(text, n_per_command):
         "requests": requests,
         "seconds": seconds,
         "rate": requests / seconds,
-        # The worse of the commands' p99 (SET, GET).
+        # The worse of the commands' figures (SET, GET).
+        "p50_ms": max(float(r[4]) for r in rows),
         "p99_ms": max(float(r[6]) for r in rows),
         "errors": 0,
     }
@@ -56,6 +57,7 @@ def parse_wrk(text):
         "requests": int(requests),
         "seconds": seconds,
         "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
+        "p50_ms": wrk_time_ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1)),
         "p99_ms": wrk_time_ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1)),
         "errors": errors + (int(non2xx.group(1)) if non2xx else 0),
     }
@@ -70,6 +72,7 @@ def parse_iperf(text):
         "bytes": received["bytes"],
         "seconds": received["seconds"],
         "rate": received["bits_per_second"] / 1e9,
+        "p50_ms": None,
         "p99_ms": None,
         "errors": 0,
     }
@@ -100,6 +103,7 @@ def parse(kind, load, proxy, rnd, path, ticks, hz, syscalls, n=None):
 # (field, heading, digits, ratio to HAProxy)
 REQUEST_COLUMNS = [
     ("rate", "requests/s", 0, True),
+    ("p50_ms", "p50 ms", 2, True),
     ("p99_ms", "p99 ms", 2, True),
     ("cpu_s_per_m", "proxy CPU s per M requests", 2, True),
     ("syscalls_per_req", "proxy syscalls per request", 2, True),

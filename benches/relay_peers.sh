@@ -25,10 +25,11 @@
 #
 # Rounds interleave the proxies (haproxy, tokio, sockloop, sockloop_splice,
 # then again) within each load. For each run: the client's own figures
-# (requests/s or Gbit/s received, p99 where it reports one: redis-benchmark
-# per command, the worse of SET and GET; wrk's 99% line), and the proxy's
-# CPU time (utime+stime from /proc/PID/stat, 10 ms ticks) read just before
-# the client starts and just after it exits, per million requests or per GB.
+# (requests/s or Gbit/s received, p50 and p99 where it reports them:
+# redis-benchmark per command, the worse of SET and GET; wrk's 50% and 99%
+# lines), and the proxy's CPU time (utime+stime from /proc/PID/stat, 10 ms
+# ticks) read just before the client starts and just after it exits, per
+# million requests or per GB.
 # SYSCALLS=1 also counts the proxy's syscalls over the same window (perf stat
 # on raw_syscalls:sys_enter, attached to the proxy): per request, or per GB
 # and bytes per call. Counting costs the proxy a little per syscall, so its
