@@ -8,13 +8,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::thread;
 
 use nix::sys::signal::Signal;
 use rustls::{ClientConnection, StreamOwned};
 
-use common::{IO_TIMEOUT, LogFile, Rng, Server, sockloop};
+use common::{IO_TIMEOUT, LogFile, Rng, Server, TestServer, sockloop};
 use sockloop::app::relay::{Relay, SpliceMode};
 use sockloop::reactor::{Config, ListenOptions, Reactor};
 use sockloop::tls::{Trust, client_config, server_config, server_name};
@@ -320,22 +320,16 @@ fn a_relay_told_to_splice_a_tls_client_copies_every_byte_instead() {
         read_chunk: 4 << 10,
         ..Config::default()
     };
-    let (tx, rx) = mpsc::channel();
-    let relay = thread::spawn(move || {
-        let service = Relay::new(vec![upstream]).with_splice_mode(SpliceMode::Auto);
-        let mut reactor = Reactor::new(config, service).expect("reactor");
-        let any = SocketAddr::from(([127, 0, 0, 1], 0)).into();
-        let addr = reactor.listen_tls(&any, &ListenOptions::default(), tls);
-        tx.send((addr.expect("listen"), reactor.handle())).unwrap();
-        reactor.run().expect("reactor run");
-    });
-    let (addr, handle) = rx.recv().expect("relay started");
-    let addr = addr.ip().expect("an IP address");
+    let make_relay = move || Relay::new(vec![upstream]).with_splice_mode(SpliceMode::Auto);
+    let any = SocketAddr::from(([127, 0, 0, 1], 0)).into();
+    let listen = move |reactor: &mut Reactor<Relay>| {
+        reactor.listen_tls(&any, &ListenOptions::default(), tls)
+    };
+    let relay = TestServer::start_listening(config, make_relay, listen, |_| ());
     for seed in 0..2 {
-        echo_checked(&mut tls_client(addr, &certs.cert()), seed, 1 << 20);
+        echo_checked(&mut tls_client(relay.addr, &certs.cert()), seed, 1 << 20);
     }
-    handle.stop().expect("stop the relay");
-    relay.join().expect("relay thread");
+    relay.stop();
     stop(echo, &echo_log);
 }
 

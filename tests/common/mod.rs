@@ -70,12 +70,30 @@ impl<T: Send + 'static> TestServer<T> {
         F: FnOnce() -> S + Send + 'static,
         G: FnOnce(&Reactor<S>) -> T + Send + 'static,
     {
+        let listen =
+            move |reactor: &mut Reactor<S>| reactor.listen(&addr.into(), &ListenOptions::default());
+        TestServer::start_listening(config, make_service, listen, finish)
+    }
+
+    /// As [`start_on_then`](Self::start_on_then), with the listener opened
+    /// by `listen` (a TLS one, say).
+    pub fn start_listening<S, F, L, G>(
+        config: Config,
+        make_service: F,
+        listen: L,
+        finish: G,
+    ) -> TestServer<T>
+    where
+        S: Service,
+        F: FnOnce() -> S + Send + 'static,
+        L: FnOnce(&mut Reactor<S>) -> std::io::Result<Addr> + Send + 'static,
+        G: FnOnce(&Reactor<S>) -> T + Send + 'static,
+    {
         enough_fds();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = thread::spawn(move || {
             let mut reactor = Reactor::new(config, make_service()).expect("reactor");
-            let addr = reactor
-                .listen(&addr.into(), &ListenOptions::default())
+            let addr = listen(&mut reactor)
                 .expect("listen")
                 .ip()
                 .expect("an IP address");
