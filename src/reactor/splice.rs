@@ -99,8 +99,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
         self.state.conns.live(id).is_some() && self.kernel.socket(id).is_some()
     }
 
-    /// Whether neither side of a pair speaks TLS: ciphertext is relayed by
-    /// copy, through the sessions, never spliced as it is.
+    /// Whether neither side of a pair speaks TLS (warned if one does):
+    /// ciphertext is relayed by copy, through the sessions, never spliced
+    /// as it is.
     fn plain_pair(&self, a: ConnId, b: ConnId) -> bool {
         let plain = !(self.kernel.has_tls(a) || self.kernel.has_tls(b));
         if !plain {
