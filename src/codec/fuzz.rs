@@ -1,5 +1,5 @@
 //! Fuzz bodies, shared by the cargo-fuzz targets in `fuzz/` (nightly) and by
-//! `tests/fuzz_corpus.rs` (stable replay of the corpus), and the reactor-style
+//! `tests/suite/fuzz_corpus.rs` (stable replay of the corpus), and the reactor-style
 //! driver the property tests use. Each function panics when an invariant breaks.
 //!
 //! A fuzz input is a few config bytes (codec shape, max frame length, chunking)

@@ -1,18 +1,17 @@
 //! Peers that try to hold a server's memory or its slots without doing any
 //! real work: partial frames, and frames trickled a byte at a time.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
 
-use common::{Server, TestServer, round_trip};
 use sockloop::app::echo::FramedEcho;
 use sockloop::codec::{Codec, Framing};
 use sockloop::reactor::{CloseReason, Config};
+
+use crate::common::{Server, TestServer, round_trip};
 
 #[test]
 #[cfg_attr(not(target_os = "linux"), ignore = "reads VmRSS from /proc")]

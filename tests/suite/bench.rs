@@ -4,8 +4,6 @@
 //! timed, spread over source addresses and counted when they fail; idle
 //! mode holds every connection and sends one message per interval.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -13,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use common::Server;
+use crate::common::Server;
 
 /// Runs `sockloop bench` with a short window, `--json` and `args`.
 fn bench(args: &[&str]) -> Output {

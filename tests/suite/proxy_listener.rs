@@ -2,8 +2,6 @@
 //! and against hand-made headers — whole, split, missing, followed at once
 //! by data, and before TLS.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -11,9 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::{IO_TIMEOUT, LogLines, Server, round_trip, wait_until};
 use nix::sys::signal::Signal;
 use sockloop::codec::proxy;
+
+use crate::common::{IO_TIMEOUT, LogLines, Server, round_trip, wait_until};
 
 /// An echo server expecting PROXY headers, with its log at hand.
 fn proxied_echo(extra: &[&str]) -> (Server, LogLines) {
@@ -230,15 +229,14 @@ impl Haproxy {
     }
 }
 
+// Ignored unless asked for (`cargo test -- --include-ignored`, as .ci/run
+// does once it has installed haproxy), so that a machine without haproxy
+// shows it as not run rather than passed; the PROXY protocol is still
+// tested against hand-made headers above.
 #[test]
+#[ignore = "needs haproxy (apt-get install -y haproxy)"]
 fn behind_haproxy_send_proxy_v2_the_echo_sees_the_clients_own_address() {
-    let Some(bin) = find_haproxy() else {
-        println!(
-            "SKIPPED: no haproxy on PATH or in /usr/sbin (apt-get install -y haproxy); \
-             the PROXY protocol is still tested against hand-made headers"
-        );
-        return;
-    };
+    let bin = find_haproxy().expect("haproxy on PATH or in /usr/sbin (apt-get install -y haproxy)");
     let (server, mut log) = proxied_echo(&[]);
     let port = free_port();
     let mut haproxy = Haproxy::start(&bin, port, server.addr());

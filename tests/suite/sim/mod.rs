@@ -11,10 +11,8 @@
 //! every call the reactor makes into the simulation. A failing script is
 //! shrunk by proptest to the few faults that matter, and replays exactly.
 
-#![allow(dead_code)] // each test binary uses its own subset
-
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -1033,9 +1031,4 @@ impl Spare for SimSpare {
     fn is_held(&self) -> bool {
         self.0.is_some()
     }
-}
-
-/// Every descriptor number in use, for checks.
-pub fn open_fd_numbers() -> BTreeSet<u32> {
-    world(|w| w.fds.keys().copied().collect())
 }

@@ -2,8 +2,6 @@
 //! s_client`), against hostile handshakes, and through the relay both ways.
 #![cfg(feature = "tls")]
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,10 +12,11 @@ use std::thread;
 use nix::sys::signal::Signal;
 use rustls::{ClientConnection, StreamOwned};
 
-use common::{IO_TIMEOUT, LogFile, Rng, Server, TestServer, sockloop};
 use sockloop::app::relay::{Relay, SpliceMode};
 use sockloop::reactor::{Config, ListenOptions, Reactor};
 use sockloop::tls::{Trust, client_config, server_config, server_name};
+
+use crate::common::{IO_TIMEOUT, LogFile, Rng, Server, TestServer, sockloop};
 
 /// A directory with `sockloop cert`'s certificate and key, removed on drop.
 struct CertDir(PathBuf);

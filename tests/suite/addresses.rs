@@ -2,8 +2,6 @@
 //! Unix-domain sockets (and relays between them and TCP), the rules for a
 //! socket file left behind, and a host name as upstream.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -12,9 +10,10 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
-use common::{IO_TIMEOUT, Rng, Server, sockloop};
 use nix::sys::signal::Signal;
 use sockloop::reactor::Addr;
+
+use crate::common::{IO_TIMEOUT, Rng, Server, sockloop};
 
 /// A stream that can be split into a writer and a reader and half-closed.
 trait Duplex: Read + Write + Send + Sized {

@@ -1,13 +1,12 @@
 //! The reactor's handling of input a service leaves unconsumed: a partial
 //! message must be kept and offered again, whole, with what follows it.
 
-mod common;
-
 use std::io::Write;
 use std::net::SocketAddr;
 
-use common::{Rng, TestServer, read_to_eof};
 use sockloop::reactor::{Addr, Config, ConnId, Context, Service};
+
+use crate::common::{Rng, TestServer, read_to_eof};
 
 /// Replies to each complete `\n`-terminated line with the line reversed;
 /// never consumes a partial line.
@@ -45,7 +44,9 @@ fn expected(text: &[u8]) -> Vec<u8> {
 /// Sends `text` in pieces cut at `cuts`, then FIN; returns the reply.
 fn send_in_pieces(addr: SocketAddr, text: &[u8], cuts: &[usize]) -> Vec<u8> {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    stream
+        .set_read_timeout(Some(crate::common::IO_TIMEOUT))
+        .unwrap();
     stream.set_nodelay(true).unwrap();
     let mut writer = stream.try_clone().unwrap();
     // Write from another thread: the replies must be read while we send, or

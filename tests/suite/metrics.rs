@@ -1,14 +1,12 @@
 //! `--metrics ADDR`: the counters at `GET /metrics`, in the Prometheus text
 //! format, served by the same loop as the clients.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::Stdio;
 
-use common::{IO_TIMEOUT, LogLines, Server, echo_all, wait_until};
+use crate::common::{IO_TIMEOUT, LogLines, Server, echo_all, wait_until};
 
 /// A server started with `--metrics 127.0.0.1:0`, and where its metrics are.
 fn with_metrics(args: &[&str]) -> (Server, String) {

@@ -2,8 +2,6 @@
 //! client's frames, in order per sender and never its own; a client that
 //! never reads is cut off, or misses frames, without holding back the rest.
 
-mod common;
-
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,7 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::{IO_TIMEOUT, LogFile, Server, TestServer, accepted_per_reactor, wait_until};
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{
@@ -23,6 +20,8 @@ use sockloop::app::hub::{Hub, SlowPolicy};
 use sockloop::codec::{Codec, Framing};
 use sockloop::reactor::Config;
 use sockloop::sys::SocketOptions;
+
+use crate::common::{IO_TIMEOUT, LogFile, Server, TestServer, accepted_per_reactor, wait_until};
 
 const CLIENTS: usize = 20;
 const FRAMES: usize = 1000;

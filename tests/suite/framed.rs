@@ -2,15 +2,14 @@
 //! split of the stream, and a peer that breaks the framing loses only its
 //! own connection.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::Stdio;
 use std::thread;
 
-use common::{IO_TIMEOUT, Server, read_to_eof, round_trip};
 use sockloop::codec::{Codec, Encoder, Framing};
+
+use crate::common::{IO_TIMEOUT, Server, read_to_eof, round_trip};
 
 const KINDS: [&str; 11] = [
     "raw",

@@ -3,21 +3,20 @@
 //! it, SIGTERM drains them all, and one that fails takes the process down
 //! with its name rather than leaving it half alive.
 
-mod common;
-
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{
-    IO_TIMEOUT, LogFile, Server, accepted_per_reactor, round_trip, stream_through_sigterm,
-    wait_until,
-};
 use nix::sys::signal::Signal;
 use sockloop::reactor::{Addr, Config, ConnId, Context, ListenOptions, Reactor, Service};
 use sockloop::threads::{Options, Supervisor};
+
+use crate::common::{
+    IO_TIMEOUT, LogFile, Server, accepted_per_reactor, round_trip, stream_through_sigterm,
+    wait_until,
+};
 
 #[test]
 fn two_reactors_each_take_some_of_two_hundred_connections_and_echo_every_one() {
@@ -81,7 +80,7 @@ fn a_unix_listener_takes_one_reactor_and_more_are_refused_by_name() {
     let path = std::env::temp_dir().join(format!("sockloop-threads-{}.sock", std::process::id()));
     let listen = format!("unix:{}", path.display());
     let exited = Server::spawn(
-        common::sockloop(&[], &["echo", "--threads", "2", "--listen", &listen])
+        crate::common::sockloop(&[], &["echo", "--threads", "2", "--listen", &listen])
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     )

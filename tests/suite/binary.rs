@@ -2,8 +2,6 @@
 //! independent client (Python), stopped by signals, squeezed for file
 //! descriptors, and traced.
 
-mod common;
-
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -11,10 +9,11 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{
+use nix::sys::signal::Signal;
+
+use crate::common::{
     Exited, IO_TIMEOUT, Server, round_trip, sockloop, stream_through_sigterm, wait_until,
 };
-use nix::sys::signal::Signal;
 
 const PY_ECHO_CLIENT: &str = r#"
 import hashlib, os, socket, sys, threading

@@ -1,17 +1,16 @@
 //! The raw echo server over real loopback sockets: correctness under
 //! concurrency, backpressure, half-close, resets and the connection limit.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use common::{Rng, TestServer, echo_all, round_trip, wait_until};
 use nix::sys::socket::{setsockopt, sockopt};
 use sockloop::app::echo::Echo;
 use sockloop::reactor::{CloseReason, Config};
+
+use crate::common::{Rng, TestServer, echo_all, round_trip, wait_until};
 
 fn echo_server(config: Config) -> TestServer {
     TestServer::start(config, || Echo)

@@ -1,15 +1,14 @@
 //! Timeouts and counters: idle peers and peers that stop reading are closed,
 //! talkative ones are not, and the stats add up to what the test did.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::thread;
 use std::time::Duration;
 
-use common::{Rng, SlowUpstream, TestServer, echo_all, round_trip};
 use sockloop::app::echo::Echo;
 use sockloop::reactor::{Addr, CloseReason, Config, ConnId, Context, Service};
+
+use crate::common::{Rng, SlowUpstream, TestServer, echo_all, round_trip};
 
 #[test]
 fn idle_connections_close_and_talkative_ones_stay() {

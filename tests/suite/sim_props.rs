@@ -10,19 +10,18 @@
 //! `SOCKLOOP_SIM_SEED=S` (a number) replays the run that printed it, and
 //! `SOCKLOOP_SIM_SEED=random` explores a fresh one.
 
-mod sim;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, RngAlgorithm, TestError, TestRng, TestRunner};
-use sim::{Client, Fault, Sim, World, world};
 use sockloop::app::echo::{Echo, FramedEcho};
 use sockloop::app::hub::{Hub, SlowPolicy};
 use sockloop::app::relay::Relay;
 use sockloop::codec::{Codec, Framing};
 use sockloop::reactor::{Addr, Config, ListenOptions, Reactor, Service};
+
+use crate::sim::{Client, Fault, Sim, World, world};
 
 /// What a scenario does, one step at a time, between reactor turns.
 #[derive(Debug, Clone)]

@@ -5,18 +5,17 @@
 //! tried for every client, and comes back; least-conn sends new clients
 //! where the fewest pairs are open.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use common::{
-    IO_TIMEOUT, LogFile, Rng, Server, SlowUpstream, TestServer, echo_all, round_trip, wait_until,
-};
 use sockloop::app::echo::Echo;
 use sockloop::app::relay::{Balance, Relay};
 use sockloop::reactor::{Addr, CloseReason, Config};
+
+use crate::common::{
+    IO_TIMEOUT, LogFile, Rng, Server, SlowUpstream, TestServer, echo_all, round_trip, wait_until,
+};
 
 /// A port nobody listens on: a connect to it is refused.
 fn refusing() -> SocketAddr {

@@ -2,14 +2,13 @@
 //! ends, so that the batch's sends go out together. Whatever else is written
 //! to that connection in the meantime must still come after them.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
 
-use common::{TestServer, read_to_eof};
 use sockloop::reactor::{Addr, Config, ConnId, Context, Service};
+
+use crate::common::{TestServer, read_to_eof};
 
 /// Echoes each read, then, from a callback that is not serving the
 /// connection (a timer due in the same turn), writes how many bytes it has

@@ -4,8 +4,6 @@
 //! PROXY protocol header sent to each upstream (`--send-proxy`), checked
 //! byte for byte. Failover and balancing: `relay_upstreams.rs`.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::Stdio;
@@ -13,14 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::{
-    IO_TIMEOUT, LogFile, Rng, Server, SlowUpstream, TestServer, bulk_round_trip, echo_all,
-    read_to_eof, round_trip, stream_through_sigterm, wait_until,
-};
 use nix::sys::socket::{setsockopt, sockopt};
 use sockloop::app::echo::Echo;
 use sockloop::app::relay::{Relay, SpliceMode};
 use sockloop::reactor::{Addr, CloseReason, Config};
+
+use crate::common::{
+    IO_TIMEOUT, LogFile, Rng, Server, SlowUpstream, TestServer, bulk_round_trip, echo_all,
+    read_to_eof, round_trip, stream_through_sigterm, wait_until,
+};
 
 /// Block `k` of client `seed`'s stream; writer and reader both regenerate it.
 fn block(seed: u64, k: u64) -> Vec<u8> {

@@ -1,0 +1,35 @@
+//! The integration tests, compiled as one binary: each file of this folder
+//! is a module. One test crate links the dependencies once instead of once
+//! per file, which is most of what a fresh `cargo test` used to spend.
+//!
+//! The tests of all modules share one process, and so its descriptor limit;
+//! the two that need most of it (thousands of connections with both ends in
+//! the test process) are binaries of their own: `tests/many_connections.rs`
+//! and `tests/accept_storm.rs`.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod sim;
+
+mod addresses;
+mod bench;
+mod binary;
+mod charts;
+mod codec_props;
+mod echo;
+mod framed;
+mod fuzz_corpus;
+mod hostile_peers;
+mod hub;
+mod lifecycle;
+mod metrics;
+mod ordering;
+mod partial_input;
+mod proxy_listener;
+mod proxy_protocol;
+mod relay;
+mod relay_upstreams;
+mod sim_props;
+mod threads;
+mod tls;
+mod tour;
