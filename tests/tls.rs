@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::thread;
 use nix::sys::signal::Signal;
 use rustls::{ClientConnection, StreamOwned};
 
-use common::{IO_TIMEOUT, LogFile, Rng, Server, TestServer, sockloop};
+use common::{IO_TIMEOUT, LogFile, Rng, Server, TestServer, sockloop, wait_until};
 use sockloop::app::relay::{Relay, SpliceMode};
 use sockloop::reactor::{Config, ListenOptions, Reactor};
 use sockloop::tls::{Trust, client_config, server_config, server_name};
@@ -428,4 +428,107 @@ fn bench_tls_fails_on_a_certificate_it_does_not_trust() {
     let errors = String::from_utf8_lossy(&out.stderr);
     assert!(errors.contains("connects failed"), "{errors}");
     stop(server, &log);
+}
+
+/// `sockloop relay` over TLS to `upstreams`, trusting `ca`'s certificate,
+/// never trying again one that failed within the test, with `extra` flags
+/// and its metrics on a port of its own.
+fn relay_failing_over(
+    upstreams: &[SocketAddr],
+    ca: &CertDir,
+    extra: &[&str],
+    log: &LogFile,
+) -> Server {
+    let cert = ca.cert();
+    let mut args = vec!["relay", "--upstream-tls", "--upstream-ca", path(&cert)];
+    let upstreams: Vec<String> = upstreams.iter().map(SocketAddr::to_string).collect();
+    for upstream in &upstreams {
+        args.extend(["--upstream", upstream]);
+    }
+    args.extend(["--upstream-down-time", "600s", "--metrics", "127.0.0.1:0"]);
+    start(&[&args[..], extra].concat(), log)
+}
+
+/// The `/metrics` page of a server started with `--metrics`, found where
+/// its log says.
+fn metrics_page(log: &LogFile) -> String {
+    let addr = wait_until("the metrics address in the log", || {
+        let log = log.read();
+        let rest = log.split("metrics on http://").nth(1)?;
+        Some(rest.split("/metrics").next()?.to_owned())
+    });
+    let mut stream = TcpStream::connect(&addr).expect("connect to --metrics");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    stream.read_to_string(&mut page).unwrap();
+    page
+}
+
+/// Ten clients one after another, each echoed through `relay`.
+fn ten_clients_echoed(relay: &Server) {
+    for seed in 0..10 {
+        echo_checked(&mut relay.connect(), seed, 64 << 10);
+    }
+}
+
+/// `down` shows as down in the relay's metrics, `up` as up, and one
+/// connect as failed.
+fn shown_down(relay_log: &LogFile, down: SocketAddr, up: SocketAddr) {
+    let page = metrics_page(relay_log);
+    for (upstream, value) in [(down, 1), (up, 0)] {
+        let sample = format!("sockloop_upstream_down{{upstream=\"{upstream}\"}} {value}\n");
+        assert!(page.contains(&sample), "no {sample:?} in:\n{page}");
+    }
+    assert!(
+        page.contains("sockloop_connect_failures_total 1\n"),
+        "{page}"
+    );
+}
+
+#[test]
+fn an_upstream_whose_certificate_is_not_trusted_is_marked_down_and_every_client_served() {
+    let (trusted, other) = (CertDir::new("failover-good"), CertDir::new("failover-bad"));
+    let (good_log, bad_log) = (LogFile::new("tls-cert-good"), LogFile::new("tls-cert-bad"));
+    let good = trusted.serve(&["echo"], &good_log);
+    let bad = other.serve(&["echo"], &bad_log);
+    let relay_log = LogFile::new("tls-cert-relay");
+    // The bad one first: round-robin sends the first client there.
+    let relay = relay_failing_over(&[bad.addr(), good.addr()], &trusted, &[], &relay_log);
+    ten_clients_echoed(&relay);
+    shown_down(&relay_log, bad.addr(), good.addr());
+    let log = relay_log.read();
+    let down = format!(
+        "upstream {} is down (TLS handshake failed: invalid peer certificate",
+        bad.addr()
+    );
+    assert!(log.contains(&down), "{log}");
+    // An outgoing connection is not "from" its upstream.
+    assert!(!log.contains(&format!("from {}", bad.addr())), "{log}");
+    stop(relay, &relay_log);
+    assert!(stop(good, &good_log).contains("accepted 10,"));
+    stop(bad, &bad_log);
+}
+
+#[test]
+fn an_upstream_that_never_answers_the_client_hello_is_marked_down_and_every_client_served() {
+    let certs = CertDir::new("failover-silent");
+    let echo_log = LogFile::new("tls-silent-echo");
+    let echo = certs.serve(&["echo"], &echo_log);
+    // Connects complete in its accept queue; nothing ever reads them.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let relay_log = LogFile::new("tls-silent-relay");
+    let timeouts = ["--connect-timeout", "300ms", "--handshake-timeout", "1s"];
+    let upstreams = [silent_addr, echo.addr()];
+    let relay = relay_failing_over(&upstreams, &certs, &timeouts, &relay_log);
+    ten_clients_echoed(&relay);
+    shown_down(&relay_log, silent_addr, echo.addr());
+    let log = relay_log.read();
+    let down = format!("upstream {silent_addr} is down (TLS handshake timed out");
+    assert!(log.contains(&down), "{log}");
+    stop(relay, &relay_log);
+    assert!(stop(echo, &echo_log).contains("accepted 10,"));
 }
