@@ -102,11 +102,14 @@ impl<S: Service, O: Os> Reactor<S, O> {
 
     /// Peeks at what has arrived; once it holds a whole PROXY header, takes
     /// exactly that from the socket and makes the client it names the
-    /// connection's peer.
+    /// connection's peer. A peer that sent FIN before the whole header
+    /// fails at once: the peek shows the same part for ever.
     fn read_proxy_header(&mut self, id: ConnId) -> Step {
-        let Some(handles) = self.kernel.handles(id) else {
+        let (Some(conn), Some(handles)) = (self.state.conns.live(id), self.kernel.handles(id))
+        else {
             return Step::Waiting;
         };
+        let peer_fin = conn.flags.peer_fin;
         // The decoder decides within this many bytes.
         let mut buf = [0; proxy::V2_MAX_LEN];
         self.state.stats.reads += 1;
@@ -122,6 +125,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
         trace_io!(self.state.config.trace, "{id} peek {n}");
         let (header, len) = match proxy::decode(&buf[..n]) {
             Ok(Some(found)) => found,
+            Ok(None) if peer_fin => {
+                return bad_header(format!("closed after {n} bytes of a PROXY header"));
+            }
             Ok(None) if n < buf.len() => return Step::Waiting,
             Ok(None) => return bad_header("no PROXY header in its first bytes".into()),
             Err(e) => return bad_header(format!("bad PROXY header: {e}")),
