@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -107,7 +107,8 @@ def client(n):
             if got != chunk:
                 raise Exception("echo differs at byte %d" % sent)
             sent += len(chunk)
-        s.close()
+        # close_notify, then the server's: a FIN alone would be a truncation.
+        s.unwrap().close()
     except Exception as e:
         failures.append("client %d: %r" % (n, e))
 threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
@@ -531,4 +532,61 @@ fn an_upstream_that_never_answers_the_client_hello_is_marked_down_and_every_clie
     assert!(log.contains(&down), "{log}");
     stop(relay, &relay_log);
     assert!(stop(echo, &echo_log).contains("accepted 10,"));
+}
+
+#[test]
+fn a_tls_client_that_ends_without_close_notify_reaches_the_upstream_as_a_reset() {
+    let certs = CertDir::new("truncated");
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = upstream.local_addr().unwrap().to_string();
+    let log = LogFile::new("tls-truncated-relay");
+    let relay = certs.serve(&["relay", "--upstream", &up_addr], &log);
+    let mut client = tls_client(relay.addr(), &certs.cert());
+    client.write_all(b"half a request").unwrap();
+    let (mut up, _) = upstream.accept().unwrap();
+    up.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut got = [0; 14];
+    up.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"half a request");
+    // A FIN with no close_notify before it: the stream was cut short.
+    client.sock.shutdown(Shutdown::Write).unwrap();
+    let end = up.read(&mut [0; 64]);
+    assert!(
+        end.as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the upstream saw {end:?}, not a reset"
+    );
+    let stats = stop(relay, &log);
+    assert!(stats.contains("tls-truncated 2"), "{stats}");
+    let log = log.read();
+    let client_addr = client.sock.local_addr().unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("cut short")
+            && l.contains(&client_addr.to_string())),
+        "{log}"
+    );
+}
+
+#[test]
+fn garbage_after_the_handshake_is_a_warning_that_names_the_peer() {
+    let certs = CertDir::new("garbage");
+    let log = LogFile::new("tls-garbage");
+    let server = certs.serve(&["echo"], &log);
+    let mut client = tls_client(server.addr(), &certs.cert());
+    echo_checked(&mut client, 1, 100);
+    // An application data record that no key decrypts.
+    let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+    record.extend(Rng::new(2).bytes(0x40));
+    client.sock.write_all(&record).unwrap();
+    closed_by_server(client.sock.try_clone().unwrap());
+    let peer = client.sock.local_addr().unwrap().to_string();
+    let line = wait_until("a line about the garbage", || {
+        log.read()
+            .lines()
+            .find(|l| l.contains(&peer))
+            .map(str::to_owned)
+    });
+    assert!(line.contains("WARN") && line.contains("TLS"), "{line}");
+    stop(server, &log);
 }

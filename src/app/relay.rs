@@ -513,8 +513,9 @@ impl Service for Relay {
         match reason {
             // Both directions finished: the other side winds down by itself.
             CloseReason::Peer => ctx.close(peer),
-            // A stream cut short on one side must not look complete on the other.
-            CloseReason::Error(_) => {
+            // A stream cut short on one side (a TLS one without its
+            // close_notify too) must not look complete on the other.
+            CloseReason::Error(_) | CloseReason::TlsTruncated => {
                 warn!(
                     "relay: {id} ({}) {reason}; resetting {peer} ({})",
                     addr_or_unknown(ctx.peer_addr(id)),
