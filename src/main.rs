@@ -115,8 +115,9 @@ struct RelayArgs {
     /// fewest pairs open or connecting (ties in turn).
     #[arg(long, default_value = "round-robin")]
     balance: Balance,
-    /// How long an upstream connect may take before the next upstream is
-    /// tried (the client is closed once each has been tried).
+    /// How long an upstream connect (its TLS handshake included) may take
+    /// before the next upstream is tried (the client is closed once each
+    /// has been tried).
     #[arg(long, default_value = "5s", value_parser = refuse_zero(parse_duration))]
     connect_timeout: Duration,
     /// After a failed connect, skip that upstream this long, twice as long

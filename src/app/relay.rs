@@ -8,9 +8,10 @@
 //! here is the pairing, the choice of upstream, FIN propagation and failure
 //! handling:
 //!
-//! - an upstream connect that is refused or times out is tried again on the
-//!   next upstream (each at most once per client) before the client is given
-//!   up. What the client sent meanwhile was queued for the failed connection
+//! - an upstream connect that is refused or times out, or whose TLS
+//!   handshake fails or is not done within the connect timeout, is tried
+//!   again on the next upstream (each at most once per client) before the
+//!   client is given up. What the client sent meanwhile was queued for the failed connection
 //!   and went down with it, so the relay keeps a copy of it while a connect is
 //!   in progress and another upstream is left to try, and queues it for the
 //!   next one behind its PROXY header; nothing had left for the failed one;
@@ -345,14 +346,18 @@ impl Relay {
 }
 
 /// Whether a failed connect says something about the upstream (refused,
-/// timed out, unreachable, no such socket file, its queue full), rather
-/// than about this host (out of descriptors, say).
+/// timed out, unreachable, no such socket file, its queue full, a TLS
+/// handshake it failed or cut short), rather than about this host (out of
+/// descriptors, say).
 fn blames_upstream(kind: io::ErrorKind) -> bool {
     use io::ErrorKind::*;
     matches!(
         kind,
         ConnectionRefused
             | ConnectionReset
+            | BrokenPipe
+            | InvalidData
+            | UnexpectedEof
             | TimedOut
             | HostUnreachable
             | NetworkUnreachable
@@ -508,8 +513,9 @@ impl Service for Relay {
         match reason {
             // Both directions finished: the other side winds down by itself.
             CloseReason::Peer => ctx.close(peer),
-            // A stream cut short on one side must not look complete on the other.
-            CloseReason::Error(_) => {
+            // A stream cut short on one side (a TLS one without its
+            // close_notify too) must not look complete on the other.
+            CloseReason::Error(_) | CloseReason::TlsTruncated => {
                 warn!(
                     "relay: {id} ({}) {reason}; resetting {peer} ({})",
                     addr_or_unknown(ctx.peer_addr(id)),

@@ -240,8 +240,11 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.connect_failed(id, error);
             return false;
         }
-        self.state.stats.connected += 1;
         let tls = self.kernel.handles_mut(id).and_then(Handles::take_tls);
+        if tls.is_none() {
+            // With TLS, once its handshake is done.
+            self.state.stats.connected += 1;
+        }
         conn.phase = match (&tls, close_when_up) {
             (Some(_), _) => Phase::Handshaking { close_when_up },
             (None, true) => Phase::Closing,
@@ -257,6 +260,19 @@ impl<S: Service, O: Os> Reactor<S, O> {
         }
         self.open(id, &peer);
         true
+    }
+
+    /// A connect not up within the connect timeout fails: still
+    /// connecting, or still in its TLS handshake.
+    pub(super) fn connect_timer_fired(&mut self, id: ConnId) {
+        match self.state.conns.live(id).map(|c| c.phase) {
+            Some(Phase::Connecting { .. }) => {
+                let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                self.connect_failed(id, error);
+            }
+            Some(Phase::Handshaking { .. }) => self.outbound_handshake_timed_out(id),
+            _ => {}
+        }
     }
 
     pub(super) fn connect_failed(&mut self, id: ConnId, error: io::Error) {

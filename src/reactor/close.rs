@@ -27,10 +27,13 @@ pub enum CloseReason {
     Limit,
     /// The server shut down.
     Shutdown,
+    /// A TLS peer's stream ended without its close_notify (a TCP FIN
+    /// alone): cut short, maybe by an attacker, so not a clean end.
+    TlsTruncated,
 }
 
 impl CloseReason {
-    pub(crate) const COUNT: usize = 10;
+    pub(crate) const COUNT: usize = 11;
 
     pub(crate) fn slot(self) -> usize {
         match self {
@@ -44,6 +47,7 @@ impl CloseReason {
             CloseReason::Shutdown => 7,
             CloseReason::FrameTimeout => 8,
             CloseReason::HandshakeTimeout => 9,
+            CloseReason::TlsTruncated => 10,
         }
     }
 
@@ -59,6 +63,7 @@ impl CloseReason {
         "shutdown",
         "frame-timeout",
         "handshake-timeout",
+        "tls-truncated",
     ];
 }
 
@@ -75,6 +80,7 @@ impl fmt::Display for CloseReason {
             CloseReason::HandshakeTimeout => f.write_str("handshake timeout"),
             CloseReason::Limit => f.write_str("connection limit"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
+            CloseReason::TlsTruncated => f.write_str("TLS stream cut short (no close_notify)"),
         }
     }
 }

@@ -77,12 +77,12 @@ pub struct Config {
     /// peer trickling bytes of a frame it never finishes (slowloris) does
     /// not keep its slot because every byte counts as traffic.
     pub frame_timeout: Option<Duration>,
-    /// How long a connection's PROXY header and TLS handshake may take
-    /// before it is closed.
+    /// How long an accepted connection's PROXY header and TLS handshake may
+    /// take before it is closed.
     pub handshake_timeout: Duration,
     /// How long a graceful shutdown may take before the rest is closed.
     pub shutdown_timeout: Duration,
-    /// How long an outgoing connect may take.
+    /// How long an outgoing connect may take, its TLS handshake included.
     pub connect_timeout: Duration,
     /// Log a one-line summary of the counters this often.
     pub stats_interval: Option<Duration>,

@@ -7,6 +7,12 @@
 //! speaks plaintext to TLS, sends garbage or stalls costs its own connection
 //! and nothing else.
 //!
+//! A connection we opened has only the TLS step, and it is part of its
+//! connect: bounded by the connect timer that is still running
+//! (`Config::connect_timeout` from the start of the connect), and a failure
+//! reaches the service as a failed connect (`on_connect_failed`, with what
+//! went wrong), so a relay tries its next upstream as after a refusal.
+//!
 //! The PROXY header is peeked at, not read: only once it is complete are
 //! exactly its bytes taken from the socket, so whatever the client sent
 //! after it (its first request, or its TLS ClientHello) is still in the
@@ -34,7 +40,12 @@ enum Step {
     Done,
     /// Waiting for the peer's next bytes.
     Waiting,
-    Failed(String),
+    Failed(io::Error),
+}
+
+/// A PROXY header that is not one.
+fn bad_header(why: String) -> Step {
+    Step::Failed(io::Error::new(io::ErrorKind::InvalidData, why))
 }
 
 impl<S: Service, O: Os> Reactor<S, O> {
@@ -48,8 +59,11 @@ impl<S: Service, O: Os> Reactor<S, O> {
         if let Some(tls) = tls {
             handles.set_tls(tls);
         }
-        let due = self.state.stamp.after(self.state.config.handshake_timeout);
-        self.state.add_conn_timer(due, id, ConnTimer::Handshake);
+        // An outgoing connection's connect timer bounds its handshake too.
+        if self.state.conns.live(id).is_some_and(|c| !c.flags.outbound) {
+            let due = self.state.stamp.after(self.state.config.handshake_timeout);
+            self.state.add_conn_timer(due, id, ConnTimer::Handshake);
+        }
         self.handshake(id);
     }
 
@@ -62,7 +76,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             match self.read_proxy_header(id) {
                 Step::Done => {}
                 Step::Waiting => return,
-                Step::Failed(why) => return self.handshake_failed(id, &why),
+                Step::Failed(e) => return self.handshake_failed(id, e),
             }
         }
         let Some(handles) = self.kernel.handles_mut(id) else {
@@ -72,49 +86,58 @@ impl<S: Service, O: Os> Reactor<S, O> {
             Some(Stage::Tls(tls)) => match tls.handshake(&handles.socket) {
                 Ok(false) => Step::Waiting,
                 Ok(true) => Step::Done,
-                Err(e) => Step::Failed(format!("TLS handshake failed: {e}")),
+                Err(e) => Step::Failed(io::Error::new(
+                    e.kind(),
+                    format!("TLS handshake failed: {e}"),
+                )),
             },
             _ => Step::Done,
         };
         match step {
             Step::Done => self.handshake_done(id),
             Step::Waiting => {}
-            Step::Failed(why) => self.handshake_failed(id, &why),
+            Step::Failed(e) => self.handshake_failed(id, e),
         }
     }
 
     /// Peeks at what has arrived; once it holds a whole PROXY header, takes
     /// exactly that from the socket and makes the client it names the
-    /// connection's peer.
+    /// connection's peer. A peer that sent FIN before the whole header
+    /// fails at once: the peek shows the same part for ever.
     fn read_proxy_header(&mut self, id: ConnId) -> Step {
-        let Some(handles) = self.kernel.handles(id) else {
+        let (Some(conn), Some(handles)) = (self.state.conns.live(id), self.kernel.handles(id))
+        else {
             return Step::Waiting;
         };
+        let peer_fin = conn.flags.peer_fin;
         // The decoder decides within this many bytes.
         let mut buf = [0; proxy::V2_MAX_LEN];
         self.state.stats.reads += 1;
         let n = match handles.socket.peek(&mut buf) {
-            Ok(0) => return Step::Failed("closed before sending a PROXY header".into()),
+            Ok(0) => return bad_header("closed before sending a PROXY header".into()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.state.stats.eagain_reads += 1;
                 return Step::Waiting;
             }
-            Err(e) => return Step::Failed(format!("reading its PROXY header: {e}")),
+            Err(e) => return reading_header_failed(&e),
         };
         trace_io!(self.state.config.trace, "{id} peek {n}");
         let (header, len) = match proxy::decode(&buf[..n]) {
             Ok(Some(found)) => found,
+            Ok(None) if peer_fin => {
+                return bad_header(format!("closed after {n} bytes of a PROXY header"));
+            }
             Ok(None) if n < buf.len() => return Step::Waiting,
-            Ok(None) => return Step::Failed("no PROXY header in its first bytes".into()),
-            Err(e) => return Step::Failed(format!("bad PROXY header: {e}")),
+            Ok(None) => return bad_header("no PROXY header in its first bytes".into()),
+            Err(e) => return bad_header(format!("bad PROXY header: {e}")),
         };
         // The bytes are in the socket already, so the read takes them all.
         self.state.stats.reads += 1;
         match handles.socket.read(&mut buf[..len]) {
             Ok(got) if got == len => {}
-            Ok(got) => return Step::Failed(format!("PROXY header: read {got} of {len} bytes")),
-            Err(e) => return Step::Failed(format!("reading its PROXY header: {e}")),
+            Ok(got) => return bad_header(format!("PROXY header: read {got} of {len} bytes")),
+            Err(e) => return reading_header_failed(&e),
         }
         self.proxy_header_read(id, &header, len);
         Step::Done
@@ -140,9 +163,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
         }
         trace_io!(
             self.state.config.trace,
-            "{id} proxy {} from {}",
+            "{id} proxy {} {}",
             header.version,
-            self.state.peer_name(id)
+            self.state.peer_label(id)
         );
     }
 
@@ -158,6 +181,10 @@ impl<S: Service, O: Os> Reactor<S, O> {
         } else {
             Phase::Open
         };
+        if conn.flags.outbound {
+            // Its connect counts once it can carry bytes.
+            self.state.stats.connected += 1;
+        }
         if let Some(tls) = self.kernel.handles(id).and_then(Handles::tls) {
             self.state.stats.tls_handshakes += 1;
             let summary = tls.describe();
@@ -183,13 +210,30 @@ impl<S: Service, O: Os> Reactor<S, O> {
         }
     }
 
-    fn handshake_failed(&mut self, id: ConnId, why: &str) {
+    /// A client's first step failed: it is closed, with a warning. One of
+    /// ours fails as a connect, for its service to report.
+    fn handshake_failed(&mut self, id: ConnId, error: io::Error) {
         self.count_handshake_failure(id);
-        if self.state.conns.live(id).is_some() {
-            warn!("{id} from {}: {why}; closing", self.state.peer_name(id));
+        let Some(conn) = self.state.conns.live(id) else {
+            return;
+        };
+        if conn.flags.outbound {
+            return self.connect_failed(id, error);
         }
+        warn!("{id} {}: {error}; closing", self.state.peer_label(id));
         self.close(id, CloseReason::Protocol);
         self.apply_deferred();
+    }
+
+    /// The connect timer of one of our connections whose TLS handshake is
+    /// still going: it fails as a connect that timed out.
+    pub(super) fn outbound_handshake_timed_out(&mut self, id: ConnId) {
+        self.count_handshake_failure(id);
+        let why = format!(
+            "TLS handshake timed out: not done within the connect timeout of {:?}",
+            self.state.config.connect_timeout
+        );
+        self.connect_failed(id, io::Error::new(io::ErrorKind::TimedOut, why));
     }
 
     /// The handshake timeout: a client that stalls before it is up is closed.
@@ -206,11 +250,19 @@ impl<S: Service, O: Os> Reactor<S, O> {
             "TLS handshake"
         };
         warn!(
-            "{id} from {}: no {step} within {:?}; closing",
-            self.state.peer_name(id),
+            "{id} {}: no {step} within {:?}; closing",
+            self.state.peer_label(id),
             self.state.config.handshake_timeout
         );
         self.count_handshake_failure(id);
         self.close(id, CloseReason::HandshakeTimeout);
     }
+}
+
+/// A PROXY header's peek or read that the socket refused.
+fn reading_header_failed(e: &io::Error) -> Step {
+    Step::Failed(io::Error::new(
+        e.kind(),
+        format!("reading its PROXY header: {e}"),
+    ))
 }

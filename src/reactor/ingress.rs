@@ -12,7 +12,7 @@
 use std::io;
 use std::ops::Range;
 
-use log::debug;
+use log::{debug, warn};
 
 use super::Reactor;
 use super::close::CloseReason;
@@ -112,7 +112,18 @@ impl<S: Service, O: Os> Reactor<S, O> {
             return;
         }
         trace_io!(self.state.config.trace, "{id} {op} error: {e}");
-        self.close(id, CloseReason::Error(e.kind()));
+        let reason = match e.kind() {
+            // Only TLS says these, after its handshake: a FIN without
+            // close_notify (logged by whoever it could mislead: a relay)...
+            io::ErrorKind::UnexpectedEof => CloseReason::TlsTruncated,
+            // ...and records that are not what they claim.
+            io::ErrorKind::InvalidData => {
+                warn!("{id} {}: TLS: {e}; closing", self.state.peer_label(id));
+                CloseReason::Error(e.kind())
+            }
+            kind => CloseReason::Error(kind),
+        };
+        self.close(id, reason);
         self.apply_deferred();
     }
 
@@ -225,7 +236,14 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 return;
             };
             self.state.stats.reads += 1;
-            match handles.read(&mut self.arena.bytes[room]) {
+            // What a TLS peer cuts short now was to be dropped anyway.
+            let read = handles
+                .read(&mut self.arena.bytes[room])
+                .or_else(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof => Ok(0),
+                    _ => Err(e),
+                });
+            match read {
                 Ok(0) => {
                     trace_io!(trace, "{id} read EOF (shutting down)");
                     conn.reading = Reading::Ended;

@@ -141,7 +141,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         state.stats.active -= 1;
         state.stats.count_close(reason);
         state.dead.push(id);
-        debug!("closed {id} ({}): {reason}", state.peer_name(id));
+        debug!("closed {id} ({}): {reason}", state.peer_label(id));
         trace_io!(state.config.trace, "{id} close: {reason}");
         let ctx = &mut Context::new(state, &self.arena.bytes);
         if let Some(conn) = self.states.get_mut(id.index()).and_then(Option::take) {
@@ -163,17 +163,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 TimerKind::Conn(id, ConnTimer::Write) => self.write_timer_fired(id),
                 TimerKind::Conn(id, ConnTimer::Frame) => self.frame_timer_fired(id),
                 TimerKind::Conn(id, ConnTimer::Handshake) => self.handshake_timer_fired(id),
-                TimerKind::Conn(id, ConnTimer::Connect) => {
-                    if self
-                        .state
-                        .conns
-                        .live(id)
-                        .is_some_and(|c| matches!(c.phase, Phase::Connecting { .. }))
-                    {
-                        let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-                        self.connect_failed(id, error);
-                    }
-                }
+                TimerKind::Conn(id, ConnTimer::Connect) => self.connect_timer_fired(id),
                 TimerKind::Service(id, tag) => self.service_timer_fired(id, tag),
                 TimerKind::ResumeAccept(i) => {
                     if let Some(slot) = self.kernel.listeners.get_mut(i) {
@@ -251,8 +241,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.state.arm_frame_timer(id);
         } else if since.after(timeout) <= now {
             warn!(
-                "{id} from {}: frame still incomplete {timeout:?} after its first byte; closing",
-                self.state.peer_name(id)
+                "{id} {}: frame still incomplete {timeout:?} after its first byte; closing",
+                self.state.peer_label(id)
             );
             self.close(id, CloseReason::FrameTimeout);
         } else {

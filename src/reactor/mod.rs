@@ -404,6 +404,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
             if event.is_read_closed() { " hup" } else { "" },
             if event.is_error() { " error" } else { "" },
         );
+        // Before the first steps too: a PROXY header cut short by FIN shows
+        // only here.
+        conn.flags.peer_fin |= event.is_read_closed();
         let phase = conn.phase;
         match phase {
             Phase::Connecting { .. } if !self.finish_connect(id, &event) => return,
@@ -420,7 +423,6 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.close(id, CloseReason::Error(kind));
             return self.apply_deferred();
         }
-        conn.flags.peer_fin |= event.is_read_closed();
         let feeder = conn.fed_by;
         let unsent = !conn.output().is_empty() || self.kernel.tls_unsent(id);
         // The peer splicing into this one: its pipe waits for room here.

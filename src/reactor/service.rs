@@ -161,8 +161,8 @@ pub trait Service {
         ctx.close(id);
     }
 
-    /// An outgoing connection from [`Context::connect`] failed or timed out;
-    /// `id` is dead.
+    /// An outgoing connection from [`Context::connect`] failed or timed out
+    /// (with [`Context::connect_tls`], its handshake too); `id` is dead.
     fn on_connect_failed(&mut self, ctx: &mut Context<'_>, id: ConnId, error: io::Error) {
         let _ = (ctx, id, error);
     }
@@ -376,8 +376,12 @@ impl<'a> Context<'a> {
 
     /// As [`connect`](Self::connect), over TLS to a server that must prove
     /// it is `name`: the service hears `on_connect` once the handshake is
-    /// done, and writes and reads plaintext. Fails at once only if rustls
-    /// cannot start a session with `config`.
+    /// done, and writes and reads plaintext. The handshake is part of the
+    /// connect: one that fails, or is not done within the connect timeout
+    /// (counted from the start of the connect), is `on_connect_failed`,
+    /// with an error that says why (of kind `InvalidData` for a certificate
+    /// or protocol failure, `TimedOut` for the timeout). Fails at once only
+    /// if rustls cannot start a session with `config`.
     #[cfg(feature = "tls")]
     pub fn connect_tls(
         &mut self,

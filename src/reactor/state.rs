@@ -183,18 +183,20 @@ impl State {
         Some(std::mem::replace(&mut about.peer, peer))
     }
 
-    /// `id`'s peer for a log line (`?` once its slot is free).
-    pub(crate) fn peer_name(&self, id: ConnId) -> impl fmt::Display + '_ {
-        struct Name<'a>(Option<&'a Addr>);
-        impl fmt::Display for Name<'_> {
+    /// `id`'s peer for a log line: `from ADDR` for a connection we
+    /// accepted, `to ADDR` for one we opened (`?` once its slot is free).
+    pub(crate) fn peer_label(&self, id: ConnId) -> impl fmt::Display + '_ {
+        struct Label<'a>(&'static str, Option<&'a Addr>);
+        impl fmt::Display for Label<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self.0 {
-                    Some(addr) => addr.fmt(f),
+                match self.1 {
+                    Some(addr) => write!(f, "{} {addr}", self.0),
                     None => f.write_str("?"),
                 }
             }
         }
-        Name(self.peer(id))
+        let outbound = self.conns.get(id).is_some_and(|c| c.flags.outbound);
+        Label(if outbound { "to" } else { "from" }, self.peer(id))
     }
 
     /// Sets `id`'s timer `what` for `at`.

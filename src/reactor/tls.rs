@@ -102,8 +102,10 @@ impl Tls {
     }
 
     /// Plaintext into `buf`, as a socket read: `Ok(0)` once the peer has
-    /// finished (close_notify, or a TCP FIN without one, which many clients
-    /// send), `WouldBlock` when nothing has come.
+    /// finished with its close_notify, `WouldBlock` when nothing has come.
+    /// A TCP FIN without close_notify is `UnexpectedEof`: the stream may
+    /// have been cut short, so it must not look complete (what came before
+    /// it is returned first).
     pub(crate) fn read(&mut self, socket: &impl Stream, buf: &mut [u8]) -> io::Result<usize> {
         let mut filled = 0;
         loop {
@@ -116,7 +118,10 @@ impl Tls {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
+                // rustls says so again on the next read.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && filled > 0 => {
+                    return Ok(filled);
+                }
                 Err(e) => return Err(e),
             }
             match self.conn.read_tls(&mut Wire(socket)) {

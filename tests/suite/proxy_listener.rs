@@ -130,6 +130,40 @@ fn a_connection_without_a_header_is_closed_and_costs_only_itself() {
 }
 
 #[test]
+fn a_partial_header_followed_by_fin_is_closed_at_once_not_at_the_handshake_timeout() {
+    // A timeout this long never fires within the test's bounded read.
+    let (server, mut log) = proxied_echo(&["--handshake-timeout", "60s"]);
+    let header = v1_header("192.0.2.9:999".parse().unwrap(), server.addr());
+    let mut stream = server.connect();
+    stream.write_all(&header[..header.len() / 2]).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let end = stream.read(&mut [0; 64]);
+    assert!(
+        matches!(&end, Ok(0))
+            || end
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "still open after its FIN: {end:?}"
+    );
+    let warning = log.wait_for("of a PROXY header");
+    let peer = stream.local_addr().unwrap().to_string();
+    assert!(
+        warning.contains("WARN") && warning.contains(&peer),
+        "{warning}"
+    );
+    assert!(
+        warning.contains(&format!("closed after {} bytes", header.len() / 2)),
+        "{warning}"
+    );
+    server.signal(Signal::SIGTERM);
+    let stats = log.wait_for("stopped:");
+    assert!(stats.contains("(protocol 1)"), "{stats}");
+}
+
+#[test]
 fn a_relay_with_proxy_protocol_passes_the_real_client_on() {
     let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
     let up = upstream.local_addr().unwrap().to_string();

@@ -3,7 +3,7 @@
 #![cfg(feature = "tls")]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use sockloop::app::relay::{Relay, SpliceMode};
 use sockloop::reactor::{Config, ListenOptions, Reactor};
 use sockloop::tls::{Trust, client_config, server_config, server_name};
 
-use crate::common::{IO_TIMEOUT, LogFile, Rng, Server, TestServer, sockloop};
+use crate::common::{IO_TIMEOUT, LogFile, Rng, Server, TestServer, sockloop, wait_until};
 
 /// A directory with `sockloop cert`'s certificate and key, removed on drop.
 struct CertDir(PathBuf);
@@ -106,7 +106,8 @@ def client(n):
             if got != chunk:
                 raise Exception("echo differs at byte %d" % sent)
             sent += len(chunk)
-        s.close()
+        # close_notify, then the server's: a FIN alone would be a truncation.
+        s.unwrap().close()
     except Exception as e:
         failures.append("client %d: %r" % (n, e))
 threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
@@ -426,5 +427,165 @@ fn bench_tls_fails_on_a_certificate_it_does_not_trust() {
     assert!(!out.status.success());
     let errors = String::from_utf8_lossy(&out.stderr);
     assert!(errors.contains("connects failed"), "{errors}");
+    stop(server, &log);
+}
+
+/// `sockloop relay` over TLS to `upstreams`, trusting `ca`'s certificate,
+/// never trying again one that failed within the test, with `extra` flags
+/// and its metrics on a port of its own.
+fn relay_failing_over(
+    upstreams: &[SocketAddr],
+    ca: &CertDir,
+    extra: &[&str],
+    log: &LogFile,
+) -> Server {
+    let cert = ca.cert();
+    let mut args = vec!["relay", "--upstream-tls", "--upstream-ca", path(&cert)];
+    let upstreams: Vec<String> = upstreams.iter().map(SocketAddr::to_string).collect();
+    for upstream in &upstreams {
+        args.extend(["--upstream", upstream]);
+    }
+    args.extend(["--upstream-down-time", "600s", "--metrics", "127.0.0.1:0"]);
+    start(&[&args[..], extra].concat(), log)
+}
+
+/// The `/metrics` page of a server started with `--metrics`, found where
+/// its log says.
+fn metrics_page(log: &LogFile) -> String {
+    let addr = wait_until("the metrics address in the log", || {
+        let log = log.read();
+        let rest = log.split("metrics on http://").nth(1)?;
+        Some(rest.split("/metrics").next()?.to_owned())
+    });
+    let mut stream = TcpStream::connect(&addr).expect("connect to --metrics");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    stream.read_to_string(&mut page).unwrap();
+    page
+}
+
+/// Ten clients one after another, each echoed through `relay`.
+fn ten_clients_echoed(relay: &Server) {
+    for seed in 0..10 {
+        echo_checked(&mut relay.connect(), seed, 64 << 10);
+    }
+}
+
+/// `down` shows as down in the relay's metrics, `up` as up, and one
+/// connect as failed.
+fn shown_down(relay_log: &LogFile, down: SocketAddr, up: SocketAddr) {
+    let page = metrics_page(relay_log);
+    for (upstream, value) in [(down, 1), (up, 0)] {
+        let sample = format!("sockloop_upstream_down{{upstream=\"{upstream}\"}} {value}\n");
+        assert!(page.contains(&sample), "no {sample:?} in:\n{page}");
+    }
+    assert!(
+        page.contains("sockloop_connect_failures_total 1\n"),
+        "{page}"
+    );
+}
+
+#[test]
+fn an_upstream_whose_certificate_is_not_trusted_is_marked_down_and_every_client_served() {
+    let (trusted, other) = (CertDir::new("failover-good"), CertDir::new("failover-bad"));
+    let (good_log, bad_log) = (LogFile::new("tls-cert-good"), LogFile::new("tls-cert-bad"));
+    let good = trusted.serve(&["echo"], &good_log);
+    let bad = other.serve(&["echo"], &bad_log);
+    let relay_log = LogFile::new("tls-cert-relay");
+    // The bad one first: round-robin sends the first client there.
+    let relay = relay_failing_over(&[bad.addr(), good.addr()], &trusted, &[], &relay_log);
+    ten_clients_echoed(&relay);
+    shown_down(&relay_log, bad.addr(), good.addr());
+    let log = relay_log.read();
+    let down = format!(
+        "upstream {} is down (TLS handshake failed: invalid peer certificate",
+        bad.addr()
+    );
+    assert!(log.contains(&down), "{log}");
+    // An outgoing connection is not "from" its upstream.
+    assert!(!log.contains(&format!("from {}", bad.addr())), "{log}");
+    stop(relay, &relay_log);
+    assert!(stop(good, &good_log).contains("accepted 10,"));
+    stop(bad, &bad_log);
+}
+
+#[test]
+fn an_upstream_that_never_answers_the_client_hello_is_marked_down_and_every_client_served() {
+    let certs = CertDir::new("failover-silent");
+    let echo_log = LogFile::new("tls-silent-echo");
+    let echo = certs.serve(&["echo"], &echo_log);
+    // Connects complete in its accept queue; nothing ever reads them.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let relay_log = LogFile::new("tls-silent-relay");
+    let timeouts = ["--connect-timeout", "300ms", "--handshake-timeout", "1s"];
+    let upstreams = [silent_addr, echo.addr()];
+    let relay = relay_failing_over(&upstreams, &certs, &timeouts, &relay_log);
+    ten_clients_echoed(&relay);
+    shown_down(&relay_log, silent_addr, echo.addr());
+    let log = relay_log.read();
+    let down = format!("upstream {silent_addr} is down (TLS handshake timed out");
+    assert!(log.contains(&down), "{log}");
+    stop(relay, &relay_log);
+    assert!(stop(echo, &echo_log).contains("accepted 10,"));
+}
+
+#[test]
+fn a_tls_client_that_ends_without_close_notify_reaches_the_upstream_as_a_reset() {
+    let certs = CertDir::new("truncated");
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = upstream.local_addr().unwrap().to_string();
+    let log = LogFile::new("tls-truncated-relay");
+    let relay = certs.serve(&["relay", "--upstream", &up_addr], &log);
+    let mut client = tls_client(relay.addr(), &certs.cert());
+    client.write_all(b"half a request").unwrap();
+    let (mut up, _) = upstream.accept().unwrap();
+    up.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut got = [0; 14];
+    up.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"half a request");
+    // A FIN with no close_notify before it: the stream was cut short.
+    client.sock.shutdown(Shutdown::Write).unwrap();
+    let end = up.read(&mut [0; 64]);
+    assert!(
+        end.as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the upstream saw {end:?}, not a reset"
+    );
+    let stats = stop(relay, &log);
+    assert!(stats.contains("tls-truncated 2"), "{stats}");
+    let log = log.read();
+    let client_addr = client.sock.local_addr().unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("cut short")
+            && l.contains(&client_addr.to_string())),
+        "{log}"
+    );
+}
+
+#[test]
+fn garbage_after_the_handshake_is_a_warning_that_names_the_peer() {
+    let certs = CertDir::new("garbage");
+    let log = LogFile::new("tls-garbage");
+    let server = certs.serve(&["echo"], &log);
+    let mut client = tls_client(server.addr(), &certs.cert());
+    echo_checked(&mut client, 1, 100);
+    // An application data record that no key decrypts.
+    let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+    record.extend(Rng::new(2).bytes(0x40));
+    client.sock.write_all(&record).unwrap();
+    closed_by_server(client.sock.try_clone().unwrap());
+    let peer = client.sock.local_addr().unwrap().to_string();
+    let line = wait_until("a line about the garbage", || {
+        log.read()
+            .lines()
+            .find(|l| l.contains(&peer))
+            .map(str::to_owned)
+    });
+    assert!(line.contains("WARN") && line.contains("TLS"), "{line}");
     stop(server, &log);
 }
