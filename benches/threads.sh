@@ -70,13 +70,12 @@ for round in $(seq "$ROUNDS"); do
             failed=1
             echo "round $round $name: bench failed" >&2
         fi
-        # SIGTERM: sockloop drains and logs each reactor's counters.
+        # SIGTERM: sockloop drains and logs each reactor's share of the connections.
         kill -TERM "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
         SERVER_PID=
         if [ "$ok" = 1 ]; then
-            shares=$(sed -n 's/.*reactor \([0-9]*\) stopped: .*accepted \([0-9]*\),.*/\2/p' "$log" |
-                paste -sd/ -)
+            shares=$(sed -n 's/.*accepted per reactor: \([0-9/]*\).*/\1/p' "$log")
             echo "$name ${shares:--} $json" >>"$WORK/results"
             echo "round $round $name: $(grep -o '"msgs_per_sec":[0-9.]*' <<<"$json") accepted ${shares:--}" >&2
         fi

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use log::{error, info, warn};
 
 use sockloop::app::echo::{Echo, FramedEcho};
@@ -52,9 +52,14 @@ struct CertArgs {
     /// Directory for cert.pem and key.pem (made if it does not exist).
     #[arg(long)]
     out: std::path::PathBuf,
-    /// The name the certificate is for (127.0.0.1 and ::1 are always in it).
-    #[arg(long, default_value = "localhost")]
+    /// The name the certificate is for, a DNS name or an IP address
+    /// (127.0.0.1 and ::1 are always in it).
+    #[arg(long, default_value = "localhost", value_parser = parse_cert_name)]
     name: String,
+    /// Replace cert.pem and key.pem if they are there already (refused
+    /// otherwise: a key thrown away cannot be had back).
+    #[arg(long)]
+    force: bool,
 }
 
 /// TLS on a server's listener.
@@ -182,27 +187,25 @@ fn trust(
     insecure: bool,
     flag: &str,
     ca_flag: &str,
-) -> io::Result<sockloop::tls::Trust> {
+) -> Result<sockloop::tls::Trust, Usage> {
     use sockloop::tls::Trust;
     match (ca, insecure) {
         (Some(pem), _) => Ok(Trust::Roots(pem.to_owned())),
         (None, true) => Ok(Trust::Anyone),
-        (None, false) => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "{flag} needs {ca_flag} PEM (the certificates to trust) or --insecure (trust any)"
-            ),
-        )),
+        (None, false) => Err(Usage(format!(
+            "{flag} needs {ca_flag} PEM (the certificates to trust) or --insecure (trust any)"
+        ))),
     }
 }
 
 /// A relay's TLS settings towards its upstreams, and the name their
 /// certificates must carry (by default their IP addresses).
 #[cfg(feature = "tls")]
-type UpstreamTls = (
-    std::sync::Arc<rustls::ClientConfig>,
-    Option<rustls::pki_types::ServerName<'static>>,
-);
+type UpstreamTls = (std::sync::Arc<rustls::ClientConfig>, Option<ServerName>);
+
+/// The name a TLS peer's certificate must carry.
+#[cfg(feature = "tls")]
+type ServerName = rustls::pki_types::ServerName<'static>;
 
 /// TLS towards a relay's upstreams.
 #[derive(Args)]
@@ -237,12 +240,13 @@ impl UpstreamTlsArgs {
         false
     }
 
-    /// The TLS settings towards `upstreams` and the name their
-    /// certificates must carry, if asked for; `alpn` is what the relay
-    /// offers where the client agreed on none with it.
+    /// With `--upstream-tls`: whom to trust, and the name the upstreams'
+    /// certificates must carry (`None`: each one's IP address).
     #[cfg(feature = "tls")]
-    fn client(&self, upstreams: &[Addr], alpn: &[String]) -> io::Result<Option<UpstreamTls>> {
-        use sockloop::tls::{client_config, server_name};
+    fn settings(
+        &self,
+        upstreams: &[Addr],
+    ) -> Result<Option<(sockloop::tls::Trust, Option<ServerName>)>, Usage> {
         if !self.upstream_tls {
             return Ok(None);
         }
@@ -252,18 +256,29 @@ impl UpstreamTlsArgs {
             "--upstream-tls",
             "--upstream-ca",
         )?;
-        let name = self.upstream_name.as_deref().map(server_name).transpose()?;
+        let name = self.upstream_name.as_deref().map(|name| {
+            sockloop::tls::server_name(name).map_err(|e| Usage(format!("--upstream-name {e}")))
+        });
+        let name = name.transpose()?;
         if name.is_none()
             && let Some(unix) = upstreams.iter().find(|a| a.ip().is_none())
         {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "--upstream {unix} has no IP address to check a certificate against: give --upstream-name"
-                ),
-            ));
+            return Err(Usage(format!(
+                "--upstream {unix} has no IP address to check a certificate against: give --upstream-name"
+            )));
         }
-        Ok(Some((client_config(&trust, alpn)?, name)))
+        Ok(Some((trust, name)))
+    }
+
+    /// The TLS settings towards `upstreams` and the name their
+    /// certificates must carry, if asked for; `alpn` is what the relay
+    /// offers where the client agreed on none with it.
+    #[cfg(feature = "tls")]
+    fn client(&self, upstreams: &[Addr], alpn: &[String]) -> io::Result<Option<UpstreamTls>> {
+        let Some((trust, name)) = self.settings(upstreams)? else {
+            return Ok(None);
+        };
+        Ok(Some((sockloop::tls::client_config(&trust, alpn)?, name)))
     }
 }
 
@@ -364,6 +379,9 @@ struct HubArgs {
 /// `DEFAULT_MAX_FRAME_LEN` as `--help` shows it.
 const DEFAULT_MAX_FRAME: &str = "8MiB";
 
+/// `--frame-timeout`'s default, as `--help` shows it.
+const DEFAULT_FRAME_TIMEOUT: &str = "30s";
+
 /// Limits on one frame, for servers that decode frames.
 #[derive(Args)]
 struct FrameLimits {
@@ -373,7 +391,7 @@ struct FrameLimits {
     /// Close a connection whose frame is still incomplete this long after
     /// its first byte arrived (a peer trickling a frame it never finishes;
     /// 0 = never).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = DEFAULT_FRAME_TIMEOUT, value_parser = parse_duration)]
     frame_timeout: Duration,
 }
 
@@ -386,58 +404,34 @@ impl FrameLimits {
     }
 
     /// The codec for `framing` under this limit; its error names both flags.
-    fn codec(&self, framing: Framing) -> io::Result<Codec> {
+    fn codec(&self, framing: Framing) -> Result<Codec, Usage> {
         Codec::new(framing, self.max_frame).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "--framing {framing} with --max-frame {}: {e}",
-                    self.max_frame
-                ),
-            )
+            Usage(format!(
+                "--framing {framing} with --max-frame {}: {e}",
+                self.max_frame
+            ))
         })
     }
 }
 
-/// Options every server takes.
+/// Options every server takes, in the order of README's table.
 #[derive(Args)]
 struct ServerArgs {
-    #[command(flatten)]
-    tls: TlsArgs,
     /// Address to listen on: IP:PORT, [IPv6]:PORT ([::] takes IPv4 too),
     /// HOST:PORT or unix:PATH; port 0 picks a free one (printed at start).
     #[arg(long, default_value = "127.0.0.1:7878", value_parser = parse_addr)]
     listen: Addr,
-    /// Expect a PROXY protocol header (v1 or v2, as HAProxy's send-proxy
-    /// sends) at the start of every connection, before TLS if any: the
-    /// client it names is the peer in logs and the connection table. A
-    /// connection without a valid one is closed.
-    #[arg(long)]
-    proxy_protocol: bool,
-    /// Serve the counters at http://ADDR/metrics in the Prometheus text
-    /// format, from the same loop (port 0 picks a free one; the log says which).
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
-    metrics: Option<Addr>,
     /// Connections beyond this many are accepted and closed at once; unlimited by default.
     #[arg(long, default_value_t = usize::MAX, hide_default_value = true,
           value_parser = refuse_zero(parse_count))]
     max_conns: usize,
     /// Kernel queue of connections waiting to be accepted (capped by the
     /// kernel's somaxconn, which the start log states).
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(i32).range(0..))]
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(i32).range(1..))]
     backlog: i32,
     /// Stop reading a peer whose unsent replies exceed this (e.g. 1MiB, 256KiB).
     #[arg(long, default_value = "1MiB", value_parser = refuse_zero(parse_size))]
     high_watermark: usize,
-    /// Leave Nagle's algorithm on (TCP_NODELAY off).
-    #[arg(long)]
-    no_nodelay: bool,
-    /// SO_RCVBUF for accepted sockets.
-    #[arg(long, value_parser = refuse_zero(parse_size))]
-    rcvbuf: Option<usize>,
-    /// SO_SNDBUF for accepted sockets.
-    #[arg(long, value_parser = refuse_zero(parse_size))]
-    sndbuf: Option<usize>,
     /// Close connections with no traffic either way for this long (500ms, 30s, 2m; 0 = never).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
@@ -462,6 +456,9 @@ struct ServerArgs {
     /// anyway (0 or 1: send each at once).
     #[arg(long, default_value_t = Config::default().hold_replies)]
     hold_replies: usize,
+    /// Leave Nagle's algorithm on (TCP_NODELAY off).
+    #[arg(long)]
+    no_nodelay: bool,
     /// Reactors, each on a thread of its own with its own listener
     /// (SO_REUSEPORT: the kernel spreads connections); 0 = one per CPU.
     /// TCP only: a unix: listener takes one.
@@ -470,29 +467,34 @@ struct ServerArgs {
     /// Pin reactor i to the i-th CPU the process may run on (Linux).
     #[arg(long)]
     pin: bool,
+    /// SO_RCVBUF for accepted sockets.
+    #[arg(long, value_parser = refuse_zero(parse_size))]
+    rcvbuf: Option<usize>,
+    /// SO_SNDBUF for accepted sockets.
+    #[arg(long, value_parser = refuse_zero(parse_size))]
+    sndbuf: Option<usize>,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Expect a PROXY protocol header (v1 or v2, as HAProxy's send-proxy
+    /// sends) at the start of every connection, before TLS if any: the
+    /// client it names is the peer in logs and the connection table. A
+    /// connection without a valid one is closed.
+    #[arg(long)]
+    proxy_protocol: bool,
+    /// Serve the counters at http://ADDR/metrics in the Prometheus text
+    /// format, from the same loop (port 0 picks a free one; the log says which).
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    metrics: Option<Addr>,
 }
 
 impl ServerArgs {
-    /// How many reactors to run: `--threads`, 0 read as one per CPU,
-    /// refused where it cannot work.
-    fn reactors(&self) -> io::Result<usize> {
-        let refuse = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
-        if self.pin && !sys::PIN {
-            return refuse(
-                "--pin needs sched_setaffinity(2), which only Linux has: run without it".to_owned(),
-            );
-        }
-        let count = match self.threads {
-            0 => std::thread::available_parallelism()?.get(),
+    /// How many reactors to run: `--threads`, 0 read as one per CPU (one
+    /// where the count cannot be had).
+    fn reactors(&self) -> usize {
+        match self.threads {
+            0 => cpus(),
             n => n,
-        };
-        if count > 1 && matches!(self.listen, Addr::Unix(_)) {
-            return refuse(format!(
-                "--threads {count} with a unix: listener: SO_REUSEPORT spreads TCP \
-                 connections only, so a Unix-domain path takes one reactor (--threads 1)"
-            ));
         }
-        Ok(count)
     }
 
     fn config(&self) -> Config {
@@ -516,9 +518,233 @@ impl ServerArgs {
             ..Config::default()
         }
     }
+}
 
-    /// Values that are legal but likely not what was meant, as warnings.
+/// The CPUs this process may run on (1 if that cannot be told).
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A refusal of the command line: arguments that cannot work, together or
+/// on this system. `main` prints it as clap prints its own, and exits 2.
+#[derive(Debug)]
+struct Usage(String);
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// A refusal found once the server is being set up (its own address is
+/// known only then), carried up to `main` as an `io::Error`.
+impl From<Usage> for io::Error {
+    fn from(usage: Usage) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidInput, usage)
+    }
+}
+
+fn refuse(why: impl Into<String>) -> Result<(), Usage> {
+    Err(Usage(why.into()))
+}
+
+// The checks of the command line, in one place: `check` refuses what cannot
+// work (exit status 2, the flag named), `surprises` warns about what works
+// but is likely not what was meant. Value parsers refuse a value that is
+// wrong on its own (`--backlog 0`); these look at flags together.
+
+impl Command {
+    /// Refuses arguments that cannot work, before anything starts.
+    fn check(&self) -> Result<(), Usage> {
+        match self {
+            Command::Echo(args) => {
+                args.server.check(false)?;
+                match args.framing {
+                    Framing::Raw => Ok(()),
+                    framing => args.limits.codec(framing).map(drop),
+                }
+            }
+            Command::Relay(args) => args.check(),
+            // Raw "frames" are whatever one read returned: relayed, they would
+            // interleave senders mid-message.
+            Command::Hub(HubArgs {
+                framing: Framing::Raw,
+                ..
+            }) => refuse("hub needs a --framing with message boundaries, not raw"),
+            Command::Hub(args) => {
+                args.server.check(false)?;
+                args.limits.codec(args.framing).map(drop)
+            }
+            Command::Bench(args) => args.check(),
+            // Its --name is checked as it is parsed.
+            #[cfg(feature = "tls")]
+            Command::Cert(_) => Ok(()),
+        }
+    }
+
+    /// What to warn about before starting.
     fn surprises(&self) -> Vec<String> {
+        match self {
+            Command::Echo(args) => {
+                let mut warnings = args.server.surprises(false);
+                if args.framing == Framing::Raw {
+                    warnings.extend(args.limits.unused_with_raw());
+                }
+                warnings
+            }
+            Command::Relay(args) => {
+                let mut warnings = args.server.surprises(args.upstream_tls.on());
+                if let (Some(version), Addr::Unix(_)) = (args.send_proxy, &args.server.listen) {
+                    let header = match version {
+                        ProxyVersion::V1 => "`PROXY UNKNOWN`",
+                        ProxyVersion::V2 => "a LOCAL header",
+                    };
+                    warnings.push(format!(
+                        "--send-proxy {version} with a unix: listener: clients have no IP \
+                         address to name, so each upstream gets {header}"
+                    ));
+                }
+                warnings
+            }
+            Command::Hub(args) => args.server.surprises(false),
+            Command::Bench(_) => Vec::new(),
+            #[cfg(feature = "tls")]
+            Command::Cert(_) => Vec::new(),
+        }
+    }
+}
+
+impl TlsArgs {
+    /// Refuses ALPN with no TLS to carry it: on the listener, or
+    /// (`upstream_tls`) a relay's towards its upstreams.
+    fn check(&self, upstream_tls: bool) -> Result<(), Usage> {
+        #[cfg(feature = "tls")]
+        if !self.alpn.is_empty() && !self.on() && !upstream_tls {
+            return refuse(format!(
+                "--alpn {} needs TLS to offer it in: --tls-cert and --tls-key \
+                 (or, in a relay, --upstream-tls)",
+                self.alpn.join(",")
+            ));
+        }
+        let _ = upstream_tls;
+        Ok(())
+    }
+}
+
+impl BenchTlsArgs {
+    /// Refuses `--tls` with no word on whom to trust.
+    fn check(&self) -> Result<(), Usage> {
+        #[cfg(feature = "tls")]
+        if self.tls {
+            trust(self.ca.as_deref(), self.insecure, "--tls", "--ca")?;
+        }
+        Ok(())
+    }
+}
+
+impl UpstreamTlsArgs {
+    /// Refuses `--upstream-tls` settings that cannot work with `upstreams`.
+    fn check(&self, upstreams: &[Addr]) -> Result<(), Usage> {
+        #[cfg(feature = "tls")]
+        self.settings(upstreams)?;
+        let _ = upstreams;
+        Ok(())
+    }
+}
+
+impl RelayArgs {
+    /// Refuses relay flags that cannot work, alone or together.
+    fn check(&self) -> Result<(), Usage> {
+        let upstream_tls = self.upstream_tls.on();
+        self.server.check(upstream_tls)?;
+        for upstream in &self.upstream {
+            refuse_port_zero("--upstream", upstream)?;
+        }
+        if self.splice.is_some() && !sys::SPLICE {
+            return refuse(
+                "--splice needs splice(2), which only Linux has: run the relay without it",
+            );
+        }
+        if self.splice.is_some() && (self.server.tls.on() || upstream_tls) {
+            return refuse(
+                "--splice moves bytes as they are, and TLS must decrypt them: use one or the other",
+            );
+        }
+        self.upstream_tls.check(&self.upstream)
+    }
+}
+
+/// Refuses port 0 where something is to be connected to: only a listener
+/// takes it (as "any free port"); a connect to it fails every time.
+fn refuse_port_zero(flag: &str, addr: &Addr) -> Result<(), Usage> {
+    match addr.ip() {
+        Some(ip) if ip.port() == 0 => refuse(format!(
+            "{flag} {addr}: port 0 cannot be connected to (it means \"any free port\" \
+             only to a listener)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl BenchArgs {
+    /// Refuses bench flags that cannot make a run (`bench::check` has the
+    /// rules of the run itself).
+    fn check(&self) -> Result<(), Usage> {
+        if let Some(target) = &self.target {
+            refuse_port_zero("--target", target)?;
+        }
+        self.tls.check()?;
+        bench::check(&self.options(None)).map_err(Usage)
+    }
+}
+
+impl FrameLimits {
+    /// Warnings for limits set to no effect: raw bytes have no frames.
+    fn unused_with_raw(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.max_frame != DEFAULT_MAX_FRAME_LEN {
+            warnings.push("--max-frame has no effect with --framing raw".to_owned());
+        }
+        if Ok(self.frame_timeout) != parse_duration(DEFAULT_FRAME_TIMEOUT) {
+            warnings.push("--frame-timeout has no effect with --framing raw".to_owned());
+        }
+        warnings
+    }
+}
+
+/// The longest `--busy-poll` that is still a short spin.
+const LONGEST_SPIN: Duration = Duration::from_millis(1);
+
+impl ServerArgs {
+    /// Refuses server flags that cannot work together or here;
+    /// `upstream_tls`: a relay speaks TLS to its upstreams.
+    fn check(&self, upstream_tls: bool) -> Result<(), Usage> {
+        if self.pin && !sys::PIN {
+            return refuse(
+                "--pin needs sched_setaffinity(2), which only Linux has: run without it",
+            );
+        }
+        let count = self.reactors();
+        if count > 1 && matches!(self.listen, Addr::Unix(_)) {
+            return refuse(format!(
+                "--threads {count} with a unix: listener: SO_REUSEPORT spreads TCP \
+                 connections only, so a Unix-domain path takes one reactor (--threads 1)"
+            ));
+        }
+        // One reactor's counters would be a fraction passed off as the whole.
+        if count > 1 && self.metrics.is_some() {
+            return refuse(
+                "--metrics serves one reactor's counters: not yet with --threads above 1",
+            );
+        }
+        self.tls.check(upstream_tls)
+    }
+
+    /// Server values that are legal but likely not what was meant, as
+    /// warnings; `upstream_tls` as for [`check`](Self::check).
+    fn surprises(&self, upstream_tls: bool) -> Vec<String> {
         let defaults = Config::default();
         let mut warnings = Vec::new();
         if self.high_watermark < defaults.read_chunk {
@@ -535,40 +761,31 @@ impl ServerArgs {
                 self.hold_replies, defaults.event_capacity
             ));
         }
-        warnings
-    }
-}
-
-impl Command {
-    /// What to warn about before starting.
-    fn surprises(&self) -> Vec<String> {
-        match self {
-            Command::Echo(args) => {
-                let mut warnings = args.server.surprises();
-                if args.framing == Framing::Raw && args.limits.max_frame != DEFAULT_MAX_FRAME_LEN {
-                    warnings.push("--max-frame has no effect with --framing raw".to_owned());
-                }
-                warnings
-            }
-            Command::Relay(args) => {
-                let mut warnings = args.server.surprises();
-                if let (Some(version), Addr::Unix(_)) = (args.send_proxy, &args.server.listen) {
-                    let header = match version {
-                        ProxyVersion::V1 => "`PROXY UNKNOWN`",
-                        ProxyVersion::V2 => "a LOCAL header",
-                    };
-                    warnings.push(format!(
-                        "--send-proxy {version} with a unix: listener: clients have no IP \
-                         address to name, so each upstream gets {header}"
-                    ));
-                }
-                warnings
-            }
-            Command::Hub(args) => args.server.surprises(),
-            Command::Bench(_) => Vec::new(),
-            #[cfg(feature = "tls")]
-            Command::Cert(_) => Vec::new(),
+        if let Some(spin) = self.busy_poll.filter(|spin| *spin > LONGEST_SPIN) {
+            warnings.push(format!(
+                "--busy-poll {spin:?} spins that long before each sleep: a reactor with \
+                 any traffic keeps its core busy (tens of µs are usual)"
+            ));
         }
+        let cpus = cpus();
+        if self.threads > cpus {
+            warnings.push(format!(
+                "--threads {} is more than the {cpus} CPUs this process may use: \
+                 reactors share cores, and each holds descriptors of its own",
+                self.threads
+            ));
+        }
+        let handshake = self.tls.handshake_timeout;
+        let handshakes = self.tls.on() || self.proxy_protocol || upstream_tls;
+        if let Some(idle) = nonzero(self.idle_timeout).filter(|idle| handshake > *idle)
+            && handshakes
+        {
+            warnings.push(format!(
+                "--handshake-timeout {handshake:?} is longer than --idle-timeout {idle:?}: \
+                 a client that stalls its handshake keeps its slot longer than an idle one"
+            ));
+        }
+        warnings
     }
 }
 
@@ -610,10 +827,18 @@ fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("too large: {text:?}"))
 }
 
-/// A file to write a chart to, in a directory that exists: checked before
-/// the run, not found wanting after it.
+/// An SVG file to write a chart to, in a directory that exists: checked
+/// before the run, not found wanting after it.
 fn parse_plot_path(text: &str) -> Result<std::path::PathBuf, String> {
     let path = std::path::PathBuf::from(text);
+    let svg = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    if !svg {
+        return Err(format!(
+            "the chart is SVG: name a file ending in .svg, not {text:?}"
+        ));
+    }
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
             Err(format!("no directory {} to write it in", dir.display()))
@@ -621,6 +846,14 @@ fn parse_plot_path(text: &str) -> Result<std::path::PathBuf, String> {
         _ if path.is_dir() => Err(format!("{text} is a directory")),
         _ => Ok(path),
     }
+}
+
+/// A name for `sockloop cert`: one a certificate can carry.
+#[cfg(feature = "tls")]
+fn parse_cert_name(text: &str) -> Result<String, String> {
+    sockloop::tls::check_cert_name(text)
+        .map(|()| text.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 fn nonzero(d: Duration) -> Option<Duration> {
@@ -668,7 +901,7 @@ fn bind<S: Service>(
     mut make: impl FnMut() -> S,
     fds_per_client: u64,
 ) -> io::Result<Bound<S>> {
-    let count = args.reactors()?;
+    let count = args.reactors();
     // Before any thread exists, so that no thread takes these signals the default way.
     let supervisor = Supervisor::new()?;
     let fd_limit = raise_fd_limit()?;
@@ -677,14 +910,6 @@ fn bind<S: Service>(
     if let Err(e) = sys::grow_fd_table(fd_limit.min(1 << 16)) {
         warn!("could not grow the descriptor table up front: {e}");
     }
-    let each = match fds_per_client {
-        1 => String::new(),
-        n => format!(" at {n} descriptors each"),
-    };
-    info!(
-        "file descriptor limit {fd_limit}: room for about {} clients{each}",
-        fd_limit.saturating_sub(16) / fds_per_client
-    );
     let (backlog, note) = backlog_within_somaxconn(args.backlog, sys::somaxconn());
     let options = ListenOptions {
         backlog,
@@ -705,23 +930,34 @@ fn bind<S: Service>(
         info!("{count} reactors, each with its own listener on {addr} (SO_REUSEPORT)");
     }
     if let Some(metrics) = &args.metrics {
-        // One reactor's counters would be a fraction passed off as the whole.
-        if count > 1 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "--metrics serves one reactor's counters: not yet with --threads above 1",
-            ));
-        }
         let bound = reactors[0]
             .listen_metrics(metrics, &options)
             .map_err(|e| io::Error::new(e.kind(), format!("--metrics {metrics}: {e}")))?;
         info!("metrics on http://{bound}/metrics");
     }
+    log_room(fd_limit, fds_per_client);
     Ok(Bound {
         supervisor,
         reactors,
         local: addr,
     })
+}
+
+/// Logs how many clients the descriptors left make room for, once every
+/// descriptor of the server's own is open: stdio, the supervisor's, and each
+/// reactor's poller, wake-up, listener and spare (and the metrics listener).
+fn log_room(fd_limit: u64, fds_per_client: u64) {
+    let each = match fds_per_client {
+        1 => String::new(),
+        n => format!(" at {n} descriptors each"),
+    };
+    match sys::open_descriptors() {
+        Ok(open) => info!(
+            "file descriptor limit {fd_limit}, {open} in use: room for about {} clients{each}",
+            fd_limit.saturating_sub(open) / fds_per_client
+        ),
+        Err(e) => info!("file descriptor limit {fd_limit} (how many are in use is unknown: {e})"),
+    }
 }
 
 /// The backlog `listen` is given: what was asked, cut down to the kernel's
@@ -768,10 +1004,8 @@ where
         stats_interval: args.stats_interval.and_then(nonzero),
     };
     let outcome = supervisor.run(reactors, &options)?;
-    if outcome.stats.len() > 1 {
-        for (i, stats) in outcome.stats.iter().enumerate() {
-            info!("reactor {i} stopped: {stats}");
-        }
+    if let Some(spread) = outcome.spread() {
+        info!("{spread}");
     }
     info!("stopped: {}", outcome.total());
     if outcome.forced {
@@ -837,19 +1071,16 @@ fn run_relay(args: &RelayArgs) -> io::Result<()> {
 
 /// Refuses an upstream that is this relay itself: each client would make it
 /// connect to itself again, until it runs out of descriptors.
-fn refuse_own_upstream(local: &Addr, upstreams: &[Addr]) -> io::Result<()> {
+fn refuse_own_upstream(local: &Addr, upstreams: &[Addr]) -> Result<(), Usage> {
     let loops = |upstream: &&Addr| match (*upstream, local) {
         (Addr::Ip(to), Addr::Ip(at)) => reaches(*to, *at, is_own_address),
         (Addr::Unix(to), Addr::Unix(at)) => same_file(to, at),
         _ => false,
     };
     match upstreams.iter().find(loops) {
-        Some(upstream) => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "--upstream {upstream} is this relay itself (it listens on {local}): \
-                 each client would be relayed back to the relay, without end"
-            ),
+        Some(upstream) => refuse(format!(
+            "--upstream {upstream} is this relay itself (it listens on {local}): \
+             each client would be relayed back to the relay, without end"
         )),
         None => Ok(()),
     }
@@ -910,25 +1141,33 @@ fn is_own_address(ip: IpAddr) -> bool {
     })
 }
 
+impl BenchArgs {
+    /// The run these flags ask for, with `tls` towards the target.
+    fn options(&self, tls: Option<bench::ClientTls>) -> bench::Options {
+        bench::Options {
+            target: self.target.clone(),
+            conns: self.conns,
+            size: self.size,
+            mode: if self.idle { Mode::Idle } else { self.mode },
+            depth: self.depth,
+            duration: self.duration,
+            warmup: self.warmup,
+            rate: self.rate,
+            framing: self.framing,
+            server_pid: self.server_pid,
+            window_fifo: self.window_fifo.clone(),
+            plot: self.plot.clone(),
+            tls,
+            interval: self.interval,
+            connect_rate: self.connect_rate,
+            per_source: self.per_source,
+        }
+    }
+}
+
 fn run_bench(args: &BenchArgs) -> io::Result<()> {
-    let report = bench::run(&bench::Options {
-        target: args.target.clone(),
-        conns: args.conns,
-        size: args.size,
-        mode: if args.idle { Mode::Idle } else { args.mode },
-        depth: args.depth,
-        duration: args.duration,
-        warmup: args.warmup,
-        rate: args.rate,
-        framing: args.framing,
-        server_pid: args.server_pid,
-        window_fifo: args.window_fifo.clone(),
-        plot: args.plot.clone(),
-        tls: args.tls.client(args.target.as_ref())?,
-        interval: args.interval,
-        connect_rate: args.connect_rate,
-        per_source: args.per_source,
-    })?;
+    let tls = args.tls.client(args.target.as_ref())?;
+    let report = bench::run(&args.options(tls))?;
     for error in &report.errors {
         // Ignored: a failed run says so in its exit status, even with stderr gone.
         let _ = writeln!(io::stderr().lock(), "bench: error: {error}");
@@ -944,76 +1183,106 @@ fn run_bench(args: &BenchArgs) -> io::Result<()> {
     }
 }
 
+impl Command {
+    /// Runs the command, its arguments checked.
+    fn run(&self) -> io::Result<()> {
+        match self {
+            Command::Echo(args) => match args.framing {
+                Framing::Raw => serve(&args.server, args.server.config(), || Echo, 1),
+                framing => {
+                    let codec = args.limits.codec(framing)?;
+                    let config = args.limits.config(&args.server);
+                    serve(&args.server, config, || FramedEcho::new(codec.clone()), 1)
+                }
+            },
+            Command::Relay(args) => run_relay(args),
+            Command::Hub(args) => run_hub(args),
+            Command::Bench(args) => run_bench(args),
+            #[cfg(feature = "tls")]
+            Command::Cert(args) => write_cert(args),
+        }
+    }
+
+    /// The subcommand's name, as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Echo(_) => "echo",
+            Command::Relay(_) => "relay",
+            Command::Hub(_) => "hub",
+            Command::Bench(_) => "bench",
+            #[cfg(feature = "tls")]
+            Command::Cert(_) => "cert",
+        }
+    }
+}
+
+fn run_hub(args: &HubArgs) -> io::Result<()> {
+    let codec = args.limits.codec(args.framing)?;
+    let make = || Hub::new(codec.clone(), args.slow_policy, args.server.high_watermark);
+    let config = args.limits.config(&args.server);
+    let mut server = bind(&args.server, config, make, 1)?;
+    if server.reactors.len() > 1 {
+        let hubs = server.reactors.iter_mut();
+        Hub::mesh(hubs.map(|r| (r.handle(), r.service_mut())));
+    }
+    run_server(server, &args.server)
+}
+
+#[cfg(feature = "tls")]
+fn write_cert(args: &CertArgs) -> io::Result<()> {
+    use sockloop::tls::{replace_self_signed, write_self_signed};
+    let write = if args.force {
+        replace_self_signed
+    } else {
+        write_self_signed
+    };
+    let (cert, key) = write(&args.out, &args.name)?;
+    print_line(format_args!(
+        "wrote {} and {} (for {}, 127.0.0.1 and ::1)",
+        cert.display(),
+        key.display(),
+        args.name
+    ))
+}
+
 fn main() -> ExitCode {
     stderr::init_logger("info");
     let cli = Cli::parse();
-    for warning in cli.command.surprises() {
-        warn!("{warning}");
-    }
-    let result = match &cli.command {
-        Command::Echo(args) => match args.framing {
-            Framing::Raw => serve(&args.server, args.server.config(), || Echo, 1),
-            framing => args.limits.codec(framing).and_then(|codec| {
-                let config = args.limits.config(&args.server);
-                serve(&args.server, config, || FramedEcho::new(codec.clone()), 1)
-            }),
-        },
-        Command::Relay(RelayArgs {
-            splice: Some(_), ..
-        }) if !sys::SPLICE => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "--splice needs splice(2), which only Linux has: run the relay without it",
-        )),
-        Command::Relay(args)
-            if args.splice.is_some() && (args.server.tls.on() || args.upstream_tls.on()) =>
-        {
-            Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "--splice moves bytes as they are, and TLS must decrypt them: use one or the other",
-            ))
+    let result = cli.command.check().map_err(io::Error::from).and_then(|()| {
+        for warning in cli.command.surprises() {
+            warn!("{warning}");
         }
-        Command::Relay(args) => run_relay(args),
-        // Raw "frames" are whatever one read returned: relayed, they would
-        // interleave senders mid-message.
-        Command::Hub(HubArgs {
-            framing: Framing::Raw,
-            ..
-        }) => Err(io::Error::other(
-            "hub needs a --framing with message boundaries, not raw",
-        )),
-        Command::Hub(args) => args.limits.codec(args.framing).and_then(|codec| {
-            let make = || Hub::new(codec.clone(), args.slow_policy, args.server.high_watermark);
-            let config = args.limits.config(&args.server);
-            let mut server = bind(&args.server, config, make, 1)?;
-            if server.reactors.len() > 1 {
-                let hubs = server.reactors.iter_mut();
-                Hub::mesh(hubs.map(|r| (r.handle(), r.service_mut())));
-            }
-            run_server(server, &args.server)
-        }),
-        Command::Bench(args) => run_bench(args),
-        #[cfg(feature = "tls")]
-        Command::Cert(args) => {
-            sockloop::tls::write_self_signed(&args.out, &args.name).and_then(|(cert, key)| {
-                print_line(format_args!(
-                    "wrote {} and {} (for {}, 127.0.0.1 and ::1)",
-                    cert.display(),
-                    key.display(),
-                    args.name
-                ))
-            })
-        }
-    };
+        cli.command.run()
+    });
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.get_ref().and_then(|e| e.downcast_ref::<Usage>()) {
+            Some(usage) => refusal(&cli.command, usage),
+            None => {
+                error!("{e}");
+                ExitCode::FAILURE
+            }
+        },
     };
     // Bounded: a stderr that nobody reads must not keep the process alive.
     stderr::flush(Duration::from_secs(2));
     code
+}
+
+/// Prints a refusal as clap prints its own, with the subcommand's usage
+/// line, after whatever was logged before it; exit status 2, as clap's.
+fn refusal(command: &Command, usage: &Usage) -> ExitCode {
+    stderr::flush(Duration::from_secs(2));
+    let mut cli = Cli::command();
+    cli.build();
+    let kind = clap::error::ErrorKind::ValueValidation;
+    let error = match cli.find_subcommand_mut(command.name()) {
+        Some(subcommand) => subcommand.error(kind, usage),
+        None => cli.error(kind, usage),
+    };
+    // Ignored: the exit status says it all the same.
+    let _ = error.print();
+    ExitCode::from(2)
 }
 
 #[cfg(test)]
@@ -1094,6 +1363,12 @@ mod tests {
                 "--hold-replies 5000",
             ),
             (&["echo", "--max-frame", "1K"], "--max-frame"),
+            (&["echo", "--frame-timeout", "5s"], "--frame-timeout"),
+            (&["echo", "--busy-poll", "2ms"], "--busy-poll 2ms"),
+            (
+                &["echo", "--proxy-protocol", "--idle-timeout", "5s"],
+                "--handshake-timeout 10s is longer than --idle-timeout 5s",
+            ),
             (
                 &[
                     "relay",
@@ -1114,6 +1389,84 @@ mod tests {
                 "{args:?}: {warnings:?}"
             );
         }
+    }
+
+    fn refusal(args: &[&str]) -> Option<String> {
+        let cli = Cli::try_parse_from([&["sockloop"], args].concat()).expect("valid arguments");
+        cli.command.check().err().map(|usage| usage.0)
+    }
+
+    /// Each of `cases` is refused with a message that starts as given, or
+    /// (given "") accepted.
+    fn assert_refusals(cases: &[(&[&str], &str)]) {
+        for &(args, refused) in cases {
+            let found = refusal(args);
+            match refused {
+                "" => assert_eq!(found, None, "{args:?}"),
+                refused => assert!(
+                    found.as_deref().is_some_and(|f| f.starts_with(refused)),
+                    "{args:?}: {found:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn flags_that_cannot_work_together_are_refused_naming_them() {
+        assert_refusals(&[
+            (&["echo"], ""),
+            (&["relay", "--upstream", "127.0.0.1:1"], ""),
+            (&["bench"], ""),
+            (
+                &["relay", "--upstream", "[::1]:0"],
+                "--upstream [::1]:0: port 0",
+            ),
+            (&["bench", "--depth", "0"], "--depth must be"),
+            (
+                &["bench", "--framing", "len:u8", "--size", "300"],
+                "--framing len:u8 with --size 300",
+            ),
+        ]);
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_flags_that_cannot_work_are_refused_naming_them() {
+        assert_refusals(&[
+            (&["echo", "--alpn", "h2"], "--alpn h2 needs TLS"),
+            (
+                &[
+                    "relay",
+                    "--upstream",
+                    "127.0.0.1:1",
+                    "--alpn",
+                    "h2",
+                    "--upstream-tls",
+                    "--insecure",
+                ],
+                "",
+            ),
+            (
+                &["relay", "--upstream", "127.0.0.1:1", "--upstream-tls"],
+                "--upstream-tls needs",
+            ),
+            (
+                &["bench", "--target", "127.0.0.1:1", "--tls"],
+                "--tls needs --ca",
+            ),
+            (
+                &[
+                    "relay",
+                    "--upstream",
+                    "127.0.0.1:1",
+                    "--upstream-tls",
+                    "--insecure",
+                    "--upstream-name",
+                    "a b",
+                ],
+                "--upstream-name",
+            ),
+        ]);
     }
 
     #[test]
@@ -1161,6 +1514,9 @@ mod tests {
         assert!(parse_plot_path("/tmp/latency.svg").is_ok());
         assert!(parse_plot_path("/no/such/dir/latency.svg").is_err());
         assert!(parse_plot_path("/tmp").is_err());
+        assert!(parse_plot_path("latency.png").is_err());
+        assert!(parse_plot_path("latency").is_err());
+        assert!(parse_plot_path("LATENCY.SVG").is_ok());
     }
 
     #[test]

@@ -19,9 +19,9 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
-use crate::reactor::{Handle, Reactor, Service, Stats, format_tables};
+use crate::reactor::{Handle, Reactor, Service, Stats, format_tables, label_ids_with_reactor};
 use crate::sys::os::Os;
 use crate::sys::{Real, SignalKind, pin_thread};
 
@@ -43,6 +43,9 @@ pub struct Outcome {
     pub forced: bool,
 }
 
+/// Up to this many reactors, [`Outcome::spread`] lists each one's count.
+const SHARES_LISTED: usize = 32;
+
 impl Outcome {
     /// The counters of all reactors added up.
     pub fn total(&self) -> Stats {
@@ -51,6 +54,33 @@ impl Outcome {
             total.add(stats);
         }
         total
+    }
+
+    /// With several reactors, one line for how the kernel spread the
+    /// connections: each reactor's accepted count in order (`accepted per
+    /// reactor: 104/96`), or past [`SHARES_LISTED`] their least, median
+    /// and most. Each reactor's own counters are logged at debug level.
+    pub fn spread(&self) -> Option<String> {
+        let n = self.stats.len();
+        if n < 2 {
+            return None;
+        }
+        let mut shares: Vec<u64> = self.stats.iter().map(|s| s.accepted).collect();
+        let shares = if n <= SHARES_LISTED {
+            let listed: Vec<String> = shares.iter().map(u64::to_string).collect();
+            listed.join("/")
+        } else {
+            shares.sort_unstable();
+            format!(
+                "least {}, median {}, most {}",
+                shares[0],
+                shares[n / 2],
+                shares[n - 1]
+            )
+        };
+        Some(format!(
+            "{n} reactors stopped; accepted per reactor: {shares}"
+        ))
     }
 }
 
@@ -91,9 +121,13 @@ impl Supervisor {
         for (i, reactor) in reactors.into_iter().enumerate() {
             let (done_tx, waker) = (done_tx.clone(), self.poller.waker());
             let pin = options.pin;
+            let several = handles.len() > 1;
             let spawned = thread::Builder::new()
                 .name(format!("reactor-{i}"))
                 .spawn(move || {
+                    if several {
+                        label_ids_with_reactor(i);
+                    }
                     let ended = panic::catch_unwind(AssertUnwindSafe(|| serve(i, reactor, pin)));
                     let _ = done_tx.send((i, ended));
                     let _ = waker.wake();
@@ -212,6 +246,7 @@ impl Watch {
     fn ended(&mut self, i: usize, ended: Ended) {
         let failure = match ended {
             Ok(Ok((stats, forced))) => {
+                debug!("reactor {i} stopped: {stats}");
                 self.finished[i] = Some(stats);
                 self.forced |= forced;
                 return;
@@ -269,4 +304,37 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended_with(accepted: &[u64]) -> Outcome {
+        let stats = accepted
+            .iter()
+            .map(|&accepted| Stats {
+                accepted,
+                ..Stats::default()
+            })
+            .collect();
+        Outcome {
+            stats,
+            forced: false,
+        }
+    }
+
+    #[test]
+    fn several_reactors_end_in_one_line_with_each_ones_share() {
+        assert_eq!(ended_with(&[5]).spread(), None);
+        assert_eq!(
+            ended_with(&[104, 96]).spread().as_deref(),
+            Some("2 reactors stopped; accepted per reactor: 104/96")
+        );
+        let many: Vec<u64> = (0..1000).rev().collect();
+        assert_eq!(
+            ended_with(&many).spread().as_deref(),
+            Some("1000 reactors stopped; accepted per reactor: least 0, median 500, most 999")
+        );
+    }
 }

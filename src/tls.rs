@@ -104,9 +104,23 @@ pub fn name_of(addr: &Addr) -> Option<ServerName<'static>> {
     addr.ip().map(|ip| ServerName::IpAddress(ip.ip().into()))
 }
 
+/// Refuses a name a certificate cannot carry: it must be an IP address or
+/// a DNS name (letters, digits, `-`, `_`, dots between labels; `*.` in
+/// front for a wildcard).
+pub fn check_cert_name(name: &str) -> io::Result<()> {
+    let host = name.strip_prefix("*.").unwrap_or(name);
+    match ServerName::try_from(host) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(invalid(format!(
+            "{name:?} is neither a DNS name (like localhost or example.com) nor an IP address"
+        ))),
+    }
+}
+
 /// A self-signed certificate for `name` (and for 127.0.0.1 and ::1), and its
 /// private key, both PEM.
 pub fn self_signed(name: &str) -> io::Result<(String, String)> {
+    check_cert_name(name)?;
     let names = vec![name.to_string(), "127.0.0.1".into(), "::1".into()];
     let certified = rcgen::generate_simple_self_signed(names).map_err(invalid)?;
     Ok((certified.cert.pem(), certified.key_pair.serialize_pem()))
@@ -114,26 +128,55 @@ pub fn self_signed(name: &str) -> io::Result<(String, String)> {
 
 /// Writes [`self_signed`]'s certificate and key as `cert.pem` and `key.pem`
 /// in `dir` (made if need be); returns their paths. The key file is
-/// readable by its owner only.
+/// readable by its owner only. Refuses to replace either file if it is
+/// there already: a key thrown away cannot be had back. Errors name the path.
 pub fn write_self_signed(dir: &Path, name: &str) -> io::Result<(PathBuf, PathBuf)> {
+    write_pair(dir, name, false)
+}
+
+/// As [`write_self_signed`], replacing the files if they are there.
+pub fn replace_self_signed(dir: &Path, name: &str) -> io::Result<(PathBuf, PathBuf)> {
+    write_pair(dir, name, true)
+}
+
+fn write_pair(dir: &Path, name: &str, replace: bool) -> io::Result<(PathBuf, PathBuf)> {
     let (cert, key) = self_signed(name)?;
-    fs::create_dir_all(dir)?;
+    fs::create_dir_all(dir).map_err(|e| with_path(dir, e))?;
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    fs::write(&cert_path, cert)?;
-    write_private(&key_path, key.as_bytes())?;
+    if !replace {
+        // Both checked before either is written: a new certificate beside
+        // an old key would match neither.
+        if let Some(there) = [&key_path, &cert_path].into_iter().find(|p| p.exists()) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists: --force replaces it", there.display()),
+            ));
+        }
+    }
+    write_file(&cert_path, cert.as_bytes(), 0o666, replace)?;
+    write_file(&key_path, key.as_bytes(), 0o600, replace)?;
     Ok((cert_path, key_path))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+fn with_path(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Writes `bytes` to a file made with `mode`; one that is there already is
+/// replaced only if `replace` (made anew otherwise, so that a race cannot
+/// overwrite one either).
+fn write_file(path: &Path, bytes: &[u8], mode: u32, replace: bool) -> io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = fs::OpenOptions::new()
+    fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)
+        .create(replace)
+        .create_new(!replace)
+        .truncate(replace)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut file| file.write_all(bytes))
+        .map_err(|e| with_path(path, e))
 }
 
 /// `--insecure`: takes any certificate, but still checks that the server
@@ -196,5 +239,23 @@ mod tests {
             "key and cert swapped"
         );
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_certificate_name_is_a_dns_name_or_an_ip_address() {
+        for good in [
+            "localhost",
+            "example.com",
+            "*.example.com",
+            "my_host",
+            "127.0.0.1",
+            "::1",
+        ] {
+            assert!(check_cert_name(good).is_ok(), "{good:?} refused");
+        }
+        for bad in ["", "two words", "a..b", "*", "-", "host/path"] {
+            let error = check_cert_name(bad).expect_err(bad).to_string();
+            assert!(error.contains("neither a DNS name"), "{bad:?}: {error}");
+        }
     }
 }

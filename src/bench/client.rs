@@ -245,7 +245,8 @@ pub struct LoadClient {
     plan: Plan,
     pattern: Pattern,
     phase: Phase,
-    started: Instant,
+    /// When `phase` began: progress lines count from it.
+    phase_began: Instant,
     /// Open connections by index.
     ids: Vec<Option<ConnId>>,
     connected: usize,
@@ -280,7 +281,7 @@ impl LoadClient {
             plan,
             pattern,
             phase: Phase::Connecting,
-            started: now,
+            phase_began: now,
             connected: 0,
             finished: 0,
             served: 0,
@@ -533,9 +534,8 @@ impl LoadClient {
                 self.window.start = Some(now);
                 self.window.server_cpu = self.server_cpu().map(|t| (t, t));
                 self.signal_window("enable");
-                self.phase = Phase::Measuring {
-                    until: now + self.plan.duration,
-                };
+                let until = now + self.plan.duration;
+                self.enter(Phase::Measuring { until }, now);
                 progress(format_args!("measuring for {:?}", self.plan.duration));
             }
             Phase::Measuring { until } if now >= until => {
@@ -544,9 +544,12 @@ impl LoadClient {
                 if let (Some((start, _)), Some(end)) = (self.window.server_cpu, self.server_cpu()) {
                     self.window.server_cpu = Some((start, end));
                 }
-                self.phase = Phase::Draining {
-                    until: now + DRAIN_TIMEOUT,
-                };
+                self.enter(
+                    Phase::Draining {
+                        until: now + DRAIN_TIMEOUT,
+                    },
+                    now,
+                );
                 progress(format_args!(
                     "measured window over; collecting the last echoes"
                 ));
@@ -591,9 +594,8 @@ impl LoadClient {
             "{} connections {what}; warming up for {:?}",
             self.connected, self.plan.warmup
         ));
-        self.phase = Phase::Warmup {
-            until: now + self.plan.warmup,
-        };
+        let until = now + self.plan.warmup;
+        self.enter(Phase::Warmup { until }, now);
         if let (true, Some(interval)) = (self.plan.idle, self.plan.interval) {
             let n = self.ids.len() as f64;
             for (index, id) in self.ids.iter().enumerate() {
@@ -627,6 +629,16 @@ impl LoadClient {
         }
     }
 
+    /// Moves on to `phase`: its progress lines count from now, one a
+    /// second, "1.0s measuring" one second into the measured window.
+    fn enter(&mut self, phase: Phase, now: Instant) {
+        self.phase = phase;
+        self.phase_began = now;
+        self.next_progress = now + PROGRESS_EVERY;
+        self.recent.reset();
+        self.recent_msgs = 0;
+    }
+
     fn progress(&mut self, now: Instant) {
         let phase = match self.phase {
             Phase::Connecting => "connecting",
@@ -643,7 +655,7 @@ impl LoadClient {
         };
         progress(format_args!(
             "{:5.1}s {phase:<10} conns {open}/{}  {rate:>10.0} msgs/s  {:>8.1} MB/s  p99 {:>9.1} us  errors {}{failed}",
-            now.duration_since(self.started).as_secs_f64(),
+            now.duration_since(self.phase_began).as_secs_f64(),
             self.plan.conns,
             rate * self.plan.size as f64 / 1e6,
             self.recent.value_at_quantile(0.99) as f64 / 1e3,

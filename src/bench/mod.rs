@@ -395,36 +395,70 @@ fn per_second(count: f64, elapsed: Duration) -> f64 {
     }
 }
 
-/// Runs the load. `Err` is a setup problem (bad options, no descriptors);
-/// a run that went wrong returns a report with errors in it.
-pub fn run(options: &Options) -> io::Result<Report> {
-    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
-    if options.conns == 0 || options.size == 0 || options.depth == 0 {
-        return Err(invalid(
-            "--conns, --size and --depth must be at least 1".into(),
-        ));
+/// Refuses options that cannot make a run, naming the flag: what `run`
+/// checks first, for a front end to check before anything starts.
+pub fn check(options: &Options) -> Result<(), String> {
+    let at_least_one = [
+        ("--conns", options.conns),
+        ("--size", options.size),
+        ("--depth", options.depth),
+        ("--per-source", options.per_source.unwrap_or(1)),
+    ];
+    if let Some((flag, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+        return Err(format!("{flag} must be at least 1"));
+    }
+    for (flag, rate) in [
+        ("--rate", options.rate),
+        ("--connect-rate", options.connect_rate),
+    ] {
+        if rate == Some(0) {
+            return Err(format!("{flag} must be at least 1 per second"));
+        }
+    }
+    if options.duration.is_zero() {
+        return Err("--duration must be more than 0: the measured window is empty".into());
+    }
+    if options.mode == Mode::Idle && options.interval.is_zero() {
+        return Err("--interval must be more than 0".into());
     }
     if let Framing::Fixed(len) = options.framing
         && len != options.size
     {
-        return Err(invalid(format!(
-            "framing fixed:{len} carries {len}-byte payloads: use --size {len}"
-        )));
-    }
-    if options.rate == Some(0) {
-        return Err(invalid("--rate must be at least 1 per second".into()));
-    }
-    if options.connect_rate == Some(0) {
-        return Err(invalid(
-            "--connect-rate must be at least 1 per second".into(),
+        return Err(format!(
+            "--framing fixed:{len} carries {len}-byte payloads: use --size {len}"
         ));
     }
-    if options.per_source == Some(0) {
-        return Err(invalid("--per-source must be at least 1".into()));
-    }
-    if options.mode == Mode::Idle && options.interval.is_zero() {
-        return Err(invalid("--interval must be more than 0".into()));
-    }
+    codec(options, &pattern(options)).map(drop)
+}
+
+/// The codec for the run's requests, if it frames them; fails now, not on
+/// the first request, if the framing cannot carry a payload of `--size`.
+fn codec(options: &Options, pattern: &Pattern) -> Result<Option<Codec>, String> {
+    let framing = options.framing;
+    let codec = match framing {
+        Framing::Raw => return Ok(None),
+        framing => Codec::new(framing, options.size),
+    };
+    let fail =
+        |e: &dyn fmt::Display| format!("--framing {framing} with --size {}: {e}", options.size);
+    let codec = codec.map_err(|e| fail(&e))?;
+    codec
+        .encode(pattern.slice(0, 0, options.size), &mut Vec::new())
+        .map_err(|e| fail(&e))?;
+    Ok(Some(codec))
+}
+
+/// The bytes the run sends: never a delimiter of its framing.
+fn pattern(options: &Options) -> Pattern {
+    let delimited = matches!(options.framing, Framing::Lines | Framing::Crlf);
+    Pattern::new(options.size, delimited)
+}
+
+/// Runs the load. `Err` is a setup problem (bad options, no descriptors);
+/// a run that went wrong returns a report with errors in it.
+pub fn run(options: &Options) -> io::Result<Report> {
+    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+    check(options).map_err(invalid)?;
     let fds_per_conn = if options.target.is_none() { 2 } else { 1 };
     let fd_limit = raise_fd_limit()?;
     let needed = options.conns as u64 * fds_per_conn + FD_RESERVE;
@@ -441,18 +475,8 @@ pub fn run(options: &Options) -> io::Result<Report> {
     }
     grow_fd_table(needed)?;
 
-    let codec = match options.framing {
-        Framing::Raw => None,
-        framing => Some(Codec::new(framing, options.size).map_err(|e| invalid(e.to_string()))?),
-    };
-    let delimited = matches!(options.framing, Framing::Lines | Framing::Crlf);
-    let pattern = Pattern::new(options.size, delimited);
-    if let Some(codec) = &codec {
-        // Fail now, not on the first request, if the framing cannot carry this size.
-        codec
-            .encode(pattern.slice(0, 0, options.size), &mut Vec::new())
-            .map_err(|e| invalid(format!("framing {}: {e}", options.framing)))?;
-    }
+    let pattern = pattern(options);
+    let codec = codec(options, &pattern).map_err(invalid)?;
     let in_flight = match options.mode {
         Mode::Pingpong => options.depth,
         Mode::Idle => 1,
@@ -574,6 +598,7 @@ pub fn run(options: &Options) -> io::Result<Report> {
     let h = &window.latency;
     if let Some(path) = &options.plot {
         plot::bench_run(path, options, h)?;
+        progress(format_args!("wrote latency plot to {}", path.display()));
     }
     Ok(Report {
         options: options.clone(),

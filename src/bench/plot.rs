@@ -112,23 +112,63 @@ fn percentile_label(x: f64) -> String {
     format!("{p:.decimals$}%")
 }
 
+/// The unit latencies up to `max_us` read best in, and how many µs make
+/// one: ms once they reach tens of thousands of µs.
+fn latency_unit(max_us: f64) -> (&'static str, f64) {
+    if max_us >= 10_000.0 {
+        ("ms", 1e3)
+    } else {
+        ("µs", 1.0)
+    }
+}
+
+/// A latency as people write it: `22.1 µs`, `4.06 ms`.
+fn latency_text(us: f64) -> String {
+    match us {
+        us if us >= 1e3 => format!("{} ms", format_value(us / 1e3)),
+        us => format!("{} µs", format_value(us)),
+    }
+}
+
+/// The percentiles marked on each curve, with their names.
+const MARKED: [(f64, &str); 3] = [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")];
+
+/// Where each of [`MARKED`] sits on `curve` (latency in units of
+/// `us_per_unit` µs), and its label; only those within `reach`, the
+/// curve's last x: a short run has no p99.9.
+fn percentile_marks<'a>(
+    curve: &'a Curve<'_>,
+    reach: f64,
+    us_per_unit: f64,
+) -> impl Iterator<Item = ((f64, f64), String)> + 'a {
+    MARKED.iter().filter_map(move |&(q, name)| {
+        let x = 1.0 / (1.0 - q);
+        let us = curve.latency_ns.value_at_quantile(q) as f64 / 1e3;
+        (x <= reach).then(|| {
+            (
+                (x, us / us_per_unit),
+                format!("{name} {}", latency_text(us)),
+            )
+        })
+    })
+}
+
 /// Writes the latency percentile curve of each of `curves` to `path`
 /// (SVG): latency against percentile, the percentile axis on a log scale of
-/// 1 / (1 - p), so the tail (99 %, 99.9 %, ...) gets as much room as the median.
+/// 1 / (1 - p), so the tail (99 %, 99.9 %, ...) gets as much room as the
+/// median; p50, p99 and p99.9 are marked on each curve with their values.
 pub fn latency_chart(path: &Path, title: &str, curves: &[Curve<'_>]) -> io::Result<()> {
-    let series: Vec<(&str, Vec<(f64, f64)>)> = curves
+    let mut series: Vec<(&Curve<'_>, Vec<(f64, f64)>)> = curves
         .iter()
-        .map(|c| (c.name, percentile_points(c.latency_ns)))
+        .map(|c| (c, percentile_points(c.latency_ns)))
         .collect();
-    let x_end = series
-        .iter()
-        .flat_map(|(_, points)| points.iter().map(|p| p.0))
-        .fold(100.0, f64::max);
-    let y_end = series
-        .iter()
-        .flat_map(|(_, points)| points.iter().map(|p| p.1))
-        .fold(1.0, f64::max)
-        * 1.05;
+    let all = || series.iter().flat_map(|(_, points)| points.iter());
+    let x_end = all().map(|p| p.0).fold(100.0, f64::max);
+    let max_us = all().map(|p| p.1).fold(1.0, f64::max);
+    let (unit, us_per_unit) = latency_unit(max_us);
+    for point in series.iter_mut().flat_map(|(_, points)| points.iter_mut()) {
+        point.1 /= us_per_unit;
+    }
 
     let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(chart_error)?;
@@ -138,23 +178,30 @@ pub fn latency_chart(path: &Path, title: &str, curves: &[Curve<'_>]) -> io::Resu
         .margin_right(48)
         .x_label_area_size(48)
         .y_label_area_size(72)
-        .build_cartesian_2d((1f64..x_end).log_scale(), 0f64..y_end)
+        .build_cartesian_2d((1f64..x_end).log_scale(), 0f64..max_us / us_per_unit * 1.05)
         .map_err(chart_error)?;
     chart
         .configure_mesh()
         .x_desc("percentile")
-        .y_desc("round-trip latency (µs)")
+        .y_desc(format!("round-trip latency ({unit})"))
         .x_label_formatter(&|x| percentile_label(*x))
-        .y_label_formatter(&|y| format!("{y:.0}"))
+        .y_label_formatter(&|y| axis_value(*y))
         .draw()
         .map_err(chart_error)?;
-    for (i, (name, points)) in series.into_iter().enumerate() {
+    for (i, (curve, points)) in series.into_iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
+        let reach = points.last().map_or(0.0, |p| p.0);
         chart
             .draw_series(LineSeries::new(points, colour.stroke_width(2)))
             .map_err(chart_error)?
-            .label(name)
+            .label(curve.name)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+        let marks = percentile_marks(curve, reach, us_per_unit).map(|(at, label)| {
+            EmptyElement::at(at)
+                + Circle::new((0, 0), 4, colour.filled())
+                + Text::new(label, (-8, -18), ("sans-serif", 13))
+        });
+        chart.draw_series(marks).map_err(chart_error)?;
     }
     chart
         .configure_series_labels()
@@ -213,22 +260,19 @@ pub fn compare_chart(path: &Path, title: &str, servers: &[ServerResult]) -> io::
     let panels = root.split_evenly((1, 2));
     let cpu: Vec<Option<Spread>> = servers.iter().map(|s| s.cpu_us_per_msg).collect();
     let mut p99: Vec<Option<Spread>> = servers.iter().map(|s| s.p99_us).collect();
-    // Tens of thousands of µs read better, and fit the axis, as ms.
-    let p99_caption = if p99.iter().flatten().any(|s| s.max >= 10_000.0) {
-        for s in p99.iter_mut().flatten() {
-            *s = Spread {
-                median: s.median / 1e3,
-                min: s.min / 1e3,
-                max: s.max / 1e3,
-            };
-        }
-        "p99 round trip (ms)"
-    } else {
-        "p99 round trip (µs)"
-    };
+    let max_p99 = p99.iter().flatten().map(|s| s.max).fold(0.0, f64::max);
+    let (unit, us_per_unit) = latency_unit(max_p99);
+    for s in p99.iter_mut().flatten() {
+        *s = Spread {
+            median: s.median / us_per_unit,
+            min: s.min / us_per_unit,
+            max: s.max / us_per_unit,
+        };
+    }
+    let p99_caption = format!("p99 round trip ({unit})");
     let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
     bar_panel(&panels[0], "server CPU per message (µs)", &names, &cpu)?;
-    bar_panel(&panels[1], p99_caption, &names, &p99)?;
+    bar_panel(&panels[1], &p99_caption, &names, &p99)?;
     root.present().map_err(chart_error)
 }
 
@@ -256,6 +300,15 @@ fn format_value(v: f64) -> String {
         a if a >= 100.0 => format!("{v:.0}"),
         a if a >= 10.0 => format!("{v:.1}"),
         _ => format!("{v:.2}"),
+    }
+}
+
+/// A value on an axis: as [`format_value`], without trailing zeros.
+fn axis_value(v: f64) -> String {
+    let text = format_value(v);
+    match text.contains('.') {
+        true => text.trim_end_matches('0').trim_end_matches('.').to_owned(),
+        false => text,
     }
 }
 
@@ -360,6 +413,18 @@ mod tests {
         assert!((last.1 - h.max() as f64 / 1e3).abs() < 1e-9);
         assert!(last.0 <= MAX_TAIL && last.0 > 1e3);
         assert!(percentile_points(&Histogram::<u64>::new(3).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn latencies_read_in_the_unit_that_suits_them() {
+        assert_eq!(latency_unit(9_999.0), ("µs", 1.0));
+        assert_eq!(latency_unit(100_000.0), ("ms", 1e3));
+        assert_eq!(latency_text(22.14), "22.1 µs");
+        assert_eq!(latency_text(312.0), "312 µs");
+        assert_eq!(latency_text(4_060.0), "4.06 ms");
+        assert_eq!(axis_value(2.5), "2.5");
+        assert_eq!(axis_value(100.0), "100");
+        assert_eq!(axis_value(0.0), "0");
     }
 
     #[test]

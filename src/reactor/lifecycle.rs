@@ -185,7 +185,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
 
     /// Traffic only stamps `last_active`: the timer (one entry per
     /// connection, for its whole life) checks it, and either closes the
-    /// connection or sets itself again for the real deadline.
+    /// connection or sets itself again for the real deadline. A handshake
+    /// has its own timeout, however long: until it is done, this timer
+    /// only looks again later, so a stalled one closes as `handshake-timeout`.
     fn idle_timer_fired(&mut self, id: ConnId) {
         let now = self.state.stamp;
         let (Some(conn), Some(timeout)) = (
@@ -194,7 +196,10 @@ impl<S: Service, O: Os> Reactor<S, O> {
         ) else {
             return;
         };
-        let due = conn.last_active.after(timeout);
+        let due = match conn.phase {
+            Phase::Handshaking { .. } => now.after(timeout),
+            _ => conn.last_active.after(timeout),
+        };
         if due <= now {
             self.close(id, CloseReason::Idle);
         } else {

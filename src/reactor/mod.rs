@@ -73,6 +73,7 @@ pub use stats::{ConnInfo, Stats, format_table, format_tables};
 pub use timer::TimerId;
 pub use token::ConnId;
 use token::Token;
+pub(crate) use token::label_ids_with_reactor;
 use trace::trace_io;
 
 use crate::sys::os::{Os, Poll, Readiness, SignalSource, Spare, Stream, Wake};

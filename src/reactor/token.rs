@@ -4,6 +4,7 @@
 //! old name reach the slot's next owner. Pairing the index with a generation
 //! that changes on every insert makes every old name miss instead.
 
+use std::cell::Cell;
 use std::fmt;
 use std::num::NonZeroU32;
 
@@ -26,8 +27,22 @@ impl ConnId {
     }
 }
 
+thread_local! {
+    /// The reactor this thread runs, in a process that runs several: the
+    /// ids in its log lines carry it, as the connection table's rows do.
+    static REACTOR: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// From now on, ids written on this thread carry reactor `i`: `1/c0.1`.
+pub(crate) fn label_ids_with_reactor(i: usize) {
+    REACTOR.set(Some(i));
+}
+
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(reactor) = REACTOR.get() {
+            write!(f, "{reactor}/")?;
+        }
         write!(f, "c{}.{}", self.index, self.generation)
     }
 }

@@ -25,8 +25,13 @@ impl Addr {
     /// (`localhost:7878`): every address it resolves to, in the resolver's
     /// order. An address that needs no lookup comes back alone.
     pub fn resolve(text: &str) -> io::Result<Vec<Addr>> {
-        if let Ok(addr) = text.parse::<Addr>() {
-            return Ok(vec![addr]);
+        match text.parse::<Addr>() {
+            Ok(addr) => return Ok(vec![addr]),
+            // No lookup makes a unix: address: the parser's word is the last.
+            Err(e) if text.starts_with(UNIX_PREFIX) => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+            }
+            Err(_) => {}
         }
         let found: Vec<Addr> = text
             .to_socket_addrs()
@@ -95,6 +100,10 @@ pub struct AddrParseError(String);
 
 impl fmt::Display for AddrParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The one way a unix: address fails to parse.
+        if self.0.starts_with(UNIX_PREFIX) {
+            return write!(f, "{:?}: the path after unix: is empty", self.0);
+        }
         write!(
             f,
             "not an address: {:?} (expected IP:PORT, [IPv6]:PORT or unix:PATH)",
@@ -127,6 +136,11 @@ mod tests {
         for bad in ["unix:", "localhost:80", "127.0.0.1", "7878", ""] {
             assert!(bad.parse::<Addr>().is_err(), "{bad:?} parsed");
         }
+        let empty = Addr::resolve("unix:").expect_err("an empty path");
+        assert!(
+            empty.to_string().contains("path after unix: is empty"),
+            "{empty}"
+        );
     }
 
     #[test]

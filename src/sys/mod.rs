@@ -36,7 +36,8 @@
 //!   [`io::ErrorKind::Unsupported`] where `SPLICE` is false.
 //! - [`cpu_time`] of any process (Linux, macOS and FreeBSD; elsewhere it
 //!   fails with `Unsupported`); [`pin_thread`] to one CPU where [`PIN`]
-//!   says it can (Linux), [`raise_fd_limit`], [`grow_fd_table`], [`SpareFd`] and
+//!   says it can (Linux), [`raise_fd_limit`], [`grow_fd_table`],
+//!   [`open_descriptors`], [`SpareFd`] and
 //!   [`spawn_without_signals`]; [`somaxconn`] and [`ephemeral_ports`], the
 //!   kernel's cap on accept queues and its range of client ports.
 //!
@@ -55,7 +56,7 @@ pub use os::{Os, Real};
 mod unix;
 pub use unix::{
     ListenOptions, Listener, Socket, SocketOptions, SpareFd, ephemeral_ports, grow_fd_table,
-    raise_fd_limit, somaxconn, spawn_without_signals,
+    open_descriptors, raise_fd_limit, somaxconn, spawn_without_signals,
 };
 
 #[cfg(target_os = "linux")]

@@ -338,6 +338,23 @@ impl Server {
         }
     }
 
+    /// As [`finish`](Self::finish), for a process that ought to refuse
+    /// to start: one that starts serving instead (its first line on the
+    /// stdout pipe says `listening on`) is stopped with SIGTERM, so the test
+    /// can say so rather than wait.
+    pub fn finish_or_stop(mut self) -> Exited {
+        let mut stdout = BufReader::new(self.child.stdout.take().expect("stdout was piped"));
+        let mut first = String::new();
+        let _ = stdout.read_line(&mut first);
+        if first.starts_with("listening on") {
+            self.signal(Signal::SIGTERM);
+        }
+        let rest = read_in_background(Some(stdout));
+        let mut exited = self.finish();
+        exited.stdout = first + &rest.join().expect("stdout reader");
+        exited
+    }
+
     pub fn connect(&self) -> TcpStream {
         let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -593,26 +610,24 @@ pub fn stream_through_sigterm(server: &mut Server, addr: SocketAddr, clients: us
     })
 }
 
-/// `accepted` of each `reactor I stopped:` line a server with `--threads`
-/// logged at exit, in order.
+/// Each reactor's accepted count, in order, from the one line a server
+/// with `--threads` logs at exit (`2 reactors stopped; accepted per
+/// reactor: 104/96`); empty if there is none.
 pub fn accepted_per_reactor(log: &str) -> Vec<u64> {
-    let mut counts = Vec::new();
-    for i in 0.. {
-        let prefix = format!("reactor {i} stopped: ");
-        let Some(line) = log
-            .lines()
-            .find_map(|l| l.split_once(&prefix).map(|(_, r)| r))
-        else {
-            break;
-        };
-        let accepted = line
-            .split(", ")
-            .find_map(|field| field.strip_prefix("accepted "))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no accepted count in {line:?}"));
-        counts.push(accepted);
-    }
-    counts
+    let Some(shares) = log
+        .lines()
+        .find_map(|l| l.split_once("accepted per reactor: ").map(|(_, r)| r))
+    else {
+        return Vec::new();
+    };
+    shares
+        .trim()
+        .split('/')
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|_| panic!("not a count: {n:?} in {shares:?}"))
+        })
+        .collect()
 }
 
 /// Raises this process's descriptor limit once: tests hold thousands of

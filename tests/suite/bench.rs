@@ -7,16 +7,15 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use crate::common::Server;
+use crate::common::{Server, sockloop};
 
 /// Runs `sockloop bench` with a short window, `--json` and `args`.
 fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sockloop"))
-        .arg("bench")
+    sockloop(&[], &["bench"])
         .args([
             "--size",
             "64",
@@ -275,4 +274,39 @@ fn clients_spread_over_source_addresses_past_per_source() {
         .map(|(ip, n)| (ip.to_string(), *n))
         .collect();
     assert_eq!(by_address, expected);
+}
+
+/// The seconds at the start of each `bench: 1.0s measuring …` progress line.
+fn measuring_seconds(stderr: &str) -> Vec<f64> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("bench:"))
+        .filter_map(|l| l.trim().split_once("s measuring "))
+        .filter_map(|(seconds, _)| seconds.parse().ok())
+        .collect()
+}
+
+#[test]
+fn progress_lines_count_the_measured_window_from_its_start() {
+    // One line a second, each counted from the start of its own phase:
+    // within a 1.5 s window a line says 1.0 s and never more than 1.5 s
+    // (the window closes before any later line).
+    let args = [
+        "bench",
+        "--conns",
+        "2",
+        "--warmup",
+        "1s",
+        "--duration",
+        "1500ms",
+    ];
+    let out = sockloop(&[], &args).output().expect("run sockloop bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let seconds = measuring_seconds(&stderr);
+    // Before the fix they counted from the start of the run: "2.0s measuring".
+    assert!(
+        !seconds.is_empty() && seconds.iter().all(|&s| s < 1.5),
+        "{seconds:?} in\n{stderr}"
+    );
 }

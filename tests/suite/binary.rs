@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::common::{
-    Exited, IO_TIMEOUT, Server, round_trip, sockloop, stream_through_sigterm, wait_until,
+    Exited, IO_TIMEOUT, LogFile, Server, round_trip, sockloop, stream_through_sigterm, wait_until,
 };
 
 const PY_ECHO_CLIENT: &str = r#"
@@ -285,7 +285,12 @@ fn a_relay_whose_upstream_is_its_own_listen_address_refuses_to_start() {
         exited.stdout,
         exited.stderr
     );
-    assert!(!exited.status.success(), "exit status {}", exited.status);
+    assert_eq!(
+        exited.status.code(),
+        Some(2),
+        "exit status {}",
+        exited.status
+    );
     assert!(
         exited.stderr.contains(&format!("--upstream {own}")),
         "the error does not name the upstream: {}",
@@ -293,47 +298,179 @@ fn a_relay_whose_upstream_is_its_own_listen_address_refuses_to_start() {
     );
 }
 
+/// Whether `args` start a server, which is then given `--listen`.
+fn serves(args: &[&str]) -> bool {
+    ["echo", "relay", "hub"].contains(&args[0]) && !args.contains(&"--listen")
+}
+
+/// Arguments that cannot work, each with what its refusal must say.
+const BAD_USAGE: &[(&[&str], &str)] = &[
+    (&["echo", "--max-conns", "0"], "--max-conns"),
+    (&["echo", "--high-watermark", "0"], "--high-watermark"),
+    (&["echo", "--max-frame", "0"], "--max-frame"),
+    (
+        &["echo", "--framing", "lines", "--max-frame", "0"],
+        "--max-frame",
+    ),
+    (
+        &["hub", "--framing", "len:u16be", "--max-frame", "0"],
+        "--max-frame",
+    ),
+    (
+        &["echo", "--framing", "fixed:100", "--max-frame", "10"],
+        "--max-frame",
+    ),
+    (
+        &[
+            "relay",
+            "--upstream",
+            "127.0.0.1:9",
+            "--connect-timeout",
+            "0",
+        ],
+        "--connect-timeout",
+    ),
+    // Every client's connect would fail.
+    (
+        &["relay", "--upstream", "127.0.0.1:0"],
+        "--upstream 127.0.0.1:0",
+    ),
+    (&["echo", "--alpn", "h2"], "--alpn"),
+    (&["echo", "--backlog", "0"], "--backlog"),
+    (
+        &["echo", "--listen", "unix:"],
+        "the path after unix: is empty",
+    ),
+    (&["hub", "--framing", "raw"], "--framing"),
+    // In a directory that does not exist: no socket file can be left behind.
+    (
+        &[
+            "echo",
+            "--threads",
+            "2",
+            "--listen",
+            "unix:/nonexistent/sockloop.sock",
+        ],
+        "--threads 2",
+    ),
+    (
+        &["echo", "--threads", "2", "--metrics", "127.0.0.1:0"],
+        "--metrics",
+    ),
+    (&["bench", "--conns", "0"], "--conns"),
+    (&["bench", "--duration", "0"], "--duration"),
+    (&["bench", "--idle", "--interval", "0"], "--interval"),
+    (&["bench", "--framing", "fixed:10"], "--framing fixed:10"),
+    (
+        &["bench", "--target", "127.0.0.1:0"],
+        "--target 127.0.0.1:0",
+    ),
+];
+
 #[test]
-fn nonsense_option_values_are_refused_at_start_naming_the_flag() {
-    let cases: [(&[&str], &str); 7] = [
-        (&["echo", "--max-conns", "0"], "--max-conns"),
-        (&["echo", "--high-watermark", "0"], "--high-watermark"),
-        (&["echo", "--max-frame", "0"], "--max-frame"),
+fn bad_usage_is_refused_at_start_with_exit_status_2_naming_the_flag() {
+    // Every case is tried, and every one that fails is named.
+    let mut accepted = Vec::new();
+    for (args, named) in BAD_USAGE {
+        let listen = ["--listen", "127.0.0.1:0"];
+        let extra: &[&str] = if serves(args) { &listen } else { &[] };
+        let mut command = sockloop(&[], &[args, extra].concat());
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let exited = Server::spawn(&mut command).finish_or_stop();
+        let refused = exited.status.code() == Some(2)
+            && !exited.stdout.contains("listening on")
+            && exited.stderr.contains(named);
+        if !refused {
+            accepted.push(format!(
+                "{args:?} ({}), not refused naming {named:?}: {}",
+                exited.status,
+                exited.stderr.lines().last().unwrap_or("")
+            ));
+        }
+    }
+    assert!(accepted.is_empty(), "{accepted:#?}");
+}
+
+#[test]
+fn surprising_values_are_warned_about_at_start_naming_the_flag() {
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cpus + 1).to_string();
+    let cases: [(&[&str], String); 4] = [
         (
-            &["echo", "--framing", "lines", "--max-frame", "0"],
-            "--max-frame",
+            &["echo", "--frame-timeout", "5s"],
+            "--frame-timeout has no effect with --framing raw".to_owned(),
         ),
         (
-            &["hub", "--framing", "len:u16be", "--max-frame", "0"],
-            "--max-frame",
+            &["echo", "--busy-poll", "5ms"],
+            "--busy-poll 5ms spins".to_owned(),
         ),
         (
-            &["echo", "--framing", "fixed:100", "--max-frame", "10"],
-            "--max-frame",
+            &["echo", "--threads", &threads],
+            format!("--threads {threads} is more than the {cpus} CPUs"),
         ),
         (
             &[
-                "relay",
-                "--upstream",
-                "127.0.0.1:9",
-                "--connect-timeout",
-                "0",
+                "echo",
+                "--proxy-protocol",
+                "--handshake-timeout",
+                "20s",
+                "--idle-timeout",
+                "10s",
             ],
-            "--connect-timeout",
+            "--handshake-timeout 20s is longer than --idle-timeout 10s".to_owned(),
         ),
     ];
-    for (args, flag) in cases {
-        let exited = run_to_exit(&[args, &["--listen", "127.0.0.1:0"]].concat());
-        assert!(
-            !exited.status.success() && !exited.stdout.contains("listening on"),
-            "{args:?} was accepted"
-        );
-        assert!(
-            exited.stderr.contains(flag),
-            "{args:?}: the error does not name {flag}: {}",
-            exited.stderr
-        );
+    let mut unwarned = Vec::new();
+    for (args, warning) in cases {
+        let log = LogFile::new("surprise");
+        let mut server = Server::start(&[], args, log.stdio());
+        server.signal(Signal::SIGTERM);
+        assert!(server.wait_exit().success(), "{args:?}: {}", log.read());
+        let text = log.read();
+        if !text
+            .lines()
+            .any(|l| l.contains(" WARN ") && l.contains(&warning))
+        {
+            unwarned.push(format!("{args:?}: no warning {warning:?}"));
+        }
     }
+    assert!(unwarned.is_empty(), "{unwarned:#?}");
+}
+
+#[test]
+fn a_stalled_handshake_closes_as_a_handshake_timeout_even_past_the_idle_timeout() {
+    let log = LogFile::new("stalled-handshake");
+    let args = [
+        "echo",
+        "--proxy-protocol",
+        "--handshake-timeout",
+        "1500ms",
+        "--idle-timeout",
+        "500ms",
+    ];
+    let mut server = Server::start(&[], &args, log.stdio());
+    // Sends nothing, not even the PROXY header: the server must close it.
+    let mut silent = server.connect();
+    let end = silent.read(&mut [0; 1]);
+    let waited_out = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    };
+    assert!(
+        matches!(end, Ok(0)) || end.as_ref().is_err_and(|e| !waited_out(e)),
+        "the stalled client was not closed: {end:?}"
+    );
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit().success(), "{}", log.read());
+    let text = log.read();
+    // Before the fix the idle timer closed it at 500 ms, as `idle`.
+    assert!(text.contains("no PROXY header within 1.5s"), "{text}");
+    assert!(
+        text.contains("closed 1 (handshake-timeout 1)"),
+        "not closed as handshake-timeout:\n{text}"
+    );
 }
 
 #[test]
@@ -411,4 +548,60 @@ fn every_flag_in_help_is_in_a_readme_table() {
             assert!(found, "`{command} {flag}` is in no table of README.md");
         }
     }
+}
+
+/// The flags of the first column of README's table under `heading`, in order.
+fn readme_table_flags(readme: &str, heading: &str) -> Vec<String> {
+    let start = readme
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading:?}"));
+    readme[start..]
+        .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .filter_map(|row| row.split('|').nth(1))
+        .flat_map(|cell| {
+            cell.split('`')
+                .filter_map(|code| code.split_whitespace().next())
+                .filter(|word| word.starts_with("--"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn echo_help_lists_its_options_in_the_order_of_the_readme_table() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let table = readme_table_flags(&readme, "### `sockloop echo` options");
+    let help = run_to_exit(&["echo", "--help"]);
+    assert!(help.status.success(), "echo --help: {}", help.status);
+    let listed: Vec<&str> = help
+        .stdout
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|word| word.starts_with("--"))
+        .map(|word| word.trim_end_matches(','))
+        .collect();
+    let at = |flag: &str| listed.iter().position(|f| *f == flag);
+    // Before the fix the TLS options came first, ahead of --listen.
+    assert!(
+        matches!((at("--listen"), at("--tls-cert")), (Some(l), Some(t)) if l < t),
+        "{listed:?}"
+    );
+    let in_help: Vec<&str> = listed
+        .iter()
+        .copied()
+        .filter(|f| table.iter().any(|t| t == f))
+        .collect();
+    let in_table: Vec<&str> = table
+        .iter()
+        .map(String::as_str)
+        .filter(|t| listed.contains(t))
+        .collect();
+    assert_eq!(
+        in_help, in_table,
+        "echo --help and README's echo table differ in order"
+    );
 }

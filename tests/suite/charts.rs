@@ -6,6 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::sockloop;
+use hdrhistogram::Histogram;
+use sockloop::bench::plot::{Curve, latency_chart};
+
 /// A file in the temporary directory, removed when dropped.
 struct TempFile(PathBuf);
 
@@ -68,27 +72,48 @@ fn parse(svg: &str) -> roxmltree::Document<'_> {
     doc
 }
 
+/// The mark of each of p50, p99 and p99.9: its label, and the number of
+/// filled circles in the curve's colour.
+fn percentile_marks(doc: &roxmltree::Document<'_>) -> (Vec<String>, usize) {
+    let labels = texts(doc)
+        .into_iter()
+        .filter(|t| ["p50 ", "p99 ", "p99.9 "].iter().any(|p| t.starts_with(p)))
+        .collect();
+    let dots = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("circle"))
+        .count();
+    (labels, dots)
+}
+
+/// A short `sockloop bench` on its in-process echo, `--plot` to `plot`.
+fn bench_with_plot(plot: &str) -> std::process::Output {
+    let args = [
+        "bench",
+        "--conns",
+        "4",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "100ms",
+    ];
+    sockloop(&[], &args)
+        .args(["--plot", plot])
+        .output()
+        .expect("run sockloop bench")
+}
+
 #[test]
 fn bench_plot_writes_the_latency_percentile_curve() {
     let file = TempFile::new("latency.svg");
-    let out = Command::new(env!("CARGO_BIN_EXE_sockloop"))
-        .args([
-            "bench",
-            "--conns",
-            "4",
-            "--duration",
-            "500ms",
-            "--warmup",
-            "100ms",
-        ])
-        .arg("--plot")
-        .arg(&file.0)
-        .output()
-        .expect("run sockloop bench");
+    let plot = file.0.to_str().expect("a UTF-8 temp path");
+    let out = bench_with_plot(plot);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Before the fix it wrote the file without a word.
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains(&format!("bench: wrote latency plot to {plot}")),
+        "{stderr}"
     );
     let svg = std::fs::read_to_string(&file.0).expect("the plot was written");
     let doc = parse(&svg);
@@ -105,6 +130,15 @@ fn bench_plot_writes_the_latency_percentile_curve() {
             .any(|t| t.starts_with("pingpong 64 B, 4 connections")),
         "{texts:?}"
     );
+    // The latency axis names its unit: µs, or ms for a slow run.
+    assert!(
+        texts
+            .iter()
+            .any(|t| t == "round-trip latency (µs)" || t == "round-trip latency (ms)"),
+        "{texts:?}"
+    );
+    let (labels, dots) = percentile_marks(&doc);
+    assert_eq!((labels.len(), dots), (3, 3), "{labels:?}");
     // The curve: the longest coloured line (the legend's sample is two points).
     let curve = coloured_lines(&doc)
         .into_iter()
@@ -119,6 +153,55 @@ fn bench_plot_writes_the_latency_percentile_curve() {
             .all(|w| w[0].0 <= w[1].0 && w[1].1 <= w[0].1),
         "{curve:?}"
     );
+}
+
+#[test]
+fn bench_plot_refuses_a_file_that_is_not_svg() {
+    let file = TempFile::new("latency.png");
+    let plot = file.0.to_str().expect("a UTF-8 temp path");
+    let out = bench_with_plot(plot);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Before the fix it wrote SVG into the .png.
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--plot") && stderr.contains(".svg"),
+        "{stderr}"
+    );
+    assert!(!file.0.exists(), "a file was written");
+}
+
+#[test]
+fn a_latency_chart_of_tens_of_milliseconds_reads_in_ms_with_the_percentiles_marked() {
+    let mut latency_ns = Histogram::<u64>::new(3).expect("a histogram");
+    // 5 ms to 50 ms, evenly: p50 27.5 ms, p99 49.6 ms, p99.9 50.0 ms (to three digits).
+    for i in 0..10_000u64 {
+        latency_ns.record(5_000_000 + i * 4_500).expect("record");
+    }
+    let file = TempFile::new("ms.svg");
+    let curve = Curve {
+        name: "slow",
+        latency_ns: &latency_ns,
+    };
+    latency_chart(&file.0, "slow server", &[curve]).expect("draw");
+    let svg = std::fs::read_to_string(&file.0).expect("the chart was written");
+    let doc = parse(&svg);
+    let texts = texts(&doc);
+    assert!(
+        texts.iter().any(|t| t == "round-trip latency (ms)"),
+        "{texts:?}"
+    );
+    // Before the fix the axis read 0 to 50000, in µs.
+    let ticks: Vec<f64> = texts.iter().filter_map(|t| t.parse().ok()).collect();
+    assert!(
+        ticks.len() >= 3 && ticks.iter().all(|&t| t <= 60.0),
+        "{ticks:?}"
+    );
+    let (labels, dots) = percentile_marks(&doc);
+    assert_eq!(dots, 3, "{labels:?}");
+    for (name, value) in [("p50", "27.5 ms"), ("p99", "49.6 ms"), ("p99.9", "50.0 ms")] {
+        let wanted = format!("{name} {value}");
+        assert!(labels.contains(&wanted), "no {wanted:?} in {labels:?}");
+    }
 }
 
 const RUN: &str = r#"{"mode":"pingpong","framing":"raw","conns":100,"size":64,"depth":1,"in_flight":1,"rate":null,"duration_s":3.000,"msgs":800000,"msgs_per_sec":266666.7,"mb_per_sec":17.067,"p50_us":350.0,"p90_us":420.0,"p99_us":P99,"p999_us":900.0,"max_us":2000.0,"server_cpu_s":2.900,"server_cpu_us_per_msg":CPU,"errors":0}"#;

@@ -94,6 +94,108 @@ fn a_unix_listener_takes_one_reactor_and_more_are_refused_by_name() {
     assert!(!path.exists(), "a socket file was left behind");
 }
 
+/// The id after "accepted " in each debug line of `log` that has one.
+fn accepted_ids(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter_map(|l| l.split_once("] accepted ").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect()
+}
+
+/// Whether `id` is `c<index>.<generation>`.
+fn is_bare_id(id: &str) -> bool {
+    id.strip_prefix('c')
+        .and_then(|rest| rest.split_once('.'))
+        .is_some_and(|(i, g)| i.parse::<u32>().is_ok() && g.parse::<u32>().is_ok())
+}
+
+#[test]
+fn with_several_reactors_log_lines_name_the_reactor_of_each_connection() {
+    for threads in ["1", "2"] {
+        let log = LogFile::new("threads-ids");
+        let debug = ["env", "RUST_LOG=sockloop=debug"];
+        let mut server = Server::start(&debug, &["echo", "--threads", threads], log.stdio());
+        for i in 0..8 {
+            let message = format!("client {i}");
+            assert_eq!(
+                round_trip(&mut server.connect(), message.as_bytes()),
+                message.as_bytes()
+            );
+        }
+        server.signal(Signal::SIGTERM);
+        assert!(server.wait_exit().success(), "{}", log.read());
+        let text = log.read();
+        let ids = accepted_ids(&text);
+        assert_eq!(ids.len(), 8, "{text}");
+        for id in ids {
+            // As the SIGUSR1 table writes them: `1/c0.1` with several, `c0.1` with one.
+            let well_formed = match (threads, id.split_once('/')) {
+                ("1", None) => is_bare_id(id),
+                ("2", Some((reactor, bare))) => ["0", "1"].contains(&reactor) && is_bare_id(bare),
+                _ => false,
+            };
+            assert!(well_formed, "--threads {threads}: id {id:?} in\n{text}");
+        }
+    }
+}
+
+#[test]
+fn with_several_reactors_the_exit_log_has_one_summary_line_not_one_per_reactor() {
+    const REACTORS: usize = 8;
+    let log = LogFile::new("threads-summary");
+    let threads = REACTORS.to_string();
+    let mut server = Server::start(&[], &["echo", "--threads", &threads], log.stdio());
+    for _ in 0..REACTORS {
+        assert_eq!(round_trip(&mut server.connect(), b"hi"), b"hi");
+    }
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit().success(), "{}", log.read());
+    let text = log.read();
+    let stopped: Vec<&str> = text.lines().filter(|l| l.contains("stopped")).collect();
+    // Before the fix: one `reactor N stopped: ...` line each, then the total.
+    assert_eq!(stopped.len(), 2, "{stopped:#?}");
+    assert!(
+        stopped[0].contains(&format!(
+            "{REACTORS} reactors stopped; accepted per reactor: "
+        )),
+        "{stopped:#?}"
+    );
+    let accepted = accepted_per_reactor(&text);
+    assert_eq!(accepted.len(), REACTORS, "{text}");
+    assert_eq!(accepted.iter().sum::<u64>(), REACTORS as u64, "{text}");
+}
+
+#[test]
+fn the_room_for_clients_counts_each_reactors_own_descriptors() {
+    const LIMIT: u64 = 300;
+    const REACTORS: u64 = 40;
+    let log = LogFile::new("threads-room");
+    let ulimit = format!("ulimit -n {LIMIT} && exec \"$@\"");
+    let shell = ["sh", "-c", ulimit.as_str(), "sh"];
+    let threads = REACTORS.to_string();
+    let mut server = Server::start(&shell, &["echo", "--threads", &threads], log.stdio());
+    let room: u64 = wait_until("the room line", || {
+        let text = log.read();
+        let (_, rest) = text.split_once("room for about ")?;
+        rest.split_whitespace().next()?.parse().ok()
+    });
+    // Each reactor holds its poller, its wake-up, its listener and a spare
+    // descriptor. Before the fix the estimate left 16 for all of it.
+    assert!(
+        room <= LIMIT - 4 * REACTORS,
+        "room for {room} clients under a limit of {LIMIT} with {REACTORS} reactors"
+    );
+    // And it is true: that many clients are all served at once.
+    let mut clients: Vec<TcpStream> = (0..room).map(|_| server.connect()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let message = format!("client {i} of {room}");
+        assert_eq!(round_trip(client, message.as_bytes()), message.as_bytes());
+    }
+    drop(clients);
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit().success(), "{}", log.read());
+}
+
 /// Takes whatever comes; if `panics`, panics at its first client instead.
 struct Fragile {
     panics: bool,

@@ -589,3 +589,69 @@ fn garbage_after_the_handshake_is_a_warning_that_names_the_peer() {
     assert!(line.contains("WARN") && line.contains("TLS"), "{line}");
     stop(server, &log);
 }
+
+/// `sockloop cert ARGS`, to its exit.
+fn cert(args: &[&str]) -> std::process::Output {
+    sockloop(&[], &[&["cert"], args].concat())
+        .output()
+        .expect("run sockloop cert")
+}
+
+#[test]
+fn cert_refuses_to_replace_a_key_without_force() {
+    let certs = CertDir::new("force");
+    let dir = path(&certs.0);
+    let key = std::fs::read(certs.key()).expect("the first key");
+    let again = cert(&["--out", dir]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    // Before the fix the second run wrote a new key over the first.
+    assert!(
+        !again.status.success(),
+        "replaced without --force: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{} exists", certs.key().display())) && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(certs.key()).expect("the key"),
+        key,
+        "the key was touched"
+    );
+    let forced = cert(&["--out", dir, "--force"]);
+    assert!(forced.status.success(), "{forced:?}");
+    assert_ne!(std::fs::read(certs.key()).expect("the new key"), key);
+}
+
+#[test]
+fn cert_errors_name_the_path_they_are_about() {
+    // A directory cannot be made inside a file.
+    let file = std::env::temp_dir().join(format!("sockloop-cert-file-{}", std::process::id()));
+    std::fs::write(&file, b"not a directory").expect("write");
+    let out_dir = file.join("certs");
+    let out = cert(&["--out", path(&out_dir)]);
+    std::fs::remove_file(&file).expect("remove");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    // Before the fix: only "Not a directory (os error 20)".
+    assert!(stderr.contains(path(&out_dir)), "{stderr}");
+}
+
+#[test]
+fn cert_refuses_a_name_no_certificate_can_carry() {
+    let dir = std::env::temp_dir().join(format!("sockloop-cert-names-{}", std::process::id()));
+    for name in ["", "two words", "a..b"] {
+        let out = cert(&["--out", path(&dir), "--name", name]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--name {name:?}: {stderr}");
+        assert!(
+            stderr.contains("--name") && stderr.contains("neither a DNS name"),
+            "--name {name:?}: {stderr}"
+        );
+        assert!(
+            !dir.join("cert.pem").exists(),
+            "--name {name:?} wrote a certificate"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,7 +7,9 @@ mod process;
 mod socket;
 
 pub use net_limits::{ephemeral_ports, somaxconn};
-pub use process::{SpareFd, grow_fd_table, raise_fd_limit, spawn_without_signals};
+pub use process::{
+    SpareFd, grow_fd_table, open_descriptors, raise_fd_limit, spawn_without_signals,
+};
 pub use socket::{ListenOptions, Listener, Socket, SocketOptions};
 
 use nix::errno::Errno;

@@ -65,6 +65,15 @@ pub fn grow_fd_table(n: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// How many descriptors this process has open, from the directory that
+/// lists them: `/proc/self/fd` on Linux, `/dev/fd` on macOS (and on the BSDs
+/// with fdescfs mounted; without it, `/dev/fd` lists only 0, 1 and 2).
+pub fn open_descriptors() -> io::Result<u64> {
+    let listing = std::fs::read_dir("/proc/self/fd").or_else(|_| std::fs::read_dir("/dev/fd"))?;
+    // The listing holds a descriptor of its own, which is in it.
+    Ok((listing.count() as u64).saturating_sub(1))
+}
+
 /// macOS may report an unlimited hard limit, yet refuses (`EINVAL`) a soft
 /// limit above `kern.maxfilesperproc`.
 #[cfg(target_vendor = "apple")]
