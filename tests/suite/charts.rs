@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::sockloop;
 use hdrhistogram::Histogram;
 use sockloop::bench::plot::{Curve, latency_chart};
+
+use crate::common::sockloop;
 
 /// A file in the temporary directory, removed when dropped.
 struct TempFile(PathBuf);
