@@ -6,7 +6,8 @@
 //! what a peer can make us buffer: [`Decoder::max_buffered`].
 //!
 //! [`proxy`] reads and writes the PROXY protocol header (HAProxy's, v1 and
-//! v2) that a proxy puts in front of a connection's own bytes.
+//! v2) that a proxy puts in front of a connection's own bytes; [`http`]
+//! reads the head of an HTTP/1.x request, for the metrics responder.
 //!
 //! Build a codec from a CLI spec:
 //!
@@ -26,6 +27,7 @@ mod delimited;
 mod fixed;
 mod framing;
 pub mod fuzz;
+pub mod http;
 mod length;
 pub mod proxy;
 mod raw;

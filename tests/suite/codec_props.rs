@@ -1,11 +1,12 @@
 //! Property tests: every codec, fed the way the reactor feeds it (append a read,
 //! decode until `None`, consume `len`), gives back exactly the frames that were
 //! encoded, however the stream is split; and no input makes a decoder panic or
-//! hold more than its bound.
+//! hold more than its bound. The same for an HTTP request head.
 
 use proptest::prelude::*;
 use proptest::sample::select;
 use sockloop::codec::fuzz::{Feed, feed};
+use sockloop::codec::http::decode_request_head;
 use sockloop::codec::{
     Codec, Decoder, DelimitedCodec, Encoder, Endian, FixedCodec, FrameError, Framing, LengthCodec,
     RawCodec,
@@ -238,6 +239,50 @@ proptest! {
             prop_assert!(matches!(verdict, Ok(Some(_))));
         } else {
             prop_assert_eq!(verdict, Ok(None));
+        }
+    }
+}
+
+/// Bytes that make request heads, and broken ones, often.
+fn http_piece() -> impl Strategy<Value = &'static [u8]> {
+    select(vec![
+        &b"GET"[..],
+        b" ",
+        b"/metrics",
+        b"HTTP/1.1",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"X: a",
+    ])
+}
+
+proptest! {
+    /// An HTTP request head is decided once, on the bytes received however
+    /// they were split: more bytes never change the answer, a head taken is
+    /// within the bound, and nothing past the bound is waited on.
+    #[test]
+    fn a_request_head_is_decided_once_and_within_its_bound(
+        pieces in proptest::collection::vec(http_piece(), 0..40),
+        max_len in 1usize..120,
+    ) {
+        let wire = pieces.concat();
+        let whole = decode_request_head(&wire, max_len);
+        let mut decided = None;
+        for end in 0..=wire.len() {
+            let answer = decode_request_head(&wire[..end], max_len);
+            match &answer {
+                Ok(None) => {
+                    prop_assert!(decided.is_none(), "undecided again at {}", end);
+                    prop_assert!(end < max_len);
+                }
+                Ok(Some(head)) => prop_assert!(head.len <= max_len.min(end)),
+                Err(_) => {}
+            }
+            if answer != Ok(None) {
+                prop_assert_eq!(&answer, &whole, "at {}", end);
+                decided.get_or_insert(end);
+            }
         }
     }
 }
