@@ -139,18 +139,19 @@ impl<S: Service, O: Os> Reactor<S, O> {
             Ok(got) => return bad_header(format!("PROXY header: read {got} of {len} bytes")),
             Err(e) => return reading_header_failed(&e),
         }
-        self.proxy_header_read(id, &header, len);
+        self.proxy_header_read(id, &header);
         Step::Done
     }
 
-    fn proxy_header_read(&mut self, id: ConnId, header: &ProxyHeader, len: usize) {
+    fn proxy_header_read(&mut self, id: ConnId, header: &ProxyHeader) {
         let stamp = self.state.stamp;
         let Some(conn) = self.state.conns.live_mut(id) else {
             return;
         };
         conn.flags.awaiting_proxy = false;
-        conn.received(len, stamp);
-        self.state.stats.bytes_in += len as u64;
+        // Activity, but not bytes of the stream: those counters leave out
+        // what the reactor alone reads, as they leave out TLS handshakes.
+        conn.last_active = stamp;
         self.state.stats.proxy_headers += 1;
         // LOCAL (a health check) and UNKNOWN name nobody: the proxy is the peer.
         if let Some(client) = header.source()

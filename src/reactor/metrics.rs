@@ -99,12 +99,12 @@ pub(crate) fn write_stats(stats: &Stats, m: &mut MetricsText) {
         ),
         (
             "sockloop_received_bytes_total",
-            "Bytes read from peers.",
+            "Bytes of the streams read from peers (TLS: plaintext; no PROXY header).",
             stats.bytes_in,
         ),
         (
             "sockloop_sent_bytes_total",
-            "Bytes written to peers.",
+            "Bytes of the streams written to peers (TLS: plaintext).",
             stats.bytes_out,
         ),
         (

@@ -20,6 +20,11 @@ pub struct Stats {
     pub closed: u64,
     /// Closes per [`CloseReason`]; see [`Stats::closed_by`].
     pub(crate) closed_by: [u64; CloseReason::COUNT],
+    /// Bytes of the connections' streams, read and written: what services
+    /// (and the metrics responder) read and write, plaintext for TLS. What
+    /// the reactor alone deals in is left out: a PROXY header read, TLS
+    /// handshakes and record framing (a relay's outgoing PROXY header is
+    /// the relay's own writing, so it counts).
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// Of `bytes_out`, those moved by splice(2), never copied through user space.

@@ -183,3 +183,115 @@ fn a_relay_shows_each_upstreams_state_and_its_failed_connects() {
     assert_eq!(up("sockloop_upstream_pairs", &live_s), 2.0);
     drop((clients, accepted));
 }
+
+/// The byte counters' rule, over TLS.
+#[cfg(feature = "tls")]
+mod stream_bytes {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    use rustls::{ClientConnection, StreamOwned};
+    use sockloop::app::echo::Echo;
+    use sockloop::reactor::{Config, ListenOptions};
+    use sockloop::tls::{Trust, client_config, server_config, server_name, write_self_signed};
+
+    use crate::common;
+
+    /// The byte counters count the stream a service reads and writes: for a
+    /// TLS connection behind a PROXY header, the plaintext alone, although the
+    /// client's socket carried the header, the handshake and the records too.
+    #[test]
+    fn bytes_in_and_out_count_the_stream_not_the_proxy_header_or_tls() {
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("sockloop-bytes-{}", std::process::id())));
+        let (cert, key) = write_self_signed(&dir.0, "localhost").unwrap();
+        let tls = server_config(&cert, &key, &[]).unwrap();
+        let config = Config {
+            proxy_protocol: true,
+            ..Config::default()
+        };
+        let server = common::TestServer::start_listening(
+            config,
+            || Echo,
+            move |reactor| {
+                let addr = "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap();
+                reactor.listen_tls(&addr.into(), &ListenOptions::default(), tls)
+            },
+            |_| (),
+        );
+        let mut socket = Counted::new(server.connect());
+        socket
+            .write_all(b"PROXY TCP4 192.0.2.1 192.0.2.2 40000 7878\r\n")
+            .unwrap();
+        let client = client_config(&Trust::Roots(cert), &[]).unwrap();
+        let conn = ClientConnection::new(client, server_name("localhost").unwrap()).unwrap();
+        let mut tls = StreamOwned::new(conn, socket);
+        const PIECES: usize = 8;
+        const PIECE: usize = 10_000;
+        let data = common::Rng::new(7).bytes(PIECE);
+        for _ in 0..PIECES {
+            tls.write_all(&data).unwrap();
+            let mut back = vec![0; PIECE];
+            tls.read_exact(&mut back).unwrap();
+            assert!(back == data, "the echo differs");
+        }
+        tls.conn.send_close_notify();
+        tls.flush().unwrap();
+        let stats = server.wait_for("the connection to close", |s| s.closed == 1);
+        assert_eq!((stats.proxy_headers, stats.tls_handshakes), (1, 1));
+        let stream = (PIECES * PIECE) as u64;
+        let wire = (tls.sock.written, tls.sock.read);
+        assert!(wire.0 > stream && wire.1 > stream, "{wire:?}");
+        assert_eq!(
+            (stats.bytes_in, stats.bytes_out),
+            (stream, stream),
+            "the client's socket carried {wire:?} (out, in)"
+        );
+    }
+
+    /// A socket that counts the bytes it carries, as the client saw them.
+    struct Counted {
+        stream: TcpStream,
+        read: u64,
+        written: u64,
+    }
+
+    impl Counted {
+        fn new(stream: TcpStream) -> Counted {
+            Counted {
+                stream,
+                read: 0,
+                written: 0,
+            }
+        }
+    }
+
+    impl Read for Counted {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.stream.read(buf)?;
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    impl Write for Counted {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.stream.write(buf)?;
+            self.written += n as u64;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.stream.flush()
+        }
+    }
+
+    /// A directory removed on drop.
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
