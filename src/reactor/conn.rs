@@ -42,9 +42,10 @@ pub(crate) enum Reading {
     /// Shutting down: the service still gets the `left` bytes that had
     /// arrived before the shutdown, and no more.
     Draining { left: u32 },
-    /// Shutting down, the service has had its last input: whatever the peer
-    /// still sends is read and dropped until it closes, so that closing
-    /// with unread input does not send RST.
+    /// Shutting down, the service has had its last input (or the metrics
+    /// responder has answered): whatever the peer still sends is read and
+    /// dropped until it closes, so that closing with unread input does not
+    /// send RST.
     Discarding,
     /// The peer's FIN was read.
     Ended,

@@ -224,7 +224,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
     }
 
     /// Reads and drops whatever a shutting-down connection's peer still
-    /// sends, within the same per-turn budget as any read, until it closes.
+    /// sends (or a metrics client's after its answer), within the same
+    /// per-turn budget as any read, until it closes.
     fn discard(&mut self, id: ConnId) {
         let trace = self.state.config.trace;
         let mut budget = self.state.config.read_budget;
@@ -245,10 +246,17 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 });
             match read {
                 Ok(0) => {
-                    trace_io!(trace, "{id} read EOF (shutting down)");
+                    trace_io!(trace, "{id} read EOF (discarding)");
                     conn.reading = Reading::Ended;
                     if conn.writing == Writing::Finished {
-                        self.close(id, CloseReason::Shutdown);
+                        // Ours to close: shutting down, or the metrics
+                        // responder done with its answer.
+                        let reason = if conn.flags.shut_down {
+                            CloseReason::Shutdown
+                        } else {
+                            CloseReason::Local
+                        };
+                        self.close(id, reason);
                     } else {
                         // Output may still be owed; the close follows its flush.
                         self.state.defer(id);

@@ -1,19 +1,21 @@
 //! The counters over HTTP, in the Prometheus text format: a listener opened
 //! with [`Reactor::listen_metrics`] has its connections answered here,
 //! never by the service. One request per connection: its head is bounded
-//! (a client that sends more without finishing it gets 431), the answer is
-//! queued like any reply, and the connection closes once it is flushed, so
-//! a scrape never blocks the loop and costs no more than a small client.
+//! (a head longer than that gets 431), the answer is queued like any reply,
+//! and the connection closes once it is flushed, so a scrape never blocks
+//! the loop and costs no more than a small client.
 
 use std::fmt::Write;
 use std::ops::Range;
 
 use super::Reactor;
 use super::close::CloseReason;
+use super::conn::Reading;
 use super::service::{Context, Service};
 use super::stats::Stats;
 use super::token::ConnId;
-use crate::sys::os::Os;
+use crate::codec::http::{HeadError, decode_request_head};
+use crate::sys::os::{Os, Stream};
 
 /// The longest request head taken, request line and headers.
 const MAX_REQUEST: usize = 8 << 10;
@@ -216,54 +218,45 @@ pub(crate) fn write_stats(stats: &Stats, m: &mut MetricsText) {
     );
 }
 
-/// What a request head asks for.
+/// What a request asks for, once its head is whole (or refused).
 #[derive(Debug, PartialEq, Eq)]
 enum Request {
-    /// Not all in yet.
-    Incomplete,
-    Metrics,
+    Metrics {
+        head_only: bool,
+    },
     /// Another path.
-    NotFound,
+    NotFound {
+        head_only: bool,
+    },
     /// Another method.
     NotAllowed,
-    /// Not HTTP/1.x, or a head longer than [`MAX_REQUEST`].
-    Bad(&'static str),
+    /// Not HTTP/1.x, or a head longer than [`MAX_REQUEST`]: the status.
+    Refused(&'static str),
 }
 
-/// Reads the request line once the head (up to its blank line) is in.
-fn parse(head: &[u8]) -> Request {
-    let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
-        // Some clients end lines with a bare LF.
-        if head.windows(2).any(|w| w == b"\n\n") {
-            return parse_line(head);
+/// What the bytes received so far ask for, `None` until that is known;
+/// with it, whether the client may have sent more than the head (then what
+/// still comes is read and dropped before the close: closing with unread
+/// input would send RST, and the RST would destroy the answer in flight).
+fn request(input: &[u8]) -> Option<(Request, bool)> {
+    let head = match decode_request_head(input, MAX_REQUEST) {
+        Ok(None) => return None,
+        Ok(Some(head)) => head,
+        Err(HeadError::TooLarge) => {
+            return Some((
+                Request::Refused("431 Request Header Fields Too Large"),
+                true,
+            ));
         }
-        return if head.len() > MAX_REQUEST {
-            Request::Bad("431 Request Header Fields Too Large")
-        } else {
-            Request::Incomplete
-        };
+        Err(HeadError::BadRequestLine) => return Some((Request::Refused("400 Bad Request"), true)),
     };
-    parse_line(&head[..end])
-}
-
-fn parse_line(head: &[u8]) -> Request {
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut words = line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (words.next(), words.next(), words.next(), words.next())
-    else {
-        return Request::Bad("400 Bad Request");
-    };
-    if !version.starts_with(b"HTTP/1.") {
-        return Request::Bad("400 Bad Request");
-    }
-    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    match (method, path) {
-        (b"GET" | b"HEAD", b"/metrics") => Request::Metrics,
-        (b"GET" | b"HEAD", _) => Request::NotFound,
+    let head_only = head.method == b"HEAD";
+    let request = match (head.method, head.path()) {
+        (b"GET" | b"HEAD", b"/metrics") => Request::Metrics { head_only },
+        (b"GET" | b"HEAD", _) => Request::NotFound { head_only },
         _ => Request::NotAllowed,
-    }
+    };
+    Some((request, input.len() > head.len))
 }
 
 /// A whole HTTP/1.1 response that closes its connection.
@@ -289,26 +282,30 @@ impl<S: Service, O: Os> Reactor<S, O> {
             return;
         };
         conn.extend_input(&self.arena.bytes[range], stamp);
-        let head = conn.input();
-        let head_only = head.starts_with(b"HEAD ");
-        let reply = match parse(head) {
-            Request::Incomplete => return,
-            Request::Metrics => {
+        let Some((request, more)) = request(conn.input()) else {
+            return;
+        };
+        conn.release_buffers();
+        let socket = self.kernel.socket(id);
+        if more || socket.is_some_and(|s| s.unread_len().is_ok_and(|n| n > 0)) {
+            conn.reading = Reading::Discarding;
+        }
+        let reply = match request {
+            Request::Metrics { head_only } => {
                 let mut page = MetricsText::default();
                 write_stats(&self.state.stats, &mut page);
                 self.service.metrics(self.state.now, &mut page);
                 let kind = "text/plain; version=0.0.4; charset=utf-8";
                 response("200 OK", kind, page.as_str(), head_only)
             }
-            Request::NotFound => {
+            Request::NotFound { head_only } => {
                 response("404 Not Found", "text/plain", "try /metrics\n", head_only)
             }
             Request::NotAllowed => {
                 response("405 Method Not Allowed", "text/plain", "GET only\n", false)
             }
-            Request::Bad(status) => response(status, "text/plain", "", false),
+            Request::Refused(status) => response(status, "text/plain", "", false),
         };
-        conn.release_buffers();
         self.state.replies.begin_serving(id);
         let ctx = &mut Context::new(&mut self.state, &self.arena.bytes);
         ctx.write(id, &reply);
@@ -323,27 +320,38 @@ mod tests {
 
     #[test]
     fn the_request_line_decides_once_the_head_is_whole() {
+        assert_eq!(request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"), None);
+        let metrics = Request::Metrics { head_only: false };
         assert_eq!(
-            parse(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"),
-            Request::Incomplete
+            request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some((metrics, false))
         );
         assert_eq!(
-            parse(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Request::Metrics
+            request(b"HEAD /metrics?x=1 HTTP/1.0\n\nmore"),
+            Some((Request::Metrics { head_only: true }, true))
         );
-        assert_eq!(parse(b"GET /metrics?x=1 HTTP/1.0\n\n"), Request::Metrics);
-        assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), Request::NotFound);
+        let not_found = Request::NotFound { head_only: false };
+        assert_eq!(request(b"GET / HTTP/1.1\r\n\r\n"), Some((not_found, false)));
         assert_eq!(
-            parse(b"POST /metrics HTTP/1.1\r\n\r\n"),
-            Request::NotAllowed
+            request(b"POST /metrics HTTP/1.1\r\n\r\n"),
+            Some((Request::NotAllowed, false))
         );
-        assert_eq!(
-            parse(b"GET /metrics SPDY/3\r\n\r\n"),
-            Request::Bad("400 Bad Request")
-        );
-        assert_eq!(parse(b"hello\r\n\r\n"), Request::Bad("400 Bad Request"));
-        let long = vec![b'a'; MAX_REQUEST + 1];
-        assert!(matches!(parse(&long), Request::Bad(s) if s.starts_with("431")));
+        let bad = Some((Request::Refused("400 Bad Request"), true));
+        assert_eq!(request(b"GET /metrics SPDY/3\r\n\r\n"), bad);
+        assert_eq!(request(b"hello\r\n\r\n"), bad);
+    }
+
+    /// A head past the bound is refused whether it arrived in one read or
+    /// in many: what counts is the bytes received, not the read.
+    #[test]
+    fn a_head_over_the_bound_gets_431_even_when_whole() {
+        let whole = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+        let unfinished = vec![b'a'; MAX_REQUEST];
+        for input in [whole.as_bytes(), unfinished.as_slice()] {
+            let (refused, more) = request(input).expect("decided");
+            assert!(matches!(refused, Request::Refused(s) if s.starts_with("431")));
+            assert!(more, "what follows is read and dropped before the close");
+        }
     }
 
     #[test]

@@ -8,8 +8,9 @@ use std::process::Stdio;
 
 use crate::common::{IO_TIMEOUT, LogLines, Server, echo_all, wait_until};
 
-/// A server started with `--metrics 127.0.0.1:0`, and where its metrics are.
-fn with_metrics(args: &[&str]) -> (Server, String) {
+/// A server started with `--metrics 127.0.0.1:0`, where its metrics are,
+/// and its log from there on.
+fn with_metrics(args: &[&str]) -> (Server, String, LogLines) {
     let args = [args, &["--metrics", "127.0.0.1:0"]].concat();
     let mut server = Server::start(&[], &args, Stdio::piped());
     let mut log = LogLines::new(server.take_stderr());
@@ -20,7 +21,7 @@ fn with_metrics(args: &[&str]) -> (Server, String) {
         .and_then(|rest| rest.strip_suffix("/metrics"))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_owned();
-    (server, addr)
+    (server, addr, log)
 }
 
 /// One HTTP request; the status line and the body.
@@ -107,7 +108,7 @@ fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
 
 #[test]
 fn the_counters_move_with_echo_traffic() {
-    let (server, addr) = with_metrics(&["echo"]);
+    let (server, addr, _log) = with_metrics(&["echo"]);
     let before = scrape(&addr);
     // The scrape's own connection is the one open.
     assert_eq!(value(&before, "sockloop_active_connections"), 1.0);
@@ -140,7 +141,7 @@ fn the_counters_move_with_echo_traffic() {
 
 #[test]
 fn other_paths_and_methods_and_bad_requests_get_an_error() {
-    let (_server, addr) = with_metrics(&["echo"]);
+    let (_server, addr, _log) = with_metrics(&["echo"]);
     assert_eq!(
         get(&addr, "GET / HTTP/1.1\r\n\r\n").0,
         "HTTP/1.1 404 Not Found"
@@ -168,7 +169,7 @@ fn a_relay_shows_each_upstreams_state_and_its_failed_connects() {
     let live_addr = live.local_addr().unwrap();
     let (dead, live_s) = (dead.to_string(), live_addr.to_string());
     let args = ["relay", "--upstream", &dead, "--upstream", &live_s];
-    let (server, addr) = with_metrics(&args);
+    let (server, addr, _log) = with_metrics(&args);
     // Round-robin: of two clients, one is tried on the dead upstream first,
     // and both end up on the live one.
     let clients: Vec<TcpStream> = (0..2).map(|_| server.connect()).collect();
@@ -182,6 +183,33 @@ fn a_relay_shows_each_upstreams_state_and_its_failed_connects() {
     assert_eq!(up("sockloop_upstream_down", &live_s), 0.0);
     assert_eq!(up("sockloop_upstream_pairs", &live_s), 2.0);
     drop((clients, accepted));
+}
+
+/// A request line far over the 8 KiB bound gets its 431: the rest of it,
+/// still arriving, is read and dropped rather than left unread, which
+/// would make the close a reset that destroys the answer.
+#[test]
+fn a_request_line_of_100_kb_gets_431_not_a_reset() {
+    let request = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(100_000));
+    assert_eq!(status_for(&request), TOO_LARGE);
+}
+
+/// The bound is on the head, however it arrives: 9 KB in one read too.
+#[test]
+fn a_9_kb_head_in_one_write_gets_431_not_200() {
+    let request = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9_000));
+    assert_eq!(status_for(&request), TOO_LARGE);
+}
+
+const TOO_LARGE: &str = "HTTP/1.1 431 Request Header Fields Too Large";
+
+/// The status line a fresh server's responder answers `request` with
+/// (written at once); the responder still answers scrapes after it.
+fn status_for(request: &str) -> String {
+    let (_server, addr, _log) = with_metrics(&["echo"]);
+    let (status, _) = get(&addr, request);
+    scrape(&addr);
+    status
 }
 
 /// The byte counters' rule, over TLS.
