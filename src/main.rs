@@ -421,7 +421,8 @@ struct ServerArgs {
     /// HOST:PORT or unix:PATH; port 0 picks a free one (printed at start).
     #[arg(long, default_value = "127.0.0.1:7878", value_parser = parse_addr)]
     listen: Addr,
-    /// Connections beyond this many are accepted and closed at once; unlimited by default.
+    /// Connections beyond this many are accepted and closed at once (--metrics
+    /// scrapes not counted); unlimited by default.
     #[arg(long, default_value_t = usize::MAX, hide_default_value = true,
           value_parser = refuse_zero(parse_count))]
     max_conns: usize,

@@ -1,6 +1,11 @@
 //! New connections: accepted from a listener, or connected by a service,
 //! and the moment each one is handed to the service.
 //!
+//! One accepted past its limit — `Config::max_conns`, or for the metrics
+//! listener a small cap of its own, neither counting the other's — is
+//! closed at once; the refusals for `max_conns` are logged a line a second
+//! at most, each line with how many it stands for.
+//!
 //! Out of file descriptors, a waiting connection is accepted with a spare
 //! descriptor kept for the purpose and closed at once, so the listener's
 //! queue drains instead of staying readable and spinning the loop; if even
@@ -15,6 +20,7 @@ use super::Reactor;
 use super::close::CloseReason;
 use super::conn::Phase;
 use super::kernel::{Handles, ListenerSlot, Route};
+use super::metrics::MAX_METRICS_CONNS;
 use super::service::{Context, Service};
 use super::timer::TimerKind;
 use super::token::{ConnId, Token};
@@ -26,6 +32,10 @@ use crate::sys::{AcceptError, Addr};
 /// After running out of file descriptors, accepting pauses this long at
 /// first, doubling up to the maximum while it keeps failing.
 const ACCEPT_BACKOFF_MS: (u64, u64) = (10, 1000);
+
+/// Connections refused for `Config::max_conns` are logged at most this
+/// often, each line with how many.
+const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(1);
 
 impl<S: Service, O: Os> Reactor<S, O> {
     /// Registers a bound listener and where its connections go; returns
@@ -119,16 +129,11 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// A new connection: to the service at once, or once its PROXY header
     /// and TLS handshake are done; or to the metrics responder.
     fn admit(&mut self, socket: O::Socket, peer: Addr, route: Route) {
-        let state = &mut self.state;
-        state.stats.accepted += 1;
-        if state.stats.active as usize >= state.config.max_conns {
-            state.stats.count_close(CloseReason::Limit);
-            debug!(
-                "rejected {peer}: at the limit of {} connections",
-                state.config.max_conns
-            );
+        self.state.stats.accepted += 1;
+        if self.refused(&route, &peer) {
             return;
         }
+        let state = &mut self.state;
         let (tls, proxied, metrics) = match route {
             Route::Service(tls) => (tls, state.config.proxy_protocol, false),
             Route::Metrics => (None, false, true),
@@ -151,7 +156,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
         trace_io!(self.state.config.trace, "{id} accept from {peer}");
         if let Some(conn) = self.state.conns.live_mut(id) {
             conn.flags.awaiting_proxy = proxied;
-            conn.flags.metrics = metrics;
+        }
+        if metrics {
+            self.admit_metrics(id);
         }
         match tls.map(Tls::server).transpose() {
             Ok(None) if !proxied => self.open(id, &peer),
@@ -161,6 +168,75 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 self.close(id, CloseReason::Error(e.kind()));
             }
         }
+    }
+
+    /// Whether a new connection on `route` finds no room: a metrics one
+    /// past the metrics connections' own cap, another past `max_conns`
+    /// (metrics ones not counted). One refused is counted and logged.
+    fn refused(&mut self, route: &Route, peer: &Addr) -> bool {
+        let state = &mut self.state;
+        let metrics_open = state.admission.metrics_open;
+        let full = match route {
+            Route::Metrics => metrics_open >= MAX_METRICS_CONNS,
+            Route::Service(_) => {
+                state.stats.active as usize - metrics_open >= state.config.max_conns
+            }
+        };
+        if !full {
+            return false;
+        }
+        state.stats.count_close(CloseReason::Limit);
+        match route {
+            Route::Metrics => {
+                state.stats.metrics_refused += 1;
+                debug!("rejected {peer}: {MAX_METRICS_CONNS} metrics connections are open");
+            }
+            Route::Service(_) => self.log_refusal(peer),
+        }
+        true
+    }
+
+    /// A connection refused for `max_conns`: logged at once if none was in
+    /// the last second, else summed up in the next line, so that a flood of
+    /// refusals costs a line a second.
+    fn log_refusal(&mut self, peer: &Addr) {
+        let state = &mut self.state;
+        let max = state.config.max_conns;
+        debug!("rejected {peer}: at the limit of {max} connections");
+        if state.admission.reported_at.is_some() {
+            state.admission.unreported += 1;
+            return;
+        }
+        warn!(
+            "refused 1 connection over --max-conns {max} (from {peer}); \
+             more are summed up once a second"
+        );
+        state.admission.reported_at = Some(state.now);
+        let next = state.now + REFUSAL_REPORT_EVERY;
+        state.timers.add(next, TimerKind::RefusalReport);
+    }
+
+    /// The refusals since the last line, in one line; a second without any
+    /// ends the reports until the next refusal.
+    pub(super) fn report_refusals(&mut self) {
+        let state = &mut self.state;
+        let Some(since) = state.admission.reported_at else {
+            return;
+        };
+        let n = std::mem::take(&mut state.admission.unreported);
+        if n == 0 {
+            state.admission.reported_at = None;
+            return;
+        }
+        let s = if n == 1 { "" } else { "s" };
+        let secs = state.now.saturating_duration_since(since).as_secs_f64();
+        warn!(
+            "refused {n} connection{s} over --max-conns {} in the last {secs:.1}s",
+            state.config.max_conns
+        );
+        state.admission.reported_at = Some(state.now);
+        let next = state.now + REFUSAL_REPORT_EVERY;
+        state.timers.add(next, TimerKind::RefusalReport);
     }
 
     /// Books `socket` as a new connection and registers it; on failure the

@@ -51,7 +51,9 @@ use crate::sys::SocketOptions;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Connections beyond this many are accepted and closed at once.
+    /// Connections beyond this many are accepted and closed at once, and
+    /// logged at most once a second. A metrics listener's are not counted:
+    /// they have a small budget of their own.
     pub max_conns: usize,
     /// Stop reading a connection whose unsent output is above this many bytes...
     pub high_watermark: usize,

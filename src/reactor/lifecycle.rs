@@ -139,6 +139,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
         conn.release_buffers();
         let outbound = conn.flags.outbound;
         state.stats.active -= 1;
+        if conn.flags.metrics {
+            state.admission.metrics_open -= 1;
+        }
         state.stats.count_close(reason);
         state.dead.push(id);
         debug!("closed {id} ({}): {reason}", state.peer_label(id));
@@ -163,6 +166,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 TimerKind::Conn(id, ConnTimer::Write) => self.write_timer_fired(id),
                 TimerKind::Conn(id, ConnTimer::Frame) => self.frame_timer_fired(id),
                 TimerKind::Conn(id, ConnTimer::Handshake) => self.handshake_timer_fired(id),
+                TimerKind::Conn(id, ConnTimer::Request) => self.metrics_deadline_fired(id),
                 TimerKind::Conn(id, ConnTimer::Connect) => self.connect_timer_fired(id),
                 TimerKind::Service(id, tag) => self.service_timer_fired(id, tag),
                 TimerKind::ResumeAccept(i) => {
@@ -172,6 +176,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                     }
                 }
                 TimerKind::ShutdownDeadline => self.shutdown_deadline(),
+                TimerKind::RefusalReport => self.report_refusals(),
                 TimerKind::StatsReport => {
                     info!("stats: {}", self.state.stats);
                     if let Some(every) = self.state.config.stats_interval {

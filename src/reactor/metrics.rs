@@ -4,21 +4,40 @@
 //! (a head longer than that gets 431), the answer is queued like any reply,
 //! and the connection closes once it is flushed, so a scrape never blocks
 //! the loop and costs no more than a small client.
+//!
+//! Metrics connections have a budget of their own: at most
+//! [`MAX_METRICS_CONNS`] at once, not counted against `Config::max_conns`
+//! (clients at the limit cannot lock the scrapes out, nor scrapes the
+//! clients), and each has [`METRICS_DEADLINE`] from its accept to send its
+//! head and take its answer.
 
 use std::fmt::Write;
 use std::ops::Range;
+use std::time::Duration;
+
+use log::warn;
 
 use super::Reactor;
 use super::close::CloseReason;
-use super::conn::Reading;
+use super::conn::{Phase, Reading};
 use super::service::{Context, Service};
 use super::stats::Stats;
+use super::timer::ConnTimer;
 use super::token::ConnId;
 use crate::codec::http::{HeadError, decode_request_head};
 use crate::sys::os::{Os, Stream};
 
 /// The longest request head taken, request line and headers.
 const MAX_REQUEST: usize = 8 << 10;
+
+/// Metrics connections open at once; more are closed as they are accepted.
+/// A Prometheus server scrapes one at a time.
+pub(crate) const MAX_METRICS_CONNS: usize = 16;
+
+/// How long a metrics connection may live: its whole request head must be
+/// in by then however slowly it trickles (each byte renews the idle
+/// timeout, so that is no bound), and its answer taken.
+pub(crate) const METRICS_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The metrics page being written: Prometheus text, each family with its
 /// `# HELP` and `# TYPE` lines before its samples. A service adds its own
@@ -83,7 +102,7 @@ impl MetricsText {
 /// The reactor's own counters.
 pub(crate) fn write_stats(stats: &Stats, m: &mut MetricsText) {
     use MetricKind::{Counter, Gauge};
-    let counters: [(&str, &str, u64); 22] = [
+    let counters: [(&str, &str, u64); 24] = [
         (
             "sockloop_accepted_total",
             "Connections taken from a listener (the limit's included).",
@@ -190,6 +209,16 @@ pub(crate) fn write_stats(stats: &Stats, m: &mut MetricsText) {
             stats.proxy_failures,
         ),
         (
+            "sockloop_metrics_refused_total",
+            "Metrics connections closed at once: as many as taken were open.",
+            stats.metrics_refused,
+        ),
+        (
+            "sockloop_metrics_timeouts_total",
+            "Metrics connections closed without a whole request head in time.",
+            stats.metrics_timeouts,
+        ),
+        (
             "sockloop_closed_total",
             "Connections closed, for any reason.",
             stats.closed,
@@ -274,6 +303,36 @@ fn response(status: &str, content_type: &str, body: &str, head_only: bool) -> Ve
 }
 
 impl<S: Service, O: Os> Reactor<S, O> {
+    /// `id` was accepted on the metrics listener: it counts against the
+    /// metrics connections' own budget, and has until the deadline.
+    pub(super) fn admit_metrics(&mut self, id: ConnId) {
+        let Some(conn) = self.state.conns.live_mut(id) else {
+            return;
+        };
+        conn.flags.metrics = true;
+        self.state.admission.metrics_open += 1;
+        let due = self.state.stamp.after(METRICS_DEADLINE);
+        self.state.add_conn_timer(due, id, ConnTimer::Request);
+    }
+
+    /// A metrics connection's deadline: one still without its whole request
+    /// head is closed and counted; one answered had its time to take the
+    /// answer and go.
+    pub(super) fn metrics_deadline_fired(&mut self, id: ConnId) {
+        let Some(conn) = self.state.conns.live(id) else {
+            return;
+        };
+        if conn.phase != Phase::Open {
+            return self.close(id, CloseReason::Local);
+        }
+        self.state.stats.metrics_timeouts += 1;
+        warn!(
+            "{id} {}: no whole request head within {METRICS_DEADLINE:?}; closing",
+            self.state.peer_label(id)
+        );
+        self.close(id, CloseReason::FrameTimeout);
+    }
+
     /// Bytes for a metrics connection, just read into `range` of the arena:
     /// kept until the request head is whole, then answered and closed.
     pub(super) fn answer_metrics(&mut self, id: ConnId, range: Range<usize>) {

@@ -168,7 +168,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
 
     /// Serves the counters on `addr` in the Prometheus text format: each
     /// connection is answered by the reactor itself (one `GET /metrics`,
-    /// then closed), never seen by the service. Returns the address bound.
+    /// then closed), never seen by the service. Its connections have a
+    /// budget of their own, apart from [`Config::max_conns`]: a few at
+    /// once, a few seconds each. Returns the address bound.
     pub fn listen_metrics(&mut self, addr: &Addr, options: &ListenOptions) -> io::Result<Addr> {
         self.add_listener(O::bind(addr, options)?, Route::Metrics)
     }

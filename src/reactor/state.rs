@@ -32,6 +32,19 @@ pub(crate) struct ConnectRequest {
     pub(crate) tls: Option<Tls>,
 }
 
+/// What new connections are admitted against beside `Config::max_conns`,
+/// and what is owed to the log about those refused.
+#[derive(Debug, Default)]
+pub(crate) struct Admission {
+    /// Metrics connections open: a budget of their own, not counted against
+    /// `max_conns`.
+    pub(crate) metrics_open: usize,
+    /// Connections refused for `max_conns` since the last line about them.
+    pub(crate) unreported: u64,
+    /// When that line was written, while its report timer is set.
+    pub(crate) reported_at: Option<Instant>,
+}
+
 pub(crate) struct State {
     pub(crate) config: Config,
     /// The OS's clock.
@@ -68,6 +81,7 @@ pub(crate) struct State {
     /// `now` as a connection keeps it.
     pub(crate) stamp: Stamp,
     pub(crate) stats: Stats,
+    pub(crate) admission: Admission,
     pub(crate) shutting_down: bool,
     /// A second shutdown request came: stop without draining.
     pub(crate) forced: bool,
@@ -102,6 +116,7 @@ impl State {
             timers,
             now,
             stats: Stats::default(),
+            admission: Admission::default(),
             shutting_down: false,
             forced: false,
             stopped: false,

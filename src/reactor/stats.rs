@@ -56,6 +56,11 @@ pub struct Stats {
     /// valid one (timed out included).
     pub proxy_headers: u64,
     pub proxy_failures: u64,
+    /// Metrics connections closed at once because as many as the metrics
+    /// listener takes were open already, and those closed without a whole
+    /// request head in time.
+    pub metrics_refused: u64,
+    pub metrics_timeouts: u64,
 }
 
 impl Stats {
@@ -93,6 +98,8 @@ impl Stats {
             tls_failures,
             proxy_headers,
             proxy_failures,
+            metrics_refused,
+            metrics_timeouts,
         } = *other;
         for (sum, n) in self.closed_by.iter_mut().zip(closed_by) {
             *sum += n;
@@ -122,6 +129,8 @@ impl Stats {
             (&mut self.proxy_failures, proxy_failures),
             (&mut self.tls_handshakes, tls_handshakes),
             (&mut self.tls_failures, tls_failures),
+            (&mut self.metrics_refused, metrics_refused),
+            (&mut self.metrics_timeouts, metrics_timeouts),
         ] {
             *sum += n;
         }

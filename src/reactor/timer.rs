@@ -1,18 +1,18 @@
 //! Deadlines: two min-heaps.
 //!
-//! A connection's own deadlines (idle, write, frame, handshake, connect) go
-//! in a compact heap of [`Deadline`]s that names the connection and the
-//! kind: nothing is cancelled, an entry that surfaces for a connection gone
-//! since (its [`ConnId`] misses) or a deadline moved since is skipped or
-//! re-armed by the reactor. Connection timeouts are re-armed lazily too (see
-//! the reactor), so traffic never touches the heap: a timer fires, checks
-//! the connection's last activity, and either acts or sets itself again for
-//! the real deadline. Each connection so costs one entry, not an entry
-//! plus a map slot.
+//! A connection's own deadlines (idle, write, frame, handshake, connect, a
+//! metrics request) go in a compact heap of [`Deadline`]s that names the
+//! connection and the kind: nothing is cancelled, an entry that surfaces
+//! for a connection gone since (its [`ConnId`] misses) or a deadline moved
+//! since is skipped or re-armed by the reactor. Connection timeouts are
+//! re-armed lazily too (see the reactor), so traffic never touches the
+//! heap: a timer fires, checks the connection's last activity, and either
+//! acts or sets itself again for the real deadline. Each connection so
+//! costs one entry, not an entry plus a map slot.
 //!
 //! The few other timers (a service's, resuming accepts, the shutdown
-//! deadline, the stats report) can be cancelled: a heap with lazy
-//! cancellation — cancelling only forgets the timer, and its entry is
+//! deadline, the stats and refusal reports) can be cancelled: a heap with
+//! lazy cancellation — cancelling only forgets the timer, and its entry is
 //! skipped when it surfaces.
 
 use std::cmp::{Ordering, Reverse};
@@ -49,6 +49,8 @@ pub(crate) enum ConnTimer {
     Handshake,
     /// An outgoing connect that must be up by now.
     Connect,
+    /// A metrics connection must have sent its request head by now.
+    Request,
 }
 
 /// What happens when a timer fires.
@@ -61,6 +63,8 @@ pub(crate) enum TimerKind {
     ResumeAccept(usize),
     ShutdownDeadline,
     StatsReport,
+    /// Time to log the connections refused for the limit since the last line.
+    RefusalReport,
 }
 
 /// One entry of the connections' heap: 24 bytes.

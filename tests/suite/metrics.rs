@@ -2,11 +2,14 @@
 //! format, served by the same loop as the clients.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
 
-use crate::common::{IO_TIMEOUT, LogLines, Server, echo_all, wait_until};
+use crate::common::{IO_TIMEOUT, LogLines, Server, echo_all, round_trip, wait_until};
 
 /// A server started with `--metrics 127.0.0.1:0`, where its metrics are,
 /// and its log from there on.
@@ -183,6 +186,128 @@ fn a_relay_shows_each_upstreams_state_and_its_failed_connects() {
     assert_eq!(up("sockloop_upstream_down", &live_s), 0.0);
     assert_eq!(up("sockloop_upstream_pairs", &live_s), 2.0);
     drop((clients, accepted));
+}
+
+/// Data clients holding every `--max-conns` slot do not blind monitoring:
+/// metrics connections have a budget of their own.
+#[test]
+fn a_scrape_is_answered_while_clients_hold_every_max_conns_slot() {
+    let (server, addr, _log) = with_metrics(&["echo", "--max-conns", "3"]);
+    let mut clients: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+    for client in &mut clients {
+        assert_eq!(round_trip(client, b"held"), b"held");
+    }
+    let samples = scrape(&addr);
+    // The three clients and this scrape.
+    assert_eq!(value(&samples, "sockloop_active_connections"), 4.0);
+    let limit = "sockloop_closed_by_reason_total{reason=\"limit\"}";
+    assert_eq!(value(&samples, limit), 0.0);
+}
+
+/// The metrics listener takes this many connections at once (README).
+const METRICS_CAP: usize = 16;
+
+/// Scrapes that never finish their request head, even trickling a byte now
+/// and then, take none of the clients' slots and are closed after the
+/// head timeout (5 s from their accept), however they trickle.
+#[test]
+fn scrapes_that_never_finish_their_head_lock_out_no_client_and_are_closed() {
+    let (server, addr, _log) = with_metrics(&["echo", "--max-conns", "4"]);
+    let stalled: Vec<TcpStream> = (0..METRICS_CAP)
+        .map(|_| {
+            let mut scrape = TcpStream::connect(&addr).expect("connect to --metrics");
+            scrape.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            scrape.write_all(b"GET /metrics HTTP/1.1\r\nX: ").unwrap();
+            scrape
+        })
+        .collect();
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| trickle(&stalled, &stop));
+        let mut client = server.connect();
+        assert_eq!(round_trip(&mut client, b"still served"), b"still served");
+        // One more than the cap is closed at once (or, on a machine slow
+        // enough that the first ones timed out meanwhile, once its own
+        // head timeout passes).
+        let mut over = TcpStream::connect(&addr).expect("connect to --metrics");
+        over.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        assert_closed_by_server(&mut over);
+        for mut scrape in &stalled {
+            assert_closed_by_server(&mut scrape);
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(round_trip(&mut client, b"and again"), b"and again");
+    });
+    let samples = scrape(&addr);
+    let timeouts = value(&samples, "sockloop_metrics_timeouts_total");
+    let refused = value(&samples, "sockloop_metrics_refused_total");
+    assert!(timeouts >= METRICS_CAP as f64, "{timeouts} timeouts");
+    assert_eq!(timeouts + refused, (METRICS_CAP + 1) as f64);
+    let frame_timeouts = "sockloop_closed_by_reason_total{reason=\"frame-timeout\"}";
+    assert_eq!(value(&samples, frame_timeouts), timeouts);
+}
+
+/// Sends one more byte of an endless header value on each stream every
+/// 200 ms, until told to stop (bounded by `IO_TIMEOUT`).
+fn trickle(streams: &[TcpStream], stop: &AtomicBool) {
+    let every = Duration::from_millis(200);
+    for _ in 0..IO_TIMEOUT.as_millis() / every.as_millis() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        for mut stream in streams {
+            // Fails once the server has closed it.
+            let _ = stream.write_all(b"a");
+        }
+        thread::sleep(every);
+    }
+}
+
+/// Reads until the server closes the stream: EOF, or a reset when a
+/// trickled byte was still unread at the close. A read timeout fails.
+fn assert_closed_by_server(stream: &mut impl Read) {
+    match stream.read(&mut [0; 256]) {
+        Ok(0) => {}
+        Ok(n) => panic!("{n} bytes from a server that was sent no whole request"),
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the server did not close the connection: {e}"),
+    }
+}
+
+/// Connections refused for `--max-conns` are logged, but a burst of them
+/// costs a line a second, each with how many it stands for.
+#[test]
+fn refusals_over_max_conns_are_logged_once_a_second_with_their_count() {
+    const REFUSED: usize = 50;
+    let (server, addr, mut log) = with_metrics(&["echo", "--max-conns", "2"]);
+    let mut clients: Vec<TcpStream> = (0..2).map(|_| server.connect()).collect();
+    for client in &mut clients {
+        assert_eq!(round_trip(client, b"held"), b"held");
+    }
+    let mut burst: Vec<TcpStream> = (0..REFUSED).map(|_| server.connect()).collect();
+    for refused in &mut burst {
+        assert_closed_by_server(refused);
+    }
+    let mut lines = Vec::new();
+    let mut logged = 0;
+    while logged < REFUSED {
+        let line = log.wait_for("over --max-conns 2");
+        let count = line
+            .split("refused ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("no count in {line:?}"));
+        logged += count;
+        lines.push(line);
+    }
+    assert_eq!(logged, REFUSED, "{lines:#?}");
+    // The first at once, the rest a second later; a third if the burst
+    // straddled two seconds. Without the rate limit: 50.
+    assert!(lines.len() <= 3, "{lines:#?}");
+    let samples = scrape(&addr);
+    let limit = "sockloop_closed_by_reason_total{reason=\"limit\"}";
+    assert_eq!(value(&samples, limit), REFUSED as f64);
 }
 
 /// A request line far over the 8 KiB bound gets its 431: the rest of it,
