@@ -197,6 +197,92 @@ fn every_example_the_tour_names_exists_and_is_built() {
     }
 }
 
+/// The text of every `code span` of the tour outside its code blocks.
+fn inline_code(text: &str) -> Vec<String> {
+    let mut in_block = false;
+    let mut spans = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_block = !in_block;
+        } else if !in_block {
+            spans.extend(line.split('`').skip(1).step_by(2).map(str::to_owned));
+        }
+    }
+    spans
+}
+
+/// Every `.rs` file under `dir`, with its text.
+fn rust_files(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("a source directory") {
+        let path = entry.expect("an entry").path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).expect("a source file");
+            files.push((path, text));
+        }
+    }
+    files
+}
+
+#[test]
+fn every_source_file_and_item_the_tour_names_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = rust_files(&root.join("src"));
+    let defines = |item: &str| {
+        let lower = item.starts_with(|c: char| c.is_ascii_lowercase());
+        let kinds: &[&str] = if lower {
+            &["fn", "mod"]
+        } else {
+            &["struct", "enum", "trait", "type"]
+        };
+        let mut wanted = kinds.iter().map(|kind| format!("{kind} {item}"));
+        wanted.any(|w| {
+            sources.iter().any(|(_, text)| {
+                text.match_indices(&w).any(|(i, _)| {
+                    let next = text[i + w.len()..].chars().next();
+                    !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                })
+            })
+        })
+    };
+    let mut checked = 0;
+    for span in inline_code(&tour()) {
+        let is_path = |s: &str| {
+            s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_/.".contains(c))
+        };
+        let in_repo = ["src/", "examples/", "tests/", "benches/"];
+        if in_repo.iter().any(|dir| span.starts_with(dir)) && is_path(&span) {
+            assert!(
+                root.join(&span).exists(),
+                "docs/tour.md names {span}, which does not exist"
+            );
+        } else if span.ends_with(".rs") && is_path(&span) {
+            let name = std::ffi::OsStr::new(&span);
+            let found = sources
+                .iter()
+                .any(|(path, _)| path.file_name() == Some(name));
+            assert!(found, "docs/tour.md names {span}: no such file under src/");
+        } else if span.contains("::") && span.split("::").all(|s| is_path(s) && !s.is_empty()) {
+            for item in span.split("::").filter(|s| *s != "sockloop") {
+                assert!(
+                    defines(item),
+                    "docs/tour.md names `{span}`: nothing in src/ defines {item}"
+                );
+            }
+        } else {
+            continue;
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 10,
+        "the tour names only {checked} source files and items"
+    );
+}
+
 #[test]
 fn every_picture_the_docs_embed_is_committed() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
