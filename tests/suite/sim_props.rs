@@ -455,7 +455,7 @@ fn check(
     match runner.run(&strategy, |case| property(&case)) {
         Ok(()) => {}
         Err(TestError::Fail(why, case)) => panic!(
-            "{name}: {why}\nminimal case: {case:#?}\nreplay: SOCKLOOP_SIM_SEED={seed} cargo test --release --test sim_props {name}"
+            "{name}: {why}\nminimal case: {case:#?}\nreplay: SOCKLOOP_SIM_SEED={seed} cargo test --test suite {name}"
         ),
         Err(e) => panic!("{name}: {e}"),
     }
