@@ -5,13 +5,18 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::signal::{Signal, kill};
-use nix::sys::socket::{Backlog, listen};
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, connect, listen, setsockopt, socket,
+    sockopt,
+};
 use nix::unistd::Pid;
 use sockloop::reactor::{Addr, Config, Handle, Reactor, Service, Stats};
 use sockloop::sys::{ListenOptions, raise_fd_limit};
@@ -462,6 +467,28 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+#[cfg(not(target_vendor = "apple"))]
+const CLOEXEC: SockFlag = SockFlag::SOCK_CLOEXEC;
+#[cfg(target_vendor = "apple")]
+const CLOEXEC: SockFlag = SockFlag::empty();
+
+/// A client with a tiny receive buffer, set before the handshake so the
+/// window it advertises is tiny too: if it never reads, a server's output
+/// to it backs up after a few KiB instead of a few MiB.
+pub fn connect_tiny(addr: SocketAddr) -> TcpStream {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 expected")
+    };
+    let fd = socket(AddressFamily::Inet, SockType::Stream, CLOEXEC, None).unwrap();
+    // A no-op where the flag came at birth; Apple has no SOCK_CLOEXEC.
+    fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
+    setsockopt(&fd, sockopt::RcvBuf, &4096).unwrap();
+    connect(fd.as_raw_fd(), &SockaddrIn::from(v4)).expect("connect");
+    let stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
 }
 
 /// An upstream slow to answer a SYN: a listener whose accept queue (backlog

@@ -5,23 +5,20 @@
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::signal::Signal;
-use nix::sys::socket::{
-    AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
-};
 use sockloop::app::hub::{Hub, SlowPolicy};
 use sockloop::codec::{Codec, Framing};
 use sockloop::reactor::Config;
 use sockloop::sys::SocketOptions;
 
-use crate::common::{IO_TIMEOUT, LogFile, Server, TestServer, accepted_per_reactor, wait_until};
+use crate::common::{
+    IO_TIMEOUT, LogFile, Server, TestServer, accepted_per_reactor, connect_tiny, wait_until,
+};
 
 const CLIENTS: usize = 20;
 const FRAMES: usize = 1000;
@@ -106,28 +103,6 @@ fn connect_to(addr: SocketAddr) -> TcpStream {
 
 /// Servers are spawned on other threads: a socket of this process must not
 /// leak into them.
-#[cfg(not(target_vendor = "apple"))]
-const CLOEXEC: SockFlag = SockFlag::SOCK_CLOEXEC;
-#[cfg(target_vendor = "apple")]
-const CLOEXEC: SockFlag = SockFlag::empty();
-
-/// A client with a tiny receive buffer, set before the handshake so the
-/// window it advertises is tiny too: if it never reads, the hub's output to
-/// it backs up after a few KiB instead of a few MiB.
-fn connect_tiny(addr: SocketAddr) -> TcpStream {
-    let SocketAddr::V4(v4) = addr else {
-        panic!("IPv4 expected")
-    };
-    let fd = socket(AddressFamily::Inet, SockType::Stream, CLOEXEC, None).unwrap();
-    // A no-op where the flag came at birth; Apple has no SOCK_CLOEXEC.
-    fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
-    setsockopt(&fd, sockopt::RcvBuf, &4096).unwrap();
-    connect(fd.as_raw_fd(), &SockaddrIn::from(v4)).expect("connect");
-    let stream = TcpStream::from(fd);
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream
-}
-
 /// Connects `silent` (if asked) and then `readers` clients; the readers each
 /// send FRAMES frames padded by `pad` while reading every frame of the
 /// others. With `pace`, a reader sends its frames in rounds of that many,
