@@ -436,7 +436,8 @@ struct ServerArgs {
     /// Close connections with no traffic either way for this long (500ms, 30s, 2m; 0 = never).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
-    /// Close connections whose peer takes none of their pending output for this long (0 = never).
+    /// Give a peer whose output backs up this long to take all of that backlog, else
+    /// close it: a backlog must drain, not a byte of it (0 = never).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     write_timeout: Duration,
     /// On SIGINT/SIGTERM, how long open connections get to finish before they are closed.

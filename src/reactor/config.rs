@@ -72,7 +72,10 @@ pub struct Config {
     pub event_capacity: usize,
     /// Close a connection with no traffic either way for this long.
     pub idle_timeout: Option<Duration>,
-    /// Close a connection whose peer takes none of its pending output for this long.
+    /// Close a connection whose peer has not taken all the output that was
+    /// pending when the timer was set, this long later. Taking a byte now
+    /// and then does not count: a peer must drain its backlog, at least as
+    /// fast as a backlog per timeout.
     pub write_timeout: Option<Duration>,
     /// Close a connection whose service has left a partial message (a frame
     /// not yet complete) unconsumed for this long since its first byte: a

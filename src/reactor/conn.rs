@@ -126,9 +126,9 @@ struct Backlog {
     input: Buffer,
     /// What the kernel has not taken yet; empty otherwise.
     output: Buffer,
-    /// Last time the kernel took some of our output (or when the backlog
-    /// began): the write timer's reference.
-    last_write: Stamp,
+    /// The count of bytes sent (`bytes_out`) the peer must have taken by
+    /// the write timer's deadline: what was owed when the timer was set.
+    drain_target: u64,
     /// When the first byte of the partial message in `input` arrived: the
     /// frame timer's reference.
     partial_since: Option<Stamp>,
@@ -182,19 +182,22 @@ impl Connection {
         self.backlog.as_ref().map_or(&[], |b| b.output.as_slice())
     }
 
-    fn backlog(&mut self, now: Stamp) -> &mut Backlog {
+    fn backlog(&mut self) -> &mut Backlog {
+        // A backlog begun while the write timer runs owes nothing by that
+        // deadline: the timer then sets what it owes by the next.
+        let sent = self.bytes_out;
         self.backlog.get_or_insert_with(|| {
             Box::new(Backlog {
                 input: Buffer::default(),
                 output: Buffer::default(),
-                last_write: now,
+                drain_target: sent,
                 partial_since: None,
             })
         })
     }
 
-    pub(crate) fn output_mut(&mut self, now: Stamp) -> &mut Buffer {
-        &mut self.backlog(now).output
+    pub(crate) fn output_mut(&mut self) -> &mut Buffer {
+        &mut self.backlog().output
     }
 
     /// The kernel took `n` bytes of the output.
@@ -215,17 +218,17 @@ impl Connection {
     }
 
     /// Puts back what the service left of the input.
-    pub(crate) fn keep_input(&mut self, input: Buffer, now: Stamp) {
+    pub(crate) fn keep_input(&mut self, input: Buffer) {
         if !input.is_empty() {
-            self.backlog(now).input = input;
+            self.backlog().input = input;
         }
         self.tidy();
     }
 
     /// Appends to the partial message.
-    pub(crate) fn extend_input(&mut self, bytes: &[u8], now: Stamp) {
+    pub(crate) fn extend_input(&mut self, bytes: &[u8]) {
         if !bytes.is_empty() {
-            self.backlog(now).input.extend(bytes);
+            self.backlog().input.extend(bytes);
         }
     }
 
@@ -245,8 +248,20 @@ impl Connection {
         }
     }
 
-    pub(crate) fn last_write(&self) -> Option<Stamp> {
-        self.backlog.as_ref().map(|b| b.last_write)
+    /// The `bytes_out` the write timer waits for, while there is output.
+    pub(crate) fn drain_target(&self) -> Option<u64> {
+        self.backlog
+            .as_ref()
+            .filter(|b| !b.output.is_empty())
+            .map(|b| b.drain_target)
+    }
+
+    /// The write timer is set: everything owed now must be taken by its deadline.
+    pub(crate) fn owe_by_deadline(&mut self) {
+        let owed = self.bytes_out + self.output().len() as u64;
+        if let Some(b) = &mut self.backlog {
+            b.drain_target = owed;
+        }
     }
 
     pub(crate) fn partial_since(&self) -> Option<Stamp> {
@@ -258,7 +273,7 @@ impl Connection {
         match (&mut self.backlog, since) {
             (Some(b), _) => b.partial_since = since,
             (None, None) => {}
-            (None, Some(at)) => self.backlog(at).partial_since = since,
+            (None, Some(_)) => self.backlog().partial_since = since,
         }
     }
 
@@ -331,9 +346,6 @@ impl Connection {
         if n > 0 {
             self.bytes_out += n as u64;
             self.last_active = now;
-            if let Some(b) = &mut self.backlog {
-                b.last_write = now;
-            }
         }
     }
 

@@ -43,7 +43,7 @@ impl State {
             conn.flags.deferred = true;
             self.deferred.push(id);
         }
-        Some(conn.output_mut(self.stamp).tail_mut())
+        Some(conn.output_mut().tail_mut())
     }
 
     /// Puts `id`'s held reply, if it has one, at the front of its backlog:
@@ -55,7 +55,7 @@ impl State {
             return;
         };
         if let Some(i) = conn.held_reply.take() {
-            conn.output_mut(self.stamp)
+            conn.output_mut()
                 .extend(self.replies.held[i as usize].slice(arena, &self.replies.out));
             self.defer(id);
         }
@@ -106,6 +106,7 @@ impl State {
             && let Some(timeout) = self.config.write_timeout
         {
             conn.flags.write_timer = true;
+            conn.owe_by_deadline();
             self.add_conn_timer(self.stamp.after(timeout), id, ConnTimer::Write);
         }
     }
@@ -130,7 +131,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             state.replies.held.push(held);
         } else {
             // The older reply did not all fit: the kernel is full, queue behind it.
-            conn.output_mut(state.stamp)
+            conn.output_mut()
                 .extend(held.slice(&self.arena.bytes, &state.replies.out));
             state.after_write(id);
         }
@@ -156,7 +157,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         let sent = send(&mut state.stats, state.config.trace, id, handles, data)?;
         conn.wrote(sent, state.stamp);
         if sent < data.len() {
-            conn.output_mut(state.stamp).extend(&data[sent..]);
+            conn.output_mut().extend(&data[sent..]);
         }
         state.after_write(id);
         Ok(())
@@ -184,7 +185,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 conn.wrote(sent, state.stamp);
                 if sent < data.len() {
                     // The kernel is full: the rest goes out when it turns writable.
-                    conn.output_mut(state.stamp).extend(&data[sent..]);
+                    conn.output_mut().extend(&data[sent..]);
                 } else {
                     // TLS may hold records back: the flush sees to them.
                     state.defer(id);

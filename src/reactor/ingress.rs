@@ -154,7 +154,6 @@ impl<S: Service, O: Os> Reactor<S, O> {
             return;
         };
         let left_before = c.input().len();
-        let now = state.stamp;
         state.replies.begin_serving(id);
         let used = if left_before == 0 {
             // Held echoes may point into these bytes: the next read goes after them.
@@ -163,17 +162,17 @@ impl<S: Service, O: Os> Reactor<S, O> {
             let ctx = &mut Context::with_input(state, &self.arena.bytes, range);
             let used = self.service.on_data(ctx, id, conn, input);
             if let Some(c) = state.conns.live_mut(id) {
-                c.extend_input(&input[used.min(input.len())..], now);
+                c.extend_input(&input[used.min(input.len())..]);
             }
             used
         } else {
-            c.extend_input(&self.arena.bytes[range], now);
+            c.extend_input(&self.arena.bytes[range]);
             let mut input = c.take_input();
             let ctx = &mut Context::new(state, &self.arena.bytes);
             let used = self.service.on_data(ctx, id, conn, input.as_slice());
             input.consume(used);
             if let Some(c) = state.conns.live_mut(id) {
-                c.keep_input(input, now);
+                c.keep_input(input);
             }
             used
         };

@@ -212,6 +212,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
         }
     }
 
+    /// The peer had until now to take everything that was owed to it when
+    /// the timer was set: taking a byte now and then does not renew it.
+    /// What was queued since is owed by the next deadline.
     fn write_timer_fired(&mut self, id: ConnId) {
         let now = self.state.stamp;
         let (Some(conn), Some(timeout)) = (
@@ -221,15 +224,16 @@ impl<S: Service, O: Os> Reactor<S, O> {
             return;
         };
         conn.flags.write_timer = false;
-        let Some(last_write) = conn.last_write().filter(|_| !conn.output().is_empty()) else {
+        let Some(target) = conn.drain_target() else {
             return; // nothing is owed
         };
-        let due = last_write.after(timeout);
-        if due <= now {
+        if conn.bytes_out < target {
             self.close(id, CloseReason::WriteTimeout);
         } else {
             conn.flags.write_timer = true;
-            self.state.add_conn_timer(due, id, ConnTimer::Write);
+            conn.owe_by_deadline();
+            self.state
+                .add_conn_timer(now.after(timeout), id, ConnTimer::Write);
         }
     }
 

@@ -336,11 +336,10 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// Bytes for a metrics connection, just read into `range` of the arena:
     /// kept until the request head is whole, then answered and closed.
     pub(super) fn answer_metrics(&mut self, id: ConnId, range: Range<usize>) {
-        let stamp = self.state.stamp;
         let Some(conn) = self.state.conns.live_mut(id) else {
             return;
         };
-        conn.extend_input(&self.arena.bytes[range], stamp);
+        conn.extend_input(&self.arena.bytes[range]);
         let Some((request, more)) = request(conn.input()) else {
             return;
         };

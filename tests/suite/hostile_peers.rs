@@ -1,5 +1,6 @@
 //! Peers that try to hold a server's memory or its slots without doing any
-//! real work: partial frames, and frames trickled a byte at a time.
+//! real work: partial frames, frames trickled a byte at a time, output
+//! read a trickle at a time.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -7,11 +8,11 @@ use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
 
-use sockloop::app::echo::FramedEcho;
+use sockloop::app::echo::{Echo, FramedEcho};
 use sockloop::codec::{Codec, Framing};
-use sockloop::reactor::{CloseReason, Config};
+use sockloop::reactor::{CloseReason, Config, SocketOptions};
 
-use crate::common::{Server, TestServer, round_trip};
+use crate::common::{LogLines, Rng, Server, TestServer, connect_tiny, round_trip};
 
 #[test]
 #[cfg_attr(not(target_os = "linux"), ignore = "reads VmRSS from /proc")]
@@ -104,4 +105,86 @@ fn frames_that_each_complete_in_time_are_never_timed_out() {
     }
     assert_eq!(server.stats().closed_by(CloseReason::FrameTimeout), 0);
     assert!(back.starts_with(b"a0\nn1\nn2\n"), "{back:?}");
+}
+
+/// Bug 3 of issue 21: any byte taken renewed the write timeout, so a peer
+/// reading a few KiB now and then held a megabyte of output for ever.
+#[test]
+fn a_peer_that_reads_a_trickle_of_its_backlog_is_closed_by_the_write_timeout() {
+    let args = [
+        "echo",
+        "--sndbuf",
+        "16K",
+        "--write-timeout",
+        "1s",
+        "--stats-interval",
+        "200ms",
+    ];
+    let mut server = Server::start(&[], &args, Stdio::piped());
+    let mut log = LogLines::new(server.take_stderr());
+    let mut trickler = connect_tiny(server.addr());
+    let mut writer = trickler.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    // The writer stops once the server no longer reads it (or is gone).
+    let sender = thread::spawn(move || {
+        let chunk = vec![1; 64 << 10];
+        (0..32)
+            .take_while(|_| writer.write_all(&chunk).is_ok())
+            .count()
+    });
+    let mut buf = [0; 4096];
+    let mut taken = 0;
+    let mut closed = false;
+    // About 20 KiB a second, for up to 10 s: progress, but not a backlog's worth.
+    for _ in 0..50 {
+        thread::sleep(Duration::from_millis(200));
+        match trickler.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => taken += n,
+        }
+    }
+    assert!(
+        closed,
+        "a peer that took {taken} bytes in 10 s is still connected"
+    );
+    log.wait_for("write-timeout 1");
+    sender.join().unwrap();
+}
+
+/// The other side of the rule above: a peer that reads slowly but drains
+/// its backlog within the write timeout keeps its connection.
+#[test]
+fn a_slow_reader_that_drains_its_backlog_in_time_is_not_timed_out() {
+    let config = Config {
+        write_timeout: Some(Duration::from_secs(2)),
+        socket: SocketOptions {
+            send_buffer: Some(16 << 10),
+            ..SocketOptions::default()
+        },
+        ..Config::default()
+    };
+    let server = TestServer::start(config, || Echo);
+    let data = Rng::new(3).bytes(4 << 20);
+    let stream = server.connect();
+    let mut writer = stream.try_clone().unwrap();
+    let back = thread::scope(|s| {
+        s.spawn(|| writer.write_all(&data).expect("write"));
+        let mut reader = stream;
+        let mut back = vec![0; data.len()];
+        // 32 KiB every 10 ms: a backlog of a megabyte in about a third of a second.
+        for piece in back.chunks_mut(32 << 10) {
+            reader.read_exact(piece).expect("read the echo");
+            thread::sleep(Duration::from_millis(10));
+        }
+        back
+    });
+    assert!(back == data, "bytes came back altered");
+    let stats = server.stats();
+    assert!(stats.peak_pending_output > 512 << 10, "no backlog built up");
+    assert_eq!(stats.closed_by(CloseReason::WriteTimeout), 0);
 }
