@@ -433,6 +433,11 @@ struct ServerArgs {
     /// Stop reading a peer whose unsent replies exceed this (e.g. 1MiB, 256KiB).
     #[arg(long, default_value = "1MiB", value_parser = refuse_zero(parse_size))]
     high_watermark: usize,
+    /// Unsent output all connections of a reactor may hold together: from
+    /// half of it on, a peer whose replies back up is not read until they
+    /// drain; past it, the largest backlogs are closed.
+    #[arg(long, default_value = "256MiB", value_parser = refuse_zero(parse_size))]
+    max_buffered: usize,
     /// Close connections with no traffic either way for this long (500ms, 30s, 2m; 0 = never).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
@@ -504,6 +509,7 @@ impl ServerArgs {
             max_conns: self.max_conns,
             high_watermark: self.high_watermark,
             low_watermark: self.high_watermark / 4,
+            max_buffered: self.max_buffered,
             idle_timeout: nonzero(self.idle_timeout),
             write_timeout: nonzero(self.write_timeout),
             shutdown_timeout: self.shutdown_timeout,

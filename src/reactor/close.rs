@@ -30,10 +30,13 @@ pub enum CloseReason {
     /// A TLS peer's stream ended without its close_notify (a TCP FIN
     /// alone): cut short, maybe by an attacker, so not a clean end.
     TlsTruncated,
+    /// Shed, its backlog among the largest, when the output of all the
+    /// reactor's connections passed [`Config::max_buffered`](super::Config::max_buffered).
+    OverBudget,
 }
 
 impl CloseReason {
-    pub(crate) const COUNT: usize = 11;
+    pub(crate) const COUNT: usize = 12;
 
     pub(crate) fn slot(self) -> usize {
         match self {
@@ -48,6 +51,7 @@ impl CloseReason {
             CloseReason::FrameTimeout => 8,
             CloseReason::HandshakeTimeout => 9,
             CloseReason::TlsTruncated => 10,
+            CloseReason::OverBudget => 11,
         }
     }
 
@@ -64,6 +68,7 @@ impl CloseReason {
         "frame-timeout",
         "handshake-timeout",
         "tls-truncated",
+        "over-budget",
     ];
 }
 
@@ -81,6 +86,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Limit => f.write_str("connection limit"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::TlsTruncated => f.write_str("TLS stream cut short (no close_notify)"),
+            CloseReason::OverBudget => f.write_str("over the output budget"),
         }
     }
 }

@@ -59,6 +59,12 @@ pub struct Config {
     pub high_watermark: usize,
     /// ...until it drains to this many.
     pub low_watermark: usize,
+    /// The output all connections together may hold (their unsent bytes,
+    /// not counting what the kernel holds). From half of it on, a
+    /// connection whose output backs up at all is not read until that
+    /// drains; past it, the connections with the largest backlogs are
+    /// closed (RST) until the total is back at half. `usize::MAX`: no limit.
+    pub max_buffered: usize,
     /// Bytes asked for by one `read`.
     pub read_chunk: usize,
     /// Bytes one connection may read per turn before others get theirs.
@@ -113,6 +119,7 @@ impl Default for Config {
             max_conns: usize::MAX,
             high_watermark: 1 << 20,
             low_watermark: 256 << 10,
+            max_buffered: 256 << 20,
             read_chunk: 64 << 10,
             read_budget: 256 << 10,
             accept_budget: 32,

@@ -126,6 +126,9 @@ struct Backlog {
     input: Buffer,
     /// What the kernel has not taken yet; empty otherwise.
     output: Buffer,
+    /// How much of `output` the reactor's total of buffered output counts:
+    /// brought up to date by [`Connection::count_output`] after each write.
+    counted: usize,
     /// The count of bytes sent (`bytes_out`) the peer must have taken by
     /// the write timer's deadline: what was owed when the timer was set.
     drain_target: u64,
@@ -190,6 +193,7 @@ impl Connection {
             Box::new(Backlog {
                 input: Buffer::default(),
                 output: Buffer::default(),
+                counted: 0,
                 drain_target: sent,
                 partial_since: None,
             })
@@ -200,10 +204,21 @@ impl Connection {
         &mut self.backlog().output
     }
 
-    /// The kernel took `n` bytes of the output.
+    /// The kernel took `n` bytes of the output. ([`count_output`](Self::count_output),
+    /// which follows every write, frees the backlog if that emptied it.)
     pub(crate) fn consume_output(&mut self, n: usize) {
         if let Some(b) = &mut self.backlog {
             b.output.consume(n);
+        }
+    }
+
+    /// Brings `total`, the output the reactor counts for all its
+    /// connections, up to date with this one's: the one place where output
+    /// that grew or shrank since the last call is added or taken off.
+    pub(crate) fn count_output(&mut self, total: &mut usize) {
+        if let Some(b) = &mut self.backlog {
+            *total = *total - b.counted + b.output.len();
+            b.counted = b.output.len();
         }
         self.tidy();
     }
@@ -232,17 +247,19 @@ impl Connection {
         }
     }
 
-    /// Drops both buffers.
-    pub(crate) fn release_buffers(&mut self) {
-        self.backlog = None;
+    /// Drops both buffers; returns how much output the reactor's total
+    /// counted for them, to take off it.
+    pub(crate) fn release_buffers(&mut self) -> usize {
+        self.backlog.take().map_or(0, |b| b.counted)
     }
 
-    /// Frees the backlog once it holds no bytes: an idle connection keeps none.
+    /// Frees the backlog once it holds no bytes (and the reactor's total
+    /// counts none of it): an idle connection keeps none.
     pub(crate) fn tidy(&mut self) {
         if self
             .backlog
             .as_ref()
-            .is_some_and(|b| b.input.is_empty() && b.output.is_empty())
+            .is_some_and(|b| b.input.is_empty() && b.output.is_empty() && b.counted == 0)
         {
             self.backlog = None;
         }

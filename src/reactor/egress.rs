@@ -8,7 +8,8 @@
 //! the kernel refuses becomes that connection's backlog, its own buffer,
 //! flushed when the socket turns writable. A backlog above the high
 //! watermark stops reading the connection that feeds it, until it drains
-//! below the low one.
+//! below the low one; while the output of all connections is over half
+//! their budget, any backlog does, until it has drained (see `budget`).
 
 use std::io;
 
@@ -62,20 +63,26 @@ impl State {
     }
 
     /// Backpressure: stop reading the connection that feeds this output
-    /// above the high watermark, resume it below the low one. A backlog also
-    /// starts the write timer.
+    /// above the high watermark, resume it below the low one. While the
+    /// output of all connections is over the budget's flow-control mark,
+    /// both watermarks are zero: a connection whose output backs up at all
+    /// is not read until it has drained. A backlog also starts the write
+    /// timer.
     pub(crate) fn after_write(&mut self, id: ConnId) {
         let Some(conn) = self.conns.live_mut(id) else {
             return;
         };
+        conn.count_output(&mut self.stats.buffered_output);
         let pending = conn.output().len();
         let source = conn.fed_by.unwrap_or(id);
         self.stats.peak_pending_output = self.stats.peak_pending_output.max(pending);
-        let (high, low, trace) = (
-            self.config.high_watermark,
-            self.config.low_watermark,
-            self.config.trace,
-        );
+        let tight = self.stats.buffered_output > self.config.max_buffered / 2;
+        let (high, low) = if tight {
+            (0, 0)
+        } else {
+            (self.config.high_watermark, self.config.low_watermark)
+        };
+        let trace = self.config.trace;
         if let Some(src) = self.conns.live_mut(source) {
             if pending > high && !src.flags.backpressured {
                 src.flags.backpressured = true;
@@ -83,6 +90,9 @@ impl State {
                     trace,
                     "{source} reading paused: {id} has {pending} bytes pending"
                 );
+                if tight {
+                    self.paused_for_budget(source);
+                }
             } else if pending <= low && src.flags.backpressured {
                 src.flags.backpressured = false;
                 trace_io!(
@@ -92,7 +102,7 @@ impl State {
                 self.schedule_read(source);
             }
         }
-        if pending <= low
+        if pending <= self.config.low_watermark
             && let Some(i) = self.drain_watch.iter().position(|&w| w == id)
         {
             self.drain_watch.swap_remove(i);

@@ -136,7 +136,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         }
         // Its timers' entries are skipped when they surface: the id misses.
         conn.phase = Phase::Closed;
-        conn.release_buffers();
+        state.stats.buffered_output -= conn.release_buffers();
         let outbound = conn.flags.outbound;
         state.stats.active -= 1;
         if conn.flags.metrics {

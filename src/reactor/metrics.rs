@@ -245,6 +245,18 @@ pub(crate) fn write_stats(stats: &Stats, m: &mut MetricsText) {
         "The largest backlog of unsent output any connection has had.",
         peak,
     );
+    m.single(
+        "sockloop_buffered_output_bytes",
+        Gauge,
+        "Unsent output all connections hold now (bounded by --max-buffered).",
+        stats.buffered_output as u64,
+    );
+    m.single(
+        "sockloop_budget_pauses_total",
+        Counter,
+        "Connections not read because the output of all was over half of --max-buffered.",
+        stats.budget_pauses,
+    );
 }
 
 /// What a request asks for, once its head is whole (or refused).

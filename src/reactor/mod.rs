@@ -15,6 +15,7 @@
 //! - `ingress`: reads, the shared arena, delivery, the end of input;
 //! - `splice`: the zero-copy relay path (Linux);
 //! - `egress`: held replies, flushing, backpressure;
+//! - `budget`: the output all connections may hold together, and shedding;
 //! - `lifecycle`: deferred actions, FIN and close, timers, graceful shutdown;
 //! - `handshake`: a connection's PROXY header and TLS handshake, before
 //!   the service hears of it;
@@ -25,6 +26,7 @@
 //!   `handle`, `config`, `close` and `trace`.
 
 mod accept;
+mod budget;
 mod buffer;
 mod close;
 mod config;
@@ -304,6 +306,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         self.serve_scheduled();
         self.send_held_replies();
         self.report_drained();
+        self.enforce_budget();
         if !self.state.dead.is_empty() {
             // Taken out and put back, keeping its capacity.
             let mut dead = std::mem::take(&mut self.state.dead);

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::budget::PauseWarning;
 use super::close::CloseReason;
 use super::config::Config;
 use super::conn::{About, Connection, Phase};
@@ -82,6 +83,9 @@ pub(crate) struct State {
     pub(crate) stamp: Stamp,
     pub(crate) stats: Stats,
     pub(crate) admission: Admission,
+    /// What the warning about connections paused for the output budget
+    /// has yet to say.
+    pub(crate) pause_warning: PauseWarning,
     pub(crate) shutting_down: bool,
     /// A second shutdown request came: stop without draining.
     pub(crate) forced: bool,
@@ -117,6 +121,7 @@ impl State {
             now,
             stats: Stats::default(),
             admission: Admission::default(),
+            pause_warning: PauseWarning::default(),
             shutting_down: false,
             forced: false,
             stopped: false,

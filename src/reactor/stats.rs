@@ -36,6 +36,12 @@ pub struct Stats {
     pub truncated_frames: u64,
     /// The largest backlog of unsent output any connection has had.
     pub peak_pending_output: usize,
+    /// Unsent output all connections hold now: what
+    /// [`Config::max_buffered`](super::Config::max_buffered) bounds.
+    pub buffered_output: usize,
+    /// Times a connection stopped being read because the output of all
+    /// connections was over half the budget and its own backed up.
+    pub budget_pauses: u64,
     /// Calls to the poller's wait, and the events they returned.
     pub polls: u64,
     pub events: u64,
@@ -86,6 +92,8 @@ impl Stats {
             frames_out,
             truncated_frames,
             peak_pending_output,
+            buffered_output,
+            budget_pauses,
             polls,
             events,
             reads,
@@ -105,6 +113,7 @@ impl Stats {
             *sum += n;
         }
         self.peak_pending_output = self.peak_pending_output.max(peak_pending_output);
+        self.buffered_output += buffered_output;
         for (sum, n) in [
             (&mut self.accepted, accepted),
             (&mut self.connected, connected),
@@ -117,6 +126,7 @@ impl Stats {
             (&mut self.frames_in, frames_in),
             (&mut self.frames_out, frames_out),
             (&mut self.truncated_frames, truncated_frames),
+            (&mut self.budget_pauses, budget_pauses),
             (&mut self.polls, polls),
             (&mut self.events, events),
             (&mut self.reads, reads),
@@ -165,7 +175,8 @@ impl fmt::Display for Stats {
         write!(
             f,
             "; bytes in {}, out {}; frames in {}, out {}; waits {} ({per_wait:.1} events each); \
-             reads {} (EAGAIN {}); writes {} (EAGAIN {}); interest changes {}",
+             reads {} (EAGAIN {}); writes {} (EAGAIN {}); interest changes {}; \
+             output buffered {} (paused for the budget {})",
             self.bytes_in,
             self.bytes_out,
             self.frames_in,
@@ -176,6 +187,8 @@ impl fmt::Display for Stats {
             self.writes,
             self.eagain_writes,
             self.interest_changes,
+            self.buffered_output,
+            self.budget_pauses,
         )
     }
 }
@@ -268,6 +281,8 @@ mod tests {
             accepted: 3,
             bytes_out: 10,
             peak_pending_output: 7,
+            buffered_output: 5,
+            budget_pauses: 1,
             tls_failures: 1,
             ..Stats::default()
         };
@@ -276,11 +291,14 @@ mod tests {
             accepted: 4,
             bytes_out: 5,
             peak_pending_output: 2,
+            buffered_output: 6,
+            budget_pauses: 2,
             ..Stats::default()
         };
         two.count_close(CloseReason::Idle);
         one.add(&two);
         assert_eq!((one.accepted, one.bytes_out, one.closed), (7, 15, 2));
+        assert_eq!((one.buffered_output, one.budget_pauses), (11, 3));
         assert_eq!((one.peak_pending_output, one.tls_failures), (7, 1));
         assert_eq!(one.closed_by(CloseReason::Peer), 1);
         assert_eq!(one.closed_by(CloseReason::Idle), 1);

@@ -397,8 +397,18 @@ impl Server {
 
     /// Resident memory of the server process (VmRSS).
     pub fn rss_bytes(&self) -> u64 {
-        let rss = self.proc_status("VmRSS");
-        let kib = rss.strip_suffix("kB").expect("VmRSS in kB");
+        self.proc_status_bytes("VmRSS")
+    }
+
+    /// The most resident memory the server process has had (VmHWM).
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.proc_status_bytes("VmHWM")
+    }
+
+    /// A size in /proc/PID/status, given there in kB.
+    fn proc_status_bytes(&self, field: &str) -> u64 {
+        let value = self.proc_status(field);
+        let kib = value.strip_suffix("kB").expect("a size in kB");
         kib.trim().parse::<u64>().unwrap() * 1024
     }
 

@@ -1,18 +1,18 @@
 //! Peers that try to hold a server's memory or its slots without doing any
 //! real work: partial frames, frames trickled a byte at a time, output
-//! read a trickle at a time.
+//! never read or read a trickle at a time.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::Stdio;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sockloop::app::echo::{Echo, FramedEcho};
 use sockloop::codec::{Codec, Framing};
 use sockloop::reactor::{CloseReason, Config, SocketOptions};
 
-use crate::common::{LogLines, Rng, Server, TestServer, connect_tiny, round_trip};
+use crate::common::{LogLines, Rng, Server, TestServer, bulk_round_trip, connect_tiny, round_trip};
 
 #[test]
 #[cfg_attr(not(target_os = "linux"), ignore = "reads VmRSS from /proc")]
@@ -107,6 +107,107 @@ fn frames_that_each_complete_in_time_are_never_timed_out() {
     assert!(back.starts_with(b"a0\nn1\nn2\n"), "{back:?}");
 }
 
+/// Sends `bytes` to each of `peers` without blocking on any, until each has
+/// sent it all or been closed, or none has made progress for a second.
+/// Returns how many were closed (reset) by the server meanwhile.
+fn send_to_all(peers: &mut [TcpStream], bytes: usize) -> usize {
+    let chunk = vec![7; 64 << 10];
+    let mut sent = vec![0; peers.len()];
+    let mut closed = vec![false; peers.len()];
+    let mut last_progress = Instant::now();
+    while last_progress.elapsed() < Duration::from_secs(1) {
+        let mut busy = false;
+        for (i, peer) in peers.iter_mut().enumerate() {
+            if closed[i] || sent[i] == bytes {
+                continue;
+            }
+            busy = true;
+            let n = chunk.len().min(bytes - sent[i]);
+            match peer.write(&chunk[..n]) {
+                Ok(n) => {
+                    sent[i] += n;
+                    last_progress = Instant::now();
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => closed[i] = true,
+            }
+        }
+        if !busy {
+            break;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    closed.iter().filter(|&&c| c).count()
+}
+
+/// The number after `label ` in a stats line (`closed 3 (over-budget 2, ...`).
+fn stat(line: &str, label: &str) -> u64 {
+    line.split(&format!("{label} "))
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bug 3 of issue 21: each peer that never reads pinned a high watermark of
+/// output, with no bound on the total (these 200 cost +212 MiB before).
+#[test]
+#[cfg_attr(not(target_os = "linux"), ignore = "reads VmRSS from /proc")]
+fn peers_that_never_read_are_held_to_the_output_budget() {
+    const PEERS: usize = 200;
+    const EACH: usize = 2 << 20;
+    let args = [
+        "echo",
+        "--sndbuf",
+        "16K",
+        "--max-buffered",
+        "32MiB",
+        "--stats-interval",
+        "200ms",
+    ];
+    let mut server = Server::start(&[], &args, Stdio::piped());
+    let mut log = LogLines::new(server.take_stderr());
+    let before = server.rss_bytes();
+    let mut hogs: Vec<TcpStream> = (0..PEERS).map(|_| connect_tiny(server.addr())).collect();
+    for hog in &hogs {
+        hog.set_nonblocking(true).unwrap();
+    }
+    let reset = send_to_all(&mut hogs, EACH);
+    // Let it settle: it reads no more of them (two stats lines in a row
+    // agree), within 10 s.
+    let mut last = log.wait_for("stats: ");
+    for _ in 0..50 {
+        let next = log.wait_for("stats: ");
+        if stat(&next, "bytes in") == stat(&last, "bytes in") {
+            break;
+        }
+        last = next;
+    }
+    let grown = server.peak_rss_bytes().saturating_sub(before);
+    eprintln!(
+        "peak RSS grew {} MiB for {PEERS} peers that do not read ({reset} were reset)",
+        grown >> 20
+    );
+    assert!(
+        grown <= 48 << 20,
+        "the server's RSS grew {} MiB over its start",
+        grown >> 20
+    );
+
+    // A client that reads is served: its echo, paused whenever it backs up,
+    // resumes as it drains.
+    let mut fresh = server.connect();
+    let message = Rng::new(21).bytes(256 << 10);
+    assert!(bulk_round_trip(&mut fresh, &message) == message);
+
+    let stats = log.wait_for("stats: ");
+    assert!(stat(&stats, "paused for the budget") > 0, "{stats}");
+    let warning = (log.seen.iter())
+        .find(|l| l.contains("not read until its output drains"))
+        .unwrap_or_else(|| panic!("no warning in:\n{}", log.seen.join("\n")));
+    eprintln!("{warning}\n{stats}");
+}
+
 /// Bug 3 of issue 21: any byte taken renewed the write timeout, so a peer
 /// reading a few KiB now and then held a megabyte of output for ever.
 #[test]
@@ -187,4 +288,38 @@ fn a_slow_reader_that_drains_its_backlog_in_time_is_not_timed_out() {
     let stats = server.stats();
     assert!(stats.peak_pending_output > 512 << 10, "no backlog built up");
     assert_eq!(stats.closed_by(CloseReason::WriteTimeout), 0);
+}
+
+/// Past the budget, the connections with the largest backlogs are closed,
+/// and a peer that reads is still served.
+#[test]
+fn the_largest_backlogs_are_shed_when_the_total_passes_the_budget() {
+    const BUDGET: usize = 2 << 20;
+    let config = Config {
+        max_buffered: BUDGET,
+        socket: SocketOptions {
+            send_buffer: Some(16 << 10),
+            ..SocketOptions::default()
+        },
+        ..Config::default()
+    };
+    let server = TestServer::start(config, || Echo);
+    let mut hogs: Vec<TcpStream> = (0..40).map(|_| connect_tiny(server.addr)).collect();
+    for hog in &hogs {
+        hog.set_nonblocking(true).unwrap();
+    }
+    send_to_all(&mut hogs, 1 << 20);
+    let stats = server.wait_for("a connection shed", |s| {
+        s.closed_by(CloseReason::OverBudget) > 0
+    });
+    assert!(stats.budget_pauses > 0, "{stats:?}");
+    let mut fresh = server.connect();
+    let message = Rng::new(4).bytes(256 << 10);
+    assert!(bulk_round_trip(&mut fresh, &message) == message);
+    let stats = server.stats();
+    assert!(
+        stats.buffered_output <= BUDGET,
+        "{} bytes buffered over a budget of {BUDGET}",
+        stats.buffered_output
+    );
 }

@@ -6,7 +6,7 @@
 //! scripts, and shrinks a failure to the smallest script that still fails.
 //!
 //! `SOCKLOOP_SIM_CASES=N` runs N cases per property (default 1,000: the
-//! seven properties take a few seconds);
+//! eight properties take a few seconds);
 //! `SOCKLOOP_SIM_SEED=S` (a number) replays the run that printed it, and
 //! `SOCKLOOP_SIM_SEED=random` explores a fresh one.
 
@@ -178,6 +178,8 @@ struct Outcome {
     settled: Vec<Vec<u8>>,
     misuse: Vec<String>,
     peak_pending: usize,
+    /// The most output all connections held together at the end of a turn.
+    peak_buffered: usize,
 }
 
 fn run<S: Service>(case: &Case, service: S, config: Config) -> Result<Outcome, TestCaseError> {
@@ -206,6 +208,7 @@ fn drive<S: Service>(case: &Case, service: S, config: Config) -> Result<Outcome,
         .unwrap();
     let mut peers: Vec<Peer> = Vec::new();
     let mut refused = 0;
+    let mut peak_buffered = 0;
     for step in &case.steps {
         if let Step::Shutdown = step {
             reactor.shutdown();
@@ -215,10 +218,14 @@ fn drive<S: Service>(case: &Case, service: S, config: Config) -> Result<Outcome,
         for _ in 0..turns {
             // Peers read only when the script says so: a peer that does not
             // read is how backpressure starts.
-            turn(&mut reactor, &mut peers, false)?;
+            peak_buffered = peak_buffered.max(turn(&mut reactor, &mut peers, false)?);
         }
     }
-    settle(&mut reactor, &mut peers)?;
+    peak_buffered = peak_buffered.max(settle(&mut reactor, &mut peers)?);
+    // The running total of output is what the connections hold.
+    let held: usize = reactor.connections().iter().map(|c| c.pending_output).sum();
+    let counted = reactor.stats().buffered_output;
+    prop_assert!(counted == held, "{counted} bytes counted, {held} held");
     let settled = peers.iter().map(|p| p.client.received.clone()).collect();
     // The end: every peer still there says FIN, and everything must settle.
     for p in &mut peers {
@@ -237,7 +244,7 @@ fn drive<S: Service>(case: &Case, service: S, config: Config) -> Result<Outcome,
                 break;
             }
         }
-        turn(&mut reactor, &mut peers, true)?;
+        peak_buffered = peak_buffered.max(turn(&mut reactor, &mut peers, true)?);
     }
     let stuck: Vec<usize> = peers
         .iter()
@@ -254,41 +261,48 @@ fn drive<S: Service>(case: &Case, service: S, config: Config) -> Result<Outcome,
     // shut down) the listener are left.
     let open = world(|w| w.open_fds());
     prop_assert!(open <= 3, "{open} descriptors still open at the end");
+    let counted = reactor.stats().buffered_output;
+    prop_assert!(counted == 0, "{counted} bytes of output counted, none held");
     if std::env::var_os("SOCKLOOP_SIM_DEBUG").is_some() {
         let (calls, unfired) = world(|w| w.calls());
         let bytes: usize = peers.iter().map(|p| p.client.received.len()).sum();
-        let shed = reactor
-            .stats()
-            .closed_by(sockloop::reactor::CloseReason::Limit);
+        let stats = reactor.stats();
+        let shed = stats.closed_by(sockloop::reactor::CloseReason::Limit);
+        let over = stats.closed_by(sockloop::reactor::CloseReason::OverBudget);
         eprintln!(
-            "calls {calls} faults {} unfired {unfired} peers {} bytes back {bytes} shed {shed}",
+            "calls {calls} faults {} unfired {unfired} peers {} bytes back {bytes} shed {shed} \
+             over-budget {over} budget pauses {}",
             case.faults.len(),
-            peers.len()
+            peers.len(),
+            stats.budget_pauses
         );
     }
     Ok(Outcome {
         settled,
         misuse: world(|w| std::mem::take(&mut w.misuse)),
         peak_pending: reactor.stats().peak_pending_output,
+        peak_buffered,
         peers,
     })
 }
 
 /// Turns the reactor until nothing is left to report and peers get
-/// nothing more; the clock runs meanwhile, as it would.
+/// nothing more; the clock runs meanwhile, as it would. Returns the most
+/// output left buffered at the end of a turn.
 fn settle<S: Service>(
     reactor: &mut Reactor<S, Sim>,
     peers: &mut [Peer],
-) -> Result<(), TestCaseError> {
+) -> Result<usize, TestCaseError> {
     let mut quiet = 0;
+    let mut peak_buffered = 0;
     for _ in 0..DRAIN_TURNS {
         let before: usize = peers.iter().map(|p| p.client.received.len()).sum();
-        turn(reactor, peers, true)?;
+        peak_buffered = peak_buffered.max(turn(reactor, peers, true)?);
         let after: usize = peers.iter().map(|p| p.client.received.len()).sum();
         if before == after && !world(|w| w.has_pending()) {
             quiet += 1;
             if quiet > 3 {
-                return Ok(());
+                return Ok(peak_buffered);
             }
         } else {
             quiet = 0;
@@ -339,16 +353,18 @@ fn act(step: &Step, peers: &mut Vec<Peer>, refused: &mut usize, listen: &Addr) {
 }
 
 /// One reactor turn, then the world's upstreams work, and every peer reads
-/// what has come if `read`. A turn may not do unbounded work.
+/// what has come if `read`. A turn may not do unbounded work. Returns the
+/// output the turn left buffered.
 fn turn<S: Service>(
     reactor: &mut Reactor<S, Sim>,
     peers: &mut [Peer],
     read: bool,
-) -> Result<(), TestCaseError> {
+) -> Result<usize, TestCaseError> {
     world(|w| w.calls_this_turn = 0);
     reactor
         .turn()
         .map_err(|e| TestCaseError::fail(format!("turn failed: {e}")))?;
+    let buffered = reactor.stats().buffered_output;
     let (calls, open) = world(|w| (w.calls_this_turn, w.open_fds()));
     // Generous, but finite: a loop that spins inside a turn runs past it.
     let bound = 200 + 64 * open as u64;
@@ -364,7 +380,7 @@ fn turn<S: Service>(
             }
         }
     });
-    Ok(())
+    Ok(buffered)
 }
 
 /// Every peer that was not reset got back exactly what `expect` makes of
@@ -492,6 +508,36 @@ fn echo_survives_hostile_faults_and_resets() {
         |case| {
             let out = run(case, Echo, config())?;
             check_echo(&out, <[u8]>::to_vec, false, config().read_chunk)
+        },
+    );
+}
+
+#[test]
+fn echo_and_relay_hold_to_their_output_budget_under_hostile_faults() {
+    check(
+        "echo_and_relay_hold_to_their_output_budget_under_hostile_faults",
+        case(HOSTILE, true),
+        |case| {
+            // One turn's reads: flow control tightens after half of it, and
+            // a peer or two that do not read pass it, to be shed.
+            let config = Config {
+                max_buffered: config().read_budget,
+                ..config()
+            };
+            let relay = Relay::new(vec![UPSTREAM.parse().unwrap()]);
+            for out in [
+                run(case, Echo, config.clone())?,
+                run(case, relay, config.clone())?,
+            ] {
+                prop_assert!(
+                    out.peak_buffered <= config.max_buffered,
+                    "{} bytes buffered at the end of a turn, over the budget of {}",
+                    out.peak_buffered,
+                    config.max_buffered
+                );
+                check_echo(&out, <[u8]>::to_vec, false, config.read_chunk)?;
+            }
+            Ok(())
         },
     );
 }
