@@ -58,7 +58,7 @@ impl Outcome {
 
     /// With several reactors, one line for how the kernel spread the
     /// connections: each reactor's accepted count in order (`accepted per
-    /// reactor: 104/96`), or past [`SHARES_LISTED`] their least, median
+    /// reactor: 104/96`), or past 32 reactors their least, median
     /// and most. Each reactor's own counters are logged at debug level.
     pub fn spread(&self) -> Option<String> {
         let n = self.stats.len();
