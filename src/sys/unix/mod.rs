@@ -10,7 +10,7 @@ pub use net_limits::{ephemeral_ports, somaxconn};
 pub use process::{
     SpareFd, grow_fd_table, open_descriptors, raise_fd_limit, spawn_without_signals,
 };
-pub use socket::{ListenOptions, Listener, Socket, SocketOptions};
+pub use socket::{Listener, Socket};
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
