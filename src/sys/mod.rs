@@ -25,6 +25,10 @@
 //! splice) and `bsd/` (kqueue on macOS, iOS, FreeBSD, OpenBSD, NetBSD and
 //! DragonFly). What all Unixes share, sockets first, is in `unix/`.
 
+// Every `unsafe` below says why it holds; the modules that need one allow
+// it by name, the rest of the crate denies it (lib.rs).
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::time::Instant;
 
 mod addr;
