@@ -8,6 +8,8 @@
 //! tokio-util gets a BytesMut with the same capacity, extended by each read,
 //! decoded until `None`.
 
+#![deny(unsafe_code)]
+
 use std::hint::black_box;
 
 use bytes::BytesMut;

@@ -8,6 +8,8 @@
 //! `64conns_4KiB` has 64 connections, so one turn of the server sees many
 //! ready sockets at once.
 
+#![deny(unsafe_code)]
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;

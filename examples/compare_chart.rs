@@ -8,6 +8,8 @@
 //! --json` prints it: the file compare.sh collects (kept with `KEEP=dir`).
 //! Servers appear in the order of their first run.
 
+#![deny(unsafe_code)]
+
 use std::io;
 use std::path::Path;
 use std::process::ExitCode;

@@ -9,6 +9,8 @@
 //! sit in the kernel's receive buffer; nobody answers until the first client
 //! hangs up.
 
+#![deny(unsafe_code)]
+
 use std::env;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -8,6 +8,8 @@
 //! one kernel thread (and its stack) per connection, and a context switch
 //! every time a different client has data.
 
+#![deny(unsafe_code)]
+
 use std::env;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -11,6 +11,8 @@
 //! thread, like a hand-rolled reactor; `multi_thread` spreads tasks over one
 //! worker per core.
 
+#![deny(unsafe_code)]
+
 use std::env;
 use std::io::{self, Write};
 use std::process;

@@ -9,6 +9,8 @@
 //! suites), so a comparison measures the two event loops, not two TLS
 //! configurations.
 
+#![deny(unsafe_code)]
+
 use std::env;
 use std::io::{self, Write};
 use std::path::Path;

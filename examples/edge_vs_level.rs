@@ -22,6 +22,8 @@
 //! Linux only: it calls epoll(7) directly, with the few `unsafe` calls that
 //! needs.
 
+#![deny(unsafe_code, clippy::undocumented_unsafe_blocks)]
+
 #[cfg(target_os = "linux")]
 fn main() -> std::process::ExitCode {
     demo::main()
@@ -34,6 +36,10 @@ fn main() {
 }
 
 #[cfg(target_os = "linux")]
+#[expect(
+    unsafe_code,
+    reason = "it calls epoll(7) directly, to show what sys/ hides"
+)]
 mod demo {
     use std::io::{self, Read, Write};
     use std::net::{TcpListener, TcpStream};

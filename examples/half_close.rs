@@ -16,6 +16,8 @@
 //!    a clean close reads (and drops) what is left first, which is what
 //!    sockloop's reactor does when it shuts a connection down.
 
+#![deny(unsafe_code)]
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::thread;

@@ -13,6 +13,8 @@
 //! `--nodelay` (TCP_NODELAY) the body leaves at once. Writing each request
 //! in one call avoids the trap as well.
 
+#![deny(unsafe_code)]
+
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::process::ExitCode;

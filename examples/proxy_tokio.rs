@@ -13,6 +13,8 @@
 //! held small writes back for Nagle's algorithm would add a round trip to
 //! every request.
 
+#![deny(unsafe_code)]
+
 use std::env;
 use std::io::{self, Write};
 use std::process;

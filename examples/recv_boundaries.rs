@@ -13,6 +13,8 @@
 //!    decode them with `sockloop::codec`, however the bytes are cut. The
 //!    reads here take at most 5 bytes, to cut them as badly as possible.
 
+#![deny(unsafe_code)]
+
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread;

@@ -8,6 +8,8 @@
 //! Ctrl-C (SIGINT) or SIGTERM shuts it down gracefully; SIGUSR1 prints the
 //! table of open connections to stderr.
 
+#![deny(unsafe_code)]
+
 use std::io::{self, Write};
 
 use sockloop::reactor::{Addr, Config, ConnId, Context, ListenOptions, Reactor, Service};

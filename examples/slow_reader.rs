@@ -13,6 +13,8 @@
 //! or sockloop's SIGUSR1 table can be looked at, and finally reads every
 //! byte of the echo back and checks it.
 
+#![deny(unsafe_code)]
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::ExitCode;

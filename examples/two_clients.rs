@@ -12,6 +12,8 @@
 //! The kernel completes B's handshake either way; B's `connect()` succeeds
 //! and its bytes wait in the kernel until someone reads them.
 
+#![deny(unsafe_code)]
+
 use std::env;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};

@@ -92,6 +92,8 @@
 //!   one runnable step at a time, then framing, backpressure, half-close,
 //!   Nagle, socket buffers and debugging with `--trace`, `strace` and `ss`.
 
+#![deny(unsafe_code)]
+
 pub mod app;
 pub mod bench;
 pub mod codec;

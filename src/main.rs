@@ -1,5 +1,7 @@
 //! The `sockloop` command line.
 
+#![deny(unsafe_code)]
+
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::reactor::{Handle, Reactor, Service, Stats, format_tables, label_ids_with_reactor};
-use crate::sys::os::Os;
+use crate::sys::os::{Os, Poll, Readiness, SignalSource, Wake};
 use crate::sys::{Real, SignalKind, pin_thread};
 
 /// How the reactors run.
@@ -103,8 +103,8 @@ impl Supervisor {
     /// it before any thread that should not take them starts: it blocks
     /// them in this thread, and threads started later inherit that.
     pub fn new() -> io::Result<Supervisor> {
-        let poller = Real::poller(4, WAKE)?;
-        let signals = Real::signals(&poller, SIGNALS)?;
+        let poller = <Real as Os>::Poller::new(4, WAKE)?;
+        let signals = <Real as Os>::Signals::new(&poller, SIGNALS)?;
         Ok(Supervisor { poller, signals })
     }
 

@@ -26,8 +26,8 @@ use super::timer::TimerKind;
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
 use super::transport::Tls;
-use crate::sys::os::{Listen, Os, Readiness, Spare, Stream};
-use crate::sys::{AcceptError, Addr};
+use crate::sys::Addr;
+use crate::sys::os::{AcceptError, Interest, Listen, Os, Readiness, Register, Spare, Stream};
 
 /// After running out of file descriptors, accepting pauses this long at
 /// first, doubling up to the maximum while it keeps failing.
@@ -42,7 +42,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// its address.
     pub(super) fn add_listener(&mut self, listener: O::Listener, route: Route) -> io::Result<Addr> {
         let token = Token::Listener(self.kernel.listeners.len());
-        O::register_listener(&self.kernel.poller, &listener, token.to_u64())?;
+        self.kernel
+            .poller
+            .register(&listener, token.to_u64(), Interest::Readable)?;
         let local = listener.local_addr().clone();
         self.kernel.listeners.push(ListenerSlot {
             listener,
@@ -249,7 +251,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
     ) -> io::Result<ConnId> {
         socket.apply(&self.state.config.socket)?;
         let id = self.state.conns.next_id();
-        O::register_socket(&self.kernel.poller, &socket, Token::Conn(id).to_u64())?;
+        self.kernel
+            .poller
+            .register(&socket, Token::Conn(id).to_u64(), Interest::ReadWrite)?;
         self.state.stats.interest_changes += 1;
         self.state.insert(peer, phase);
         self.kernel.attach(id, socket);
@@ -265,9 +269,12 @@ impl<S: Service, O: Os> Reactor<S, O> {
             if !wanted.is_some_and(|c| matches!(c.phase, Phase::Connecting { .. })) {
                 continue; // abandoned before it began: its close needs no socket
             }
-            let started = O::connect(&request.addr, request.local).and_then(|socket| {
+            let started = O::Socket::connect(&request.addr, request.local).and_then(|socket| {
                 socket.apply(&self.state.config.socket)?;
-                O::register_socket(&self.kernel.poller, &socket, Token::Conn(id).to_u64())?;
+                let token = Token::Conn(id).to_u64();
+                self.kernel
+                    .poller
+                    .register(&socket, token, Interest::ReadWrite)?;
                 Ok(socket)
             });
             match started {

@@ -9,7 +9,7 @@ use std::io;
 
 use super::token::ConnId;
 use super::transport::{ServerTls, Tls};
-use crate::sys::os::{Os, Stream};
+use crate::sys::os::{Os, Spare, Stream};
 
 /// Who answers the connections a listener accepts.
 #[derive(Clone)]
@@ -106,7 +106,7 @@ impl<O: Os> Kernel<O> {
             poller,
             signals: None,
             listeners: Vec::new(),
-            spare_fd: O::spare_fd(),
+            spare_fd: O::SpareFd::new(),
             handles: Vec::new(),
         }
     }

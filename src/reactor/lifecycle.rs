@@ -19,7 +19,7 @@ use super::service::{Context, Service};
 use super::timer::{ConnTimer, TimerKind};
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
-use crate::sys::os::{Os, Stream};
+use crate::sys::os::{Os, Register, Stream};
 
 impl<S: Service, O: Os> Reactor<S, O> {
     /// Carries out what callbacks deferred: the held reply of the callback
@@ -124,7 +124,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         };
         // A connect whose socket was never made has none to let go of.
         if let Some(socket) = self.kernel.socket(id) {
-            if let Err(e) = O::deregister_socket(&self.kernel.poller, socket) {
+            if let Err(e) = self.kernel.poller.deregister(socket) {
                 warn!("{id}: deregister: {e}");
             }
             if conn.flags.reset
@@ -285,7 +285,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             state.stats.active
         );
         for slot in self.kernel.listeners.drain(..) {
-            if let Err(e) = O::deregister_listener(&self.kernel.poller, &slot.listener) {
+            if let Err(e) = self.kernel.poller.deregister(&slot.listener) {
                 warn!("deregister listener: {e}");
             }
         }

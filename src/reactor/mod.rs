@@ -1,7 +1,7 @@
 //! The event loop: wait for readiness, dispatch it, send what the services
 //! wrote, and do it again.
 //!
-//! One turn: [`Poller::wait`](crate::sys::Poller::wait) fills the event
+//! One turn: [`Poll::wait`] fills the event
 //! array, with a timeout taken from the nearest timer; each event names a
 //! listener, a wake-up, the signals or a connection by [`ConnId`] (slot +
 //! generation, so an event for a slot that changed owner is dropped). Then
@@ -78,7 +78,7 @@ use token::Token;
 pub(crate) use token::label_ids_with_reactor;
 use trace::trace_io;
 
-use crate::sys::os::{Os, Poll, Readiness, SignalSource, Spare, Stream, Wake};
+use crate::sys::os::{Listen, Os, Poll, Readiness, SignalSource, Spare, Stream, Wake};
 pub use crate::sys::{Addr, ListenOptions, SocketOptions};
 use crate::sys::{Real, SignalKind};
 use kernel::{Kernel, Route};
@@ -151,7 +151,7 @@ impl<S: Service> Reactor<S> {
 impl<S: Service, O: Os> Reactor<S, O> {
     /// A reactor on the OS `O`.
     pub fn with_os(config: Config, service: S) -> io::Result<Self> {
-        let poller = O::poller(config.event_capacity, Token::Waker.to_u64())?;
+        let poller = O::Poller::new(config.event_capacity, Token::Waker.to_u64())?;
         let arena = Arena::new(config.read_chunk);
         Ok(Reactor {
             state: State::new(config, O::now, O::SPLICE),
@@ -165,7 +165,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// Starts listening on `addr`, TCP or Unix-domain; returns the address
     /// actually bound (the real port when `addr` asks for port 0).
     pub fn listen(&mut self, addr: &Addr, options: &ListenOptions) -> io::Result<Addr> {
-        self.add_listener(O::bind(addr, options)?, Route::Service(None))
+        self.add_listener(O::Listener::bind(addr, options)?, Route::Service(None))
     }
 
     /// Serves the counters on `addr` in the Prometheus text format: each
@@ -174,7 +174,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// budget of their own, apart from [`Config::max_conns`]: a few at
     /// once, a few seconds each. Returns the address bound.
     pub fn listen_metrics(&mut self, addr: &Addr, options: &ListenOptions) -> io::Result<Addr> {
-        self.add_listener(O::bind(addr, options)?, Route::Metrics)
+        self.add_listener(O::Listener::bind(addr, options)?, Route::Metrics)
     }
 
     /// As [`listen`](Self::listen), every connection TLS: the service hears
@@ -186,7 +186,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         options: &ListenOptions,
         tls: Arc<rustls::ServerConfig>,
     ) -> io::Result<Addr> {
-        self.add_listener(O::bind(addr, options)?, Route::Service(Some(tls)))
+        self.add_listener(O::Listener::bind(addr, options)?, Route::Service(Some(tls)))
     }
 
     /// Opens a connection to `addr` (from `local`, if given) from outside any
@@ -215,7 +215,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         local: Option<SocketAddr>,
         tls: Option<transport::Tls>,
     ) -> io::Result<ConnId> {
-        let socket = O::connect(addr, local)?;
+        let socket = O::Socket::connect(addr, local)?;
         let connecting = Phase::Connecting {
             close_when_up: false,
         };
@@ -231,7 +231,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// once); SIGUSR1 prints the connection table. Call it before starting
     /// any thread: on Linux it blocks those signals in the calling thread.
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        let signals = O::signals(&self.kernel.poller, Token::Signals.to_u64())?;
+        let signals = O::Signals::new(&self.kernel.poller, Token::Signals.to_u64())?;
         self.kernel.signals = Some(signals);
         Ok(())
     }

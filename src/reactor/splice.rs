@@ -37,7 +37,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             if !(self.has_socket(a) && self.has_socket(b) && self.plain_pair(a, b)) {
                 continue;
             }
-            let pipes = O::pipe().and_then(|pa| Ok((pa, O::pipe()?)));
+            let pipes = O::Pipe::new().and_then(|pa| Ok((pa, O::Pipe::new()?)));
             let (pa, pb) = match pipes {
                 Ok(pipes) => pipes,
                 Err(e) => {
@@ -82,7 +82,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         if !self.plain_pair(id, peer) {
             return;
         }
-        let pipe = match O::pipe() {
+        let pipe = match O::Pipe::new() {
             Ok(pipe) => pipe,
             Err(e) => return warn!("{id}: no pipe for splice ({e}); copying instead"),
         };

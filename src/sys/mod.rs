@@ -1,62 +1,46 @@
 //! The operating system: the one place that calls it, and the one place for `unsafe`.
 //!
 //! Above this module nothing names an OS: no file descriptor flags, no errno,
-//! no `cfg(target_os)`. Each OS family has one backend, picked at compile
-//! time, and every backend provides the same face with the same guarantees:
+//! no `cfg(target_os)`. The contract is [`os`]: traits whose doc comments
+//! say what every backend guarantees, and the types they speak in.
 //!
-//! - [`Poller`]: `new(capacity, wake_token)`, `register(fd, token, Interest)`,
-//!   `deregister(fd)`, `wait(timeout)` and `event(i)`. It is `Send`; tokens
-//!   are any `u64` the caller picks.
-//!   - Registration is edge-triggered and happens once per fd; there is no
-//!     `modify`. [`Interest::ReadWrite`] reports readable, writable and the
-//!     peer's FIN together, so a pending write never costs a system call.
-//!   - `deregister` runs before the fd closes: the number is reused at once.
-//!   - `wait(None)` waits for ever; a signal that interrupts it returns 0
-//!     events, never an error. After a wait, events `0..n` are read in place.
-//!   - One wait reports at most one [`Event`] per token: readable, writable,
-//!     read-closed and error come merged, whatever the kernel's own shape.
-//!   - The poller owns its wake-up. [`Poller::waker`] hands out a [`Waker`]
-//!     (`Clone + Send + Sync`) whose `wake` makes the current or next `wait`
-//!     return an event whose token is `wake_token`. Wake-ups never need to
-//!     be acknowledged, and many before a wait may come as one.
-//! - [`Event`]: `token()`, `is_readable()`, `is_writable()`,
-//!   `is_read_closed()` (the peer sent FIN, never our own shutdown) and
-//!   `is_error()` (a pending socket error: the next read, write or
-//!   `take_error` says which).
-//! - [`Signals`]: `new(&poller, token)` takes SIGINT, SIGTERM and SIGUSR1
-//!   away from their default actions; an event with `token` means
-//!   [`Signals::next`] has something, and it is called until `Ok(None)`.
-//!   Call `new` in `main` before any thread starts.
-//! - [`Listener`] and [`Socket`]: non-blocking and close-on-exec before the
-//!   caller sees them; a write to a peer that has gone is `EPIPE`, never
-//!   `SIGPIPE`.
-//!   [`Listener::accept`] says why it failed as an [`AcceptError`].
-//! - [`Pipe`] and [`SPLICE`]: zero-copy relaying where the kernel has it; a
-//!   `Pipe` type exists everywhere, and `Pipe::new` fails with
-//!   [`io::ErrorKind::Unsupported`] where `SPLICE` is false.
-//! - [`cpu_time`] of any process (Linux, macOS and FreeBSD; elsewhere it
-//!   fails with `Unsupported`); [`pin_thread`] to one CPU where [`PIN`]
-//!   says it can (Linux), [`raise_fd_limit`], [`grow_fd_table`],
-//!   [`open_descriptors`], [`SpareFd`] and
-//!   [`spawn_without_signals`]; [`somaxconn`] and [`ephemeral_ports`], the
-//!   kernel's cap on accept queues and its range of client ports.
+//! - [`Os`] bundles an OS's types and its clock; [`Real`] is this machine's.
+//! - [`Poller`] ([`os::Poll`], [`os::Register`]): edge-triggered readiness,
+//!   registered once per fd, one [`Event`] ([`os::Readiness`]) per token
+//!   per wait, and its own [`Waker`] ([`os::Wake`]).
+//! - [`Listener`] and [`Socket`] ([`os::Listen`], [`os::Stream`]): TCP and
+//!   Unix-domain, non-blocking, close-on-exec and free of `SIGPIPE`.
+//! - [`Signals`] ([`os::SignalSource`]), [`SpareFd`] ([`os::Spare`]) and
+//!   [`Pipe`] ([`os::Splice`], where [`SPLICE`] says splice(2) exists).
 //!
-//! Backends: `linux/` (epoll, eventfd, signalfd, splice) and `bsd/` (kqueue
-//! on macOS, iOS, FreeBSD, OpenBSD, NetBSD and DragonFly). What all Unixes
-//! share, sockets first, is in `unix/`.
+//! Outside the reactor's contract, for start-up and the load generator:
+//! [`cpu_time`] of any process (Linux, macOS and FreeBSD; elsewhere it
+//! fails with `Unsupported`); [`pin_thread`] to one CPU where [`PIN`] says
+//! it can (Linux); [`raise_fd_limit`], [`grow_fd_table`],
+//! [`open_descriptors`] and [`spawn_without_signals`]; [`somaxconn`] and
+//! [`ephemeral_ports`], the kernel's cap on accept queues and its range of
+//! client ports.
+//!
+//! Backends, picked at compile time: `linux/` (epoll, eventfd, signalfd,
+//! splice) and `bsd/` (kqueue on macOS, iOS, FreeBSD, OpenBSD, NetBSD and
+//! DragonFly). What all Unixes share, sockets first, is in `unix/`.
 
-use std::io;
+// Every `unsafe` below says why it holds; the modules that need one allow
+// it by name, the rest of the crate denies it (lib.rs).
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use std::time::Instant;
 
 mod addr;
 pub use addr::{Addr, AddrParseError};
 
 pub mod os;
-pub use os::{Os, Real};
+pub use os::{AcceptError, Interest, ListenOptions, Os, SignalKind, SocketOptions};
 
 mod unix;
 pub use unix::{
-    ListenOptions, Listener, Socket, SocketOptions, SpareFd, ephemeral_ports, grow_fd_table,
-    open_descriptors, raise_fd_limit, somaxconn, spawn_without_signals,
+    Listener, Socket, SpareFd, ephemeral_ports, grow_fd_table, open_descriptors, raise_fd_limit,
+    somaxconn, spawn_without_signals,
 };
 
 #[cfg(target_os = "linux")]
@@ -75,39 +59,23 @@ mod backend;
 
 pub use backend::{Event, PIN, Pipe, Poller, SPLICE, Signals, Waker, cpu_time, pin_thread};
 
-/// What a registration asks to be told about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interest {
-    /// Listeners: only readability matters.
-    Readable,
-    /// Connections: readable, writable and the peer's FIN, all at once.
-    ReadWrite,
-}
+/// This machine's operating system: the backend of this build, and the
+/// sockets all Unixes share.
+pub struct Real;
 
-/// What an operator asked for with a signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignalKind {
-    /// SIGINT or SIGTERM.
-    Terminate,
-    /// SIGUSR1.
-    Report,
-}
+impl Os for Real {
+    type Poller = backend::Poller;
+    type Listener = unix::Listener;
+    type Socket = unix::Socket;
+    type Pipe = backend::Pipe;
+    type Signals = backend::Signals;
+    type SpareFd = unix::SpareFd;
 
-/// Why [`Listener::accept`] returned no connection.
-#[derive(Debug)]
-pub enum AcceptError {
-    /// Nobody is waiting (`EAGAIN`): the queue is drained.
-    WouldBlock,
-    /// The process or the system is out of file descriptors (`EMFILE`,
-    /// `ENFILE`). A connection may be waiting all the same: freeing one
-    /// descriptor lets it be accepted and closed.
-    OutOfDescriptors(io::Error),
-    /// A queued connection was reset before it was accepted
-    /// (`ECONNABORTED`; `EPROTO` on some BSDs). Only that one is lost.
-    PeerAborted,
-    /// Anything else, kernel memory (`ENOBUFS`, `ENOMEM`) included: a spare
-    /// descriptor would not help there, waiting a little might.
-    Other(io::Error),
+    const SPLICE: bool = backend::SPLICE;
+
+    fn now() -> Instant {
+        Instant::now()
+    }
 }
 
 #[cfg(test)]

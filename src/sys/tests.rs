@@ -1,11 +1,12 @@
 //! The contract of this module, checked on whichever backend the build has:
 //! each test here must pass on every OS.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::os::{Listen, Poll, Readiness, Register, Splice, Stream, Wake};
 use super::*;
 
 const WAKE: u64 = u64::MAX;

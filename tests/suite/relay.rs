@@ -222,6 +222,7 @@ fn round_robin_splits_ten_clients_five_and_five() {
 
 #[test]
 fn an_upstream_that_never_answers_times_out_and_the_client_is_closed() {
+    use sockloop::sys::os::Listen;
     use sockloop::sys::{ListenOptions, Listener};
     // A listener that never accepts, its queue already full: further SYNs
     // are dropped, so a connect neither succeeds nor fails.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 
 use super::kevent::{change, empty, kevent, kqueue, submit, token};
-use crate::sys::Interest;
+use crate::sys::os::{Interest, Poll, Readiness, Register, Wake};
 
 /// The one user event of each kqueue: its wake-up.
 const WAKE_IDENT: usize = 0;
@@ -31,29 +31,30 @@ pub struct Event {
     readiness: u8,
 }
 
-impl Event {
-    pub fn token(&self) -> u64 {
+impl Readiness for Event {
+    fn token(&self) -> u64 {
         self.token
     }
 
-    pub fn is_readable(&self) -> bool {
+    fn is_readable(&self) -> bool {
         self.readiness & READABLE != 0
     }
 
-    pub fn is_writable(&self) -> bool {
+    fn is_writable(&self) -> bool {
         self.readiness & WRITABLE != 0
     }
 
-    /// The peer sent FIN: `EV_EOF` on the read filter.
-    pub fn is_read_closed(&self) -> bool {
+    // The peer sent FIN: `EV_EOF` on the read filter.
+    fn is_read_closed(&self) -> bool {
         self.readiness & READ_CLOSED != 0
     }
 
-    /// A pending socket error; the next read or write reports it.
-    pub fn is_error(&self) -> bool {
+    fn is_error(&self) -> bool {
         self.readiness & ERROR != 0
     }
+}
 
+impl Event {
     fn from_kevent(ev: &libc::kevent) -> Event {
         let eof = ev.flags & libc::EV_EOF != 0;
         let mut readiness = match ev.filter {
@@ -88,10 +89,13 @@ pub struct Poller {
 // (integers) and are never dereferenced.
 unsafe impl Send for Poller {}
 
-impl Poller {
-    /// `capacity` is the most filters one `wait` takes from the kernel; more
-    /// stay queued for the next call. A wake-up comes as an event with `wake_token`.
-    pub fn new(capacity: usize, wake_token: u64) -> io::Result<Poller> {
+impl Poll for Poller {
+    type Event = Event;
+    type Waker = Waker;
+
+    // `capacity` counts filters, as the kernel reports them: a token whose
+    // read and write filters both fire takes two.
+    fn new(capacity: usize, wake_token: u64) -> io::Result<Poller> {
         let kq = Arc::new(kqueue()?);
         let flags = libc::EV_ADD | libc::EV_CLEAR | libc::EV_RECEIPT;
         let wake = change(WAKE_IDENT, libc::EVFILT_USER, flags, 0, wake_token);
@@ -105,43 +109,7 @@ impl Poller {
         })
     }
 
-    /// A handle that wakes this poller from any thread.
-    pub fn waker(&self) -> Waker {
-        Waker {
-            kq: Arc::clone(&self.kq),
-            token: self.wake_token,
-        }
-    }
-
-    pub fn register(&self, fd: impl AsFd, token: u64, interest: Interest) -> io::Result<()> {
-        let fd = fd.as_fd().as_raw_fd() as usize;
-        let flags = libc::EV_ADD | libc::EV_CLEAR | libc::EV_RECEIPT;
-        let read = change(fd, libc::EVFILT_READ, flags, 0, token);
-        match interest {
-            Interest::Readable => submit(&self.kq, [read], &[])?,
-            Interest::ReadWrite => {
-                let write = change(fd, libc::EVFILT_WRITE, flags, 0, token);
-                submit(&self.kq, [read, write], &[])?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Closing the fd would remove its filters too; this keeps the contract
-    /// the same as epoll's, where it must run first.
-    pub fn deregister(&self, fd: impl AsFd) -> io::Result<()> {
-        let fd = fd.as_fd().as_raw_fd() as usize;
-        let flags = libc::EV_DELETE | libc::EV_RECEIPT;
-        let read = change(fd, libc::EVFILT_READ, flags, 0, 0);
-        let write = change(fd, libc::EVFILT_WRITE, flags, 0, 0);
-        // A listener has no write filter to delete.
-        submit(&self.kq, [read, write], &[Errno::ENOENT])?;
-        Ok(())
-    }
-
-    /// Waits for readiness; `None` waits for ever. An interrupted wait
-    /// returns 0 events.
-    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         let n = match kevent(&self.kq, &[], &mut self.raw, timeout) {
             Ok(n) => n,
             Err(Errno::EINTR) => 0,
@@ -151,11 +119,19 @@ impl Poller {
         Ok(self.events.len())
     }
 
-    /// The `i`-th event of the last wait.
-    pub fn event(&self, i: usize) -> Event {
+    fn event(&self, i: usize) -> Event {
         self.events[i]
     }
 
+    fn waker(&self) -> Waker {
+        Waker {
+            kq: Arc::clone(&self.kq),
+            token: self.wake_token,
+        }
+    }
+}
+
+impl Poller {
     /// Folds the first `n` kernel reports into one event per token, so that
     /// a connection's read and write are handled together, in the reactor's
     /// order, as on epoll. Sorting by token puts each token's reports side
@@ -174,6 +150,34 @@ impl Poller {
     }
 }
 
+impl<S: AsFd> Register<S> for Poller {
+    fn register(&self, source: &S, token: u64, interest: Interest) -> io::Result<()> {
+        let fd = source.as_fd().as_raw_fd() as usize;
+        let flags = libc::EV_ADD | libc::EV_CLEAR | libc::EV_RECEIPT;
+        let read = change(fd, libc::EVFILT_READ, flags, 0, token);
+        match interest {
+            Interest::Readable => submit(&self.kq, [read], &[])?,
+            Interest::ReadWrite => {
+                let write = change(fd, libc::EVFILT_WRITE, flags, 0, token);
+                submit(&self.kq, [read, write], &[])?;
+            }
+        }
+        Ok(())
+    }
+
+    // Closing the fd would remove its filters too; this keeps the contract
+    // the same as epoll's, where it must run first.
+    fn deregister(&self, source: &S) -> io::Result<()> {
+        let fd = source.as_fd().as_raw_fd() as usize;
+        let flags = libc::EV_DELETE | libc::EV_RECEIPT;
+        let read = change(fd, libc::EVFILT_READ, flags, 0, 0);
+        let write = change(fd, libc::EVFILT_WRITE, flags, 0, 0);
+        // A listener has no write filter to delete.
+        submit(&self.kq, [read, write], &[Errno::ENOENT])?;
+        Ok(())
+    }
+}
+
 /// Wakes its [`Poller`] from any thread by triggering its user event.
 #[derive(Clone)]
 pub struct Waker {
@@ -181,8 +185,8 @@ pub struct Waker {
     token: u64,
 }
 
-impl Waker {
-    pub fn wake(&self) -> io::Result<()> {
+impl Wake for Waker {
+    fn wake(&self) -> io::Result<()> {
         let flags = libc::EV_RECEIPT;
         let trigger = change(
             WAKE_IDENT,

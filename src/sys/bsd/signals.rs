@@ -9,8 +9,8 @@ use nix::sys::signal::{SigHandler, signal};
 
 use super::Poller;
 use super::kevent::{change, empty, kevent, kqueue, submit};
+use crate::sys::os::{Interest, Register, SignalKind, SignalSource};
 use crate::sys::unix::{HANDLED_SIGNALS, retry, signal_kind};
-use crate::sys::{Interest, SignalKind};
 
 /// SIGINT, SIGTERM and SIGUSR1, reported by a kqueue of their own.
 ///
@@ -24,10 +24,11 @@ pub struct Signals {
     kq: OwnedFd,
 }
 
-impl Signals {
-    /// Takes the signals away from their default actions, for the whole
-    /// process, and has `poller` report them as an event with `token`.
-    pub fn new(poller: &Poller, token: u64) -> io::Result<Signals> {
+impl SignalSource for Signals {
+    type Poller = Poller;
+
+    // Sets the signals to be ignored, for the whole process.
+    fn new(poller: &Poller, token: u64) -> io::Result<Signals> {
         let kq = kqueue()?;
         // EVFILT_SIGNAL is edge-triggered (EV_CLEAR) by nature.
         let watch = HANDLED_SIGNALS.map(|signal| {
@@ -49,8 +50,7 @@ impl Signals {
         Ok(Signals { kq })
     }
 
-    /// The next pending signal, if any.
-    pub fn next(&self) -> io::Result<Option<SignalKind>> {
+    fn next(&self) -> io::Result<Option<SignalKind>> {
         let mut report = [empty()];
         while retry(|| kevent(&self.kq, &[], &mut report, Some(Duration::ZERO)))? == 1 {
             if let Some(kind) = signal_kind(report[0].ident as libc::c_int) {

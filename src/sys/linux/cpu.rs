@@ -50,9 +50,10 @@ pub fn pin_thread(i: usize) -> io::Result<usize> {
     let cpu = *cpus
         .get(i % cpus.len().max(1))
         .ok_or_else(|| io::Error::other("sched_getaffinity reported no CPU"))?;
-    // SAFETY: as above, an all-zero set is empty, and CPU_SET writes within
-    // it for an index below CPU_SETSIZE, which `cpu` is.
+    // SAFETY: as above, an all-zero set is empty.
     let mut only: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes within the set for an index below CPU_SETSIZE,
+    // which `cpu` is.
     unsafe { libc::CPU_SET(cpu, &mut only) };
     // SAFETY: `only` is a valid cpu_set_t of `size` bytes; pid 0 is the calling thread.
     let rc = unsafe { libc::sched_setaffinity(0, size, &only) };

@@ -9,7 +9,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::sys::Interest;
+use crate::sys::os::{Interest, Poll, Readiness, Register, Wake};
 
 /// One readiness report, read straight out of the kernel's event array.
 #[derive(Debug, Clone, Copy)]
@@ -18,28 +18,27 @@ pub struct Event {
     flags: EpollFlags,
 }
 
-impl Event {
-    pub fn token(&self) -> u64 {
+impl Readiness for Event {
+    fn token(&self) -> u64 {
         self.token
     }
 
-    pub fn is_readable(&self) -> bool {
+    fn is_readable(&self) -> bool {
         self.flags
             .intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLPRI)
     }
 
-    pub fn is_writable(&self) -> bool {
+    fn is_writable(&self) -> bool {
         self.flags.contains(EpollFlags::EPOLLOUT)
     }
 
-    /// The peer will send no more: FIN seen (RDHUP) or the socket is fully hung up.
-    pub fn is_read_closed(&self) -> bool {
+    // The peer will send no more: FIN seen (RDHUP) or the socket is fully hung up.
+    fn is_read_closed(&self) -> bool {
         self.flags
             .intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP)
     }
 
-    /// A pending socket error (a reset, say); the next read or write reports it.
-    pub fn is_error(&self) -> bool {
+    fn is_error(&self) -> bool {
         self.flags.contains(EpollFlags::EPOLLERR)
     }
 }
@@ -54,10 +53,11 @@ pub struct Poller {
     ready: usize,
 }
 
-impl Poller {
-    /// `capacity` is the most events one `wait` returns; more stay queued in
-    /// the kernel for the next call. A wake-up comes as an event with `wake_token`.
-    pub fn new(capacity: usize, wake_token: u64) -> io::Result<Poller> {
+impl Poll for Poller {
+    type Event = Event;
+    type Waker = Waker;
+
+    fn new(capacity: usize, wake_token: u64) -> io::Result<Poller> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let waker = Waker {
             fd: Arc::new(EventFd::from_flags(
@@ -76,30 +76,8 @@ impl Poller {
         })
     }
 
-    /// A handle that wakes this poller from any thread.
-    pub fn waker(&self) -> Waker {
-        self.waker.clone()
-    }
-
-    pub fn register(&self, fd: impl AsFd, token: u64, interest: Interest) -> io::Result<()> {
-        let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
-        if interest == Interest::ReadWrite {
-            flags |= EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP;
-        }
-        self.epoll.add(fd, EpollEvent::new(flags, token))?;
-        Ok(())
-    }
-
-    /// Must run before the fd is closed: the number is reused at once.
-    pub fn deregister(&self, fd: impl AsFd) -> io::Result<()> {
-        self.epoll.delete(fd)?;
-        Ok(())
-    }
-
-    /// Waits for readiness; `None` waits for ever. A timeout below one
-    /// millisecond is rounded up, never down to a busy zero. An interrupted
-    /// wait returns 0 events.
-    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+    // A timeout below one millisecond, epoll's unit, is rounded up.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         let timeout = match timeout {
             None => EpollTimeout::NONE,
             Some(d) => {
@@ -115,13 +93,32 @@ impl Poller {
         Ok(self.ready)
     }
 
-    /// The `i`-th event of the last wait.
-    pub fn event(&self, i: usize) -> Event {
+    fn event(&self, i: usize) -> Event {
         let ev = &self.events[..self.ready][i];
         Event {
             token: ev.data(),
             flags: ev.events(),
         }
+    }
+
+    fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+}
+
+impl<S: AsFd> Register<S> for Poller {
+    fn register(&self, source: &S, token: u64, interest: Interest) -> io::Result<()> {
+        let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
+        if interest == Interest::ReadWrite {
+            flags |= EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP;
+        }
+        self.epoll.add(source, EpollEvent::new(flags, token))?;
+        Ok(())
+    }
+
+    fn deregister(&self, source: &S) -> io::Result<()> {
+        self.epoll.delete(source)?;
+        Ok(())
     }
 }
 
@@ -131,8 +128,8 @@ pub struct Waker {
     fd: Arc<EventFd>,
 }
 
-impl Waker {
-    pub fn wake(&self) -> io::Result<()> {
+impl Wake for Waker {
+    fn wake(&self) -> io::Result<()> {
         match self.fd.write(1) {
             Ok(_) => Ok(()),
             // The counter is saturated (after 2^64 - 2 unread wake-ups):

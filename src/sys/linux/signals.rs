@@ -7,20 +7,21 @@ use nix::sys::signal::SigSet;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::Poller;
+use crate::sys::os::{Interest, Register, SignalKind, SignalSource};
 use crate::sys::unix::{HANDLED_SIGNALS, signal_kind};
-use crate::sys::{Interest, SignalKind};
 
 /// SIGINT, SIGTERM and SIGUSR1, delivered through a file descriptor.
 pub struct Signals {
     fd: SignalFd,
 }
 
-impl Signals {
-    /// Blocks the signals in the calling thread, and has `poller` report them
-    /// as an event with `token`. Call it before any thread starts: threads
-    /// inherit the mask, and a thread that does not block them would take
-    /// them the default way.
-    pub fn new(poller: &Poller, token: u64) -> io::Result<Signals> {
+impl SignalSource for Signals {
+    type Poller = Poller;
+
+    // Blocks the signals in the calling thread: threads started later
+    // inherit the mask, and a thread that does not block them would take
+    // them the default way.
+    fn new(poller: &Poller, token: u64) -> io::Result<Signals> {
         let mut mask = SigSet::empty();
         for signal in HANDLED_SIGNALS {
             mask.add(signal);
@@ -31,8 +32,7 @@ impl Signals {
         Ok(Signals { fd })
     }
 
-    /// The next pending signal, if any.
-    pub fn next(&self) -> io::Result<Option<SignalKind>> {
+    fn next(&self) -> io::Result<Option<SignalKind>> {
         while let Some(info) = self.fd.read_signal()? {
             if let Some(kind) = signal_kind(info.ssi_signo as i32) {
                 return Ok(Some(kind));

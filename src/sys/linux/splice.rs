@@ -8,9 +8,10 @@ use nix::fcntl::{OFlag, SpliceFFlags, splice};
 use nix::unistd::pipe2;
 
 use crate::sys::Socket;
+use crate::sys::os::Splice;
 use crate::sys::unix::retry;
 
-/// Whether [`Pipe::new`] works on this OS.
+/// Whether [`Pipe`]s can be made on this OS.
 pub const SPLICE: bool = true;
 
 /// A non-blocking pipe used as the buffer between two sockets; it counts
@@ -23,8 +24,10 @@ pub struct Pipe {
 
 const FLAGS: SpliceFFlags = SpliceFFlags::SPLICE_F_NONBLOCK.union(SpliceFFlags::SPLICE_F_MOVE);
 
-impl Pipe {
-    pub fn new() -> io::Result<Pipe> {
+impl Splice for Pipe {
+    type Socket = Socket;
+
+    fn new() -> io::Result<Pipe> {
         let (read, write) = pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
         Ok(Pipe {
             read,
@@ -33,24 +36,17 @@ impl Pipe {
         })
     }
 
-    /// Bytes in the pipe, not yet passed on.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Moves up to `max` bytes from `from` into the pipe; `Ok(0)` is the peer's FIN.
-    pub fn fill_from(&mut self, from: &Socket, max: usize) -> io::Result<usize> {
+    fn fill_from(&mut self, from: &Socket, max: usize) -> io::Result<usize> {
         let n = retry(|| splice(from, None, &self.write, None, max, FLAGS))?;
         self.len += n;
         Ok(n)
     }
 
-    /// Moves what the pipe holds into `to`, as far as `to` takes it.
-    pub fn drain_into(&mut self, to: &Socket) -> io::Result<usize> {
+    fn drain_into(&mut self, to: &Socket) -> io::Result<usize> {
         let n = retry(|| splice(&self.read, None, to, None, self.len, FLAGS))?;
         self.len -= n;
         Ok(n)

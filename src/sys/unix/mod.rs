@@ -1,16 +1,29 @@
 //! What every Unix shares: TCP sockets, the descriptor limit and reserve,
 //! threads that take no signals, and the one place that retries `EINTR`.
 
+#[expect(
+    unsafe_code,
+    reason = "accept(2) writes the peer's address into our buffer"
+)]
 mod birth;
+#[allow(unsafe_code, reason = "sysctlbyname(3), off Linux")]
 mod net_limits;
+#[expect(
+    unsafe_code,
+    reason = "adopting a duplicated descriptor; sysctlbyname(3) on macOS"
+)]
 mod process;
+#[expect(
+    unsafe_code,
+    reason = "adopting accepted descriptors, FIONREAD, sockaddr casts"
+)]
 mod socket;
 
 pub use net_limits::{ephemeral_ports, somaxconn};
 pub use process::{
     SpareFd, grow_fd_table, open_descriptors, raise_fd_limit, spawn_without_signals,
 };
-pub use socket::{ListenOptions, Listener, Socket, SocketOptions};
+pub use socket::{Listener, Socket};
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;

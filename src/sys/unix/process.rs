@@ -9,6 +9,8 @@ use nix::fcntl::{FcntlArg, fcntl};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{SigSet, SigmaskHow};
 
+use crate::sys::os::Spare;
+
 /// Starts a thread that blocks every signal.
 ///
 /// On Linux, [`Signals`](crate::sys::Signals) works only while every thread
@@ -105,37 +107,25 @@ fn kernel_fd_ceiling() -> libc::rlim_t {
     libc::RLIM_INFINITY
 }
 
-/// One file descriptor held in reserve. When `accept` fails for lack of
-/// descriptors, releasing it makes room to accept the waiting connection and
-/// close it at once; otherwise that connection would stay queued and keep the
-/// listener readable for ever.
+/// One file descriptor held in reserve: `/dev/null`, opened for reading.
 pub struct SpareFd(Option<File>);
 
-impl SpareFd {
-    pub fn new() -> SpareFd {
+impl Spare for SpareFd {
+    fn new() -> SpareFd {
         SpareFd(File::open("/dev/null").ok())
     }
 
-    /// Closes the reserve; false if there was none to close.
-    pub fn release(&mut self) -> bool {
+    fn release(&mut self) -> bool {
         self.0.take().is_some()
     }
 
-    /// Whether the reserve is held.
-    pub fn is_held(&self) -> bool {
-        self.0.is_some()
-    }
-
-    /// Takes the reserve back, if a descriptor is free again.
-    pub fn restore(&mut self) {
+    fn restore(&mut self) {
         if self.0.is_none() {
             self.0 = File::open("/dev/null").ok();
         }
     }
-}
 
-impl Default for SpareFd {
-    fn default() -> Self {
-        SpareFd::new()
+    fn is_held(&self) -> bool {
+        self.0.is_some()
     }
 }

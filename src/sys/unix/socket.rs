@@ -16,53 +16,8 @@ use nix::sys::socket::{
 
 use super::birth::{SEND_FLAGS, SOCKET_FLAGS, accept_raw, prepare};
 use super::retry;
-use crate::sys::{AcceptError, Addr};
-
-/// Options for a listening socket.
-#[derive(Debug, Clone)]
-pub struct ListenOptions {
-    /// Length of the kernel's queue of completed connections not yet accepted
-    /// (capped by the kernel: `net.core.somaxconn` on Linux,
-    /// `kern.ipc.somaxconn` on the BSDs).
-    pub backlog: i32,
-    /// `SO_REUSEPORT` (TCP only): several listeners, one per reactor, may
-    /// bind the same address and port, and the kernel spreads incoming
-    /// connections over them (Linux hashes each connection's addresses;
-    /// FreeBSD does so with `SO_REUSEPORT_LB`, which is what is set there;
-    /// macOS lets them bind but gives each connection to one of them).
-    pub reuse_port: bool,
-}
-
-impl Default for ListenOptions {
-    fn default() -> Self {
-        ListenOptions {
-            backlog: 1024,
-            reuse_port: false,
-        }
-    }
-}
-
-/// Options applied to every accepted connection.
-#[derive(Debug, Clone)]
-pub struct SocketOptions {
-    /// Disable Nagle's algorithm, so small replies leave at once.
-    pub nodelay: bool,
-    /// `SO_RCVBUF`, when set; the kernel applies its own limits (Linux
-    /// doubles it for bookkeeping).
-    pub recv_buffer: Option<usize>,
-    /// `SO_SNDBUF`, when set.
-    pub send_buffer: Option<usize>,
-}
-
-impl Default for SocketOptions {
-    fn default() -> Self {
-        SocketOptions {
-            nodelay: true,
-            recv_buffer: None,
-            send_buffer: None,
-        }
-    }
-}
+use crate::sys::Addr;
+use crate::sys::os::{AcceptError, Listen, ListenOptions, SocketOptions, Stream};
 
 /// A non-blocking listening socket.
 pub struct Listener {
@@ -73,13 +28,13 @@ pub struct Listener {
     file: Option<(u64, u64)>,
 }
 
-impl Listener {
-    /// Binds `addr` and listens. TCP: with `SO_REUSEADDR`, so a restarted
-    /// server need not wait out TIME_WAIT, and `[::]` takes IPv4 clients
-    /// too on every OS. Unix-domain: a socket file left behind by a server
-    /// that is gone (nobody answers on it) is replaced; one that answers is
-    /// an `AddrInUse` error, and a file that is not a socket is never touched.
-    pub fn bind(addr: &Addr, options: &ListenOptions) -> io::Result<Listener> {
+impl Listen for Listener {
+    type Socket = Socket;
+
+    // TCP: `SO_REUSEADDR` spares a restarted server the wait for
+    // TIME_WAIT, and `IPV6_V6ONLY` is cleared on `[::]`, whose default
+    // differs between OSes.
+    fn bind(addr: &Addr, options: &ListenOptions) -> io::Result<Listener> {
         let backlog = Backlog::new(options.backlog)?;
         match addr {
             Addr::Ip(ip) => {
@@ -119,14 +74,12 @@ impl Listener {
         }
     }
 
-    pub fn local_addr(&self) -> &Addr {
+    fn local_addr(&self) -> &Addr {
         &self.local
     }
 
-    /// Accepts one pending connection, already non-blocking and close-on-exec,
-    /// with its peer address (no extra `getpeername` call). A Unix-domain
-    /// peer is named by this listener's path: its own end has no name.
-    pub fn accept(&self) -> Result<(Socket, Addr), AcceptError> {
+    // The peer's address comes with the accept: no `getpeername` call.
+    fn accept(&self) -> Result<(Socket, Addr), AcceptError> {
         let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
         let fd = retry(|| accept_raw(&self.fd, &mut storage)).map_err(classify)?;
         // SAFETY: the accept call succeeded, so `fd` is a fresh descriptor
@@ -209,12 +162,8 @@ pub struct Socket {
     tcp: bool,
 }
 
-impl Socket {
-    /// Starts a non-blocking connect to `addr`, from `local` if given (to
-    /// spread TCP clients over several source addresses). The connection is
-    /// established when the socket turns writable with no pending error
-    /// ([`Socket::take_error`]).
-    pub fn connect(addr: &Addr, local: Option<SocketAddr>) -> io::Result<Socket> {
+impl Stream for Socket {
+    fn connect(addr: &Addr, local: Option<SocketAddr>) -> io::Result<Socket> {
         let (fd, connected) = match addr {
             Addr::Ip(ip) => {
                 let fd = ip_socket(*ip)?;
@@ -244,7 +193,7 @@ impl Socket {
         }
     }
 
-    pub fn apply(&self, options: &SocketOptions) -> io::Result<()> {
+    fn apply(&self, options: &SocketOptions) -> io::Result<()> {
         if options.nodelay && self.tcp {
             socket::setsockopt(&self.fd, sockopt::TcpNoDelay, &true)?;
         }
@@ -257,29 +206,24 @@ impl Socket {
         Ok(())
     }
 
-    /// Reads into `buf`; `Ok(0)` is the peer's FIN.
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         Ok(retry(|| nix::unistd::read(&self.fd, buf))?)
     }
 
-    /// Copies what has arrived into `buf` and leaves it there for the next
-    /// read (`MSG_PEEK`); `Ok(0)` is the peer's FIN.
-    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         Ok(retry(|| {
             socket::recv(self.fd.as_raw_fd(), buf, socket::MsgFlags::MSG_PEEK)
         })?)
     }
 
-    /// Writes what the kernel takes now. A peer that has gone away gives
-    /// `EPIPE`, never a process-killing SIGPIPE.
-    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+    // `SEND_FLAGS` keep SIGPIPE away where the socket itself does not.
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
         Ok(retry(|| {
             socket::send(self.fd.as_raw_fd(), buf, SEND_FLAGS)
         })?)
     }
 
-    /// The pending socket error (`SO_ERROR`), clearing it.
-    pub fn take_error(&self) -> Option<io::Error> {
+    fn take_error(&self) -> Option<io::Error> {
         match socket::getsockopt(&self.fd, sockopt::SocketError) {
             Ok(0) => None,
             Ok(code) => Some(io::Error::from_raw_os_error(code)),
@@ -287,8 +231,7 @@ impl Socket {
         }
     }
 
-    /// Bytes received and not read yet (`FIONREAD`).
-    pub fn unread_len(&self) -> io::Result<usize> {
+    fn unread_len(&self) -> io::Result<usize> {
         let mut n: libc::c_int = 0;
         // SAFETY: FIONREAD writes one c_int through the pointer, which points
         // at a live local of that type.
@@ -299,9 +242,8 @@ impl Socket {
         Ok(n.max(0) as usize)
     }
 
-    /// Makes the coming close send RST rather than FIN (`SO_LINGER` on, with
-    /// a zero timeout): the peer sees the stream cut short, not complete.
-    pub fn reset_on_close(&self) -> io::Result<()> {
+    // `SO_LINGER` on, with a zero timeout.
+    fn reset_on_close(&self) -> io::Result<()> {
         let linger = libc::linger {
             l_onoff: 1,
             l_linger: 0,
@@ -310,8 +252,7 @@ impl Socket {
         Ok(())
     }
 
-    /// Sends FIN: the peer reads EOF once it has everything written before.
-    pub fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&self) -> io::Result<()> {
         socket::shutdown(self.fd.as_raw_fd(), Shutdown::Write)?;
         Ok(())
     }

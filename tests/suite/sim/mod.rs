@@ -19,8 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use sockloop::sys::os::{Listen, Os, Poll, Readiness, SignalSource, Spare, Splice, Stream, Wake};
-use sockloop::sys::{AcceptError, Addr, ListenOptions, SignalKind, SocketOptions};
+use sockloop::sys::Addr;
+use sockloop::sys::os::{
+    AcceptError, Interest, Listen, ListenOptions, Os, Poll, Readiness, Register, SignalKind,
+    SignalSource, SocketOptions, Spare, Splice, Stream, Wake,
+};
 
 /// What can go wrong at a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -563,79 +566,15 @@ impl Os for Sim {
 
     const SPLICE: bool = false;
 
-    fn poller(capacity: usize, wake_token: u64) -> io::Result<SimPoller> {
-        world(|w| {
-            let fd = w.alloc_fd(FdObj::Poller)?;
-            w.wake_token = wake_token;
-            Ok(SimPoller {
-                fd,
-                events: Vec::with_capacity(capacity),
-                woken: w.woken.clone(),
-            })
-        })
-    }
-
-    fn bind(addr: &Addr, options: &ListenOptions) -> io::Result<SimListener> {
-        world(|w| {
-            let fd = w.alloc_fd(FdObj::Listener)?;
-            let capacity = options.backlog.max(1) as usize;
-            let state = ListenerState {
-                addr: addr.clone(),
-                backlog: VecDeque::new(),
-                capacity,
-            };
-            w.listeners.insert(fd, state);
-            Ok(SimListener {
-                fd,
-                addr: addr.clone(),
-            })
-        })
-    }
-
-    fn connect(addr: &Addr, _local: Option<SocketAddr>) -> io::Result<SimSocket> {
-        world(|w| {
-            if let Some(Fault::Refused) = w.call() {
-                return Err(io::ErrorKind::ConnectionRefused.into());
-            }
-            let Some(refuse) = w
-                .upstreams
-                .iter()
-                .find(|u| &u.addr == addr)
-                .map(|u| u.refuse)
-            else {
-                return Err(io::ErrorKind::ConnectionRefused.into());
-            };
-            let (ours, theirs) = w.new_pair();
-            let fd = w.alloc_fd(FdObj::Socket(ours))?;
-            w.ends[ours].fd = Some(fd);
-            if refuse {
-                w.ends[ours].error = Some(io::ErrorKind::ConnectionRefused);
-                w.ends[theirs].closed = true;
-            } else {
-                w.ends[ours].connecting = true;
-                w.echoing.push(theirs);
-            }
-            Ok(SimSocket { fd })
-        })
-    }
-
-    fn pipe() -> io::Result<SimPipe> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-
-    fn signals(_: &SimPoller, _: u64) -> io::Result<SimSignals> {
-        Ok(SimSignals)
-    }
-
-    fn spare_fd() -> SimSpare {
-        SimSpare(world(|w| w.alloc_fd(FdObj::Spare).ok()))
-    }
-
     fn now() -> Instant {
         world(|w| w.now())
     }
+}
 
-    fn register_listener(_: &SimPoller, l: &SimListener, token: u64) -> io::Result<()> {
+/// The reactor registers listeners for reading and sockets for both, and
+/// the simulation reports all a socket's readiness whatever was asked.
+impl Register<SimListener> for SimPoller {
+    fn register(&self, l: &SimListener, token: u64, _: Interest) -> io::Result<()> {
         world(|w| {
             w.call();
             w.registered.insert(l.fd, token);
@@ -653,7 +592,17 @@ impl Os for Sim {
         })
     }
 
-    fn register_socket(_: &SimPoller, s: &SimSocket, token: u64) -> io::Result<()> {
+    fn deregister(&self, l: &SimListener) -> io::Result<()> {
+        world(|w| {
+            w.call();
+            w.registered.remove(&l.fd);
+            Ok(())
+        })
+    }
+}
+
+impl Register<SimSocket> for SimPoller {
+    fn register(&self, s: &SimSocket, token: u64, _: Interest) -> io::Result<()> {
         world(|w| {
             w.call();
             let Some(e) = w.end_of(s.fd) else {
@@ -674,15 +623,7 @@ impl Os for Sim {
         })
     }
 
-    fn deregister_listener(_: &SimPoller, l: &SimListener) -> io::Result<()> {
-        world(|w| {
-            w.call();
-            w.registered.remove(&l.fd);
-            Ok(())
-        })
-    }
-
-    fn deregister_socket(_: &SimPoller, s: &SimSocket) -> io::Result<()> {
+    fn deregister(&self, s: &SimSocket) -> io::Result<()> {
         world(|w| {
             w.call();
             if w.registered.remove(&s.fd).is_none() {
@@ -707,6 +648,18 @@ impl Drop for SimPoller {
 impl Poll for SimPoller {
     type Event = SimEvent;
     type Waker = SimWaker;
+
+    fn new(capacity: usize, wake_token: u64) -> io::Result<SimPoller> {
+        world(|w| {
+            let fd = w.alloc_fd(FdObj::Poller)?;
+            w.wake_token = wake_token;
+            Ok(SimPoller {
+                fd,
+                events: Vec::with_capacity(capacity),
+                woken: w.woken.clone(),
+            })
+        })
+    }
 
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         let woken = self.woken.swap(false, Ordering::AcqRel);
@@ -805,6 +758,23 @@ impl Wake for SimWaker {
 impl Listen for SimListener {
     type Socket = SimSocket;
 
+    fn bind(addr: &Addr, options: &ListenOptions) -> io::Result<SimListener> {
+        world(|w| {
+            let fd = w.alloc_fd(FdObj::Listener)?;
+            let capacity = options.backlog.max(1) as usize;
+            let state = ListenerState {
+                addr: addr.clone(),
+                backlog: VecDeque::new(),
+                capacity,
+            };
+            w.listeners.insert(fd, state);
+            Ok(SimListener {
+                fd,
+                addr: addr.clone(),
+            })
+        })
+    }
+
     fn accept(&self) -> Result<(SimSocket, Addr), AcceptError> {
         world(|w| {
             let fault = w.call();
@@ -875,6 +845,33 @@ fn io_fault(w: &mut World, e: EndId, again: Flags) -> Result<Option<usize>, ()> 
 }
 
 impl Stream for SimSocket {
+    fn connect(addr: &Addr, _local: Option<SocketAddr>) -> io::Result<SimSocket> {
+        world(|w| {
+            if let Some(Fault::Refused) = w.call() {
+                return Err(io::ErrorKind::ConnectionRefused.into());
+            }
+            let Some(refuse) = w
+                .upstreams
+                .iter()
+                .find(|u| &u.addr == addr)
+                .map(|u| u.refuse)
+            else {
+                return Err(io::ErrorKind::ConnectionRefused.into());
+            };
+            let (ours, theirs) = w.new_pair();
+            let fd = w.alloc_fd(FdObj::Socket(ours))?;
+            w.ends[ours].fd = Some(fd);
+            if refuse {
+                w.ends[ours].error = Some(io::ErrorKind::ConnectionRefused);
+                w.ends[theirs].closed = true;
+            } else {
+                w.ends[ours].connecting = true;
+                w.echoing.push(theirs);
+            }
+            Ok(SimSocket { fd })
+        })
+    }
+
     fn apply(&self, _: &SocketOptions) -> io::Result<()> {
         Ok(())
     }
@@ -992,6 +989,10 @@ impl Drop for SimSocket {
 impl Splice for SimPipe {
     type Socket = SimSocket;
 
+    fn new() -> io::Result<SimPipe> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     fn len(&self) -> usize {
         0
     }
@@ -1006,12 +1007,22 @@ impl Splice for SimPipe {
 }
 
 impl SignalSource for SimSignals {
+    type Poller = SimPoller;
+
+    fn new(_: &SimPoller, _: u64) -> io::Result<SimSignals> {
+        Ok(SimSignals)
+    }
+
     fn next(&self) -> io::Result<Option<SignalKind>> {
         Ok(None)
     }
 }
 
 impl Spare for SimSpare {
+    fn new() -> SimSpare {
+        SimSpare(world(|w| w.alloc_fd(FdObj::Spare).ok()))
+    }
+
     fn release(&mut self) -> bool {
         match self.0.take() {
             Some(fd) => {
