@@ -9,6 +9,8 @@
 //! client sends it again a second later (then 3 s, 7 s, ...): such a client
 //! is late, never refused. The test allows for a few rounds of that.
 
+#![deny(unsafe_code)]
+
 mod common;
 
 use std::net::{SocketAddr, SocketAddrV4};

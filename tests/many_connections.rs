@@ -7,6 +7,8 @@
 //! Alone in its file: the tests of one file share one process, and so its
 //! descriptor limit.
 
+#![deny(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::mpsc;

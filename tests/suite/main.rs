@@ -1,11 +1,13 @@
 //! The integration tests, compiled as one binary: each file of this folder
-//! is a module. One test crate links the dependencies once instead of once
-//! per file, which is most of what a fresh `cargo test` used to spend.
+//! is a module. One test crate instantiates the generic reactor and links
+//! the dependencies once, where a crate per file did it 22 times.
 //!
 //! The tests of all modules share one process, and so its descriptor limit;
 //! the two that need most of it (thousands of connections with both ends in
 //! the test process) are binaries of their own: `tests/many_connections.rs`
 //! and `tests/accept_storm.rs`.
+
+#![deny(unsafe_code)]
 
 #[path = "../common/mod.rs"]
 mod common;
