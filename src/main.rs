@@ -1081,7 +1081,7 @@ fn run_relay(args: &RelayArgs) -> io::Result<()> {
 /// connect to itself again, until it runs out of descriptors.
 fn refuse_own_upstream(local: &Addr, upstreams: &[Addr]) -> Result<(), Usage> {
     let loops = |upstream: &&Addr| match (*upstream, local) {
-        (Addr::Ip(to), Addr::Ip(at)) => reaches(*to, *at, is_own_address),
+        (Addr::Ip(to), Addr::Ip(at)) => reaches(*to, *at, sys::is_own_address),
         (Addr::Unix(to), Addr::Unix(at)) => same_file(to, at),
         _ => false,
     };
@@ -1133,20 +1133,6 @@ fn parse_addr(text: &str) -> Result<Addr, String> {
         info!("{text} resolves to {}: using {}", found.len(), found[0]);
     }
     Ok(found[0].clone())
-}
-
-/// Whether `ip` is an address of one of this host's interfaces. Asked of
-/// the interfaces, not by binding to it: with `ip_nonlocal_bind` on, any bind
-/// succeeds. If they cannot be listed, only loopback counts.
-fn is_own_address(ip: IpAddr) -> bool {
-    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
-        return false;
-    };
-    interfaces.filter_map(|i| i.address).any(|address| {
-        let v4 = address.as_sockaddr_in().map(|a| IpAddr::from(a.ip()));
-        let v6 = address.as_sockaddr_in6().map(|a| IpAddr::from(a.ip()));
-        v4.or(v6) == Some(ip)
-    })
 }
 
 impl BenchArgs {
@@ -1339,14 +1325,6 @@ mod tests {
         assert!(reaches_here("0.0.0.0:7992", "0.0.0.0:7992"));
         assert!(reaches_here("[::]:7992", "10.1.2.3:7992"));
         assert!(!reaches_here("0.0.0.0:7993", "0.0.0.0:7992"));
-    }
-
-    #[test]
-    fn this_host_owns_its_loopback_address_and_no_multicast_group() {
-        assert!(is_own_address(IpAddr::from([127, 0, 0, 1])));
-        // Multicast groups are never an interface's own address.
-        assert!(!is_own_address(IpAddr::from([224, 0, 0, 1])));
-        assert!(!is_own_address("ff02::1".parse().unwrap()));
     }
 
     fn surprises(args: &[&str]) -> Vec<String> {

@@ -2,10 +2,14 @@
 //! threads that take no signals, and the one place that retries `EINTR`.
 
 mod birth;
+mod fifo;
+mod ifaddrs;
 mod net_limits;
 mod process;
 mod socket;
 
+pub use fifo::open_fifo_for_writing;
+pub use ifaddrs::is_own_address;
 pub use net_limits::{ephemeral_ports, somaxconn};
 pub use process::{
     SpareFd, grow_fd_table, open_descriptors, raise_fd_limit, spawn_without_signals,
