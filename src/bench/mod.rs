@@ -19,7 +19,6 @@ use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::os::unix::fs::OpenOptionsExt;
 use std::str::FromStr;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -31,7 +30,9 @@ use pattern::Pattern;
 use crate::app::echo::{Echo, FramedEcho};
 use crate::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Encoder, Framing};
 use crate::reactor::{Addr, Config, Handle, Reactor, Service};
-use crate::sys::{ListenOptions, cpu_time, ephemeral_ports, grow_fd_table, raise_fd_limit};
+use crate::sys::{
+    ListenOptions, cpu_time, ephemeral_ports, grow_fd_table, open_fifo_for_writing, raise_fd_limit,
+};
 
 /// The ports a client connection takes its port from where the kernel does
 /// not say (the IANA range, the BSDs' default).
@@ -516,14 +517,9 @@ pub fn run(options: &Options) -> io::Result<Report> {
             .window_fifo
             .as_ref()
             .map(|path| {
-                // Non-blocking, so a FIFO nobody reads fails (ENXIO) instead of hanging.
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_NONBLOCK)
-                    .open(path)
-                    .map_err(|e| {
-                        io::Error::new(e.kind(), format!("window FIFO {}: {e}", path.display()))
-                    })
+                open_fifo_for_writing(path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("window FIFO {}: {e}", path.display()))
+                })
             })
             .transpose()?,
     };

@@ -42,6 +42,7 @@ pub use unix::{
     Listener, Socket, SpareFd, ephemeral_ports, grow_fd_table, open_descriptors, raise_fd_limit,
     somaxconn, spawn_without_signals,
 };
+pub use unix::{is_own_address, open_fifo_for_writing};
 
 #[cfg(target_os = "linux")]
 #[path = "linux/mod.rs"]

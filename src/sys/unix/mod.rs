@@ -6,6 +6,8 @@
     reason = "accept(2) writes the peer's address into our buffer"
 )]
 mod birth;
+mod fifo;
+mod ifaddrs;
 #[allow(unsafe_code, reason = "sysctlbyname(3), off Linux")]
 mod net_limits;
 #[expect(
@@ -19,6 +21,8 @@ mod process;
 )]
 mod socket;
 
+pub use fifo::open_fifo_for_writing;
+pub use ifaddrs::is_own_address;
 pub use net_limits::{ephemeral_ports, somaxconn};
 pub use process::{
     SpareFd, grow_fd_table, open_descriptors, raise_fd_limit, spawn_without_signals,

@@ -1,0 +1,149 @@
+//! The value parsers of the command line: sizes, durations, counts,
+//! addresses and chart paths. Each refuses a value that is wrong on its own
+//! (clap names the flag); flags that clash together are `check.rs`'s.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::info;
+use sockloop::sys::Addr;
+
+/// Wraps a value parser to refuse zero, for knobs where it means nothing sensible.
+pub(super) fn refuse_zero<T: Default + PartialEq + 'static>(
+    parse: fn(&str) -> Result<T, String>,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |text| match parse(text)? {
+        value if value == T::default() => Err("must be more than 0".to_owned()),
+        value => Ok(value),
+    }
+}
+
+/// Parses a plain count.
+pub(super) fn parse_count(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("not a count: {text:?}"))
+}
+
+/// `text` split where its leading digits end: `("64", "KiB")`.
+fn number_and_unit(text: &str) -> (&str, &str) {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    text.split_at(split)
+}
+
+/// Parses a byte count: `4096`, `64K`, `64KiB`, `1M`, `1MiB`, `1G` (binary units).
+pub(super) fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let (digits, unit) = number_and_unit(text);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown unit {other:?} (use K, M or G)")),
+    };
+    let value: usize = digits
+        .parse()
+        .map_err(|_| format!("not a size: {text:?}"))?;
+    value
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("too large: {text:?}"))
+}
+
+/// Parses a duration: `50us`, `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = number_and_unit(text);
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?}"))?;
+    let us_per_unit = match unit {
+        "us" => 1,
+        "ms" => 1_000,
+        "" | "s" => 1_000_000,
+        "m" => 60_000_000,
+        "h" => 3_600_000_000,
+        other => return Err(format!("unknown unit {other:?} (use us, ms, s, m or h)")),
+    };
+    value
+        .checked_mul(us_per_unit)
+        .map(Duration::from_micros)
+        .ok_or_else(|| format!("too long: {text:?}"))
+}
+
+/// A duration flag where 0 means "never": `None` for 0.
+pub(super) fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+/// Parses an address, looking a host name up at once: `localhost:7878`
+/// becomes the first address it resolves to.
+pub(super) fn parse_addr(text: &str) -> Result<Addr, String> {
+    let found = Addr::resolve(text).map_err(|e| e.to_string())?;
+    if found.len() > 1 {
+        info!("{text} resolves to {}: using {}", found.len(), found[0]);
+    }
+    Ok(found[0].clone())
+}
+
+/// An SVG file to write a chart to, in a directory that exists: checked
+/// before the run, not found wanting after it.
+pub(super) fn parse_plot_path(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    let svg = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    if !svg {
+        return Err(format!(
+            "the chart is SVG: name a file ending in .svg, not {text:?}"
+        ));
+    }
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+            Err(format!("no directory {} to write it in", dir.display()))
+        }
+        _ if path.is_dir() => Err(format!("{text} is a directory")),
+        _ => Ok(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plot_goes_to_a_file_in_a_directory_that_exists() {
+        assert!(parse_plot_path("latency.svg").is_ok());
+        assert!(parse_plot_path("/tmp/latency.svg").is_ok());
+        assert!(parse_plot_path("/no/such/dir/latency.svg").is_err());
+        assert!(parse_plot_path("/tmp").is_err());
+        assert!(parse_plot_path("latency.png").is_err());
+        assert!(parse_plot_path("latency").is_err());
+        assert!(parse_plot_path("LATENCY.SVG").is_ok());
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("50us"), Ok(Duration::from_micros(50)));
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("ms").is_err());
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("12parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
+}

@@ -1,0 +1,219 @@
+//! `sockloop relay`: each client to an upstream, both ways.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Args;
+use sockloop::app::relay::{Balance, Relay, SpliceMode};
+use sockloop::codec::proxy::Version as ProxyVersion;
+use sockloop::reactor::Config;
+use sockloop::sys::{self, Addr};
+
+use super::parse::{parse_addr, parse_duration, refuse_zero};
+use super::server_args::ServerArgs;
+use super::tls::UpstreamTls;
+use super::tls_args::UpstreamTlsArgs;
+use super::usage::{Usage, refuse};
+use crate::server;
+
+/// The arguments of `sockloop relay`.
+#[derive(Args)]
+pub(super) struct RelayArgs {
+    #[command(flatten)]
+    pub(super) server: ServerArgs,
+    /// Where to connect each client (IP:PORT, [IPv6]:PORT, HOST:PORT or
+    /// unix:PATH); repeat for several, picked by --balance.
+    #[arg(long, required = true, value_parser = parse_addr)]
+    pub(super) upstream: Vec<Addr>,
+    /// round-robin: each upstream in turn; least-conn: the one with the
+    /// fewest pairs open or connecting (ties in turn).
+    #[arg(long, default_value = "round-robin")]
+    pub(super) balance: Balance,
+    /// How long an upstream connect (its TLS handshake included) may take
+    /// before the next upstream is tried (the client is closed once each
+    /// has been tried).
+    #[arg(long, default_value = "5s", value_parser = refuse_zero(parse_duration))]
+    pub(super) connect_timeout: Duration,
+    /// After a failed connect, skip that upstream this long, twice as long
+    /// after each further failure (at most 64 times this), until a connect
+    /// to it succeeds; when all are down they are tried anyway (0 = never skip).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(super) upstream_down_time: Duration,
+    /// Start each upstream connection with a PROXY protocol header, v1
+    /// (text) or v2 (binary): the client's address, and the listening
+    /// address as the destination.
+    #[arg(long, value_name = "VERSION")]
+    pub(super) send_proxy: Option<ProxyVersion>,
+    /// Move bytes socket → pipe → socket with splice(2), never through user
+    /// space (Linux only): `auto` (the default when no value is given) once
+    /// a read fills a whole chunk, `always` from the start.
+    #[arg(long, value_name = "WHEN", num_args = 0..=1, default_missing_value = "auto")]
+    pub(super) splice: Option<SpliceMode>,
+    #[command(flatten)]
+    pub(super) upstream_tls: UpstreamTlsArgs,
+}
+
+impl RelayArgs {
+    /// The relay each reactor runs (each balances its own clients over the
+    /// upstreams), speaking `tls` to them if given.
+    fn relay(&self, tls: Option<&UpstreamTls>) -> Relay {
+        let relay = Relay::new(self.upstream.clone())
+            .with_balance(self.balance)
+            .with_down_time(self.upstream_down_time);
+        let relay = match self.send_proxy {
+            Some(version) => relay.with_send_proxy(version),
+            None => relay,
+        };
+        let relay = match tls {
+            Some(tls) => tls.configure(relay),
+            None => relay,
+        };
+        match self.splice {
+            Some(mode) => relay.with_splice_mode(mode),
+            None => relay,
+        }
+    }
+
+    /// Runs the relay until it is told to stop.
+    pub(super) fn run(&self) -> io::Result<()> {
+        let config = Config {
+            connect_timeout: self.connect_timeout,
+            ..self.server.config()
+        };
+        let tls = self.upstream_tls.settings(&self.server.tls.alpn)?;
+        let make = || self.relay(tls.as_ref());
+        // Two sockets per client; splice adds a pipe (two descriptors) each way,
+        // with `auto` only for the directions that carry bulk data.
+        let fds_per_client = match self.splice {
+            Some(SpliceMode::Always) => 6,
+            Some(SpliceMode::Auto) | None => 2,
+        };
+        let plan = self.server.plan();
+        let server = server::bind(&plan, config, make, fds_per_client)?;
+        refuse_own_upstream(&server.local, &self.upstream)?;
+        for reactor in &server.reactors {
+            // The destination of the PROXY headers: known only now.
+            reactor.service().set_listen_addr(server.local.clone());
+        }
+        server.run(&plan.threads)
+    }
+}
+
+/// Refuses an upstream that is this relay itself: each client would make it
+/// connect to itself again, until it runs out of descriptors.
+fn refuse_own_upstream(local: &Addr, upstreams: &[Addr]) -> Result<(), Usage> {
+    let loops = |upstream: &&Addr| match (*upstream, local) {
+        (Addr::Ip(to), Addr::Ip(at)) => reaches(*to, *at, sys::is_own_address),
+        (Addr::Unix(to), Addr::Unix(at)) => same_file(to, at),
+        _ => false,
+    };
+    match upstreams.iter().find(loops) {
+        Some(upstream) => refuse(format!(
+            "--upstream {upstream} is this relay itself (it listens on {local}): \
+             each client would be relayed back to the relay, without end"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether a connection to `upstream` would arrive at a listener bound to
+/// `listen`; `is_own` says whether this host has an address (loopback
+/// addresses count as its own whatever it says).
+fn reaches(upstream: SocketAddr, listen: SocketAddr, is_own: impl Fn(IpAddr) -> bool) -> bool {
+    if upstream.port() != listen.port() {
+        return false;
+    }
+    // `::ffff:127.0.0.1` is 127.0.0.1 on the wire.
+    let (to, at) = (upstream.ip().to_canonical(), listen.ip().to_canonical());
+    // The kernel sends a connect to 0.0.0.0 or [::] to this host (Linux: to
+    // its loopback; BSD: maybe its first address): refuse it whatever `at` is.
+    if to.is_unspecified() {
+        return true;
+    }
+    let local = || to.is_loopback() || is_own(to);
+    match at {
+        // A wildcard listener takes every local address of its family;
+        // [::] takes IPv4 too, as IPV6_V6ONLY is left off.
+        IpAddr::V4(ip) if ip.is_unspecified() => to.is_ipv4() && local(),
+        IpAddr::V6(ip) if ip.is_unspecified() => local(),
+        at => at == to,
+    }
+}
+
+/// Whether two paths name one file (as given, or once resolved).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || a.canonicalize()
+            .ok()
+            .is_some_and(|a| b.canonicalize().ok() == Some(a))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::{Cli, Command};
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    /// `reaches` with a host that owns 127.0.0.1/8, ::1 and 10.1.2.3.
+    fn reaches_here(upstream: &str, listen: &str) -> bool {
+        reaches(addr(upstream), addr(listen), |ip| {
+            ip == "10.1.2.3".parse::<IpAddr>().unwrap()
+        })
+    }
+
+    #[test]
+    fn an_upstream_reaches_its_own_listener_on_the_same_address_and_port() {
+        assert!(reaches_here("127.0.0.1:7992", "127.0.0.1:7992"));
+        assert!(reaches_here("[::1]:7992", "[::1]:7992"));
+        assert!(reaches_here("127.0.0.1:7992", "[::ffff:127.0.0.1]:7992"));
+        assert!(!reaches_here("127.0.0.1:7993", "127.0.0.1:7992"));
+        assert!(!reaches_here("127.0.0.2:7992", "127.0.0.1:7992"));
+        assert!(!reaches_here("10.1.2.3:7992", "127.0.0.1:7992"));
+    }
+
+    #[test]
+    fn a_wildcard_listener_is_reached_through_any_address_of_this_host() {
+        assert!(reaches_here("127.0.0.1:7992", "0.0.0.0:7992"));
+        assert!(reaches_here("127.9.9.9:7992", "0.0.0.0:7992"));
+        assert!(reaches_here("10.1.2.3:7992", "0.0.0.0:7992"));
+        assert!(!reaches_here("10.1.2.4:7992", "0.0.0.0:7992"));
+        assert!(!reaches_here("127.0.0.1:7993", "0.0.0.0:7992"));
+        // An IPv4 wildcard takes no IPv6; an IPv6 wildcard takes both.
+        assert!(!reaches_here("[::1]:7992", "0.0.0.0:7992"));
+        assert!(reaches_here("[::1]:7992", "[::]:7992"));
+        assert!(reaches_here("127.0.0.1:7992", "[::]:7992"));
+        assert!(reaches_here("10.1.2.3:7992", "[::]:7992"));
+        assert!(!reaches_here("10.1.2.4:7992", "[::]:7992"));
+    }
+
+    #[test]
+    fn an_unspecified_upstream_counts_as_this_host() {
+        assert!(reaches_here("0.0.0.0:7992", "127.0.0.1:7992"));
+        assert!(reaches_here("0.0.0.0:7992", "0.0.0.0:7992"));
+        assert!(reaches_here("[::]:7992", "10.1.2.3:7992"));
+        assert!(!reaches_here("0.0.0.0:7993", "0.0.0.0:7992"));
+    }
+
+    #[test]
+    fn the_upstream_down_time_shown_is_the_real_one() {
+        let cli = Cli::try_parse_from(["sockloop", "relay", "--upstream", "127.0.0.1:1"]).unwrap();
+        let Command::Relay(args) = cli.command else {
+            panic!("not a relay");
+        };
+        assert_eq!(
+            args.upstream_down_time,
+            sockloop::app::relay::DEFAULT_DOWN_TIME
+        );
+        // As --help says: "at most 64 times this".
+        assert_eq!(sockloop::app::relay::MAX_DOWN_FACTOR, 64);
+        assert_eq!(args.balance, Balance::RoundRobin);
+        assert_eq!(args.send_proxy, None);
+    }
+}

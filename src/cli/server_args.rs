@@ -1,0 +1,202 @@
+//! The options every server takes (`ServerArgs`), and the limits on one
+//! frame for those that decode frames (`FrameLimits`): what they make of
+//! them, a reactor's [`Config`] and the start-up's [`Plan`].
+
+use std::time::Duration;
+
+use clap::Args;
+use sockloop::codec::{Codec, Framing};
+use sockloop::reactor::Config;
+use sockloop::sys::{Addr, SocketOptions};
+use sockloop::threads;
+
+use super::parse::{nonzero, parse_addr, parse_count, parse_duration, parse_size, refuse_zero};
+use super::tls_args::TlsArgs;
+use super::usage::Usage;
+use crate::server::Plan;
+
+/// Options every server takes, in the order of README's table.
+#[derive(Args)]
+pub(super) struct ServerArgs {
+    /// Address to listen on: IP:PORT, [IPv6]:PORT ([::] takes IPv4 too),
+    /// HOST:PORT or unix:PATH; port 0 picks a free one (printed at start).
+    #[arg(long, default_value = "127.0.0.1:7878", value_parser = parse_addr)]
+    pub(super) listen: Addr,
+    /// Connections beyond this many are accepted and closed at once (--metrics
+    /// scrapes not counted); unlimited by default.
+    #[arg(long, default_value_t = usize::MAX, hide_default_value = true,
+          value_parser = refuse_zero(parse_count))]
+    pub(super) max_conns: usize,
+    /// Kernel queue of connections waiting to be accepted (capped by the
+    /// kernel's somaxconn, which the start log states).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(i32).range(1..))]
+    pub(super) backlog: i32,
+    /// Stop reading a peer whose unsent replies exceed this (e.g. 1MiB, 256KiB).
+    #[arg(long, default_value = "1MiB", value_parser = refuse_zero(parse_size))]
+    pub(super) high_watermark: usize,
+    /// Unsent output all connections of a reactor may hold together: from
+    /// half of it on, a peer whose replies back up is not read until they
+    /// drain; past it, the largest backlogs are closed.
+    #[arg(long, default_value = "256MiB", value_parser = refuse_zero(parse_size))]
+    pub(super) max_buffered: usize,
+    /// Close connections with no traffic either way for this long (500ms, 30s, 2m; 0 = never).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub(super) idle_timeout: Duration,
+    /// Give a peer whose output backs up this long to take all of that backlog, else
+    /// close it: a backlog must drain, not a byte of it (0 = never).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(super) write_timeout: Duration,
+    /// On SIGINT/SIGTERM, how long open connections get to finish before they are closed.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(super) shutdown_timeout: Duration,
+    /// Log a one-line summary of the counters this often (e.g. 10s); off by default.
+    #[arg(long, value_parser = parse_duration)]
+    pub(super) stats_interval: Option<Duration>,
+    /// Print one line per readiness event and I/O call to stderr.
+    #[arg(long)]
+    pub(super) trace: bool,
+    /// Spin on non-blocking polls this long before sleeping (e.g. 50us): lower
+    /// latency for a busy core; off by default.
+    #[arg(long, value_parser = parse_duration)]
+    pub(super) busy_poll: Option<Duration>,
+    /// Hold up to this many replies and send them back to back, after the
+    /// reads that caused them; the end of each wait sends what is held
+    /// anyway (0 or 1: send each at once).
+    #[arg(long, default_value_t = Config::default().hold_replies)]
+    pub(super) hold_replies: usize,
+    /// Leave Nagle's algorithm on (TCP_NODELAY off).
+    #[arg(long)]
+    pub(super) no_nodelay: bool,
+    /// Reactors, each on a thread of its own with its own listener
+    /// (SO_REUSEPORT: the kernel spreads connections); 0 = one per CPU.
+    /// TCP only: a unix: listener takes one.
+    #[arg(long, default_value_t = 1)]
+    pub(super) threads: usize,
+    /// Pin reactor i to the i-th CPU the process may run on (Linux).
+    #[arg(long)]
+    pub(super) pin: bool,
+    /// SO_RCVBUF for accepted sockets.
+    #[arg(long, value_parser = refuse_zero(parse_size))]
+    pub(super) rcvbuf: Option<usize>,
+    /// SO_SNDBUF for accepted sockets.
+    #[arg(long, value_parser = refuse_zero(parse_size))]
+    pub(super) sndbuf: Option<usize>,
+    #[command(flatten)]
+    pub(super) tls: TlsArgs,
+    /// Expect a PROXY protocol header (v1 or v2, as HAProxy's send-proxy
+    /// sends) at the start of every connection, before TLS if any: the
+    /// client it names is the peer in logs and the connection table. A
+    /// connection without a valid one is closed.
+    #[arg(long)]
+    pub(super) proxy_protocol: bool,
+    /// Serve the counters at http://ADDR/metrics in the Prometheus text
+    /// format, from the same loop (port 0 picks a free one; the log says which).
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub(super) metrics: Option<Addr>,
+}
+
+impl ServerArgs {
+    /// How many reactors to run: `--threads`, 0 read as one per CPU (one
+    /// where the count cannot be had).
+    pub(super) fn reactors(&self) -> usize {
+        match self.threads {
+            0 => cpus(),
+            n => n,
+        }
+    }
+
+    /// The reactors' settings.
+    pub(super) fn config(&self) -> Config {
+        Config {
+            max_conns: self.max_conns,
+            high_watermark: self.high_watermark,
+            low_watermark: self.high_watermark / 4,
+            max_buffered: self.max_buffered,
+            idle_timeout: nonzero(self.idle_timeout),
+            write_timeout: nonzero(self.write_timeout),
+            shutdown_timeout: self.shutdown_timeout,
+            trace: self.trace,
+            busy_poll: self.busy_poll.and_then(nonzero),
+            hold_replies: self.hold_replies,
+            handshake_timeout: self.tls.handshake_timeout,
+            proxy_protocol: self.proxy_protocol,
+            socket: SocketOptions {
+                nodelay: !self.no_nodelay,
+                recv_buffer: self.rcvbuf,
+                send_buffer: self.sndbuf,
+            },
+            ..Config::default()
+        }
+    }
+
+    /// What the start-up is to make: listeners, reactors, threads.
+    pub(super) fn plan(&self) -> Plan {
+        Plan {
+            listen: self.listen.clone(),
+            tls: self.tls.listener(),
+            backlog: self.backlog,
+            reactors: self.reactors(),
+            metrics: self.metrics.clone(),
+            threads: threads::Options {
+                pin: self.pin,
+                stats_interval: self.stats_interval.and_then(nonzero),
+            },
+        }
+    }
+}
+
+/// The CPUs this process may run on (1 if that cannot be told).
+pub(super) fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `DEFAULT_MAX_FRAME_LEN` as `--help` shows it.
+const DEFAULT_MAX_FRAME: &str = "8MiB";
+
+/// `--frame-timeout`'s default, as `--help` shows it.
+pub(super) const DEFAULT_FRAME_TIMEOUT: &str = "30s";
+
+/// Limits on one frame, for servers that decode frames.
+#[derive(Args)]
+pub(super) struct FrameLimits {
+    /// Largest frame payload accepted; a peer that sends a bigger one is disconnected.
+    #[arg(long, default_value = DEFAULT_MAX_FRAME, value_parser = refuse_zero(parse_size))]
+    pub(super) max_frame: usize,
+    /// Close a connection whose frame is still incomplete this long after
+    /// its first byte arrived (a peer trickling a frame it never finishes;
+    /// 0 = never).
+    #[arg(long, default_value = DEFAULT_FRAME_TIMEOUT, value_parser = parse_duration)]
+    pub(super) frame_timeout: Duration,
+}
+
+impl FrameLimits {
+    /// The reactors' settings: `server`'s, with the frame timeout.
+    pub(super) fn config(&self, server: &ServerArgs) -> Config {
+        Config {
+            frame_timeout: nonzero(self.frame_timeout),
+            ..server.config()
+        }
+    }
+
+    /// The codec for `framing` under this limit; its error names both flags.
+    pub(super) fn codec(&self, framing: Framing) -> Result<Codec, Usage> {
+        Codec::new(framing, self.max_frame).map_err(|e| {
+            Usage(format!(
+                "--framing {framing} with --max-frame {}: {e}",
+                self.max_frame
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sockloop::codec::DEFAULT_MAX_FRAME_LEN;
+
+    use super::*;
+
+    #[test]
+    fn the_max_frame_default_shown_is_the_real_one() {
+        assert_eq!(parse_size(DEFAULT_MAX_FRAME), Ok(DEFAULT_MAX_FRAME_LEN));
+    }
+}

@@ -1,0 +1,240 @@
+//! A server's start-up: the descriptor limit, the accept queue's cap, the
+//! reactors (one per thread, each with its own listener), the metrics
+//! listener, and the supervisor that runs them until a signal stops them.
+//!
+//! The command line (`cli/`) says what to start as a [`Plan`]. [`listen`]
+//! is the one place a listener comes from.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use log::{info, warn};
+use sockloop::reactor::{Config, Reactor, Service};
+use sockloop::sys::{self, Addr, ListenOptions};
+use sockloop::threads::{self, Supervisor};
+
+/// What to start: where and how to listen, and how many reactors.
+pub struct Plan {
+    /// Where to listen; the first reactor binds it, the others share its port.
+    pub listen: Addr,
+    /// Serve TLS there, with these settings.
+    pub tls: Option<ListenerTls>,
+    /// The accept queue asked for (the kernel's cap cuts it).
+    pub backlog: i32,
+    /// How many reactors, each on a thread of its own.
+    pub reactors: usize,
+    /// Serve the counters at `http://ADDR/metrics` from the first reactor.
+    pub metrics: Option<Addr>,
+    /// How the reactors' threads run.
+    pub threads: threads::Options,
+}
+
+/// A TLS listener's settings, as files.
+pub struct ListenerTls {
+    /// The certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// ALPN protocols to offer, most preferred first.
+    pub alpn: Vec<String>,
+}
+
+/// A server's reactors, listening, and the supervisor that will run them.
+pub struct Bound<S: Service> {
+    supervisor: Supervisor,
+    /// One per thread, each with its own listener.
+    pub reactors: Vec<Reactor<S>>,
+    /// Where the listeners are (with the port picked, for port 0).
+    pub local: Addr,
+}
+
+/// Starts the server of `plan` (see [`bind`]) and serves until a signal
+/// stops it.
+pub fn serve<S>(
+    plan: &Plan,
+    config: Config,
+    make: impl FnMut() -> S,
+    fds_per_client: u64,
+) -> io::Result<()>
+where
+    S: Service + Send + 'static,
+    S::Conn: Send,
+{
+    bind(plan, config, make, fds_per_client)?.run(&plan.threads)
+}
+
+/// Makes the reactors of a server that keeps about `fds_per_client`
+/// descriptors per client, each with its own `make()` service and its own
+/// listener; serving starts with [`Bound::run`].
+pub fn bind<S: Service>(
+    plan: &Plan,
+    config: Config,
+    mut make: impl FnMut() -> S,
+    fds_per_client: u64,
+) -> io::Result<Bound<S>> {
+    // Before any thread exists, so that no thread takes these signals the default way.
+    let supervisor = Supervisor::new()?;
+    let fd_limit = raise_descriptor_limits()?;
+    let (backlog, note) = backlog_within_somaxconn(plan.backlog, sys::somaxconn());
+    let options = ListenOptions {
+        backlog,
+        reuse_port: plan.reactors > 1,
+    };
+    let mut reactors = Vec::with_capacity(plan.reactors);
+    let mut addr = plan.listen.clone();
+    for _ in 0..plan.reactors {
+        let mut reactor = Reactor::new(config.clone(), make())?;
+        // After the first, the port it was given.
+        addr = listen(&mut reactor, &addr, plan.tls.as_ref(), &options)?;
+        reactors.push(reactor);
+    }
+    info!("accept queue: backlog {backlog} ({note})");
+    if plan.reactors > 1 {
+        let count = plan.reactors;
+        info!("{count} reactors, each with its own listener on {addr} (SO_REUSEPORT)");
+    }
+    if let Some(metrics) = &plan.metrics {
+        let bound = reactors[0]
+            .listen_metrics(metrics, &options)
+            .map_err(|e| io::Error::new(e.kind(), format!("--metrics {metrics}: {e}")))?;
+        info!("metrics on http://{bound}/metrics");
+    }
+    log_room(fd_limit, fds_per_client);
+    Ok(Bound {
+        supervisor,
+        reactors,
+        local: addr,
+    })
+}
+
+/// Raises the descriptor limit as far as it goes and grows the descriptor
+/// table up front; returns the limit.
+fn raise_descriptor_limits() -> io::Result<u64> {
+    let fd_limit = sys::raise_fd_limit()?;
+    // Past this many the table's doublings are few, each one wait; up to it
+    // the table costs at most about half a megabyte.
+    if let Err(e) = sys::grow_fd_table(fd_limit.min(1 << 16)) {
+        warn!("could not grow the descriptor table up front: {e}");
+    }
+    Ok(fd_limit)
+}
+
+/// Gives `reactor` its listener on `addr`, serving TLS if `tls` says so,
+/// and returns the address bound.
+///
+/// The one place a listener comes from: bound here, today. A listener
+/// inherited (systemd's socket activation) or handed over by the process
+/// being replaced comes in here too, when there is one.
+fn listen<S: Service>(
+    reactor: &mut Reactor<S>,
+    addr: &Addr,
+    tls: Option<&ListenerTls>,
+    options: &ListenOptions,
+) -> io::Result<Addr> {
+    let bound = match tls {
+        None => reactor.listen(addr, options),
+        #[cfg(feature = "tls")]
+        Some(tls) => sockloop::tls::server_config(&tls.cert, &tls.key, &tls.alpn)
+            .and_then(|config| reactor.listen_tls(addr, options, config)),
+        // The command line refuses TLS flags in this build; said anyway.
+        #[cfg(not(feature = "tls"))]
+        Some(ListenerTls { cert, key, alpn }) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "TLS with {} and {} (ALPN {alpn:?}): this build has none \
+                 (it was built without the `tls` feature)",
+                cert.display(),
+                key.display()
+            ),
+        )),
+    };
+    bound.map_err(|e| io::Error::new(e.kind(), format!("listen on {addr}: {e}")))
+}
+
+/// Logs how many clients the descriptors left make room for, once every
+/// descriptor of the server's own is open: stdio, the supervisor's, and each
+/// reactor's poller, wake-up, listener and spare (and the metrics listener).
+fn log_room(fd_limit: u64, fds_per_client: u64) {
+    let each = match fds_per_client {
+        1 => String::new(),
+        n => format!(" at {n} descriptors each"),
+    };
+    match sys::open_descriptors() {
+        Ok(open) => info!(
+            "file descriptor limit {fd_limit}, {open} in use: room for about {} clients{each}",
+            fd_limit.saturating_sub(open) / fds_per_client
+        ),
+        Err(e) => info!("file descriptor limit {fd_limit} (how many are in use is unknown: {e})"),
+    }
+}
+
+/// The backlog `listen` is given: what was asked, cut down to the kernel's
+/// cap (which would cut it silently anyway), and how to say so at start.
+fn backlog_within_somaxconn(asked: i32, somaxconn: Option<u32>) -> (i32, String) {
+    match somaxconn.map(|cap| i32::try_from(cap).unwrap_or(i32::MAX)) {
+        Some(cap) if asked > cap => (
+            cap,
+            format!("somaxconn {cap}; --backlog {asked} asked for more: raise net.core.somaxconn"),
+        ),
+        Some(cap) => (asked, format!("somaxconn {cap}")),
+        None => (asked, "somaxconn unknown here".to_owned()),
+    }
+}
+
+impl<S> Bound<S>
+where
+    S: Service + Send + 'static,
+    S::Conn: Send,
+{
+    /// Serves, each reactor on a thread of its own, until a signal stops
+    /// them; says where it listens first, on stdout.
+    pub fn run(self, options: &threads::Options) -> io::Result<()> {
+        let local = self.local;
+        // Scripts and tests read this line to learn the port: print it exactly once, at once.
+        print_line(format_args!("listening on {local}"))?;
+        info!("serving on {local}");
+        let outcome = self.supervisor.run(self.reactors, options)?;
+        if let Some(spread) = outcome.spread() {
+            info!("{spread}");
+        }
+        info!("stopped: {}", outcome.total());
+        if outcome.forced {
+            return Err(io::Error::other("shutdown cut short by a second signal"));
+        }
+        Ok(())
+    }
+}
+
+/// Writes one line to stdout at once. A reader that has gone (`| head -1`)
+/// took all it wanted: not an error, and no reason to stop.
+pub fn print_line(line: impl fmt::Display) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.map_err(|e| io::Error::new(e.kind(), format!("stdout: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backlog_is_capped_by_somaxconn_and_the_note_says_so() {
+        assert_eq!(
+            backlog_within_somaxconn(4096, Some(4096)),
+            (4096, "somaxconn 4096".to_owned())
+        );
+        assert_eq!(backlog_within_somaxconn(100, Some(4096)).0, 100);
+        let (backlog, note) = backlog_within_somaxconn(10_000, Some(4096));
+        assert_eq!(backlog, 4096);
+        assert!(
+            note.starts_with("somaxconn 4096; --backlog 10000"),
+            "{note}"
+        );
+        assert_eq!(backlog_within_somaxconn(4096, None).0, 4096);
+        // A cap beyond i32 (FreeBSD's is a u_int) never turns negative.
+        assert_eq!(backlog_within_somaxconn(4096, Some(u32::MAX)).0, 4096);
+    }
+}
