@@ -2,6 +2,7 @@
 //!
 //! Layers, each knowing only those below it: [`sys`] (the OS: epoll or
 //! kqueue, sockets, the only `unsafe`), [`codec`] (sans-IO framing),
+//! [`metrics`] (the Prometheus page and what a scrape is answered, sans-IO),
 //! [`reactor`] (the event loop, connections and their buffers), [`app`]
 //! (services on it) and [`mod@bench`] (the load generator, a client on the
 //! same reactor). [`stderr`] takes the diagnostics of them all, so that none
@@ -97,6 +98,7 @@
 pub mod app;
 pub mod bench;
 pub mod codec;
+pub mod metrics;
 pub mod reactor;
 pub mod stderr;
 pub mod sys;

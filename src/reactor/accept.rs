@@ -20,7 +20,7 @@ use super::Reactor;
 use super::close::CloseReason;
 use super::conn::Phase;
 use super::kernel::{Handles, ListenerSlot, Route};
-use super::metrics::MAX_METRICS_CONNS;
+use super::scrape::MAX_METRICS_CONNS;
 use super::service::{Context, Service};
 use super::timer::TimerKind;
 use super::token::{ConnId, Token};

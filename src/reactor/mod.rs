@@ -19,7 +19,8 @@
 //! - `lifecycle`: deferred actions, FIN and close, timers, graceful shutdown;
 //! - `handshake`: a connection's PROXY header and TLS handshake, before
 //!   the service hears of it;
-//! - `metrics`: the `GET /metrics` responder of a metrics listener;
+//! - `scrape`: a metrics listener's connections, admitted on a budget of
+//!   their own and answered with [`crate::metrics`]'s responder;
 //! - below them: `state` (the reactor's state lent to services), `service`
 //!   (the [`Service`] trait and its [`Context`]), `conn` (a connection and
 //!   its phase), `reply`, `buffer`, `timer`, `token`, `stats`,
@@ -37,8 +38,8 @@ mod handshake;
 mod ingress;
 mod kernel;
 mod lifecycle;
-mod metrics;
 mod reply;
+mod scrape;
 mod service;
 mod splice;
 mod state;
@@ -62,13 +63,13 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+pub use crate::metrics::{MetricKind, MetricsText};
 use buffer::Arena;
 pub use close::CloseReason;
 pub use config::Config;
 use conn::Phase;
 use handle::Command;
 pub use handle::Handle;
-pub use metrics::{MetricKind, MetricsText};
 pub use service::{Context, Service};
 use state::State;
 pub use stats::{ConnInfo, Stats, format_table, format_tables};

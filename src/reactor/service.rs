@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use super::close::CloseReason;
 use super::conn::{Connection, Writing};
-use super::metrics::MetricsText;
 use super::state::State;
 use super::timer::{TimerId, TimerKind};
 use super::token::ConnId;
+use crate::metrics::MetricsText;
 use crate::sys::Addr;
 
 /// Where `inner` lies within `outer`, if it is a non-empty piece of it.

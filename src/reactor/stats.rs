@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::close::CloseReason;
 use super::token::ConnId;
+use crate::metrics::{MetricKind, MetricsText};
 use crate::sys::Addr;
 
 /// Counters since the reactor started.
@@ -144,6 +145,166 @@ impl Stats {
         ] {
             *sum += n;
         }
+    }
+
+    /// The counters as Prometheus families, for the metrics page.
+    pub(crate) fn write_metrics(&self, m: &mut MetricsText) {
+        use MetricKind::{Counter, Gauge};
+        let counters: [(&str, &str, u64); 24] = [
+            (
+                "sockloop_accepted_total",
+                "Connections taken from a listener (the limit's included).",
+                self.accepted,
+            ),
+            (
+                "sockloop_connected_total",
+                "Outgoing connections established.",
+                self.connected,
+            ),
+            (
+                "sockloop_connect_failures_total",
+                "Outgoing connections that failed or timed out.",
+                self.connect_failed,
+            ),
+            (
+                "sockloop_received_bytes_total",
+                "Bytes of the streams read from peers (TLS: plaintext; no PROXY header).",
+                self.bytes_in,
+            ),
+            (
+                "sockloop_sent_bytes_total",
+                "Bytes of the streams written to peers (TLS: plaintext).",
+                self.bytes_out,
+            ),
+            (
+                "sockloop_spliced_bytes_total",
+                "Of the bytes sent, those moved by splice(2).",
+                self.bytes_spliced,
+            ),
+            (
+                "sockloop_received_frames_total",
+                "Frames decoded from peers, as the service counts them.",
+                self.frames_in,
+            ),
+            (
+                "sockloop_sent_frames_total",
+                "Frames sent to peers, as the service counts them.",
+                self.frames_out,
+            ),
+            (
+                "sockloop_truncated_frames_total",
+                "Connections that closed with a partial frame buffered.",
+                self.truncated_frames,
+            ),
+            (
+                "sockloop_polls_total",
+                "Calls to the poller's wait.",
+                self.polls,
+            ),
+            (
+                "sockloop_events_total",
+                "Readiness events the poller returned.",
+                self.events,
+            ),
+            (
+                "sockloop_reads_total",
+                "read(2) and recv(2) calls.",
+                self.reads,
+            ),
+            (
+                "sockloop_eagain_reads_total",
+                "Reads that found nothing (EAGAIN).",
+                self.eagain_reads,
+            ),
+            (
+                "sockloop_writes_total",
+                "write(2) and send(2) calls.",
+                self.writes,
+            ),
+            (
+                "sockloop_eagain_writes_total",
+                "Writes the kernel took nothing of (EAGAIN).",
+                self.eagain_writes,
+            ),
+            (
+                "sockloop_interest_changes_total",
+                "Calls that change what the poller watches.",
+                self.interest_changes,
+            ),
+            (
+                "sockloop_stale_events_total",
+                "Events for a connection that had already gone.",
+                self.stale_events,
+            ),
+            (
+                "sockloop_tls_handshakes_total",
+                "TLS handshakes completed.",
+                self.tls_handshakes,
+            ),
+            (
+                "sockloop_tls_failures_total",
+                "TLS handshakes that failed or timed out.",
+                self.tls_failures,
+            ),
+            (
+                "sockloop_proxy_headers_total",
+                "PROXY protocol headers read.",
+                self.proxy_headers,
+            ),
+            (
+                "sockloop_proxy_failures_total",
+                "Connections closed for lack of a valid PROXY header.",
+                self.proxy_failures,
+            ),
+            (
+                "sockloop_metrics_refused_total",
+                "Metrics connections closed at once: as many as taken were open.",
+                self.metrics_refused,
+            ),
+            (
+                "sockloop_metrics_timeouts_total",
+                "Metrics connections closed without a whole request head in time.",
+                self.metrics_timeouts,
+            ),
+            (
+                "sockloop_closed_total",
+                "Connections closed, for any reason.",
+                self.closed,
+            ),
+        ];
+        for (name, help, value) in counters {
+            m.single(name, Counter, help, value);
+        }
+        let name = "sockloop_closed_by_reason_total";
+        m.family(name, Counter, "Connections closed, by reason.");
+        for (reason, n) in CloseReason::NAMES.iter().zip(self.closed_by) {
+            m.sample(name, &[("reason", reason)], n);
+        }
+        m.single(
+            "sockloop_active_connections",
+            Gauge,
+            "Connections open now.",
+            self.active,
+        );
+        let peak = self.peak_pending_output as u64;
+        m.single(
+            "sockloop_peak_pending_output_bytes",
+            Gauge,
+            "The largest backlog of unsent output any connection has had.",
+            peak,
+        );
+        m.single(
+            "sockloop_buffered_output_bytes",
+            Gauge,
+            "Unsent output all connections hold now (bounded by --max-buffered).",
+            self.buffered_output as u64,
+        );
+        m.single(
+            "sockloop_budget_pauses_total",
+            Counter,
+            "Connections not read because the output of all was over half of --max-buffered.",
+            self.budget_pauses,
+        );
     }
 
     pub(crate) fn count_close(&mut self, reason: CloseReason) {
@@ -302,5 +463,27 @@ mod tests {
         assert_eq!((one.peak_pending_output, one.tls_failures), (7, 1));
         assert_eq!(one.closed_by(CloseReason::Peer), 1);
         assert_eq!(one.closed_by(CloseReason::Idle), 1);
+    }
+
+    #[test]
+    fn every_sample_line_is_a_name_labels_and_a_value() {
+        let mut page = MetricsText::default();
+        let stats = Stats {
+            accepted: 3,
+            ..Stats::default()
+        };
+        stats.write_metrics(&mut page);
+        page.family("x_state", MetricKind::Gauge, "Escapes.");
+        page.sample("x_state", &[("a", "q\"b\\n"), ("b", "2")], 1);
+        let text = page.as_str();
+        assert!(
+            text.contains("# TYPE sockloop_accepted_total counter\nsockloop_accepted_total 3\n")
+        );
+        assert!(text.contains("sockloop_closed_by_reason_total{reason=\"peer\"} 0\n"));
+        assert!(text.contains("x_state{a=\"q\\\"b\\\\n\",b=\"2\"} 1\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').expect("name and value");
+            assert!(value.parse::<u64>().is_ok(), "{line}");
+        }
     }
 }

@@ -1,0 +1,93 @@
+//! The reactor's side of a metrics connection (a scrape): a listener
+//! opened with [`Reactor::listen_metrics`] has its connections answered
+//! here, never by the service. Their bytes go to
+//! [`crate::metrics::responder`] until it has an answer, which is queued
+//! like any reply; the connection closes once it is flushed, so a scrape
+//! never blocks the loop and costs no more than a small client.
+//!
+//! Metrics connections have a budget of their own: at most
+//! [`MAX_METRICS_CONNS`] at once, not counted against `Config::max_conns`
+//! (clients at the limit cannot lock the scrapes out, nor scrapes the
+//! clients), and each has [`METRICS_DEADLINE`] from its accept to send its
+//! head and take its answer.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use log::warn;
+
+use super::Reactor;
+use super::close::CloseReason;
+use super::conn::{Phase, Reading};
+use super::service::{Context, Service};
+use super::timer::ConnTimer;
+use super::token::ConnId;
+use crate::metrics::responder;
+use crate::sys::os::{Os, Stream};
+
+/// Metrics connections open at once; more are closed as they are accepted.
+/// A Prometheus server scrapes one at a time.
+pub(crate) const MAX_METRICS_CONNS: usize = 16;
+
+/// How long a metrics connection may live: its whole request head must be
+/// in by then however slowly it trickles (each byte renews the idle
+/// timeout, so that is no bound), and its answer taken.
+pub(crate) const METRICS_DEADLINE: Duration = Duration::from_secs(5);
+
+impl<S: Service, O: Os> Reactor<S, O> {
+    /// `id` was accepted on the metrics listener: it counts against the
+    /// metrics connections' own budget, and has until the deadline.
+    pub(super) fn admit_metrics(&mut self, id: ConnId) {
+        let Some(conn) = self.state.conns.live_mut(id) else {
+            return;
+        };
+        conn.flags.metrics = true;
+        self.state.admission.metrics_open += 1;
+        let due = self.state.stamp.after(METRICS_DEADLINE);
+        self.state.add_conn_timer(due, id, ConnTimer::Request);
+    }
+
+    /// A metrics connection's deadline: one still without its whole request
+    /// head is closed and counted; one answered had its time to take the
+    /// answer and go.
+    pub(super) fn metrics_deadline_fired(&mut self, id: ConnId) {
+        let Some(conn) = self.state.conns.live(id) else {
+            return;
+        };
+        if conn.phase != Phase::Open {
+            return self.close(id, CloseReason::Local);
+        }
+        self.state.stats.metrics_timeouts += 1;
+        warn!(
+            "{id} {}: no whole request head within {METRICS_DEADLINE:?}; closing",
+            self.state.peer_label(id)
+        );
+        self.close(id, CloseReason::FrameTimeout);
+    }
+
+    /// Bytes for a metrics connection, just read into `range` of the arena:
+    /// kept until the request head is whole, then answered and closed.
+    pub(super) fn answer_metrics(&mut self, id: ConnId, range: Range<usize>) {
+        let Some(conn) = self.state.conns.live_mut(id) else {
+            return;
+        };
+        conn.extend_input(&self.arena.bytes[range]);
+        let (stats, service, now) = (&self.state.stats, &self.service, self.state.now);
+        let Some(answer) = responder::answer(conn.input(), |page| {
+            stats.write_metrics(page);
+            service.metrics(now, page);
+        }) else {
+            return;
+        };
+        conn.release_buffers();
+        let socket = self.kernel.socket(id);
+        if answer.more || socket.is_some_and(|s| s.unread_len().is_ok_and(|n| n > 0)) {
+            conn.reading = Reading::Discarding;
+        }
+        self.state.replies.begin_serving(id);
+        let ctx = &mut Context::new(&mut self.state, &self.arena.bytes);
+        ctx.write(id, &answer.response);
+        ctx.close(id);
+        self.apply_deferred();
+    }
+}
