@@ -1,4 +1,9 @@
 //! What a reactor counts, for operators, tests and people studying the loop.
+//!
+//! Each counter is declared once, in the list given to `declare_stats!`
+//! below: that one line makes the field of [`Stats`], its part in summing
+//! several reactors ([`Stats::add`]), its family on the metrics page and,
+//! if it has one, its part in the stats line (`Display`).
 
 use std::fmt::{self, Write};
 use std::time::Duration;
@@ -8,66 +13,200 @@ use super::token::ConnId;
 use crate::metrics::{MetricKind, MetricsText};
 use crate::sys::Addr;
 
-/// Counters since the reactor started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Every connection taken from a listener, including those closed at once
-    /// for the limit.
-    pub accepted: u64,
-    /// Outgoing connections established, and those that failed or timed out.
-    pub connected: u64,
-    pub connect_failed: u64,
-    pub active: u64,
-    pub closed: u64,
-    /// Closes per [`CloseReason`]; see [`Stats::closed_by`].
-    pub(crate) closed_by: [u64; CloseReason::COUNT],
-    /// Bytes of the connections' streams, read and written: what services
-    /// (and the metrics responder) read and write, plaintext for TLS. What
-    /// the reactor alone deals in is left out: a PROXY header read, TLS
-    /// handshakes and record framing (a relay's outgoing PROXY header is
-    /// the relay's own writing, so it counts).
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// Of `bytes_out`, those moved by splice(2), never copied through user space.
-    pub bytes_spliced: u64,
-    /// Frames decoded from peers and encoded to them, as services report them.
-    pub frames_in: u64,
-    pub frames_out: u64,
+/// Makes, from one list of counters, the struct [`Stats`], [`Stats::add`],
+/// [`Stats::write_metrics`] and the stats line (`Display`). A counter is
+/// one line after its doc comment; adding one is adding its line, and
+/// counting it where it happens.
+///
+/// ```text
+/// /// HELP text: the first line of the doc, a whole sentence.
+/// /// More lines, for rustdoc only.
+/// pub FIELD: TYPE = KIND "PROMETHEUS_NAME", line "PART OF THE LINE";
+/// ```
+///
+/// - KIND: `counter` (only grows; summed across reactors), `gauge` (goes up
+///   and down; summed), `peak` (the largest seen: across reactors, the
+///   largest of them; a gauge on the metrics page) or `by_reason` (one
+///   count per [`CloseReason`]: a counter with a `reason` label).
+/// - `line "..."` (optional): the counter's part of the stats line, `{}`
+///   standing for its value; the parts follow one another in the list's
+///   order. `with METHOD` after it shows what that method returns instead.
+///   A `by_reason` part is left out while every count is 0.
+macro_rules! declare_stats {
+    ($(
+        #[doc = $help:literal]
+        $(#[doc = $detail:literal])*
+        $vis:vis $field:ident: $ty:ty = $kind:ident $metric:literal
+            $(, line $line:literal $(with $shown:ident)?)?;
+    )*) => {
+        /// Counters since the reactor started.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct Stats {
+            $(
+                #[doc = $help]
+                $(#[doc = $detail])*
+                $vis $field: $ty,
+            )*
+        }
+
+        impl Stats {
+            /// Adds `other`'s counts to these: the totals of several reactors
+            /// (of a peak, the larger of the two).
+            pub fn add(&mut self, other: &Stats) {
+                $( by_kind!(add $kind, self.$field, other.$field); )*
+            }
+
+            /// The counters as Prometheus families, for the metrics page.
+            pub(crate) fn write_metrics(&self, out: &mut MetricsText) {
+                $( by_kind!(write $kind, out, $metric, $help.trim(), self.$field); )*
+            }
+        }
+
+        /// One line: what an operator wants to see every few seconds.
+        impl fmt::Display for Stats {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                $($(
+                    by_kind!(show $kind, f, $line, self.$field $(, self.$shown())?);
+                )?)*
+                Ok(())
+            }
+        }
+    };
+}
+
+/// What each kind of counter does: how two reactors' counts make one
+/// (`add`), how it is written on the metrics page (`write`), how it is
+/// shown in the stats line (`show`).
+macro_rules! by_kind {
+    (add counter, $sum:expr, $n:expr) => {
+        $sum += $n
+    };
+    (add gauge, $sum:expr, $n:expr) => {
+        $sum += $n
+    };
+    (add peak, $sum:expr, $n:expr) => {
+        $sum = $sum.max($n)
+    };
+    (add by_reason, $sums:expr, $ns:expr) => {
+        for (sum, n) in $sums.iter_mut().zip($ns) {
+            *sum += n;
+        }
+    };
+    (write counter, $out:expr, $name:expr, $help:expr, $n:expr) => {
+        $out.single($name, MetricKind::Counter, $help, $n)
+    };
+    (write gauge, $out:expr, $name:expr, $help:expr, $n:expr) => {
+        $out.single($name, MetricKind::Gauge, $help, $n as u64)
+    };
+    (write peak, $out:expr, $name:expr, $help:expr, $n:expr) => {
+        $out.single($name, MetricKind::Gauge, $help, $n as u64)
+    };
+    (write by_reason, $out:expr, $name:expr, $help:expr, $ns:expr) => {{
+        $out.family($name, MetricKind::Counter, $help);
+        for (reason, n) in CloseReason::NAMES.iter().zip($ns) {
+            $out.sample($name, &[("reason", reason)], n);
+        }
+    }};
+    (show by_reason, $f:expr, $line:literal, $ns:expr) => {
+        if $ns.iter().any(|&n| n > 0) {
+            write!($f, $line, ReasonCounts(&$ns))?;
+        }
+    };
+    (show $kind:ident, $f:expr, $line:literal, $n:expr) => {
+        write!($f, $line, $n)?
+    };
+    (show $kind:ident, $f:expr, $line:literal, $n:expr, $shown:expr) => {
+        write!($f, $line, $shown)?
+    };
+}
+
+declare_stats! {
+    // Connections.
+
+    /// Connections open now.
+    pub active: u64 = gauge "sockloop_active_connections", line "active {}";
+    /// Connections taken from a listener (the limit's included).
+    pub accepted: u64 = counter "sockloop_accepted_total", line ", accepted {}";
+    /// Connections closed, for any reason.
+    pub closed: u64 = counter "sockloop_closed_total", line ", closed {}";
+    /// Connections closed, by reason.
+    /// See [`Stats::closed_by`]; any error kind counts as one.
+    pub(crate) closed_by: [u64; CloseReason::COUNT] = by_reason "sockloop_closed_by_reason_total", line " ({})";
+    /// Outgoing connections established.
+    pub connected: u64 = counter "sockloop_connected_total";
+    /// Outgoing connections that failed or timed out.
+    pub connect_failed: u64 = counter "sockloop_connect_failures_total";
+
+    // The streams.
+
+    /// Bytes of the streams read from peers (TLS: plaintext; no PROXY header).
+    /// The bytes of the streams are what services (and the metrics
+    /// responder) read and write, plaintext for TLS. What the reactor alone
+    /// deals in is left out: a PROXY header read, TLS handshakes and record
+    /// framing (a relay's outgoing PROXY header is the relay's own writing,
+    /// so it counts).
+    pub bytes_in: u64 = counter "sockloop_received_bytes_total", line "; bytes in {}";
+    /// Bytes of the streams written to peers (TLS: plaintext).
+    pub bytes_out: u64 = counter "sockloop_sent_bytes_total", line ", out {}";
+    /// Of the bytes sent, those moved by splice(2).
+    /// They were never copied through user space.
+    pub bytes_spliced: u64 = counter "sockloop_spliced_bytes_total";
+    /// Frames decoded from peers, as the service counts them.
+    pub frames_in: u64 = counter "sockloop_received_frames_total", line "; frames in {}";
+    /// Frames sent to peers, as the service counts them.
+    pub frames_out: u64 = counter "sockloop_sent_frames_total", line ", out {}";
     /// Connections that closed with a partial frame buffered.
-    pub truncated_frames: u64,
-    /// The largest backlog of unsent output any connection has had.
-    pub peak_pending_output: usize,
-    /// Unsent output all connections hold now: what
-    /// [`Config::max_buffered`](super::Config::max_buffered) bounds.
-    pub buffered_output: usize,
-    /// Times a connection stopped being read because the output of all
-    /// connections was over half the budget and its own backed up.
-    pub budget_pauses: u64,
-    /// Calls to the poller's wait, and the events they returned.
-    pub polls: u64,
-    pub events: u64,
-    pub reads: u64,
-    /// Reads that found nothing (EAGAIN): the waste a reactor tries to avoid.
-    pub eagain_reads: u64,
-    pub writes: u64,
-    pub eagain_writes: u64,
-    /// Calls that change what the poller watches. Registration is once per
-    /// fd, so this is two per connection (add, delete), never per message.
-    pub interest_changes: u64,
+    pub truncated_frames: u64 = counter "sockloop_truncated_frames_total";
+
+    // The loop's work.
+
+    /// Calls to the poller's wait.
+    pub polls: u64 = counter "sockloop_polls_total", line "; waits {}";
+    /// Readiness events the poller returned.
+    pub events: u64 = counter "sockloop_events_total", line " ({:.1} events each)" with events_per_wait;
+    /// read(2) and recv(2) calls.
+    pub reads: u64 = counter "sockloop_reads_total", line "; reads {}";
+    /// Reads that found nothing (EAGAIN).
+    /// The waste a reactor tries to avoid.
+    pub eagain_reads: u64 = counter "sockloop_eagain_reads_total", line " (EAGAIN {})";
+    /// write(2) and send(2) calls.
+    pub writes: u64 = counter "sockloop_writes_total", line "; writes {}";
+    /// Writes the kernel took nothing of (EAGAIN).
+    pub eagain_writes: u64 = counter "sockloop_eagain_writes_total", line " (EAGAIN {})";
+    /// Calls that change what the poller watches.
+    /// Registration is once per fd, so this is two per connection (add,
+    /// delete), never per message.
+    pub interest_changes: u64 = counter "sockloop_interest_changes_total", line "; interest changes {}";
     /// Events for a connection that had already gone.
-    pub stale_events: u64,
-    /// TLS handshakes done, and failed (timed out included).
-    pub tls_handshakes: u64,
-    pub tls_failures: u64,
-    /// PROXY protocol headers read, and connections closed for lack of a
-    /// valid one (timed out included).
-    pub proxy_headers: u64,
-    pub proxy_failures: u64,
-    /// Metrics connections closed at once because as many as the metrics
-    /// listener takes were open already, and those closed without a whole
-    /// request head in time.
-    pub metrics_refused: u64,
-    pub metrics_timeouts: u64,
+    pub stale_events: u64 = counter "sockloop_stale_events_total";
+
+    // Output held for peers.
+
+    /// The largest backlog of unsent output any connection has had.
+    pub peak_pending_output: usize = peak "sockloop_peak_pending_output_bytes";
+    /// Unsent output all connections hold now (bounded by --max-buffered).
+    /// What [`Config::max_buffered`](super::Config::max_buffered) bounds.
+    pub buffered_output: usize = gauge "sockloop_buffered_output_bytes", line "; output buffered {}";
+    /// Connections not read because the output of all was over half of --max-buffered.
+    /// Counted each time one stops being read because its own output
+    /// backed up while the total was over half the budget.
+    pub budget_pauses: u64 = counter "sockloop_budget_pauses_total", line " (paused for the budget {})";
+
+    // Connection set-up.
+
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64 = counter "sockloop_tls_handshakes_total";
+    /// TLS handshakes that failed or timed out.
+    pub tls_failures: u64 = counter "sockloop_tls_failures_total";
+    /// PROXY protocol headers read.
+    pub proxy_headers: u64 = counter "sockloop_proxy_headers_total";
+    /// Connections closed for lack of a valid PROXY header.
+    /// Timed out included.
+    pub proxy_failures: u64 = counter "sockloop_proxy_failures_total";
+    /// Metrics connections closed at once: as many as taken were open.
+    pub metrics_refused: u64 = counter "sockloop_metrics_refused_total";
+    /// Metrics connections closed without a whole request head in time.
+    pub metrics_timeouts: u64 = counter "sockloop_metrics_timeouts_total";
 }
 
 impl Stats {
@@ -76,281 +215,32 @@ impl Stats {
         self.closed_by[reason.slot()]
     }
 
-    /// Adds `other`'s counts to these: the totals of several reactors (the
-    /// peak backlog is the larger of the two).
-    pub fn add(&mut self, other: &Stats) {
-        let Stats {
-            accepted,
-            connected,
-            connect_failed,
-            active,
-            closed,
-            closed_by,
-            bytes_in,
-            bytes_out,
-            bytes_spliced,
-            frames_in,
-            frames_out,
-            truncated_frames,
-            peak_pending_output,
-            buffered_output,
-            budget_pauses,
-            polls,
-            events,
-            reads,
-            eagain_reads,
-            writes,
-            eagain_writes,
-            interest_changes,
-            stale_events,
-            tls_handshakes,
-            tls_failures,
-            proxy_headers,
-            proxy_failures,
-            metrics_refused,
-            metrics_timeouts,
-        } = *other;
-        for (sum, n) in self.closed_by.iter_mut().zip(closed_by) {
-            *sum += n;
-        }
-        self.peak_pending_output = self.peak_pending_output.max(peak_pending_output);
-        self.buffered_output += buffered_output;
-        for (sum, n) in [
-            (&mut self.accepted, accepted),
-            (&mut self.connected, connected),
-            (&mut self.connect_failed, connect_failed),
-            (&mut self.active, active),
-            (&mut self.closed, closed),
-            (&mut self.bytes_in, bytes_in),
-            (&mut self.bytes_out, bytes_out),
-            (&mut self.bytes_spliced, bytes_spliced),
-            (&mut self.frames_in, frames_in),
-            (&mut self.frames_out, frames_out),
-            (&mut self.truncated_frames, truncated_frames),
-            (&mut self.budget_pauses, budget_pauses),
-            (&mut self.polls, polls),
-            (&mut self.events, events),
-            (&mut self.reads, reads),
-            (&mut self.eagain_reads, eagain_reads),
-            (&mut self.writes, writes),
-            (&mut self.eagain_writes, eagain_writes),
-            (&mut self.interest_changes, interest_changes),
-            (&mut self.stale_events, stale_events),
-            (&mut self.proxy_headers, proxy_headers),
-            (&mut self.proxy_failures, proxy_failures),
-            (&mut self.tls_handshakes, tls_handshakes),
-            (&mut self.tls_failures, tls_failures),
-            (&mut self.metrics_refused, metrics_refused),
-            (&mut self.metrics_timeouts, metrics_timeouts),
-        ] {
-            *sum += n;
-        }
-    }
-
-    /// The counters as Prometheus families, for the metrics page.
-    pub(crate) fn write_metrics(&self, m: &mut MetricsText) {
-        use MetricKind::{Counter, Gauge};
-        let counters: [(&str, &str, u64); 24] = [
-            (
-                "sockloop_accepted_total",
-                "Connections taken from a listener (the limit's included).",
-                self.accepted,
-            ),
-            (
-                "sockloop_connected_total",
-                "Outgoing connections established.",
-                self.connected,
-            ),
-            (
-                "sockloop_connect_failures_total",
-                "Outgoing connections that failed or timed out.",
-                self.connect_failed,
-            ),
-            (
-                "sockloop_received_bytes_total",
-                "Bytes of the streams read from peers (TLS: plaintext; no PROXY header).",
-                self.bytes_in,
-            ),
-            (
-                "sockloop_sent_bytes_total",
-                "Bytes of the streams written to peers (TLS: plaintext).",
-                self.bytes_out,
-            ),
-            (
-                "sockloop_spliced_bytes_total",
-                "Of the bytes sent, those moved by splice(2).",
-                self.bytes_spliced,
-            ),
-            (
-                "sockloop_received_frames_total",
-                "Frames decoded from peers, as the service counts them.",
-                self.frames_in,
-            ),
-            (
-                "sockloop_sent_frames_total",
-                "Frames sent to peers, as the service counts them.",
-                self.frames_out,
-            ),
-            (
-                "sockloop_truncated_frames_total",
-                "Connections that closed with a partial frame buffered.",
-                self.truncated_frames,
-            ),
-            (
-                "sockloop_polls_total",
-                "Calls to the poller's wait.",
-                self.polls,
-            ),
-            (
-                "sockloop_events_total",
-                "Readiness events the poller returned.",
-                self.events,
-            ),
-            (
-                "sockloop_reads_total",
-                "read(2) and recv(2) calls.",
-                self.reads,
-            ),
-            (
-                "sockloop_eagain_reads_total",
-                "Reads that found nothing (EAGAIN).",
-                self.eagain_reads,
-            ),
-            (
-                "sockloop_writes_total",
-                "write(2) and send(2) calls.",
-                self.writes,
-            ),
-            (
-                "sockloop_eagain_writes_total",
-                "Writes the kernel took nothing of (EAGAIN).",
-                self.eagain_writes,
-            ),
-            (
-                "sockloop_interest_changes_total",
-                "Calls that change what the poller watches.",
-                self.interest_changes,
-            ),
-            (
-                "sockloop_stale_events_total",
-                "Events for a connection that had already gone.",
-                self.stale_events,
-            ),
-            (
-                "sockloop_tls_handshakes_total",
-                "TLS handshakes completed.",
-                self.tls_handshakes,
-            ),
-            (
-                "sockloop_tls_failures_total",
-                "TLS handshakes that failed or timed out.",
-                self.tls_failures,
-            ),
-            (
-                "sockloop_proxy_headers_total",
-                "PROXY protocol headers read.",
-                self.proxy_headers,
-            ),
-            (
-                "sockloop_proxy_failures_total",
-                "Connections closed for lack of a valid PROXY header.",
-                self.proxy_failures,
-            ),
-            (
-                "sockloop_metrics_refused_total",
-                "Metrics connections closed at once: as many as taken were open.",
-                self.metrics_refused,
-            ),
-            (
-                "sockloop_metrics_timeouts_total",
-                "Metrics connections closed without a whole request head in time.",
-                self.metrics_timeouts,
-            ),
-            (
-                "sockloop_closed_total",
-                "Connections closed, for any reason.",
-                self.closed,
-            ),
-        ];
-        for (name, help, value) in counters {
-            m.single(name, Counter, help, value);
-        }
-        let name = "sockloop_closed_by_reason_total";
-        m.family(name, Counter, "Connections closed, by reason.");
-        for (reason, n) in CloseReason::NAMES.iter().zip(self.closed_by) {
-            m.sample(name, &[("reason", reason)], n);
-        }
-        m.single(
-            "sockloop_active_connections",
-            Gauge,
-            "Connections open now.",
-            self.active,
-        );
-        let peak = self.peak_pending_output as u64;
-        m.single(
-            "sockloop_peak_pending_output_bytes",
-            Gauge,
-            "The largest backlog of unsent output any connection has had.",
-            peak,
-        );
-        m.single(
-            "sockloop_buffered_output_bytes",
-            Gauge,
-            "Unsent output all connections hold now (bounded by --max-buffered).",
-            self.buffered_output as u64,
-        );
-        m.single(
-            "sockloop_budget_pauses_total",
-            Counter,
-            "Connections not read because the output of all was over half of --max-buffered.",
-            self.budget_pauses,
-        );
-    }
-
     pub(crate) fn count_close(&mut self, reason: CloseReason) {
         self.closed += 1;
         self.closed_by[reason.slot()] += 1;
     }
+
+    /// Events per call to the poller's wait, for the stats line.
+    fn events_per_wait(&self) -> f64 {
+        self.events as f64 / self.polls.max(1) as f64
+    }
 }
 
-/// One line: what an operator wants to see every few seconds.
-impl fmt::Display for Stats {
+/// The closes by reason in the stats line, those with a count:
+/// `peer 2, idle 1`.
+struct ReasonCounts<'a>(&'a [u64; CloseReason::COUNT]);
+
+impl fmt::Display for ReasonCounts<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "active {}, accepted {}, closed {}",
-            self.active, self.accepted, self.closed
-        )?;
-        let mut reasons = CloseReason::NAMES
+        let counted = CloseReason::NAMES
             .iter()
-            .zip(self.closed_by)
-            .filter(|&(_, n)| n > 0);
-        if let Some((name, n)) = reasons.next() {
-            write!(f, " ({name} {n}")?;
-            for (name, n) in reasons {
-                write!(f, ", {name} {n}")?;
-            }
-            f.write_str(")")?;
+            .zip(self.0)
+            .filter(|&(_, &n)| n > 0);
+        for (i, (name, n)) in counted.enumerate() {
+            let comma = if i == 0 { "" } else { ", " };
+            write!(f, "{comma}{name} {n}")?;
         }
-        let per_wait = self.events as f64 / self.polls.max(1) as f64;
-        write!(
-            f,
-            "; bytes in {}, out {}; frames in {}, out {}; waits {} ({per_wait:.1} events each); \
-             reads {} (EAGAIN {}); writes {} (EAGAIN {}); interest changes {}; \
-             output buffered {} (paused for the budget {})",
-            self.bytes_in,
-            self.bytes_out,
-            self.frames_in,
-            self.frames_out,
-            self.polls,
-            self.reads,
-            self.eagain_reads,
-            self.writes,
-            self.eagain_writes,
-            self.interest_changes,
-            self.buffered_output,
-            self.budget_pauses,
-        )
+        Ok(())
     }
 }
 
