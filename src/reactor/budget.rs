@@ -27,7 +27,6 @@ use super::close::CloseReason;
 use super::conn::Phase;
 use super::service::Service;
 use super::state::State;
-use super::timer::Stamp;
 use super::token::ConnId;
 use crate::sys::os::Os;
 
@@ -37,13 +36,6 @@ const PAUSE_WARNING_EVERY: Duration = Duration::from_secs(5);
 /// Connections a shedding warning names; it counts the rest.
 const NAMED: usize = 3;
 
-/// What the rate-limited warning about paused connections has not said yet.
-#[derive(Default)]
-pub(crate) struct PauseWarning {
-    quiet_until: Stamp,
-    unreported: u64,
-}
-
 impl State {
     /// `id` just stopped being read because the output of all connections
     /// is over half the budget: counted, and said at most once per
@@ -51,11 +43,10 @@ impl State {
     #[cold]
     pub(crate) fn paused_for_budget(&mut self, id: ConnId) {
         self.stats.budget_pauses += 1;
-        self.pause_warning.unreported += 1;
-        if self.stamp < self.pause_warning.quiet_until {
+        let Some(untold) = self.pause_warning.due(self.stamp, PAUSE_WARNING_EVERY) else {
             return;
-        }
-        let others = match self.pause_warning.unreported - 1 {
+        };
+        let others = match untold {
             0 => String::new(),
             n => format!(" (and {n} more since the last such line)"),
         };
@@ -66,10 +57,6 @@ impl State {
             self.config.max_buffered,
             self.peer_label(id),
         );
-        self.pause_warning = PauseWarning {
-            quiet_until: self.stamp.after(PAUSE_WARNING_EVERY),
-            unreported: 0,
-        };
     }
 }
 

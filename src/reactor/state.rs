@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::budget::PauseWarning;
 use super::close::CloseReason;
 use super::config::Config;
 use super::conn::{About, Connection, Phase};
@@ -44,6 +43,32 @@ pub(crate) struct Admission {
     pub(crate) unreported: u64,
     /// When that line was written, while its report timer is set.
     pub(crate) reported_at: Option<Instant>,
+}
+
+/// What the warning about connections paused for the output budget
+/// (`budget.rs`) has not said yet: it is said at most once in a while.
+#[derive(Debug, Default)]
+pub(crate) struct PauseWarning {
+    quiet_until: Stamp,
+    unreported: u64,
+}
+
+impl PauseWarning {
+    /// Counts one more pause. When the warning is due, returns how many
+    /// pauses before this one it has not told of, and keeps quiet for
+    /// `every` from `now`.
+    pub(crate) fn due(&mut self, now: Stamp, every: Duration) -> Option<u64> {
+        self.unreported += 1;
+        if now < self.quiet_until {
+            return None;
+        }
+        let untold = self.unreported - 1;
+        *self = PauseWarning {
+            quiet_until: now.after(every),
+            unreported: 0,
+        };
+        Some(untold)
+    }
 }
 
 pub(crate) struct State {
@@ -348,5 +373,22 @@ impl State {
             conn.flags.reset = true;
         }
         self.abort(id, reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pause_warning_is_due_once_a_while_and_tells_of_the_pauses_between() {
+        let (every, second) = (Duration::from_secs(5), Duration::from_secs(1));
+        let start = Stamp::default();
+        let mut warning = PauseWarning::default();
+        assert_eq!(warning.due(start, every), Some(0));
+        assert_eq!(warning.due(start.after(second), every), None);
+        assert_eq!(warning.due(start.after(4 * second), every), None);
+        assert_eq!(warning.due(start.after(every), every), Some(2));
+        assert_eq!(warning.due(start.after(every), every), None);
     }
 }
