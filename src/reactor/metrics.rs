@@ -50,7 +50,9 @@ pub struct MetricsText {
 /// A Prometheus metric type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
+    /// Only goes up, while the process lives.
     Counter,
+    /// A value now, which goes up and down.
     Gauge,
 }
 

@@ -13,10 +13,13 @@ pub struct Stats {
     /// Every connection taken from a listener, including those closed at once
     /// for the limit.
     pub accepted: u64,
-    /// Outgoing connections established, and those that failed or timed out.
+    /// Outgoing connections established.
     pub connected: u64,
+    /// Outgoing connects that failed or timed out.
     pub connect_failed: u64,
+    /// Connections open now.
     pub active: u64,
+    /// Connections closed; [`closed_by`](Self::closed_by) says why.
     pub closed: u64,
     /// Closes per [`CloseReason`]; see [`Stats::closed_by`].
     pub(crate) closed_by: [u64; CloseReason::COUNT],
@@ -26,11 +29,13 @@ pub struct Stats {
     /// handshakes and record framing (a relay's outgoing PROXY header is
     /// the relay's own writing, so it counts).
     pub bytes_in: u64,
+    /// Bytes written to the connections' streams, counted as `bytes_in` is.
     pub bytes_out: u64,
     /// Of `bytes_out`, those moved by splice(2), never copied through user space.
     pub bytes_spliced: u64,
-    /// Frames decoded from peers and encoded to them, as services report them.
+    /// Frames decoded from peers, as services report them.
     pub frames_in: u64,
+    /// Frames encoded to peers, as services report them.
     pub frames_out: u64,
     /// Connections that closed with a partial frame buffered.
     pub truncated_frames: u64,
@@ -42,30 +47,36 @@ pub struct Stats {
     /// Times a connection stopped being read because the output of all
     /// connections was over half the budget and its own backed up.
     pub budget_pauses: u64,
-    /// Calls to the poller's wait, and the events they returned.
+    /// Calls to the poller's wait.
     pub polls: u64,
+    /// Events those waits returned.
     pub events: u64,
+    /// Read calls on connections, splice(2) from a socket included.
     pub reads: u64,
     /// Reads that found nothing (EAGAIN): the waste a reactor tries to avoid.
     pub eagain_reads: u64,
+    /// Write calls on connections, splice(2) to a socket included.
     pub writes: u64,
+    /// Writes the kernel took nothing of (EAGAIN): a peer that reads slower
+    /// than we write.
     pub eagain_writes: u64,
     /// Calls that change what the poller watches. Registration is once per
     /// fd, so this is two per connection (add, delete), never per message.
     pub interest_changes: u64,
     /// Events for a connection that had already gone.
     pub stale_events: u64,
-    /// TLS handshakes done, and failed (timed out included).
+    /// TLS handshakes done.
     pub tls_handshakes: u64,
+    /// TLS handshakes failed, timed out included.
     pub tls_failures: u64,
-    /// PROXY protocol headers read, and connections closed for lack of a
-    /// valid one (timed out included).
+    /// PROXY protocol headers read.
     pub proxy_headers: u64,
+    /// Connections closed for lack of a valid PROXY header, timed out included.
     pub proxy_failures: u64,
     /// Metrics connections closed at once because as many as the metrics
-    /// listener takes were open already, and those closed without a whole
-    /// request head in time.
+    /// listener takes were open already.
     pub metrics_refused: u64,
+    /// Metrics connections closed without a whole request head in time.
     pub metrics_timeouts: u64,
 }
 
@@ -196,10 +207,15 @@ impl fmt::Display for Stats {
 /// One open connection, as the reactor sees it.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
+    /// The connection's id, as its service knows it.
     pub id: ConnId,
+    /// The peer's address.
     pub peer: Addr,
+    /// Time since it was accepted, or since its connect started.
     pub age: Duration,
+    /// Bytes read from its stream, counted as [`Stats::bytes_in`] is.
     pub bytes_in: u64,
+    /// Bytes written to its stream.
     pub bytes_out: u64,
     /// Bytes queued that the kernel has not taken yet.
     pub pending_output: usize,
