@@ -47,6 +47,8 @@ impl FramedEcho {
     }
 }
 
+/// A [`FramedEcho`] connection's state: its own decoder, and the peer's
+/// address for the message that tells why a connection was dropped.
 pub struct FramedConn {
     codec: Codec,
     peer: Addr,

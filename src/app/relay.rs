@@ -109,6 +109,8 @@ impl FromStr for SpliceMode {
     }
 }
 
+/// The relay service: pairs each client with an upstream connection of its
+/// own and carries bytes, FINs and failures between the two.
 pub struct Relay {
     pool: Pool,
     /// Move bytes with splice(2) once both sides are up, where the OS can.

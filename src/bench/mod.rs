@@ -51,6 +51,7 @@ const STREAM_BUDGET: usize = 64 << 20;
 /// the echo's listener.
 const FD_RESERVE: u64 = 32;
 
+/// How the clients load the target: `--mode`, or `--idle`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Up to `depth` requests outstanding per connection, each timed.
@@ -90,7 +91,9 @@ impl fmt::Display for Mode {
 #[cfg(feature = "tls")]
 #[derive(Debug, Clone)]
 pub struct ClientTls {
+    /// The client settings every connection's TLS session starts from.
     pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// The name the target's certificate must be valid for.
     pub name: rustls::pki_types::ServerName<'static>,
 }
 
@@ -104,15 +107,21 @@ pub enum ClientTls {}
 pub struct Options {
     /// `None`: start an echo server in this process and use that.
     pub target: Option<Addr>,
+    /// Client connections, all held open for the run.
     pub conns: usize,
     /// Payload bytes per request.
     pub size: usize,
+    /// How requests are sent; see [`Mode`].
     pub mode: Mode,
+    /// Requests in flight per connection (stream mode: at least this many).
     pub depth: usize,
+    /// Length of the measured window.
     pub duration: Duration,
+    /// Load before the measured window, not counted.
     pub warmup: Duration,
     /// Requests per second across all connections; `None`: as fast as echoes return.
     pub rate: Option<u64>,
+    /// How requests are framed and echoes decoded.
     pub framing: Framing,
     /// A server process whose CPU time over the measured window is reported.
     pub server_pid: Option<u32>,
@@ -139,12 +148,14 @@ pub struct Options {
 pub struct ConnectReport {
     /// Connects started (the run may end before it starts them all).
     pub attempted: usize,
+    /// Connects that completed.
     pub established: usize,
     /// From the first connect call to the last connection up.
     pub elapsed: Duration,
     /// Connect latency percentiles in nanoseconds, from the call to the
     /// loop seeing the connection established: p50, p99, max.
     pub latency_ns: [u64; 3],
+    /// Connects that failed, before or after they started.
     pub failures: usize,
     /// The first few failures.
     pub failure_examples: Vec<String>,
@@ -160,6 +171,7 @@ pub struct ConnectReport {
 }
 
 impl ConnectReport {
+    /// Connections established per second over [`elapsed`](Self::elapsed).
     pub fn per_second(&self) -> f64 {
         per_second(self.established as f64, self.elapsed)
     }
@@ -180,6 +192,7 @@ impl ConnectReport {
 /// The measured window's numbers, and what went wrong.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// What was asked for.
     pub options: Options,
     /// Requests per connection outstanding at once.
     pub in_flight: usize,
@@ -193,11 +206,14 @@ pub struct Report {
     pub server_cpu: Option<Duration>,
     /// The first few errors; `error_count` counts them all.
     pub errors: Vec<String>,
+    /// Every error of the run, counted.
     pub error_count: usize,
+    /// How the connects went.
     pub connect: ConnectReport,
 }
 
 impl Report {
+    /// Round trips per second over the measured window.
     pub fn msgs_per_sec(&self) -> f64 {
         per_second(self.msgs as f64, self.elapsed)
     }
@@ -207,6 +223,8 @@ impl Report {
         per_second((self.msgs * self.options.size as u64) as f64, self.elapsed) / 1e6
     }
 
+    /// The server's CPU time per round trip, in µs: what compare.sh ranks
+    /// servers by. `None` without a server pid or a round trip.
     pub fn server_cpu_us_per_msg(&self) -> Option<f64> {
         let cpu = self.server_cpu?;
         (self.msgs > 0).then(|| cpu.as_secs_f64() * 1e6 / self.msgs as f64)

@@ -66,7 +66,9 @@ pub(crate) fn bench_run(
 
 /// One latency curve: round-trip times in nanoseconds, and its name in the legend.
 pub struct Curve<'a> {
+    /// Its name in the legend.
     pub name: &'a str,
+    /// Round-trip times, in nanoseconds.
     pub latency_ns: &'a Histogram<u64>,
 }
 
@@ -216,8 +218,11 @@ pub fn latency_chart(path: &Path, title: &str, curves: &[Curve<'_>]) -> io::Resu
 /// A figure over several rounds: the median, and the least and most seen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spread {
+    /// The middle value (the mean of the two middle ones for an even count).
     pub median: f64,
+    /// The least value.
     pub min: f64,
+    /// The most.
     pub max: f64,
 }
 
@@ -242,8 +247,11 @@ impl Spread {
 
 /// One server's row of a compare.sh table.
 pub struct ServerResult {
+    /// The server's name, under its bars.
     pub name: String,
+    /// Server CPU time per message in µs over the rounds, if measured.
     pub cpu_us_per_msg: Option<Spread>,
+    /// p99 round-trip latency in µs over the rounds, if measured.
     pub p99_us: Option<Spread>,
 }
 

@@ -76,6 +76,8 @@ impl DelimitedCodecBuilder {
         self
     }
 
+    /// The codec, or why these settings cannot make one (an empty delimiter,
+    /// a zero `max_frame_len`).
     pub fn build(&self) -> Result<DelimitedCodec, ConfigError> {
         let search = match self.delimiter.as_slice() {
             [] => return Err(ConfigError::EmptyDelimiter),

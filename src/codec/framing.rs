@@ -13,6 +13,7 @@ use super::{
 /// `Display` prints the same spelling back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
+    /// No framing: whatever bytes are there form one frame.
     Raw,
     /// `\n` or `\r\n` terminated, stripped; encodes with `\n`.
     Lines,
@@ -20,7 +21,9 @@ pub enum Framing {
     Crlf,
     /// A length field of `width` bytes (1, 2, 4 or 8) counting the payload.
     Length {
+        /// Bytes in the length field.
         width: usize,
+        /// Byte order of the length field.
         endian: Endian,
     },
     /// Frames of exactly N bytes.
@@ -99,9 +102,13 @@ impl fmt::Display for Framing {
 /// ```
 #[derive(Debug, Clone)]
 pub enum Codec {
+    /// `raw`.
     Raw(RawCodec),
+    /// `len:…`.
     Length(LengthCodec),
+    /// `lines` and `crlf`.
     Delimited(DelimitedCodec),
+    /// `fixed:N`.
     Fixed(FixedCodec),
 }
 

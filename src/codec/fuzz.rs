@@ -10,6 +10,7 @@ use super::{Decoder, DelimitedCodec, Encoder, Endian, FixedCodec, FrameError, Le
 /// The frames a stream decoded to, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Feed {
+    /// Each decoded frame's payload, in order.
     pub frames: Vec<Vec<u8>>,
     /// `decode_eof`'s result, or the first decode error.
     pub end: Result<(), FrameError>,

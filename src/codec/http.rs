@@ -23,6 +23,7 @@
 /// A whole request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead<'a> {
+    /// The method, such as `GET`.
     pub method: &'a [u8],
     /// The request target as sent: a path, maybe with a query.
     pub target: &'a [u8],

@@ -10,7 +10,9 @@ use super::{ConfigError, DEFAULT_MAX_FRAME_LEN, Decoder, Encoder, Frame, FrameEr
 /// Byte order of the length field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endian {
+    /// Most significant byte first: network byte order.
     Big,
+    /// Least significant byte first.
     Little,
 }
 
@@ -71,6 +73,7 @@ impl LengthCodecBuilder {
         self
     }
 
+    /// Byte order of the length field.
     pub fn endian(&mut self, endian: Endian) -> &mut Self {
         self.endian = endian;
         self
@@ -131,6 +134,7 @@ impl LengthCodecBuilder {
 }
 
 impl LengthCodec {
+    /// A builder set to the defaults above, with [`DEFAULT_MAX_FRAME_LEN`].
     pub fn builder() -> LengthCodecBuilder {
         LengthCodecBuilder {
             width: 4,

@@ -60,20 +60,51 @@ pub struct Frame {
 pub enum FrameError {
     /// The payload is longer than `max_frame_len`. For a delimited frame whose
     /// delimiter has not been seen yet, `len` is a lower bound (`max + 1`).
-    TooLong { len: u64, max: usize },
+    TooLong {
+        /// The payload's length, or its lower bound.
+        len: u64,
+        /// The longest payload accepted.
+        max: usize,
+    },
     /// A length header plus the configured adjustment is below zero.
-    NegativeLength { header: u64, adjustment: i64 },
+    NegativeLength {
+        /// The length field's value.
+        header: u64,
+        /// The configured adjustment.
+        adjustment: i64,
+    },
     /// The stream ended with a partial frame of `buffered` bytes.
-    Truncated { buffered: usize },
+    Truncated {
+        /// Bytes of the partial frame.
+        buffered: usize,
+    },
     /// Encode: the payload is longer than the header or `max_frame_len` allows.
-    PayloadTooLong { len: usize, max: usize },
+    PayloadTooLong {
+        /// The payload's length.
+        len: usize,
+        /// The longest payload a frame can carry.
+        max: usize,
+    },
     /// Encode: a positive length adjustment means every payload is at least `min` bytes.
-    PayloadTooShort { len: usize, min: usize },
+    PayloadTooShort {
+        /// The payload's length.
+        len: usize,
+        /// The shortest payload a frame can carry.
+        min: usize,
+    },
     /// Encode: the delimiter occurs in the payload (or straddles its end), so
     /// the frame would be cut short when decoded.
-    ContainsDelimiter { at: usize },
+    ContainsDelimiter {
+        /// Where in the payload the delimiter starts.
+        at: usize,
+    },
     /// Encode: a fixed-size codec got a payload of another size.
-    WrongSize { len: usize, expected: usize },
+    WrongSize {
+        /// The payload's length.
+        len: usize,
+        /// The codec's frame size.
+        expected: usize,
+    },
 }
 
 impl fmt::Display for FrameError {
@@ -132,7 +163,9 @@ pub enum ConfigError {
     ZeroMaxFrameLen,
     /// The header and adjustment admit no frame within `max_frame_len`.
     NoValidFrame {
+        /// The shortest payload the adjustment allows.
         min_payload: i128,
+        /// The longest payload the header, adjustment and `max_frame_len` allow.
         max_payload: i128,
     },
     /// Header plus maximum payload does not fit in `usize`.
@@ -140,7 +173,12 @@ pub enum ConfigError {
     /// A delimiter must have at least one byte.
     EmptyDelimiter,
     /// A fixed frame size of 0, or larger than `max_frame_len`.
-    BadFixedLen { len: usize, max: usize },
+    BadFixedLen {
+        /// The frame size asked for.
+        len: usize,
+        /// The `max_frame_len` it must not exceed.
+        max: usize,
+    },
 }
 
 impl fmt::Display for ConfigError {

@@ -119,14 +119,18 @@ pub enum Command {
 /// front saw them. Both are of one family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Addresses {
+    /// The client's address.
     pub source: SocketAddr,
+    /// The address the client connected to.
     pub destination: SocketAddr,
 }
 
 /// A decoded header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProxyHeader {
+    /// The version the header was written in.
     pub version: Version,
+    /// Whether the connection is a client's or the proxy's own.
     pub command: Command,
     /// For TCP over IPv4 or IPv6; `None` when the header carries no IP
     /// address (v1 `UNKNOWN`, v2 `LOCAL`, or v2 `UNSPEC`, UDP or `AF_UNIX`):
@@ -156,7 +160,12 @@ pub enum ProxyError {
     LineTooLong,
     /// Version 1: a byte that is not printable ASCII, or a CR that is not
     /// followed by LF, at offset `at` of the header.
-    BadByte { at: usize, byte: u8 },
+    BadByte {
+        /// Offset in the header.
+        at: usize,
+        /// The byte found there.
+        byte: u8,
+    },
     /// Version 1: the line does not follow the grammar; says where.
     Malformed(&'static str),
     /// Version 2: the version nibble is not 2.
@@ -167,15 +176,33 @@ pub enum ProxyError {
     /// specification's (`0x00`, `0x11`, `0x12`, `0x21`, `0x22`, `0x31`, `0x32`).
     UnsupportedFamily(u8),
     /// Version 2: the header would be `len` bytes, more than `max`.
-    TooLong { len: usize, max: usize },
+    TooLong {
+        /// The header's length, fixed part included, as its length field gives it.
+        len: usize,
+        /// The longest header the decoder takes.
+        max: usize,
+    },
     /// Version 2: `len` bytes after the fixed part, fewer than the `need`
     /// the family's addresses take.
-    AddressesTooShort { len: usize, need: usize },
+    AddressesTooShort {
+        /// Bytes after the fixed part.
+        len: usize,
+        /// Bytes the family's addresses take.
+        need: usize,
+    },
     /// Version 2: the type-length-value field at offset `at` of the header
     /// runs past its end (or a `CRC32C` one is not 4 bytes long).
-    BadTlv { at: usize },
+    BadTlv {
+        /// Offset of the field in the header.
+        at: usize,
+    },
     /// Version 2: the `CRC32C` field does not match the header.
-    BadChecksum { sent: u32, computed: u32 },
+    BadChecksum {
+        /// The checksum the header carries.
+        sent: u32,
+        /// The checksum of the header as received.
+        computed: u32,
+    },
 }
 
 impl fmt::Display for ProxyError {

@@ -9,6 +9,7 @@ pub struct RawCodec {
 }
 
 impl RawCodec {
+    /// Frames of at most `max_frame_len` bytes, which must not be 0.
     pub fn new(max_frame_len: usize) -> Result<Self, ConfigError> {
         if max_frame_len == 0 {
             return Err(ConfigError::ZeroMaxFrameLen);

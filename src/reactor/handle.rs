@@ -95,10 +95,12 @@ impl Handle {
         (self.wake)()
     }
 
+    /// The reactor's counters, as the loop has them between two turns.
     pub fn stats(&self) -> io::Result<Stats> {
         self.ask(Command::Stats)
     }
 
+    /// A snapshot of every open connection, taken between two turns.
     pub fn connections(&self) -> io::Result<Vec<ConnInfo>> {
         self.ask(Command::Connections)
     }

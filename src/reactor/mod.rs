@@ -144,6 +144,7 @@ pub struct Reactor<S: Service, O: Os = Real> {
 }
 
 impl<S: Service> Reactor<S> {
+    /// A reactor on this machine's OS.
     pub fn new(config: Config, service: S) -> io::Result<Self> {
         Reactor::with_os(config, service)
     }
@@ -252,14 +253,18 @@ impl<S: Service, O: Os> Reactor<S, O> {
         self.state.clock_now()
     }
 
+    /// The counters, for the thread that runs the reactor (a
+    /// [`Handle`] asks from others).
     pub fn stats(&self) -> Stats {
         self.state.stats
     }
 
+    /// The service, to read what it kept (after `run`, say).
     pub fn service(&self) -> &S {
         &self.service
     }
 
+    /// The service, to change it outside its callbacks.
     pub fn service_mut(&mut self) -> &mut S {
         &mut self.service
     }

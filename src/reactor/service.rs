@@ -503,6 +503,9 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// Reads `id` again after [`pause_read`](Self::pause_read). What arrived
+    /// meanwhile is read before the next wait: an edge-triggered poller will
+    /// not report it again.
     pub fn resume_read(&mut self, id: ConnId) {
         if let Some(conn) = self.state.conns.live_mut(id)
             && conn.flags.paused
@@ -531,6 +534,7 @@ impl<'a> Context<'a> {
         Some(self.state.timers.add(at, TimerKind::Service(id, tag)))
     }
 
+    /// Cancels a timer; one that has fired already is left alone.
     pub fn cancel_timer(&mut self, timer: TimerId) {
         self.state.timers.cancel(timer);
     }

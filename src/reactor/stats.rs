@@ -247,10 +247,15 @@ impl fmt::Display for ReasonCounts<'_> {
 /// One open connection, as the reactor sees it.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
+    /// The connection's id, as its service knows it.
     pub id: ConnId,
+    /// The peer's address.
     pub peer: Addr,
+    /// Time since it was accepted, or since its connect started.
     pub age: Duration,
+    /// Bytes read from its stream, counted as [`Stats::bytes_in`] is.
     pub bytes_in: u64,
+    /// Bytes written to its stream.
     pub bytes_out: u64,
     /// Bytes queued that the kernel has not taken yet.
     pub pending_output: usize,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 /// socket.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Addr {
+    /// An IP address and a port.
     Ip(SocketAddr),
     /// For a connection accepted on a Unix-domain listener, the listener's
     /// path: the client's own end is almost always unnamed.
