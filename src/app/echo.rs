@@ -26,11 +26,11 @@ impl Service for Echo {
     fn on_data(
         &mut self,
         ctx: &mut Context<'_>,
-        id: ConnId,
+        _id: ConnId,
         _conn: &mut (),
         input: &[u8],
     ) -> usize {
-        ctx.write(id, input);
+        ctx.echo(0..input.len());
         input.len()
     }
 }

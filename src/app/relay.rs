@@ -447,7 +447,7 @@ impl Service for Relay {
         } else {
             pair.client
         };
-        if !peer.is_some_and(|peer| ctx.write(peer, input)) {
+        if !peer.is_some_and(|peer| ctx.forward(peer, 0..input.len())) {
             ctx.abort(id, CloseReason::Local);
         }
         input.len()

@@ -159,7 +159,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             // Held echoes may point into these bytes: the next read goes after them.
             self.arena.used = range.end;
             let input = &self.arena.bytes[range.clone()];
-            let ctx = &mut Context::with_input(state, &self.arena.bytes, range);
+            let ctx = &mut Context::with_input(state, &self.arena.bytes, input, Some(range.start));
             let used = self.service.on_data(ctx, id, conn, input);
             if let Some(c) = state.conns.live_mut(id) {
                 c.extend_input(&input[used.min(input.len())..]);
@@ -168,7 +168,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         } else {
             c.extend_input(&self.arena.bytes[range]);
             let mut input = c.take_input();
-            let ctx = &mut Context::new(state, &self.arena.bytes);
+            let ctx = &mut Context::with_input(state, &self.arena.bytes, input.as_slice(), None);
             let used = self.service.on_data(ctx, id, conn, input.as_slice());
             input.consume(used);
             if let Some(c) = state.conns.live_mut(id) {

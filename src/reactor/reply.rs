@@ -10,7 +10,8 @@
 
 use std::ops::Range;
 
-use super::token::ConnId;
+use super::conn::Connection;
+use super::token::{ConnId, Table};
 
 /// A reply held back until the current batch of events is handled.
 pub(crate) struct Held {
@@ -65,6 +66,41 @@ impl Replies {
     pub(crate) fn begin_serving(&mut self, id: ConnId) {
         self.serving = Some(id);
         self.mark = self.out.len();
+    }
+
+    /// Keeps `range` of the read arena, bytes of the input being delivered,
+    /// as what goes next to `to`, rather than copying it; false if it must
+    /// be copied. The two named cases of the one output queue:
+    ///
+    /// - an **echo**, to the connection being served: held with the batch's
+    ///   other replies, if nothing was written to it before in this callback;
+    /// - a **forward**, to another connection (a relay's peer): sent as soon
+    ///   as the callback returns, one per callback.
+    ///
+    /// Either only while `to` has nothing else queued, so order holds.
+    pub(crate) fn keep_input(
+        &mut self,
+        to: ConnId,
+        range: Range<usize>,
+        conns: &Table<Connection>,
+    ) -> bool {
+        let Some(conn) = conns.live(to) else {
+            return false;
+        };
+        let idle = conn.takes_output() && conn.output().is_empty();
+        if self.serving == Some(to) {
+            if self.echo.is_some() || self.wrote_out() || !idle {
+                return false;
+            }
+            self.echo = Some(range);
+        } else {
+            let queued = conn.is_pending() || conn.held_reply.is_some() || conn.is_spliced();
+            if self.forward.is_some() || !idle || queued {
+                return false;
+            }
+            self.forward = Some((to, range));
+        }
+        true
     }
 
     /// Whether the callback being served has written to `out`.

@@ -7,18 +7,12 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use super::close::CloseReason;
-use super::conn::{Connection, Writing};
+use super::conn::Writing;
 use super::state::State;
 use super::timer::{TimerId, TimerKind};
 use super::token::ConnId;
 use crate::metrics::MetricsText;
 use crate::sys::Addr;
-
-/// Where `inner` lies within `outer`, if it is a non-empty piece of it.
-fn subslice(outer: &[u8], inner: &[u8]) -> Option<Range<usize>> {
-    let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
-    (!inner.is_empty() && start + inner.len() <= outer.len()).then_some(start..start + inner.len())
-}
 
 /// An application on the reactor: plain state machine code, driven by calls.
 ///
@@ -292,54 +286,83 @@ pub struct Context<'a> {
     state: &'a mut State,
     /// The reactor's read arena, where input and held echoes of it lie.
     arena: &'a [u8],
-    /// Where the input being delivered lies in `arena`, if it does: a reply
-    /// that is a piece of it is sent from there directly.
-    input: Range<usize>,
+    /// The input `on_data` was given ([`echo`](Self::echo) and
+    /// [`forward`](Self::forward) take ranges of it); empty in other callbacks.
+    input: &'a [u8],
+    /// Where `input` lies in `arena`, when it does (it is fresh from a
+    /// read): pieces of it are then sent from there, never copied.
+    input_at: Option<usize>,
 }
 
 impl<'a> Context<'a> {
+    /// A context for a callback that has no input.
     pub(crate) fn new(state: &'a mut State, arena: &'a [u8]) -> Self {
         Context {
             state,
             arena,
-            input: 0..0,
+            input: &[],
+            input_at: None,
         }
     }
 
-    pub(crate) fn with_input(state: &'a mut State, arena: &'a [u8], input: Range<usize>) -> Self {
+    /// A context for `on_data` with `input`, found in `arena` at `input_at`
+    /// if it lies there.
+    pub(crate) fn with_input(
+        state: &'a mut State,
+        arena: &'a [u8],
+        input: &'a [u8],
+        input_at: Option<usize>,
+    ) -> Self {
         Context {
             state,
             arena,
             input,
+            input_at,
         }
     }
 
-    /// Queues `data` for `id`. False if that connection is gone or closing.
+    /// Queues `data`, new bytes, for `id`. False if that connection is gone
+    /// or closing. To send bytes of the input on, use [`echo`](Self::echo)
+    /// or [`forward`](Self::forward): they are not copied.
     pub fn write(&mut self, id: ConnId, data: &[u8]) -> bool {
-        // A piece of the input itself — an echo to the connection being
-        // served, or a relay's bytes for its peer: remember where it lies
-        // rather than copy it.
-        if let Some(range) = subslice(&self.arena[self.input.clone()], data) {
-            let range = self.input.start + range.start..self.input.start + range.end;
-            let replies = &self.state.replies;
-            let idle = |c: &Connection| c.takes_output() && c.output().is_empty();
-            let conn = self.state.conns.live(id);
-            if replies.serving == Some(id) {
-                if replies.echo.is_none() && !replies.wrote_out() && conn.is_some_and(idle) {
-                    self.state.replies.echo = Some(range);
-                    return true;
-                }
-            } else if replies.forward.is_none()
-                && conn.is_some_and(|c| {
-                    idle(c) && !c.is_pending() && c.held_reply.is_none() && !c.is_spliced()
-                })
-            {
-                self.state.replies.forward = Some((id, range));
-                return true;
-            }
-        }
         self.write_with(id, |out| out.extend_from_slice(data))
             .is_some()
+    }
+
+    /// Sends `input[range]` — bytes of the input this `on_data` call was
+    /// given — back to the connection that sent them: an echo. False if it
+    /// is closing. Panics if `range` is not within the input, as slicing does.
+    ///
+    /// While that connection has no backlog, the reply is kept as a range
+    /// of the read buffer and sent from there, with the other replies of
+    /// the same group of events, never copied.
+    pub fn echo(&mut self, range: Range<usize>) -> bool {
+        match self.state.replies.serving {
+            Some(id) => self.forward(id, range),
+            None => false,
+        }
+    }
+
+    /// Queues `input[range]` — bytes of the input this `on_data` call was
+    /// given — for `to`: a relay's bytes for its peer. False if `to` is
+    /// gone or closing. Panics if `range` is not within the input.
+    ///
+    /// While `to` has nothing else queued, the bytes are sent from the read
+    /// buffer as soon as the callback returns, never copied.
+    pub fn forward(&mut self, to: ConnId, range: Range<usize>) -> bool {
+        let input = self.input;
+        let bytes = &input[range.clone()];
+        if let Some(at) = self.input_at
+            && !bytes.is_empty()
+            && self.state.replies.keep_input(
+                to,
+                at + range.start..at + range.end,
+                &self.state.conns,
+            )
+        {
+            return true;
+        }
+        self.write(to, bytes)
     }
 
     /// Lets `f` append to `id`'s output (an encoder, say). `None` if that

@@ -29,7 +29,7 @@ impl Service for EchoThenCount {
         echoed: &mut u64,
         input: &[u8],
     ) -> usize {
-        assert!(ctx.write(id, input));
+        assert!(ctx.echo(0..input.len()));
         *echoed += input.len() as u64;
         ctx.set_timer(id, Duration::ZERO, *echoed);
         input.len()
@@ -105,8 +105,8 @@ impl Service for EchoThenBye {
 
     fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: &Addr) {}
 
-    fn on_data(&mut self, ctx: &mut Context<'_>, id: ConnId, _: &mut (), input: &[u8]) -> usize {
-        ctx.write(id, input);
+    fn on_data(&mut self, ctx: &mut Context<'_>, _: ConnId, _: &mut (), input: &[u8]) -> usize {
+        ctx.echo(0..input.len());
         input.len()
     }
 
