@@ -17,11 +17,12 @@ use std::time::Duration;
 use log::{debug, warn};
 
 use super::Reactor;
+use super::callback::Callback;
 use super::close::CloseReason;
 use super::conn::Phase;
 use super::kernel::{Handles, ListenerSlot, Route};
 use super::scrape::MAX_METRICS_CONNS;
-use super::service::{Context, Service};
+use super::service::Service;
 use super::timer::TimerKind;
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
@@ -163,7 +164,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.admit_metrics(id);
         }
         match tls.map(Tls::server).transpose() {
-            Ok(None) if !proxied => self.open(id, &peer),
+            Ok(None) if !proxied => self.call(Callback::Connect(id)),
             Ok(tls) => self.start_handshake(id, tls),
             Err(e) => {
                 warn!("{id} from {peer}: TLS: {e}");
@@ -290,23 +291,6 @@ impl<S: Service, O: Os> Reactor<S, O> {
         }
     }
 
-    /// A connection is up: the service makes its state, then its output goes.
-    pub(super) fn open(&mut self, id: ConnId, peer: &Addr) {
-        if self.state.conns.live(id).is_some_and(|c| c.flags.metrics) {
-            return; // the responder needs no state until the request is in
-        }
-        let state = &mut self.state;
-        state.replies.begin_serving(id);
-        let ctx = &mut Context::new(state, &self.arena.bytes);
-        let conn = self.service.on_connect(ctx, id, peer);
-        if self.states.len() <= id.index() {
-            self.states.resize_with(id.index() + 1, || None);
-        }
-        self.states[id.index()] = Some(conn);
-        self.state.defer(id);
-        self.apply_deferred();
-    }
-
     /// Completes or fails an outgoing connect; true once it is up.
     pub(super) fn finish_connect(&mut self, id: ConnId, event: &impl Readiness) -> bool {
         let (Some(conn), Some(socket)) = (self.state.conns.live_mut(id), self.kernel.socket(id))
@@ -341,7 +325,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.start_handshake(id, Some(tls));
             return false;
         }
-        self.open(id, &peer);
+        self.call(Callback::Connect(id));
         true
     }
 
@@ -362,7 +346,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         self.state.stats.connect_failed += 1;
         trace_io!(self.state.config.trace, "{id} connect failed: {error}");
         self.close_with(id, CloseReason::Error(error.kind()), Some(error));
-        self.apply_deferred();
+        self.apply();
     }
 }
 
@@ -371,7 +355,7 @@ mod tests {
     use std::net::TcpStream;
 
     use super::*;
-    use crate::reactor::{Config, ListenOptions};
+    use crate::reactor::{Config, Context, ListenOptions};
 
     /// Takes every byte and says nothing.
     struct Sink;

@@ -97,7 +97,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             }
             shed += 1;
             self.state.reset(id, CloseReason::OverBudget);
-            self.apply_deferred();
+            self.apply();
         }
         let more = match shed - named.len() {
             0 => String::new(),

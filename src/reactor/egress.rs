@@ -240,7 +240,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         }
         self.state.replies.clear();
         self.arena.used = 0;
-        self.apply_deferred();
+        self.apply();
     }
 }
 

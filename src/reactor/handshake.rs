@@ -23,6 +23,7 @@ use std::io;
 use log::{debug, warn};
 
 use super::Reactor;
+use super::callback::Callback;
 use super::close::CloseReason;
 use super::conn::Phase;
 use super::kernel::{Handles, Stage};
@@ -192,10 +193,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             trace_io!(self.state.config.trace, "{id} tls {summary}");
             conn.set_tls(summary);
         }
-        let Some(peer) = self.state.peer(id).cloned() else {
-            return;
-        };
-        self.open(id, &peer);
+        self.call(Callback::Connect(id));
         // Application data may have come in with the handshake's last flight.
         self.state.schedule_read(id);
     }
@@ -223,7 +221,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         }
         warn!("{id} {}: {error}; closing", self.state.peer_label(id));
         self.close(id, CloseReason::Protocol);
-        self.apply_deferred();
+        self.apply();
     }
 
     /// The connect timer of one of our connections whose TLS handshake is

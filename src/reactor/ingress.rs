@@ -15,9 +15,11 @@ use std::ops::Range;
 use log::{debug, warn};
 
 use super::Reactor;
+use super::callback::Callback;
 use super::close::CloseReason;
 use super::conn::{Reading, Writing};
-use super::service::{Context, Service};
+use super::service::Service;
+use super::state::State;
 use super::token::ConnId;
 use super::trace::trace_io;
 use crate::sys::os::Os;
@@ -58,7 +60,12 @@ impl<S: Service, O: Os> Reactor<S, O> {
             };
             trace_io!(self.state.config.trace, "{id} read {n}");
             let drained = self.received(id, n);
-            self.deliver(id, room.start..room.start + n);
+            let range = room.start..room.start + n;
+            if conn_is_metrics(&self.state, id) {
+                self.answer_metrics(id, range);
+            } else {
+                self.call(Callback::Data(id, range));
+            }
             if drained {
                 return self.end_input(id);
             }
@@ -124,7 +131,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             kind => CloseReason::Error(kind),
         };
         self.close(id, reason);
-        self.apply_deferred();
+        self.apply();
     }
 
     /// Where the next read into the arena goes: a read chunk of room, made
@@ -138,66 +145,16 @@ impl<S: Service, O: Os> Reactor<S, O> {
         self.arena.used..self.arena.used + chunk
     }
 
-    /// Hands the bytes just read into `range` of the arena to the service
-    /// and keeps what it leaves; what it writes back is held until the batch
-    /// ends.
-    fn deliver(&mut self, id: ConnId, range: Range<usize>) {
-        let Some(conn) = self.states.get_mut(id.index()).and_then(Option::as_mut) else {
-            // No service state: a metrics connection, or one being closed.
-            if self.state.conns.live(id).is_some_and(|c| c.flags.metrics) {
-                self.answer_metrics(id, range);
-            }
-            return;
-        };
-        let state = &mut self.state;
-        let Some(c) = state.conns.live_mut(id) else {
-            return;
-        };
-        let left_before = c.input().len();
-        state.replies.begin_serving(id);
-        let used = if left_before == 0 {
-            // Held echoes may point into these bytes: the next read goes after them.
-            self.arena.used = range.end;
-            let input = &self.arena.bytes[range.clone()];
-            let ctx = &mut Context::with_input(state, &self.arena.bytes, input, Some(range.start));
-            let used = self.service.on_data(ctx, id, conn, input);
-            if let Some(c) = state.conns.live_mut(id) {
-                c.extend_input(&input[used.min(input.len())..]);
-            }
-            used
-        } else {
-            c.extend_input(&self.arena.bytes[range]);
-            let mut input = c.take_input();
-            let ctx = &mut Context::with_input(state, &self.arena.bytes, input.as_slice(), None);
-            let used = self.service.on_data(ctx, id, conn, input.as_slice());
-            input.consume(used);
-            if let Some(c) = state.conns.live_mut(id) {
-                c.keep_input(input);
-            }
-            used
-        };
-        self.state.track_partial(id, left_before, used);
-        self.apply_deferred();
-    }
-
     /// The service hears that `id`'s input has ended, with what it left
     /// unconsumed.
     pub(super) fn input_ended(&mut self, id: ConnId) {
-        if let (Some(conn), Some(c)) = (
-            self.states.get_mut(id.index()).and_then(Option::as_mut),
-            self.state.conns.live_mut(id),
-        ) {
-            let input = c.take_input();
-            c.tidy();
-            let state = &mut self.state;
-            state.replies.begin_serving(id);
-            let ctx = &mut Context::new(state, &self.arena.bytes);
-            self.service.on_read_closed(ctx, id, conn, input.as_slice());
-        } else if self.state.conns.live(id).is_some_and(|c| c.flags.metrics) {
+        if conn_is_metrics(&self.state, id) {
             // It ended before its request did: nothing to answer.
             self.state.close_when_flushed(id);
+            self.apply();
+        } else {
+            self.call(Callback::ReadClosed(id));
         }
-        self.apply_deferred();
         // Both directions are done: nothing is left for this socket.
         if self
             .state
@@ -206,7 +163,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             .is_some_and(|c| c.writing == Writing::Finished && c.reading == Reading::Ended)
         {
             self.close(id, CloseReason::Peer);
-            self.apply_deferred();
+            self.apply();
         }
     }
 
@@ -260,7 +217,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                         // Output may still be owed; the close follows its flush.
                         self.state.defer(id);
                     }
-                    return self.apply_deferred();
+                    return self.apply();
                 }
                 Ok(n) => {
                     trace_io!(trace, "{id} read {n} (discarded)");
@@ -275,4 +232,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
             }
         }
     }
+}
+
+/// Whether `id` is a metrics connection, answered by the reactor itself.
+fn conn_is_metrics(state: &State, id: ConnId) -> bool {
+    state.conns.live(id).is_some_and(|c| c.flags.metrics)
 }

@@ -2,7 +2,7 @@
 //! FIN, close), closing, timers, and the graceful shutdown.
 //!
 //! A callback never closes or sends directly: it records what it wants, and
-//! [`apply_deferred`](Reactor::apply_deferred) carries it out once the
+//! [`apply`](Reactor::apply) carries it out once the
 //! callback has returned. A closed connection is deregistered at once and
 //! reported to its service, but its slot (and so its fd number) stays taken
 //! until the turn ends, so no event of the same batch can reach a new owner.
@@ -12,10 +12,11 @@ use std::io;
 use log::{debug, info, warn};
 
 use super::Reactor;
+use super::callback::Callback;
 use super::close::CloseReason;
 use super::conn::{Phase, Reading, Writing};
 use super::kernel::Stage;
-use super::service::{Context, Service};
+use super::service::Service;
 use super::timer::{ConnTimer, TimerKind};
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
@@ -25,7 +26,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// Carries out what callbacks deferred: the held reply of the callback
     /// that just returned and its write to another connection, then for each connection with deferred work its
     /// flush, FIN and close.
-    pub(super) fn apply_deferred(&mut self) {
+    pub(super) fn apply(&mut self) {
         if let Some(id) = self.state.replies.serving
             && let Err(e) = self.hold_reply(id)
         {
@@ -137,7 +138,6 @@ impl<S: Service, O: Os> Reactor<S, O> {
         // Its timers' entries are skipped when they surface: the id misses.
         conn.phase = Phase::Closed;
         state.stats.buffered_output -= conn.release_buffers();
-        let outbound = conn.flags.outbound;
         state.stats.active -= 1;
         if conn.flags.metrics {
             state.admission.metrics_open -= 1;
@@ -146,16 +146,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         state.dead.push(id);
         debug!("closed {id} ({}): {reason}", state.peer_label(id));
         trace_io!(state.config.trace, "{id} close: {reason}");
-        let ctx = &mut Context::new(state, &self.arena.bytes);
-        if let Some(conn) = self.states.get_mut(id.index()).and_then(Option::take) {
-            self.service.on_close(ctx, id, conn, reason);
-        } else if outbound {
-            let error = error.unwrap_or_else(|| {
-                let why = format!("connect abandoned: {reason}");
-                io::Error::new(io::ErrorKind::ConnectionAborted, why)
-            });
-            self.service.on_connect_failed(ctx, id, error);
-        }
+        self.call(Callback::Closed(id, reason, error));
     }
 
     pub(super) fn run_timers(&mut self) {
@@ -168,7 +159,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 TimerKind::Conn(id, ConnTimer::Handshake) => self.handshake_timer_fired(id),
                 TimerKind::Conn(id, ConnTimer::Request) => self.metrics_deadline_fired(id),
                 TimerKind::Conn(id, ConnTimer::Connect) => self.connect_timer_fired(id),
-                TimerKind::Service(id, tag) => self.service_timer_fired(id, tag),
+                TimerKind::Service(id, tag) => self.call(Callback::Timer(id, tag)),
                 TimerKind::ResumeAccept(i) => {
                     if let Some(slot) = self.kernel.listeners.get_mut(i) {
                         slot.paused = false;
@@ -184,7 +175,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                     }
                 }
             }
-            self.apply_deferred();
+            self.apply();
         }
     }
 
@@ -261,16 +252,6 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.close(id, CloseReason::FrameTimeout);
         } else {
             self.state.arm_frame_timer(id);
-        }
-    }
-
-    fn service_timer_fired(&mut self, id: ConnId, tag: u64) {
-        if let (Some(conn), true) = (
-            self.states.get_mut(id.index()).and_then(Option::as_mut),
-            self.state.conns.live(id).is_some(),
-        ) {
-            let ctx = &mut Context::new(&mut self.state, &self.arena.bytes);
-            self.service.on_timer(ctx, id, conn, tag);
         }
     }
 

@@ -29,6 +29,7 @@
 mod accept;
 mod budget;
 mod buffer;
+mod callback;
 mod close;
 mod config;
 mod conn;
@@ -65,6 +66,7 @@ use log::{info, warn};
 
 pub use crate::metrics::{MetricKind, MetricsText};
 use buffer::Arena;
+use callback::Callback;
 pub use close::CloseReason;
 pub use config::Config;
 use conn::Phase;
@@ -433,7 +435,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             let error = self.kernel.socket(id).and_then(Stream::take_error);
             let kind = error.map_or(io::ErrorKind::ConnectionReset, |e| e.kind());
             self.close(id, CloseReason::Error(kind));
-            return self.apply_deferred();
+            return self.apply();
         }
         let feeder = conn.fed_by;
         let unsent = !conn.output().is_empty() || self.kernel.tls_unsent(id);
@@ -446,7 +448,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         });
         if event.is_writable() && unsent {
             self.state.defer(id);
-            self.apply_deferred();
+            self.apply();
         }
         if event.is_writable()
             && let Some(src) = spliced_from
@@ -494,22 +496,13 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 }
             }
         }
-        let ctx = &mut Context::new(&mut self.state, &self.arena.bytes);
-        self.service.on_wake(ctx);
-        self.apply_deferred();
+        self.call(Callback::Wake);
     }
 
     /// Tells the service of backlogs that drained during the turn.
     fn report_drained(&mut self) {
         while let Some(id) = self.state.drained.pop() {
-            if let (Some(conn), true) = (
-                self.states.get_mut(id.index()).and_then(Option::as_mut),
-                self.state.conns.live(id).is_some(),
-            ) {
-                let ctx = &mut Context::new(&mut self.state, &self.arena.bytes);
-                self.service.on_drained(ctx, id, conn);
-                self.apply_deferred();
-            }
+            self.call(Callback::Drained(id));
         }
     }
 

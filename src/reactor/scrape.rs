@@ -19,7 +19,7 @@ use log::warn;
 use super::Reactor;
 use super::close::CloseReason;
 use super::conn::{Phase, Reading};
-use super::service::{Context, Service};
+use super::service::Service;
 use super::timer::ConnTimer;
 use super::token::ConnId;
 use crate::metrics::responder;
@@ -84,10 +84,10 @@ impl<S: Service, O: Os> Reactor<S, O> {
         if answer.more || socket.is_some_and(|s| s.unread_len().is_ok_and(|n| n > 0)) {
             conn.reading = Reading::Discarding;
         }
-        self.state.replies.begin_serving(id);
-        let ctx = &mut Context::new(&mut self.state, &self.arena.bytes);
-        ctx.write(id, &answer.response);
-        ctx.close(id);
-        self.apply_deferred();
+        if let Some(out) = self.state.output_for(id, &self.arena.bytes) {
+            out.extend_from_slice(&answer.response);
+        }
+        self.state.close_when_flushed(id);
+        self.apply();
     }
 }

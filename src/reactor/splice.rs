@@ -179,7 +179,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         if let Err((dst, e)) = self.drain_pipe(src) {
             self.close(dst, CloseReason::Error(e.kind()));
         }
-        self.apply_deferred();
+        self.apply();
     }
 
     fn drain_pipe(&mut self, src: ConnId) -> Result<(), (ConnId, io::Error)> {

@@ -1,0 +1,166 @@
+//! The one place the service is called. Every callback goes through
+//! [`Reactor::call`]: it lends the service a [`Context`] over the reactor's
+//! books, calls the one method the [`Callback`] names with that
+//! connection's state, and then carries out what the service asked for
+//! (writes, closes, connects, timers) with [`Reactor::apply`]. The parts
+//! of the reactor never call the service themselves: they say what
+//! happened, and the coordinator calls here.
+
+use std::io;
+use std::ops::Range;
+
+use super::Reactor;
+use super::buffer::Arena;
+use super::close::CloseReason;
+use super::service::{Context, Service};
+use super::state::State;
+use super::token::ConnId;
+use crate::sys::os::Os;
+
+/// What the service is told.
+pub(super) enum Callback {
+    /// `on_connect`: the connection is up; the service makes its state.
+    Connect(ConnId),
+    /// `on_data`: bytes were just read into this range of the read arena.
+    Data(ConnId, Range<usize>),
+    /// `on_read_closed`: no more input will come.
+    ReadClosed(ConnId),
+    /// `on_timer`, with the service's tag.
+    Timer(ConnId, u64),
+    /// `on_drained`: the backlog it watched is down to the low watermark.
+    Drained(ConnId),
+    /// `on_close`, or for a connect that never came up `on_connect_failed`
+    /// (with what went wrong, if known).
+    Closed(ConnId, CloseReason, Option<io::Error>),
+    /// `on_wake`: another thread woke the reactor.
+    Wake,
+}
+
+impl<S: Service, O: Os> Reactor<S, O> {
+    /// Runs one callback and carries out what it asked for.
+    pub(super) fn call(&mut self, callback: Callback) {
+        let (state, arena) = (&mut self.state, &mut self.arena);
+        let (service, states) = (&mut self.service, &mut self.states);
+        match callback {
+            Callback::Connect(id) => connect(service, states, state, arena, id),
+            Callback::Data(id, range) => data(service, states, state, arena, id, range),
+            Callback::ReadClosed(id) => {
+                if let (Some(conn), Some(c)) = (slot(states, id), state.conns.live_mut(id)) {
+                    let input = c.take_input();
+                    c.tidy();
+                    state.replies.begin_serving(id);
+                    let ctx = &mut Context::new(state, &arena.bytes);
+                    service.on_read_closed(ctx, id, conn, input.as_slice());
+                }
+            }
+            Callback::Timer(id, tag) => {
+                if let (Some(conn), Some(_)) = (slot(states, id), state.conns.live(id)) {
+                    let ctx = &mut Context::new(state, &arena.bytes);
+                    service.on_timer(ctx, id, conn, tag);
+                }
+            }
+            Callback::Drained(id) => {
+                if let (Some(conn), Some(_)) = (slot(states, id), state.conns.live(id)) {
+                    let ctx = &mut Context::new(state, &arena.bytes);
+                    service.on_drained(ctx, id, conn);
+                }
+            }
+            Callback::Closed(id, reason, error) => {
+                closed(service, states, state, arena, id, reason, error);
+            }
+            Callback::Wake => service.on_wake(&mut Context::new(state, &arena.bytes)),
+        }
+        self.apply();
+    }
+}
+
+/// The service's state for `id`, if it has made one.
+fn slot<C>(states: &mut [Option<C>], id: ConnId) -> Option<&mut C> {
+    states.get_mut(id.index())?.as_mut()
+}
+
+fn connect<S: Service>(
+    service: &mut S,
+    states: &mut Vec<Option<S::Conn>>,
+    state: &mut State,
+    arena: &Arena,
+    id: ConnId,
+) {
+    // The metrics responder needs no state until the request is in.
+    let metrics = state.conns.live(id).is_some_and(|c| c.flags.metrics);
+    let Some(peer) = state.peer(id).filter(|_| !metrics).cloned() else {
+        return;
+    };
+    state.replies.begin_serving(id);
+    let ctx = &mut Context::new(state, &arena.bytes);
+    let conn = service.on_connect(ctx, id, &peer);
+    if states.len() <= id.index() {
+        states.resize_with(id.index() + 1, || None);
+    }
+    states[id.index()] = Some(conn);
+    // What it wrote waited for this: it goes once the callback returns.
+    state.defer(id);
+}
+
+/// Hands the bytes just read into `range` of the arena to the service, and
+/// keeps what it leaves. Fresh input is handed over where it was read, so
+/// that echoes and forwards of it need no copy; behind a partial message
+/// left from before, it is appended to that and handed over from there.
+fn data<S: Service>(
+    service: &mut S,
+    states: &mut [Option<S::Conn>],
+    state: &mut State,
+    arena: &mut Arena,
+    id: ConnId,
+    range: Range<usize>,
+) {
+    let (Some(conn), Some(c)) = (slot(states, id), state.conns.live_mut(id)) else {
+        return;
+    };
+    let left_before = c.input().len();
+    state.replies.begin_serving(id);
+    let used = if left_before == 0 {
+        // Held echoes may point into these bytes: the next read goes after them.
+        arena.used = range.end;
+        let input = &arena.bytes[range.clone()];
+        let ctx = &mut Context::with_input(state, &arena.bytes, input, Some(range.start));
+        let used = service.on_data(ctx, id, conn, input);
+        if let Some(c) = state.conns.live_mut(id) {
+            c.extend_input(&input[used.min(input.len())..]);
+        }
+        used
+    } else {
+        c.extend_input(&arena.bytes[range]);
+        let mut input = c.take_input();
+        let ctx = &mut Context::with_input(state, &arena.bytes, input.as_slice(), None);
+        let used = service.on_data(ctx, id, conn, input.as_slice());
+        input.consume(used);
+        if let Some(c) = state.conns.live_mut(id) {
+            c.keep_input(input);
+        }
+        used
+    };
+    state.track_partial(id, left_before, used);
+}
+
+fn closed<S: Service>(
+    service: &mut S,
+    states: &mut [Option<S::Conn>],
+    state: &mut State,
+    arena: &Arena,
+    id: ConnId,
+    reason: CloseReason,
+    error: Option<io::Error>,
+) {
+    let outbound = state.conns.get(id).is_some_and(|c| c.flags.outbound);
+    let ctx = &mut Context::new(state, &arena.bytes);
+    if let Some(conn) = states.get_mut(id.index()).and_then(Option::take) {
+        service.on_close(ctx, id, conn, reason);
+    } else if outbound {
+        let error = error.unwrap_or_else(|| {
+            let why = format!("connect abandoned: {reason}");
+            io::Error::new(io::ErrorKind::ConnectionAborted, why)
+        });
+        service.on_connect_failed(ctx, id, error);
+    }
+}
