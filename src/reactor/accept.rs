@@ -286,7 +286,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                         handles.set_tls(tls);
                     }
                 }
-                Err(e) => self.connect_failed(id, e),
+                Err(e) => self.state.fail_connect(id, e),
             }
         }
     }
@@ -304,7 +304,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
             return false;
         }
         if let Some(error) = socket.take_error() {
-            self.connect_failed(id, error);
+            self.state.fail_connect(id, error);
+            self.apply();
             return false;
         }
         let tls = self.kernel.handles_mut(id).and_then(Handles::take_tls);
@@ -329,25 +330,6 @@ impl<S: Service, O: Os> Reactor<S, O> {
         true
     }
 
-    /// A connect not up within the connect timeout fails: still
-    /// connecting, or still in its TLS handshake.
-    pub(super) fn connect_timer_fired(&mut self, id: ConnId) {
-        match self.state.conns.live(id).map(|c| c.phase) {
-            Some(Phase::Connecting { .. }) => {
-                let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-                self.connect_failed(id, error);
-            }
-            Some(Phase::Handshaking { .. }) => self.outbound_handshake_timed_out(id),
-            _ => {}
-        }
-    }
-
-    pub(super) fn connect_failed(&mut self, id: ConnId, error: io::Error) {
-        self.state.stats.connect_failed += 1;
-        trace_io!(self.state.config.trace, "{id} connect failed: {error}");
-        self.close_with(id, CloseReason::Error(error.kind()), Some(error));
-        self.apply();
-    }
 }
 
 #[cfg(test)]

@@ -198,64 +198,22 @@ impl<S: Service, O: Os> Reactor<S, O> {
         self.state.schedule_read(id);
     }
 
-    /// Counts a failed first step as a PROXY or a TLS failure, whichever
-    /// step it was.
-    fn count_handshake_failure(&mut self, id: ConnId) {
-        let stats = &mut self.state.stats;
-        match self.state.conns.live(id) {
-            Some(conn) if conn.flags.awaiting_proxy => stats.proxy_failures += 1,
-            Some(_) => stats.tls_failures += 1,
-            None => {}
-        }
-    }
-
     /// A client's first step failed: it is closed, with a warning. One of
     /// ours fails as a connect, for its service to report.
     fn handshake_failed(&mut self, id: ConnId, error: io::Error) {
-        self.count_handshake_failure(id);
+        self.state.count_handshake_failure(id);
         let Some(conn) = self.state.conns.live(id) else {
             return;
         };
         if conn.flags.outbound {
-            return self.connect_failed(id, error);
+            self.state.fail_connect(id, error);
+            return self.apply();
         }
         warn!("{id} {}: {error}; closing", self.state.peer_label(id));
         self.close(id, CloseReason::Protocol);
         self.apply();
     }
 
-    /// The connect timer of one of our connections whose TLS handshake is
-    /// still going: it fails as a connect that timed out.
-    pub(super) fn outbound_handshake_timed_out(&mut self, id: ConnId) {
-        self.count_handshake_failure(id);
-        let why = format!(
-            "TLS handshake timed out: not done within the connect timeout of {:?}",
-            self.state.config.connect_timeout
-        );
-        self.connect_failed(id, io::Error::new(io::ErrorKind::TimedOut, why));
-    }
-
-    /// The handshake timeout: a client that stalls before it is up is closed.
-    pub(super) fn handshake_timer_fired(&mut self, id: ConnId) {
-        let Some(conn) = self.state.conns.live(id) else {
-            return;
-        };
-        if !matches!(conn.phase, Phase::Handshaking { .. }) {
-            return;
-        }
-        let step = if conn.flags.awaiting_proxy {
-            "PROXY header"
-        } else {
-            "TLS handshake"
-        };
-        warn!(
-            "{id} {}: no {step} within {:?}; closing",
-            self.state.peer_label(id),
-            self.state.config.handshake_timeout
-        );
-        self.count_handshake_failure(id);
-        self.close(id, CloseReason::HandshakeTimeout);
-    }
 }
 
 /// A PROXY header's peek or read that the socket refused.

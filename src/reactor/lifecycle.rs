@@ -17,7 +17,7 @@ use super::close::CloseReason;
 use super::conn::{Phase, Reading, Writing};
 use super::kernel::Stage;
 use super::service::Service;
-use super::timer::{ConnTimer, TimerKind};
+use super::timer::TimerKind;
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
 use crate::sys::os::{Os, Register, Stream};
@@ -110,15 +110,11 @@ impl<S: Service, O: Os> Reactor<S, O> {
         }
     }
 
-    pub(super) fn close(&mut self, id: ConnId, reason: CloseReason) {
-        self.close_with(id, reason, None);
-    }
-
     /// Deregisters `id` at once and tells the service: `on_close`, or, for a
-    /// connect that never completed, `on_connect_failed` with `error` (or
-    /// with why it was abandoned). The fd closes when the slot is freed at
-    /// the end of the turn.
-    pub(super) fn close_with(&mut self, id: ConnId, reason: CloseReason, error: Option<io::Error>) {
+    /// connect that never completed, `on_connect_failed` (with what went
+    /// wrong, if [`State::fail_connect`](super::state::State::fail_connect)
+    /// said). The fd closes when the slot is freed at the end of the turn.
+    pub(super) fn close(&mut self, id: ConnId, reason: CloseReason) {
         let state = &mut self.state;
         let Some(conn) = state.conns.live_mut(id) else {
             return;
@@ -146,6 +142,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         state.dead.push(id);
         debug!("closed {id} ({}): {reason}", state.peer_label(id));
         trace_io!(state.config.trace, "{id} close: {reason}");
+        let error = state.take_connect_error(id);
         self.call(Callback::Closed(id, reason, error));
     }
 
@@ -153,12 +150,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         let now = self.state.now;
         while let Some(kind) = self.state.timers.pop_due(now) {
             match kind {
-                TimerKind::Conn(id, ConnTimer::Idle) => self.idle_timer_fired(id),
-                TimerKind::Conn(id, ConnTimer::Write) => self.write_timer_fired(id),
-                TimerKind::Conn(id, ConnTimer::Frame) => self.frame_timer_fired(id),
-                TimerKind::Conn(id, ConnTimer::Handshake) => self.handshake_timer_fired(id),
-                TimerKind::Conn(id, ConnTimer::Request) => self.metrics_deadline_fired(id),
-                TimerKind::Conn(id, ConnTimer::Connect) => self.connect_timer_fired(id),
+                TimerKind::Conn(id, what) => self.state.conn_timer_fired(id, what),
                 TimerKind::Service(id, tag) => self.call(Callback::Timer(id, tag)),
                 TimerKind::ResumeAccept(i) => {
                     if let Some(slot) = self.kernel.listeners.get_mut(i) {
@@ -176,82 +168,6 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 }
             }
             self.apply();
-        }
-    }
-
-    /// Traffic only stamps `last_active`: the timer (one entry per
-    /// connection, for its whole life) checks it, and either closes the
-    /// connection or sets itself again for the real deadline. A handshake
-    /// has its own timeout, however long: until it is done, this timer
-    /// only looks again later, so a stalled one closes as `handshake-timeout`.
-    fn idle_timer_fired(&mut self, id: ConnId) {
-        let now = self.state.stamp;
-        let (Some(conn), Some(timeout)) = (
-            self.state.conns.live_mut(id),
-            self.state.config.idle_timeout,
-        ) else {
-            return;
-        };
-        let due = match conn.phase {
-            Phase::Handshaking { .. } => now.after(timeout),
-            _ => conn.last_active.after(timeout),
-        };
-        if due <= now {
-            self.close(id, CloseReason::Idle);
-        } else {
-            self.state.add_conn_timer(due, id, ConnTimer::Idle);
-        }
-    }
-
-    /// The peer had until now to take everything that was owed to it when
-    /// the timer was set: taking a byte now and then does not renew it.
-    /// What was queued since is owed by the next deadline.
-    fn write_timer_fired(&mut self, id: ConnId) {
-        let now = self.state.stamp;
-        let (Some(conn), Some(timeout)) = (
-            self.state.conns.live_mut(id),
-            self.state.config.write_timeout,
-        ) else {
-            return;
-        };
-        conn.flags.write_timer = false;
-        let Some(target) = conn.drain_target() else {
-            return; // nothing is owed
-        };
-        if conn.bytes_out < target {
-            self.close(id, CloseReason::WriteTimeout);
-        } else {
-            conn.flags.write_timer = true;
-            conn.owe_by_deadline();
-            self.state
-                .add_conn_timer(now.after(timeout), id, ConnTimer::Write);
-        }
-    }
-
-    /// A frame still incomplete `Config::frame_timeout` after its first
-    /// byte closes its connection. The clock restarts while we are the ones
-    /// not reading (paused or backpressured).
-    fn frame_timer_fired(&mut self, id: ConnId) {
-        let now = self.state.stamp;
-        let Some(conn) = self.state.conns.live_mut(id) else {
-            return;
-        };
-        conn.flags.frame_timer = false;
-        let (Some(timeout), Some(since)) = (self.state.config.frame_timeout, conn.partial_since())
-        else {
-            return;
-        };
-        if !conn.wants_read() {
-            conn.set_partial_since(Some(now));
-            self.state.arm_frame_timer(id);
-        } else if since.after(timeout) <= now {
-            warn!(
-                "{id} {}: frame still incomplete {timeout:?} after its first byte; closing",
-                self.state.peer_label(id)
-            );
-            self.close(id, CloseReason::FrameTimeout);
-        } else {
-            self.state.arm_frame_timer(id);
         }
     }
 

@@ -46,6 +46,7 @@ mod splice;
 mod state;
 mod stats;
 mod timer;
+mod timeouts;
 mod token;
 mod trace;
 // TLS between socket and service, or (without the feature) a stage that

@@ -14,11 +14,9 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use log::warn;
 
 use super::Reactor;
-use super::close::CloseReason;
-use super::conn::{Phase, Reading};
+use super::conn::Reading;
 use super::service::Service;
 use super::timer::ConnTimer;
 use super::token::ConnId;
@@ -45,24 +43,6 @@ impl<S: Service, O: Os> Reactor<S, O> {
         self.state.admission.metrics_open += 1;
         let due = self.state.stamp.after(METRICS_DEADLINE);
         self.state.add_conn_timer(due, id, ConnTimer::Request);
-    }
-
-    /// A metrics connection's deadline: one still without its whole request
-    /// head is closed and counted; one answered had its time to take the
-    /// answer and go.
-    pub(super) fn metrics_deadline_fired(&mut self, id: ConnId) {
-        let Some(conn) = self.state.conns.live(id) else {
-            return;
-        };
-        if conn.phase != Phase::Open {
-            return self.close(id, CloseReason::Local);
-        }
-        self.state.stats.metrics_timeouts += 1;
-        warn!(
-            "{id} {}: no whole request head within {METRICS_DEADLINE:?}; closing",
-            self.state.peer_label(id)
-        );
-        self.close(id, CloseReason::FrameTimeout);
     }
 
     /// Bytes for a metrics connection, just read into `range` of the arena:

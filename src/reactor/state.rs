@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::io;
 
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -84,6 +85,9 @@ pub(crate) struct State {
     /// Connects and splices asked for during a callback, not made yet.
     pub(crate) connects: Vec<ConnectRequest>,
     pub(crate) splices: Vec<(ConnId, ConnId)>,
+    /// Why connects failed, for their `on_connect_failed`: kept from the
+    /// failure until the close that reports it.
+    connect_errors: Vec<(ConnId, io::Error)>,
     /// Whether the OS can splice at all.
     pub(crate) splice_supported: bool,
     pub(crate) replies: Replies,
@@ -134,6 +138,7 @@ impl State {
             about: Vec::new(),
             connects: Vec::new(),
             splices: Vec::new(),
+            connect_errors: Vec::new(),
             splice_supported,
             replies: Replies::default(),
             deferred: Vec::new(),
@@ -359,12 +364,34 @@ impl State {
         }
     }
 
-    /// Closes `id` once the callback returns, discarding what it has not sent.
+    /// Closes `id` once the callback (or the step of the loop) that asked
+    /// returns, discarding what it has not sent. The first reason given
+    /// is the one it closes with. This is how every part of the reactor
+    /// ends a connection: it says so here, and the coordinator's `apply`
+    /// closes it and tells the service.
     pub(crate) fn abort(&mut self, id: ConnId, reason: CloseReason) {
-        if let Some(conn) = self.conns.live_mut(id) {
+        if let Some(conn) = self.conns.live_mut(id)
+            && !matches!(conn.phase, Phase::Aborting(_))
+        {
             conn.phase = Phase::Aborting(reason);
             self.defer(id);
         }
+    }
+
+    /// A connect (or its TLS handshake) failed: `id` ends as
+    /// [`abort`](Self::abort) does, and its service hears `error` in
+    /// `on_connect_failed`.
+    pub(crate) fn fail_connect(&mut self, id: ConnId, error: io::Error) {
+        self.stats.connect_failed += 1;
+        trace_io!(self.config.trace, "{id} connect failed: {error}");
+        self.abort(id, CloseReason::Error(error.kind()));
+        self.connect_errors.push((id, error));
+    }
+
+    /// Why `id`'s connect failed, if [`fail_connect`](Self::fail_connect) said.
+    pub(crate) fn take_connect_error(&mut self, id: ConnId) -> Option<io::Error> {
+        let i = self.connect_errors.iter().position(|(c, _)| *c == id)?;
+        Some(self.connect_errors.swap_remove(i).1)
     }
 
     /// As [`abort`](Self::abort), and the close sends RST.
