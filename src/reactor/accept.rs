@@ -1,15 +1,16 @@
-//! New connections: accepted from a listener, or connected by a service,
-//! and the moment each one is handed to the service.
+//! New connections, accepted or connected, up to the moment the service
+//! hears of them (or, for a handshake first, `handshake.rs` takes over).
+//!
+//! The coordinator's [`Reactor::accept`] takes connections from
+//! [`Listeners`](super::listeners::Listeners) and hands each to [`admit`];
+//! the rest are functions of the books ([`State`]) and the sockets
+//! ([`Kernel`]) that the coordinator calls: they say what became of a
+//! connection, and never call the service.
 //!
 //! One accepted past its limit — `Config::max_conns`, or for the metrics
 //! listener a small cap of its own, neither counting the other's — is
 //! closed at once; the refusals for `max_conns` are logged a line a second
 //! at most, each line with how many it stands for.
-//!
-//! Out of file descriptors, a waiting connection is accepted with a spare
-//! descriptor kept for the purpose and closed at once, so the listener's
-//! queue drains instead of staying readable and spinning the loop; if even
-//! that fails, accepting pauses for a while, backing off.
 
 use std::io;
 use std::time::Duration;
@@ -20,178 +21,231 @@ use super::Reactor;
 use super::callback::Callback;
 use super::close::CloseReason;
 use super::conn::Phase;
-use super::kernel::{Handles, ListenerSlot, Route};
+use super::kernel::{Handles, Kernel};
+use super::listeners::{Accepted, Route};
 use super::scrape::MAX_METRICS_CONNS;
 use super::service::Service;
-use super::timer::TimerKind;
+use super::state::State;
+use super::timer::{ConnTimer, TimerKind};
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
 use super::transport::Tls;
 use crate::sys::Addr;
-use crate::sys::os::{AcceptError, Interest, Listen, Os, Readiness, Register, Spare, Stream};
-
-/// After running out of file descriptors, accepting pauses this long at
-/// first, doubling up to the maximum while it keeps failing.
-const ACCEPT_BACKOFF_MS: (u64, u64) = (10, 1000);
+use crate::sys::os::{Interest, Os, Readiness, Register, Stream};
 
 /// Connections refused for `Config::max_conns` are logged at most this
 /// often, each line with how many.
 const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(1);
 
-impl<S: Service, O: Os> Reactor<S, O> {
-    /// Registers a bound listener and where its connections go; returns
-    /// its address.
-    pub(super) fn add_listener(&mut self, listener: O::Listener, route: Route) -> io::Result<Addr> {
-        let token = Token::Listener(self.kernel.listeners.len());
-        self.kernel
-            .poller
-            .register(&listener, token.to_u64(), Interest::Readable)?;
-        let local = listener.local_addr().clone();
-        self.kernel.listeners.push(ListenerSlot {
-            listener,
-            route,
-            scheduled: false,
-            paused: false,
-            backoff_ms: ACCEPT_BACKOFF_MS.0,
-        });
-        Ok(local)
-    }
+/// What a connection does first, once booked.
+pub(super) enum First {
+    /// It is up: the service hears of it now.
+    Open,
+    /// Its PROXY header and/or TLS handshake come first (`handshake.rs`).
+    Handshake,
+}
 
+impl<S: Service, O: Os> Reactor<S, O> {
     /// Accepts from listener `i` until it has nobody waiting or its per-turn
     /// budget is spent (then it is served again before the next wait).
     pub(super) fn accept(&mut self, i: usize) {
-        if self.kernel.listeners.get(i).is_none_or(|slot| slot.paused) {
-            return;
-        }
         for _ in 0..self.state.config.accept_budget {
-            match self.kernel.listeners[i].listener.accept() {
-                Ok((socket, peer)) => {
-                    let slot = &mut self.kernel.listeners[i];
-                    slot.backoff_ms = ACCEPT_BACKOFF_MS.0;
-                    let route = slot.route.clone();
-                    self.admit(socket, peer, route);
+            let state = &mut self.state;
+            match self
+                .listeners
+                .accept(i, &mut state.stats, &mut state.timers, state.now)
+            {
+                Accepted::Conn(socket, peer, route) => {
+                    match admit(&mut self.state, &mut self.kernel, socket, peer, route) {
+                        Some((id, First::Open)) => self.call(Callback::Connect(id)),
+                        Some((id, First::Handshake)) => self.handshake(id),
+                        None => self.apply(),
+                    }
                 }
-                Err(AcceptError::WouldBlock) => return,
-                // The peer gave up while queued: only that connection is lost.
-                Err(AcceptError::PeerAborted) => {}
-                // The kernel looks for a free descriptor before it looks at
-                // the queue, so this comes even when nobody is waiting.
-                Err(AcceptError::OutOfDescriptors(e)) => match self.shed(i) {
-                    Ok(()) => {}
-                    Err(AcceptError::WouldBlock) => return,
-                    Err(_) => return self.pause_accept(i, &e),
-                },
-                Err(AcceptError::Other(e)) => return self.pause_accept(i, &e),
+                Accepted::Nobody => {}
+                Accepted::Done => return,
             }
         }
-        let slot = &mut self.kernel.listeners[i];
-        if !slot.scheduled {
-            slot.scheduled = true;
+        if self.listeners.reschedule(i) {
             self.state.scheduled.push_back(Token::Listener(i));
         }
     }
+}
 
-    /// Out of descriptors: frees the spare to accept one waiting connection
-    /// and close it at once. `WouldBlock` if nobody was waiting.
-    fn shed(&mut self, i: usize) -> Result<(), AcceptError> {
-        let (state, kernel) = (&mut self.state, &mut self.kernel);
-        if !kernel.spare_fd.release() {
-            return Err(AcceptError::Other(io::Error::other("no spare descriptor")));
-        }
-        // The accepted socket closes at the end of this statement, before the
-        // spare is taken back.
-        let shed = kernel.listeners[i].listener.accept().map(|(_, peer)| peer);
-        kernel.spare_fd.restore();
-        if let Ok(peer) = &shed {
-            state.stats.accepted += 1;
-            state.stats.count_close(CloseReason::Limit);
-            let n = state.stats.closed_by(CloseReason::Limit);
-            if n.is_power_of_two() {
-                let s = if n == 1 { "" } else { "s" };
-                warn!(
-                    "out of file descriptors: {n} new connection{s} closed at once so far \
-                     (last from {peer})"
-                );
-            }
-        }
-        shed.map(drop)
+/// A new connection: booked for the service, at once or after its PROXY
+/// header and TLS handshake; or for the metrics responder. `None` if it
+/// was refused or could not be set up.
+pub(super) fn admit<O: Os>(
+    state: &mut State,
+    kernel: &mut Kernel<O>,
+    socket: O::Socket,
+    peer: Addr,
+    route: Route,
+) -> Option<(ConnId, First)> {
+    state.stats.accepted += 1;
+    if state.refused(&route, &peer) {
+        return None;
     }
-
-    fn pause_accept(&mut self, i: usize, err: &io::Error) {
-        let slot = &mut self.kernel.listeners[i];
-        warn!(
-            "accept failed: {err}; pausing accepts for {} ms",
-            slot.backoff_ms
-        );
-        slot.paused = true;
-        let at = self.state.now + Duration::from_millis(slot.backoff_ms);
-        slot.backoff_ms = (slot.backoff_ms * 2).min(ACCEPT_BACKOFF_MS.1);
-        self.state.timers.add(at, TimerKind::ResumeAccept(i));
+    let (tls, proxied, metrics) = match route {
+        Route::Service(tls) => (tls, state.config.proxy_protocol, false),
+        Route::Metrics => (None, false, true),
+    };
+    let first = if tls.is_some() || proxied {
+        First::Handshake
+    } else {
+        First::Open
+    };
+    let phase = match first {
+        First::Handshake => Phase::Handshaking {
+            close_when_up: false,
+        },
+        First::Open => Phase::Open,
+    };
+    let id = book(state, kernel, socket, peer.clone(), phase)
+        .map_err(|e| warn!("setting up {peer}: {e}"))
+        .ok()?;
+    debug!("accepted {id} from {peer}");
+    trace_io!(state.config.trace, "{id} accept from {peer}");
+    if let Some(conn) = state.conns.live_mut(id) {
+        conn.flags.awaiting_proxy = proxied;
     }
-
-    /// A new connection: to the service at once, or once its PROXY header
-    /// and TLS handshake are done; or to the metrics responder.
-    fn admit(&mut self, socket: O::Socket, peer: Addr, route: Route) {
-        self.state.stats.accepted += 1;
-        if self.refused(&route, &peer) {
-            return;
-        }
-        let state = &mut self.state;
-        let (tls, proxied, metrics) = match route {
-            Route::Service(tls) => (tls, state.config.proxy_protocol, false),
-            Route::Metrics => (None, false, true),
-        };
-        let phase = if tls.is_some() || proxied {
-            Phase::Handshaking {
-                close_when_up: false,
+    if metrics {
+        state.admit_metrics(id);
+    }
+    if let First::Handshake = first {
+        let due = state.stamp.after(state.config.handshake_timeout);
+        state.add_conn_timer(due, id, ConnTimer::Handshake);
+    }
+    match tls.map(Tls::server).transpose() {
+        Ok(tls) => {
+            if let (Some(tls), Some(handles)) = (tls, kernel.handles_mut(id)) {
+                handles.set_tls(tls);
             }
-        } else {
-            Phase::Open
-        };
-        let id = match self.add_conn(socket, peer.clone(), phase) {
-            Ok(id) => id,
-            Err(e) => {
-                warn!("setting up {peer}: {e}");
-                return;
-            }
-        };
-        debug!("accepted {id} from {peer}");
-        trace_io!(self.state.config.trace, "{id} accept from {peer}");
-        if let Some(conn) = self.state.conns.live_mut(id) {
-            conn.flags.awaiting_proxy = proxied;
+            Some((id, first))
         }
-        if metrics {
-            self.admit_metrics(id);
-        }
-        match tls.map(Tls::server).transpose() {
-            Ok(None) if !proxied => self.call(Callback::Connect(id)),
-            Ok(tls) => self.start_handshake(id, tls),
-            Err(e) => {
-                warn!("{id} from {peer}: TLS: {e}");
-                self.close(id, CloseReason::Error(e.kind()));
-            }
+        Err(e) => {
+            warn!("{id} from {peer}: TLS: {e}");
+            state.abort(id, CloseReason::Error(e.kind()));
+            None
         }
     }
+}
 
+/// Books `socket` as a new connection and registers it; on failure the
+/// socket closes and nothing is booked.
+pub(super) fn book<O: Os>(
+    state: &mut State,
+    kernel: &mut Kernel<O>,
+    socket: O::Socket,
+    peer: Addr,
+    phase: Phase,
+) -> io::Result<ConnId> {
+    socket.apply(&state.config.socket)?;
+    let id = state.conns.next_id();
+    kernel
+        .poller
+        .register(&socket, Token::Conn(id).to_u64(), Interest::ReadWrite)?;
+    state.stats.interest_changes += 1;
+    state.insert(peer, phase);
+    kernel.attach(id, socket);
+    Ok(id)
+}
+
+/// Makes the sockets of the connects that callbacks asked for; a connect
+/// that fails at once fails as any connect does.
+pub(super) fn start_connects<O: Os>(state: &mut State, kernel: &mut Kernel<O>) {
+    for request in std::mem::take(&mut state.connects) {
+        let id = request.id;
+        let wanted = state.conns.live(id);
+        if !wanted.is_some_and(|c| matches!(c.phase, Phase::Connecting { .. })) {
+            continue; // abandoned before it began: its close needs no socket
+        }
+        let started = O::Socket::connect(&request.addr, request.local).and_then(|socket| {
+            socket.apply(&state.config.socket)?;
+            let token = Token::Conn(id).to_u64();
+            kernel
+                .poller
+                .register(&socket, token, Interest::ReadWrite)?;
+            Ok(socket)
+        });
+        match started {
+            Ok(socket) => {
+                state.stats.interest_changes += 1;
+                kernel.attach(id, socket);
+                if let (Some(tls), Some(handles)) = (request.tls, kernel.handles_mut(id)) {
+                    handles.set_tls(tls);
+                }
+            }
+            Err(e) => state.fail_connect(id, e),
+        }
+    }
+}
+
+/// Where an outgoing connect is, after an event.
+pub(super) enum Connect {
+    /// Still connecting, or failed (then it is aborted, with why).
+    NotUp,
+    /// It was up before this event.
+    WasUp,
+    /// It is up now; then, as for an accepted one, what comes first.
+    Up(First),
+}
+
+/// Completes or fails an outgoing connect, as `event` says.
+pub(super) fn finish_connect<O: Os>(
+    state: &mut State,
+    kernel: &mut Kernel<O>,
+    id: ConnId,
+    event: &impl Readiness,
+) -> Connect {
+    let (Some(conn), Some(socket)) = (state.conns.live_mut(id), kernel.socket(id)) else {
+        return Connect::NotUp;
+    };
+    let Phase::Connecting { close_when_up } = conn.phase else {
+        return Connect::WasUp;
+    };
+    if !(event.is_writable() || event.is_error() || event.is_read_closed()) {
+        return Connect::NotUp;
+    }
+    if let Some(error) = socket.take_error() {
+        state.fail_connect(id, error);
+        return Connect::NotUp;
+    }
+    let tls = kernel.handles(id).and_then(Handles::tls).is_some();
+    if !tls {
+        // With TLS, once its handshake is done.
+        state.stats.connected += 1;
+    }
+    conn.phase = match (tls, close_when_up) {
+        (true, _) => Phase::Handshaking { close_when_up },
+        (false, true) => Phase::Closing,
+        (false, false) => Phase::Open,
+    };
+    trace_io!(
+        state.config.trace,
+        "{id} connected to {}",
+        state.peer_label(id)
+    );
+    Connect::Up(if tls { First::Handshake } else { First::Open })
+}
+
+impl State {
     /// Whether a new connection on `route` finds no room: a metrics one
     /// past the metrics connections' own cap, another past `max_conns`
     /// (metrics ones not counted). One refused is counted and logged.
     fn refused(&mut self, route: &Route, peer: &Addr) -> bool {
-        let state = &mut self.state;
-        let metrics_open = state.admission.metrics_open;
+        let metrics_open = self.admission.metrics_open;
         let full = match route {
             Route::Metrics => metrics_open >= MAX_METRICS_CONNS,
-            Route::Service(_) => {
-                state.stats.active as usize - metrics_open >= state.config.max_conns
-            }
+            Route::Service(_) => self.stats.active as usize - metrics_open >= self.config.max_conns,
         };
         if !full {
             return false;
         }
-        state.stats.count_close(CloseReason::Limit);
+        self.stats.count_close(CloseReason::Limit);
         match route {
             Route::Metrics => {
-                state.stats.metrics_refused += 1;
+                self.stats.metrics_refused += 1;
                 debug!("rejected {peer}: {MAX_METRICS_CONNS} metrics connections are open");
             }
             Route::Service(_) => self.log_refusal(peer),
@@ -203,141 +257,50 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// the last second, else summed up in the next line, so that a flood of
     /// refusals costs a line a second.
     fn log_refusal(&mut self, peer: &Addr) {
-        let state = &mut self.state;
-        let max = state.config.max_conns;
+        let max = self.config.max_conns;
         debug!("rejected {peer}: at the limit of {max} connections");
-        if state.admission.reported_at.is_some() {
-            state.admission.unreported += 1;
+        if self.admission.reported_at.is_some() {
+            self.admission.unreported += 1;
             return;
         }
         warn!(
             "refused 1 connection over --max-conns {max} (from {peer}); \
              more are summed up once a second"
         );
-        state.admission.reported_at = Some(state.now);
-        let next = state.now + REFUSAL_REPORT_EVERY;
-        state.timers.add(next, TimerKind::RefusalReport);
+        self.admission.reported_at = Some(self.now);
+        self.timers
+            .add(self.now + REFUSAL_REPORT_EVERY, TimerKind::RefusalReport);
     }
 
     /// The refusals since the last line, in one line; a second without any
     /// ends the reports until the next refusal.
     pub(super) fn report_refusals(&mut self) {
-        let state = &mut self.state;
-        let Some(since) = state.admission.reported_at else {
+        let Some(since) = self.admission.reported_at else {
             return;
         };
-        let n = std::mem::take(&mut state.admission.unreported);
+        let n = std::mem::take(&mut self.admission.unreported);
         if n == 0 {
-            state.admission.reported_at = None;
+            self.admission.reported_at = None;
             return;
         }
         let s = if n == 1 { "" } else { "s" };
-        let secs = state.now.saturating_duration_since(since).as_secs_f64();
+        let secs = self.now.saturating_duration_since(since).as_secs_f64();
         warn!(
             "refused {n} connection{s} over --max-conns {} in the last {secs:.1}s",
-            state.config.max_conns
+            self.config.max_conns
         );
-        state.admission.reported_at = Some(state.now);
-        let next = state.now + REFUSAL_REPORT_EVERY;
-        state.timers.add(next, TimerKind::RefusalReport);
+        self.admission.reported_at = Some(self.now);
+        self.timers
+            .add(self.now + REFUSAL_REPORT_EVERY, TimerKind::RefusalReport);
     }
-
-    /// Books `socket` as a new connection and registers it; on failure the
-    /// socket closes and nothing is booked.
-    pub(super) fn add_conn(
-        &mut self,
-        socket: O::Socket,
-        peer: Addr,
-        phase: Phase,
-    ) -> io::Result<ConnId> {
-        socket.apply(&self.state.config.socket)?;
-        let id = self.state.conns.next_id();
-        self.kernel
-            .poller
-            .register(&socket, Token::Conn(id).to_u64(), Interest::ReadWrite)?;
-        self.state.stats.interest_changes += 1;
-        self.state.insert(peer, phase);
-        self.kernel.attach(id, socket);
-        Ok(id)
-    }
-
-    /// Makes the sockets of the connects that callbacks asked for; a connect
-    /// that fails at once is reported as any failed connect.
-    pub(super) fn start_requested_connects(&mut self) {
-        for request in std::mem::take(&mut self.state.connects) {
-            let id = request.id;
-            let wanted = self.state.conns.live(id);
-            if !wanted.is_some_and(|c| matches!(c.phase, Phase::Connecting { .. })) {
-                continue; // abandoned before it began: its close needs no socket
-            }
-            let started = O::Socket::connect(&request.addr, request.local).and_then(|socket| {
-                socket.apply(&self.state.config.socket)?;
-                let token = Token::Conn(id).to_u64();
-                self.kernel
-                    .poller
-                    .register(&socket, token, Interest::ReadWrite)?;
-                Ok(socket)
-            });
-            match started {
-                Ok(socket) => {
-                    self.state.stats.interest_changes += 1;
-                    self.kernel.attach(id, socket);
-                    if let (Some(tls), Some(handles)) = (request.tls, self.kernel.handles_mut(id)) {
-                        handles.set_tls(tls);
-                    }
-                }
-                Err(e) => self.state.fail_connect(id, e),
-            }
-        }
-    }
-
-    /// Completes or fails an outgoing connect; true once it is up.
-    pub(super) fn finish_connect(&mut self, id: ConnId, event: &impl Readiness) -> bool {
-        let (Some(conn), Some(socket)) = (self.state.conns.live_mut(id), self.kernel.socket(id))
-        else {
-            return false;
-        };
-        let Phase::Connecting { close_when_up } = conn.phase else {
-            return true;
-        };
-        if !(event.is_writable() || event.is_error() || event.is_read_closed()) {
-            return false;
-        }
-        if let Some(error) = socket.take_error() {
-            self.state.fail_connect(id, error);
-            self.apply();
-            return false;
-        }
-        let tls = self.kernel.handles_mut(id).and_then(Handles::take_tls);
-        if tls.is_none() {
-            // With TLS, once its handshake is done.
-            self.state.stats.connected += 1;
-        }
-        conn.phase = match (&tls, close_when_up) {
-            (Some(_), _) => Phase::Handshaking { close_when_up },
-            (None, true) => Phase::Closing,
-            (None, false) => Phase::Open,
-        };
-        let Some(peer) = self.state.peer(id).cloned() else {
-            return false;
-        };
-        trace_io!(self.state.config.trace, "{id} connected to {peer}");
-        if let Some(tls) = tls {
-            self.start_handshake(id, Some(tls));
-            return false;
-        }
-        self.call(Callback::Connect(id));
-        true
-    }
-
 }
 
 #[cfg(test)]
 mod tests {
     use std::net::TcpStream;
 
-    use super::*;
-    use crate::reactor::{Config, Context, ListenOptions};
+    use crate::reactor::{Addr, Config, ConnId, Context, ListenOptions, Reactor, Service};
+    use crate::sys::os::Spare;
 
     /// Takes every byte and says nothing.
     struct Sink;
@@ -362,7 +325,7 @@ mod tests {
             .unwrap();
         // As if taking it back had failed once, when the descriptor freed
         // for shedding went to someone else first.
-        reactor.kernel.spare_fd.release();
+        reactor.listeners.spare_fd().release();
         drop(TcpStream::connect(addr).unwrap());
         for _ in 0..100 {
             if reactor.stats().closed == 1 {
@@ -371,6 +334,6 @@ mod tests {
             reactor.turn().unwrap();
         }
         assert_eq!(reactor.stats().closed, 1);
-        assert!(reactor.kernel.spare_fd.is_held());
+        assert!(reactor.listeners.spare_fd().is_held());
     }
 }

@@ -13,11 +13,10 @@
 
 use std::io;
 
-use super::Reactor;
+use super::buffer::Arena;
 use super::close::CloseReason;
 use super::conn::Phase;
-use super::kernel::Handles;
-use super::service::Service;
+use super::kernel::{Handles, Kernel};
 use super::state::State;
 use super::stats::Stats;
 use super::timer::ConnTimer;
@@ -122,126 +121,133 @@ impl State {
     }
 }
 
-impl<S: Service, O: Os> Reactor<S, O> {
-    /// The callback serving `id` returned: what it wrote to `id` is held
-    /// until the batch ends. An older held reply of `id` goes out first.
-    pub(super) fn hold_reply(&mut self, id: ConnId) -> io::Result<()> {
-        let held = self.state.replies.end_serving(id);
-        let aborting = |phase| matches!(phase, Phase::Aborting(_));
-        if held.len() == 0 || self.state.conns.live(id).is_none_or(|c| aborting(c.phase)) {
-            return Ok(());
-        }
-        self.send_held_reply(id)?;
-        let state = &mut self.state;
-        let Some(conn) = state.conns.live_mut(id) else {
-            return Ok(());
-        };
-        if conn.output().is_empty() {
-            conn.held_reply = Some(state.replies.held.len() as u32);
-            state.replies.held.push(held);
-        } else {
-            // The older reply did not all fit: the kernel is full, queue behind it.
-            conn.output_mut()
-                .extend(held.slice(&self.arena.bytes, &state.replies.out));
+/// The callback serving `id` returned: what it wrote to `id` is held
+/// until the batch ends. An older held reply of `id` goes out first.
+pub(super) fn hold_reply<O: Os>(
+    state: &mut State,
+    kernel: &mut Kernel<O>,
+    arena: &Arena,
+    id: ConnId,
+) -> io::Result<()> {
+    let held = state.replies.end_serving(id);
+    let aborting = |phase| matches!(phase, Phase::Aborting(_));
+    if held.len() == 0 || state.conns.live(id).is_none_or(|c| aborting(c.phase)) {
+        return Ok(());
+    }
+    send_held_reply(state, kernel, arena, id)?;
+    let Some(conn) = state.conns.live_mut(id) else {
+        return Ok(());
+    };
+    if conn.output().is_empty() {
+        conn.held_reply = Some(state.replies.held.len() as u32);
+        state.replies.held.push(held);
+    } else {
+        // The older reply did not all fit: the kernel is full, queue behind it.
+        conn.output_mut()
+            .extend(held.slice(&arena.bytes, &state.replies.out));
+        state.after_write(id);
+    }
+    Ok(())
+}
+
+/// Sends `id`'s held reply now, if it has one; what the kernel does not
+/// take becomes its backlog. A reply held for a connection being aborted
+/// is dropped.
+fn send_held_reply<O: Os>(
+    state: &mut State,
+    kernel: &mut Kernel<O>,
+    arena: &Arena,
+    id: ConnId,
+) -> io::Result<()> {
+    let (Some(conn), Some(handles)) = (state.conns.live_mut(id), kernel.handles_mut(id)) else {
+        return Ok(());
+    };
+    let Some(i) = conn.held_reply.take() else {
+        return Ok(());
+    };
+    if matches!(conn.phase, Phase::Aborting(_)) {
+        return Ok(());
+    }
+    let data = state.replies.held[i as usize].slice(&arena.bytes, &state.replies.out);
+    let sent = send(&mut state.stats, state.config.trace, id, handles, data)?;
+    conn.wrote(sent, state.stamp);
+    if sent < data.len() {
+        conn.output_mut().extend(&data[sent..]);
+    }
+    state.after_write(id);
+    Ok(())
+}
+
+/// Sends the write the callback that just returned made to another
+/// connection from the read arena, where it lies; what the kernel does
+/// not take becomes that connection's backlog. A relay's bytes go out
+/// this way without a copy or an allocation in between.
+pub(super) fn send_forward<O: Os>(state: &mut State, kernel: &mut Kernel<O>, arena: &Arena) {
+    let Some((id, range)) = state.replies.forward.take() else {
+        return;
+    };
+    let (Some(conn), Some(handles)) = (state.conns.live_mut(id), kernel.handles_mut(id)) else {
+        return;
+    };
+    if matches!(conn.phase, Phase::Aborting(_)) {
+        return;
+    }
+    let data = &arena.bytes[range];
+    match send(&mut state.stats, state.config.trace, id, handles, data) {
+        Ok(sent) => {
+            conn.wrote(sent, state.stamp);
+            if sent < data.len() {
+                // The kernel is full: the rest goes out when it turns writable.
+                conn.output_mut().extend(&data[sent..]);
+            } else {
+                // TLS may hold records back: the flush sees to them.
+                state.defer(id);
+            }
             state.after_write(id);
         }
-        Ok(())
+        Err(e) => state.abort(id, CloseReason::Error(e.kind())),
     }
+}
 
-    /// Sends `id`'s held reply now, if it has one; what the kernel does not
-    /// take becomes its backlog. A reply held for a connection being aborted
-    /// is dropped.
-    pub(super) fn send_held_reply(&mut self, id: ConnId) -> io::Result<()> {
-        let state = &mut self.state;
-        let (Some(conn), Some(handles)) = (state.conns.live_mut(id), self.kernel.handles_mut(id))
-        else {
-            return Ok(());
-        };
-        let Some(i) = conn.held_reply.take() else {
-            return Ok(());
-        };
-        if matches!(conn.phase, Phase::Aborting(_)) {
-            return Ok(());
-        }
-        let data = state.replies.held[i as usize].slice(&self.arena.bytes, &state.replies.out);
-        let sent = send(&mut state.stats, state.config.trace, id, handles, data)?;
+/// Writes `id`'s held reply and backlog until they are out or the kernel is full.
+pub(super) fn flush<O: Os>(
+    state: &mut State,
+    kernel: &mut Kernel<O>,
+    arena: &Arena,
+    id: ConnId,
+) -> io::Result<()> {
+    send_held_reply(state, kernel, arena, id)?;
+    let Some(conn) = state.conns.live_mut(id) else {
+        return Ok(());
+    };
+    // Output held for a connect (or handshake) in progress still counts
+    // for backpressure.
+    if let (false, Some(handles)) = (conn.is_pending(), kernel.handles_mut(id)) {
+        // Records TLS holds from before go first.
+        handles.flush_tls()?;
+        let pending = conn.output();
+        let sent = send(&mut state.stats, state.config.trace, id, handles, pending)?;
         conn.wrote(sent, state.stamp);
-        if sent < data.len() {
-            conn.output_mut().extend(&data[sent..]);
-        }
-        state.after_write(id);
-        Ok(())
+        conn.consume_output(sent);
     }
+    state.after_write(id);
+    Ok(())
+}
 
-    /// Sends the write the callback that just returned made to another
-    /// connection from the read arena, where it lies; what the kernel does
-    /// not take becomes that connection's backlog. A relay's bytes go out
-    /// this way without a copy or an allocation in between.
-    pub(super) fn send_forward(&mut self) {
-        let Some((id, range)) = self.state.replies.forward.take() else {
-            return;
-        };
-        let state = &mut self.state;
-        let (Some(conn), Some(handles)) = (state.conns.live_mut(id), self.kernel.handles_mut(id))
-        else {
-            return;
-        };
-        if matches!(conn.phase, Phase::Aborting(_)) {
-            return;
-        }
-        let data = &self.arena.bytes[range];
-        match send(&mut state.stats, state.config.trace, id, handles, data) {
-            Ok(sent) => {
-                conn.wrote(sent, state.stamp);
-                if sent < data.len() {
-                    // The kernel is full: the rest goes out when it turns writable.
-                    conn.output_mut().extend(&data[sent..]);
-                } else {
-                    // TLS may hold records back: the flush sees to them.
-                    state.defer(id);
-                }
-                state.after_write(id);
-            }
-            Err(e) => self.close(id, CloseReason::Error(e.kind())),
+/// Sends the replies held back during this batch, oldest first.
+pub(super) fn send_held_replies<O: Os>(
+    state: &mut State,
+    kernel: &mut Kernel<O>,
+    arena: &mut Arena,
+) {
+    for i in 0..state.replies.held.len() {
+        let id = state.replies.held[i].id;
+        if let Err(e) = send_held_reply(state, kernel, arena, id) {
+            state.abort(id, CloseReason::Error(e.kind()));
         }
     }
-
-    /// Writes `id`'s held reply and backlog until they are out or the kernel is full.
-    pub(super) fn flush(&mut self, id: ConnId) -> io::Result<()> {
-        self.send_held_reply(id)?;
-        let state = &mut self.state;
-        let Some(conn) = state.conns.live_mut(id) else {
-            return Ok(());
-        };
-        // Output held for a connect (or handshake) in progress still counts
-        // for backpressure.
-        if let (false, Some(handles)) = (conn.is_pending(), self.kernel.handles_mut(id)) {
-            // Records TLS holds from before go first.
-            handles.flush_tls()?;
-            let pending = conn.output();
-            let sent = send(&mut state.stats, state.config.trace, id, handles, pending)?;
-            conn.wrote(sent, state.stamp);
-            conn.consume_output(sent);
-        }
-        state.after_write(id);
-        Ok(())
-    }
-
-    /// Sends the replies held back during this batch, oldest first.
-    pub(super) fn send_held_replies(&mut self) {
-        let mut i = 0;
-        // Closing a connection may run callbacks, but none of them holds a reply.
-        while let Some(held) = self.state.replies.held.get(i) {
-            let id = held.id;
-            if let Err(e) = self.send_held_reply(id) {
-                self.close(id, CloseReason::Error(e.kind()));
-            }
-            i += 1;
-        }
-        self.state.replies.clear();
-        self.arena.used = 0;
-        self.apply();
-    }
+    state.replies.clear();
+    arena.used = 0;
 }
 
 /// Writes as much of `data` as the kernel takes; returns how much that was.

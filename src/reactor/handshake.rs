@@ -26,12 +26,11 @@ use super::Reactor;
 use super::callback::Callback;
 use super::close::CloseReason;
 use super::conn::Phase;
-use super::kernel::{Handles, Stage};
+use super::kernel::{Handles, Kernel, Stage};
 use super::service::Service;
-use super::timer::ConnTimer;
+use super::state::State;
 use super::token::ConnId;
 use super::trace::trace_io;
-use super::transport::Tls;
 use crate::codec::proxy::{self, ProxyHeader};
 use crate::sys::Addr;
 use crate::sys::os::{Os, Stream};
@@ -50,170 +49,159 @@ fn bad_header(why: String) -> Step {
 }
 
 impl<S: Service, O: Os> Reactor<S, O> {
-    /// `id` is connected and starts its first steps (TLS, if given: a
-    /// client's ClientHello goes at once); they must end within the
-    /// handshake timeout.
-    pub(super) fn start_handshake(&mut self, id: ConnId, tls: Option<Tls>) {
-        let Some(handles) = self.kernel.handles_mut(id) else {
-            return;
-        };
-        if let Some(tls) = tls {
-            handles.set_tls(tls);
-        }
-        // An outgoing connection's connect timer bounds its handshake too.
-        if self.state.conns.live(id).is_some_and(|c| !c.flags.outbound) {
-            let due = self.state.stamp.after(self.state.config.handshake_timeout);
-            self.state.add_conn_timer(due, id, ConnTimer::Handshake);
-        }
-        self.handshake(id);
-    }
-
-    /// Moves `id`'s first steps on with what has arrived.
+    /// Moves `id`'s first steps on with what has arrived; once they are
+    /// done, the service hears of it.
     pub(super) fn handshake(&mut self, id: ConnId) {
-        let Some(conn) = self.state.conns.live(id) else {
-            return;
-        };
-        if conn.flags.awaiting_proxy {
-            match self.read_proxy_header(id) {
-                Step::Done => {}
-                Step::Waiting => return,
-                Step::Failed(e) => return self.handshake_failed(id, e),
+        match step(&mut self.state, &mut self.kernel, id) {
+            Step::Done if done(&mut self.state, &self.kernel, id) => {
+                self.call(Callback::Connect(id));
+                // Application data may have come in with the handshake's last flight.
+                self.state.schedule_read(id);
+            }
+            Step::Done | Step::Waiting => {}
+            Step::Failed(e) => {
+                failed(&mut self.state, id, e);
+                self.apply();
             }
         }
-        let Some(handles) = self.kernel.handles_mut(id) else {
-            return;
-        };
-        let step = match handles.stage.as_deref_mut() {
-            Some(Stage::Tls(tls)) => match tls.handshake(&handles.socket) {
-                Ok(false) => Step::Waiting,
-                Ok(true) => Step::Done,
-                Err(e) => Step::Failed(io::Error::new(
-                    e.kind(),
-                    format!("TLS handshake failed: {e}"),
-                )),
-            },
-            _ => Step::Done,
-        };
-        match step {
-            Step::Done => self.handshake_done(id),
-            Step::Waiting => {}
-            Step::Failed(e) => self.handshake_failed(id, e),
+    }
+}
+
+/// One move of `id`'s first steps: its PROXY header, if it owes one, then
+/// its TLS handshake, if it has one.
+fn step<O: Os>(state: &mut State, kernel: &mut Kernel<O>, id: ConnId) -> Step {
+    let Some(conn) = state.conns.live(id) else {
+        return Step::Waiting;
+    };
+    if conn.flags.awaiting_proxy {
+        match read_proxy_header(state, kernel, id) {
+            Step::Done => {}
+            other => return other,
         }
     }
+    let Some(handles) = kernel.handles_mut(id) else {
+        return Step::Waiting;
+    };
+    match handles.stage.as_deref_mut() {
+        Some(Stage::Tls(tls)) => match tls.handshake(&handles.socket) {
+            Ok(false) => Step::Waiting,
+            Ok(true) => Step::Done,
+            Err(e) => Step::Failed(io::Error::new(
+                e.kind(),
+                format!("TLS handshake failed: {e}"),
+            )),
+        },
+        _ => Step::Done,
+    }
+}
 
-    /// Peeks at what has arrived; once it holds a whole PROXY header, takes
-    /// exactly that from the socket and makes the client it names the
-    /// connection's peer. A peer that sent FIN before the whole header
-    /// fails at once: the peek shows the same part for ever.
-    fn read_proxy_header(&mut self, id: ConnId) -> Step {
-        let (Some(conn), Some(handles)) = (self.state.conns.live(id), self.kernel.handles(id))
-        else {
+/// Peeks at what has arrived; once it holds a whole PROXY header, takes
+/// exactly that from the socket and makes the client it names the
+/// connection's peer. A peer that sent FIN before the whole header
+/// fails at once: the peek shows the same part for ever.
+fn read_proxy_header<O: Os>(state: &mut State, kernel: &Kernel<O>, id: ConnId) -> Step {
+    let (Some(conn), Some(handles)) = (state.conns.live(id), kernel.handles(id)) else {
+        return Step::Waiting;
+    };
+    let peer_fin = conn.flags.peer_fin;
+    // The decoder decides within this many bytes.
+    let mut buf = [0; proxy::V2_MAX_LEN];
+    state.stats.reads += 1;
+    let n = match handles.socket.peek(&mut buf) {
+        Ok(0) => return bad_header("closed before sending a PROXY header".into()),
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            state.stats.eagain_reads += 1;
             return Step::Waiting;
-        };
-        let peer_fin = conn.flags.peer_fin;
-        // The decoder decides within this many bytes.
-        let mut buf = [0; proxy::V2_MAX_LEN];
-        self.state.stats.reads += 1;
-        let n = match handles.socket.peek(&mut buf) {
-            Ok(0) => return bad_header("closed before sending a PROXY header".into()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.state.stats.eagain_reads += 1;
-                return Step::Waiting;
-            }
-            Err(e) => return reading_header_failed(&e),
-        };
-        trace_io!(self.state.config.trace, "{id} peek {n}");
-        let (header, len) = match proxy::decode(&buf[..n]) {
-            Ok(Some(found)) => found,
-            Ok(None) if peer_fin => {
-                return bad_header(format!("closed after {n} bytes of a PROXY header"));
-            }
-            Ok(None) if n < buf.len() => return Step::Waiting,
-            Ok(None) => return bad_header("no PROXY header in its first bytes".into()),
-            Err(e) => return bad_header(format!("bad PROXY header: {e}")),
-        };
-        // The bytes are in the socket already, so the read takes them all.
-        self.state.stats.reads += 1;
-        match handles.socket.read(&mut buf[..len]) {
-            Ok(got) if got == len => {}
-            Ok(got) => return bad_header(format!("PROXY header: read {got} of {len} bytes")),
-            Err(e) => return reading_header_failed(&e),
         }
-        self.proxy_header_read(id, &header);
-        Step::Done
+        Err(e) => return reading_header_failed(&e),
+    };
+    trace_io!(state.config.trace, "{id} peek {n}");
+    let (header, len) = match proxy::decode(&buf[..n]) {
+        Ok(Some(found)) => found,
+        Ok(None) if peer_fin => {
+            return bad_header(format!("closed after {n} bytes of a PROXY header"));
+        }
+        Ok(None) if n < buf.len() => return Step::Waiting,
+        Ok(None) => return bad_header("no PROXY header in its first bytes".into()),
+        Err(e) => return bad_header(format!("bad PROXY header: {e}")),
+    };
+    // The bytes are in the socket already, so the read takes them all.
+    state.stats.reads += 1;
+    match handles.socket.read(&mut buf[..len]) {
+        Ok(got) if got == len => {}
+        Ok(got) => return bad_header(format!("PROXY header: read {got} of {len} bytes")),
+        Err(e) => return reading_header_failed(&e),
     }
+    proxy_header_read(state, id, &header);
+    Step::Done
+}
 
-    fn proxy_header_read(&mut self, id: ConnId, header: &ProxyHeader) {
-        let stamp = self.state.stamp;
-        let Some(conn) = self.state.conns.live_mut(id) else {
-            return;
-        };
-        conn.flags.awaiting_proxy = false;
-        // Activity, but not bytes of the stream: those counters leave out
-        // what the reactor alone reads, as they leave out TLS handshakes.
-        conn.last_active = stamp;
-        self.state.stats.proxy_headers += 1;
-        // LOCAL (a health check) and UNKNOWN name nobody: the proxy is the peer.
-        if let Some(client) = header.source()
-            && let Some(via) = self.state.set_peer(id, Addr::Ip(client))
-        {
-            debug!(
-                "{id}: PROXY {} header: client {client} via {via}",
-                header.version
-            );
-        }
-        trace_io!(
-            self.state.config.trace,
-            "{id} proxy {} {}",
-            header.version,
-            self.state.peer_label(id)
+fn proxy_header_read(state: &mut State, id: ConnId, header: &ProxyHeader) {
+    let stamp = state.stamp;
+    let Some(conn) = state.conns.live_mut(id) else {
+        return;
+    };
+    conn.flags.awaiting_proxy = false;
+    // Activity, but not bytes of the stream: those counters leave out
+    // what the reactor alone reads, as they leave out TLS handshakes.
+    conn.last_active = stamp;
+    state.stats.proxy_headers += 1;
+    // LOCAL (a health check) and UNKNOWN name nobody: the proxy is the peer.
+    if let Some(client) = header.source()
+        && let Some(via) = state.set_peer(id, Addr::Ip(client))
+    {
+        debug!(
+            "{id}: PROXY {} header: client {client} via {via}",
+            header.version
         );
     }
+    trace_io!(
+        state.config.trace,
+        "{id} proxy {} {}",
+        header.version,
+        state.peer_label(id)
+    );
+}
 
-    fn handshake_done(&mut self, id: ConnId) {
-        let Some(conn) = self.state.conns.live_mut(id) else {
-            return;
-        };
-        let Phase::Handshaking { close_when_up } = conn.phase else {
-            return;
-        };
-        conn.phase = if close_when_up {
-            Phase::Closing
-        } else {
-            Phase::Open
-        };
-        if conn.flags.outbound {
-            // Its connect counts once it can carry bytes.
-            self.state.stats.connected += 1;
-        }
-        if let Some(tls) = self.kernel.handles(id).and_then(Handles::tls) {
-            self.state.stats.tls_handshakes += 1;
-            let summary = tls.describe();
-            trace_io!(self.state.config.trace, "{id} tls {summary}");
-            conn.set_tls(summary);
-        }
-        self.call(Callback::Connect(id));
-        // Application data may have come in with the handshake's last flight.
-        self.state.schedule_read(id);
+/// The first steps are done: true if the service is to hear of `id` now.
+fn done<O: Os>(state: &mut State, kernel: &Kernel<O>, id: ConnId) -> bool {
+    let Some(conn) = state.conns.live_mut(id) else {
+        return false;
+    };
+    let Phase::Handshaking { close_when_up } = conn.phase else {
+        return false;
+    };
+    conn.phase = if close_when_up {
+        Phase::Closing
+    } else {
+        Phase::Open
+    };
+    if conn.flags.outbound {
+        // Its connect counts once it can carry bytes.
+        state.stats.connected += 1;
     }
-
-    /// A client's first step failed: it is closed, with a warning. One of
-    /// ours fails as a connect, for its service to report.
-    fn handshake_failed(&mut self, id: ConnId, error: io::Error) {
-        self.state.count_handshake_failure(id);
-        let Some(conn) = self.state.conns.live(id) else {
-            return;
-        };
-        if conn.flags.outbound {
-            self.state.fail_connect(id, error);
-            return self.apply();
-        }
-        warn!("{id} {}: {error}; closing", self.state.peer_label(id));
-        self.close(id, CloseReason::Protocol);
-        self.apply();
+    if let Some(tls) = kernel.handles(id).and_then(Handles::tls) {
+        state.stats.tls_handshakes += 1;
+        let summary = tls.describe();
+        trace_io!(state.config.trace, "{id} tls {summary}");
+        conn.set_tls(summary);
     }
+    true
+}
 
+/// A client's first step failed: it is closed, with a warning. One of
+/// ours fails as a connect, for its service to report.
+fn failed(state: &mut State, id: ConnId, error: io::Error) {
+    state.count_handshake_failure(id);
+    let Some(conn) = state.conns.live(id) else {
+        return;
+    };
+    if conn.flags.outbound {
+        return state.fail_connect(id, error);
+    }
+    warn!("{id} {}: {error}; closing", state.peer_label(id));
+    state.abort(id, CloseReason::Protocol);
 }
 
 /// A PROXY header's peek or read that the socket refused.

@@ -18,6 +18,7 @@ use super::Reactor;
 use super::callback::Callback;
 use super::close::CloseReason;
 use super::conn::{Reading, Writing};
+use super::egress;
 use super::service::Service;
 use super::state::State;
 use super::token::ConnId;
@@ -141,7 +142,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
         if let Some(room) = self.arena.room(chunk) {
             return room;
         }
-        self.send_held_replies();
+        egress::send_held_replies(&mut self.state, &mut self.kernel, &mut self.arena);
+        self.apply();
         self.arena.used..self.arena.used + chunk
     }
 

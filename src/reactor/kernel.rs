@@ -1,5 +1,5 @@
-//! What a reactor holds of the operating system: the poller, listeners,
-//! signals, the spare descriptor, and each connection's socket and pipe.
+//! What a reactor holds of the operating system for its connections: the
+//! poller, the signals, and each connection's socket and pipe.
 //!
 //! Kept apart from [`State`](super::state::State), which a service's
 //! `Context` borrows: a service can reach the reactor's bookkeeping but
@@ -8,27 +8,8 @@
 use std::io;
 
 use super::token::ConnId;
-use super::transport::{ServerTls, Tls};
-use crate::sys::os::{Os, Spare, Stream};
-
-/// Who answers the connections a listener accepts.
-#[derive(Clone)]
-pub(crate) enum Route {
-    /// The service, after TLS if given.
-    Service(Option<ServerTls>),
-    /// The reactor's own `GET /metrics` responder.
-    Metrics,
-}
-
-pub(crate) struct ListenerSlot<O: Os> {
-    pub(crate) listener: O::Listener,
-    pub(crate) route: Route,
-    /// On the list of work to do before the next wait (its budget ran out).
-    pub(crate) scheduled: bool,
-    /// Out of descriptors: not accepting until a timer says to try again.
-    pub(crate) paused: bool,
-    pub(crate) backoff_ms: u64,
-}
+use super::transport::Tls;
+use crate::sys::os::{Os, Stream};
 
 /// A connection's OS resources: its socket, and what few connections have
 /// beside it (boxed, so that the rest pay one pointer for it).
@@ -79,22 +60,11 @@ impl<O: Os> Handles<O> {
     pub(crate) fn set_tls(&mut self, tls: Tls) {
         self.stage = Some(Box::new(Stage::Tls(Box::new(tls))));
     }
-
-    /// Its TLS stage, taken off (to start once it is connected).
-    pub(crate) fn take_tls(&mut self) -> Option<Tls> {
-        self.tls()?;
-        match *self.stage.take()? {
-            Stage::Tls(tls) => Some(*tls),
-            Stage::Pipe(_) => None,
-        }
-    }
 }
 
 pub(crate) struct Kernel<O: Os> {
     pub(crate) poller: O::Poller,
     pub(crate) signals: Option<O::Signals>,
-    pub(crate) listeners: Vec<ListenerSlot<O>>,
-    pub(crate) spare_fd: O::SpareFd,
     /// By slab slot; the slot's owner is whoever holds it in `State::conns`,
     /// so callers check that a connection is live before they look here.
     handles: Vec<Option<Handles<O>>>,
@@ -105,8 +75,6 @@ impl<O: Os> Kernel<O> {
         Kernel {
             poller,
             signals: None,
-            listeners: Vec::new(),
-            spare_fd: O::SpareFd::new(),
             handles: Vec::new(),
         }
     }

@@ -11,7 +11,6 @@ use std::io;
 
 use log::{debug, info, warn};
 
-use super::Reactor;
 use super::callback::Callback;
 use super::close::CloseReason;
 use super::conn::{Phase, Reading, Writing};
@@ -20,6 +19,7 @@ use super::service::Service;
 use super::timer::TimerKind;
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
+use super::{Reactor, accept, egress};
 use crate::sys::os::{Os, Register, Stream};
 
 impl<S: Service, O: Os> Reactor<S, O> {
@@ -28,13 +28,13 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// flush, FIN and close.
     pub(super) fn apply(&mut self) {
         if let Some(id) = self.state.replies.serving
-            && let Err(e) = self.hold_reply(id)
+            && let Err(e) = egress::hold_reply(&mut self.state, &mut self.kernel, &self.arena, id)
         {
             self.close(id, CloseReason::Error(e.kind()));
         }
-        self.send_forward();
+        egress::send_forward(&mut self.state, &mut self.kernel, &self.arena);
         if !self.state.connects.is_empty() {
-            self.start_requested_connects();
+            accept::start_connects(&mut self.state, &mut self.kernel);
         }
         if !self.state.splices.is_empty() {
             self.start_requested_splices();
@@ -48,7 +48,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 self.close(id, reason);
                 continue;
             }
-            if let Err(e) = self.flush(id) {
+            if let Err(e) = egress::flush(&mut self.state, &mut self.kernel, &self.arena, id) {
                 self.close(id, CloseReason::Error(e.kind()));
                 continue;
             }
@@ -153,13 +153,12 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 TimerKind::Conn(id, what) => self.state.conn_timer_fired(id, what),
                 TimerKind::Service(id, tag) => self.call(Callback::Timer(id, tag)),
                 TimerKind::ResumeAccept(i) => {
-                    if let Some(slot) = self.kernel.listeners.get_mut(i) {
-                        slot.paused = false;
+                    if self.listeners.resume(i) {
                         self.state.scheduled.push_back(Token::Listener(i));
                     }
                 }
                 TimerKind::ShutdownDeadline => self.shutdown_deadline(),
-                TimerKind::RefusalReport => self.report_refusals(),
+                TimerKind::RefusalReport => self.state.report_refusals(),
                 TimerKind::StatsReport => {
                     info!("stats: {}", self.state.stats);
                     if let Some(every) = self.state.config.stats_interval {
@@ -181,11 +180,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             "shutting down: {} connections to finish",
             state.stats.active
         );
-        for slot in self.kernel.listeners.drain(..) {
-            if let Err(e) = self.kernel.poller.deregister(&slot.listener) {
-                warn!("deregister listener: {e}");
-            }
-        }
+        self.listeners.close_all(&self.kernel.poller);
         let deadline = state.now + state.config.shutdown_timeout;
         state.timers.add(deadline, TimerKind::ShutdownDeadline);
         for id in self.live_ids() {

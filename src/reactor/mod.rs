@@ -39,14 +39,15 @@ mod handshake;
 mod ingress;
 mod kernel;
 mod lifecycle;
+mod listeners;
 mod reply;
 mod scrape;
 mod service;
 mod splice;
 mod state;
 mod stats;
-mod timer;
 mod timeouts;
+mod timer;
 mod token;
 mod trace;
 // TLS between socket and service, or (without the feature) a stage that
@@ -66,6 +67,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 pub use crate::metrics::{MetricKind, MetricsText};
+use accept::{Connect, First};
 use buffer::Arena;
 use callback::Callback;
 pub use close::CloseReason;
@@ -82,10 +84,11 @@ use token::Token;
 pub(crate) use token::label_ids_with_reactor;
 use trace::trace_io;
 
-use crate::sys::os::{Listen, Os, Poll, Readiness, SignalSource, Spare, Stream, Wake};
+use crate::sys::os::{Listen, Os, Poll, Readiness, SignalSource, Stream, Wake};
 pub use crate::sys::{Addr, ListenOptions, SocketOptions};
 use crate::sys::{Real, SignalKind};
-use kernel::{Kernel, Route};
+use kernel::Kernel;
+use listeners::{Listeners, Route};
 
 /// A single-threaded reactor running one [`Service`], on the OS `O`: this
 /// machine's ([`Real`]) unless a test puts a simulated one in its place.
@@ -140,6 +143,7 @@ use kernel::{Kernel, Route};
 pub struct Reactor<S: Service, O: Os = Real> {
     state: State,
     kernel: Kernel<O>,
+    listeners: Listeners<O>,
     service: S,
     /// The service's state for each connection, by slot.
     states: Vec<Option<S::Conn>>,
@@ -161,6 +165,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         Ok(Reactor {
             state: State::new(config, O::now, O::SPLICE),
             kernel: Kernel::new(poller),
+            listeners: Listeners::new(),
             service,
             states: Vec::new(),
             arena,
@@ -170,7 +175,11 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// Starts listening on `addr`, TCP or Unix-domain; returns the address
     /// actually bound (the real port when `addr` asks for port 0).
     pub fn listen(&mut self, addr: &Addr, options: &ListenOptions) -> io::Result<Addr> {
-        self.add_listener(O::Listener::bind(addr, options)?, Route::Service(None))
+        self.listeners.add(
+            &self.kernel.poller,
+            O::Listener::bind(addr, options)?,
+            Route::Service(None),
+        )
     }
 
     /// Serves the counters on `addr` in the Prometheus text format: each
@@ -179,7 +188,11 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// budget of their own, apart from [`Config::max_conns`]: a few at
     /// once, a few seconds each. Returns the address bound.
     pub fn listen_metrics(&mut self, addr: &Addr, options: &ListenOptions) -> io::Result<Addr> {
-        self.add_listener(O::Listener::bind(addr, options)?, Route::Metrics)
+        self.listeners.add(
+            &self.kernel.poller,
+            O::Listener::bind(addr, options)?,
+            Route::Metrics,
+        )
     }
 
     /// As [`listen`](Self::listen), every connection TLS: the service hears
@@ -191,7 +204,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
         options: &ListenOptions,
         tls: Arc<rustls::ServerConfig>,
     ) -> io::Result<Addr> {
-        self.add_listener(O::Listener::bind(addr, options)?, Route::Service(Some(tls)))
+        let listener = O::Listener::bind(addr, options)?;
+        self.listeners
+            .add(&self.kernel.poller, listener, Route::Service(Some(tls)))
     }
 
     /// Opens a connection to `addr` (from `local`, if given) from outside any
@@ -224,7 +239,13 @@ impl<S: Service, O: Os> Reactor<S, O> {
         let connecting = Phase::Connecting {
             close_when_up: false,
         };
-        let id = self.add_conn(socket, addr.clone(), connecting)?;
+        let id = accept::book(
+            &mut self.state,
+            &mut self.kernel,
+            socket,
+            addr.clone(),
+            connecting,
+        )?;
         if let (Some(tls), Some(handles)) = (tls, self.kernel.handles_mut(id)) {
             handles.set_tls(tls);
         }
@@ -308,12 +329,14 @@ impl<S: Service, O: Os> Reactor<S, O> {
             let event = self.kernel.poller.event(i);
             self.dispatch(event);
             if self.state.replies.held.len() >= self.state.config.hold_replies {
-                self.send_held_replies();
+                egress::send_held_replies(&mut self.state, &mut self.kernel, &mut self.arena);
+                self.apply();
             }
         }
         self.run_timers();
         self.serve_scheduled();
-        self.send_held_replies();
+        egress::send_held_replies(&mut self.state, &mut self.kernel, &mut self.arena);
+        self.apply();
         self.report_drained();
         self.enforce_budget();
         if !self.state.dead.is_empty() {
@@ -330,7 +353,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 .retain(|&id| conns.live(id).is_some());
             // Descriptors were freed: take the spare back if an earlier
             // attempt found none.
-            self.kernel.spare_fd.restore();
+            self.listeners.restore_spare();
         }
         if self.state.shutting_down && self.state.stats.active == 0 {
             self.state.stopped = true;
@@ -424,7 +447,14 @@ impl<S: Service, O: Os> Reactor<S, O> {
         conn.flags.peer_fin |= event.is_read_closed();
         let phase = conn.phase;
         match phase {
-            Phase::Connecting { .. } if !self.finish_connect(id, &event) => return,
+            Phase::Connecting { .. } => {
+                match accept::finish_connect(&mut self.state, &mut self.kernel, id, &event) {
+                    Connect::NotUp => return self.apply(),
+                    Connect::Up(First::Handshake) => return self.handshake(id),
+                    Connect::Up(First::Open) => self.call(Callback::Connect(id)),
+                    Connect::WasUp => {}
+                }
+            }
             Phase::Handshaking { .. } => return self.handshake(id),
             _ => {}
         }
@@ -474,8 +504,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                     }
                 }
                 Some(Token::Listener(i)) => {
-                    if let Some(slot) = self.kernel.listeners.get_mut(i) {
-                        slot.scheduled = false;
+                    if self.listeners.take_turn(i) {
                         self.accept(i);
                     }
                 }

@@ -14,10 +14,10 @@
 use std::ops::Range;
 use std::time::Duration;
 
-
 use super::Reactor;
 use super::conn::Reading;
 use super::service::Service;
+use super::state::State;
 use super::timer::ConnTimer;
 use super::token::ConnId;
 use crate::metrics::responder;
@@ -33,18 +33,6 @@ pub(crate) const MAX_METRICS_CONNS: usize = 16;
 pub(crate) const METRICS_DEADLINE: Duration = Duration::from_secs(5);
 
 impl<S: Service, O: Os> Reactor<S, O> {
-    /// `id` was accepted on the metrics listener: it counts against the
-    /// metrics connections' own budget, and has until the deadline.
-    pub(super) fn admit_metrics(&mut self, id: ConnId) {
-        let Some(conn) = self.state.conns.live_mut(id) else {
-            return;
-        };
-        conn.flags.metrics = true;
-        self.state.admission.metrics_open += 1;
-        let due = self.state.stamp.after(METRICS_DEADLINE);
-        self.state.add_conn_timer(due, id, ConnTimer::Request);
-    }
-
     /// Bytes for a metrics connection, just read into `range` of the arena:
     /// kept until the request head is whole, then answered and closed.
     pub(super) fn answer_metrics(&mut self, id: ConnId, range: Range<usize>) {
@@ -69,5 +57,19 @@ impl<S: Service, O: Os> Reactor<S, O> {
         }
         self.state.close_when_flushed(id);
         self.apply();
+    }
+}
+
+impl State {
+    /// `id` was accepted on the metrics listener: it counts against the
+    /// metrics connections' own budget, and has until the deadline.
+    pub(super) fn admit_metrics(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.live_mut(id) else {
+            return;
+        };
+        conn.flags.metrics = true;
+        self.admission.metrics_open += 1;
+        let due = self.stamp.after(METRICS_DEADLINE);
+        self.add_conn_timer(due, id, ConnTimer::Request);
     }
 }
