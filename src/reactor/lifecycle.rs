@@ -19,7 +19,7 @@ use super::service::Service;
 use super::timer::TimerKind;
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
-use super::{Reactor, accept, egress};
+use super::{Reactor, accept, egress, splice};
 use crate::sys::os::{Os, Register, Stream};
 
 impl<S: Service, O: Os> Reactor<S, O> {
@@ -37,7 +37,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             accept::start_connects(&mut self.state, &mut self.kernel);
         }
         if !self.state.splices.is_empty() {
-            self.start_requested_splices();
+            splice::start(&mut self.state, &mut self.kernel);
         }
         while let Some(id) = self.state.deferred.pop() {
             let Some(conn) = self.state.conns.live_mut(id) else {

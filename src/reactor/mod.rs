@@ -484,7 +484,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
         if event.is_writable()
             && let Some(src) = spliced_from
         {
-            self.pump(src);
+            splice::pump(&mut self.state, &mut self.kernel, src);
+            self.apply();
         }
         if event.is_readable() || event.is_read_closed() {
             self.read(id);

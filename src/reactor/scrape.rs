@@ -14,8 +14,9 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use super::Reactor;
+use super::buffer::Arena;
 use super::conn::Reading;
+use super::kernel::Kernel;
 use super::service::Service;
 use super::state::State;
 use super::timer::ConnTimer;
@@ -32,32 +33,37 @@ pub(crate) const MAX_METRICS_CONNS: usize = 16;
 /// timeout, so that is no bound), and its answer taken.
 pub(crate) const METRICS_DEADLINE: Duration = Duration::from_secs(5);
 
-impl<S: Service, O: Os> Reactor<S, O> {
-    /// Bytes for a metrics connection, just read into `range` of the arena:
-    /// kept until the request head is whole, then answered and closed.
-    pub(super) fn answer_metrics(&mut self, id: ConnId, range: Range<usize>) {
-        let Some(conn) = self.state.conns.live_mut(id) else {
-            return;
-        };
-        conn.extend_input(&self.arena.bytes[range]);
-        let (stats, service, now) = (&self.state.stats, &self.service, self.state.now);
-        let Some(answer) = responder::answer(conn.input(), |page| {
-            stats.write_metrics(page);
-            service.metrics(now, page);
-        }) else {
-            return;
-        };
-        conn.release_buffers();
-        let socket = self.kernel.socket(id);
-        if answer.more || socket.is_some_and(|s| s.unread_len().is_ok_and(|n| n > 0)) {
-            conn.reading = Reading::Discarding;
-        }
-        if let Some(out) = self.state.output_for(id, &self.arena.bytes) {
-            out.extend_from_slice(&answer.response);
-        }
-        self.state.close_when_flushed(id);
-        self.apply();
+/// Bytes for a metrics connection, just read into `range` of the arena:
+/// kept until the request head is whole, then answered (the reactor's
+/// counters, then the service's own families) and closed once flushed.
+pub(super) fn answer<S: Service, O: Os>(
+    state: &mut State,
+    kernel: &Kernel<O>,
+    arena: &Arena,
+    service: &S,
+    id: ConnId,
+    range: Range<usize>,
+) {
+    let Some(conn) = state.conns.live_mut(id) else {
+        return;
+    };
+    conn.extend_input(&arena.bytes[range]);
+    let (stats, now) = (&state.stats, state.now);
+    let Some(answer) = responder::answer(conn.input(), |page| {
+        stats.write_metrics(page);
+        service.metrics(now, page);
+    }) else {
+        return;
+    };
+    conn.release_buffers();
+    let socket = kernel.socket(id);
+    if answer.more || socket.is_some_and(|s| s.unread_len().is_ok_and(|n| n > 0)) {
+        conn.reading = Reading::Discarding;
     }
+    if let Some(out) = state.output_for(id, &arena.bytes) {
+        out.extend_from_slice(&answer.response);
+    }
+    state.close_when_flushed(id);
 }
 
 impl State {
