@@ -13,6 +13,7 @@
 //! at most, each line with how many it stands for.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use log::{debug, warn};
@@ -148,6 +149,27 @@ pub(super) fn book<O: Os>(
     state.stats.interest_changes += 1;
     state.insert(peer, phase);
     kernel.attach(id, socket);
+    Ok(id)
+}
+
+/// Opens a connection to `addr` now, from outside any callback (TLS, if
+/// given, starts once it is connected).
+pub(super) fn connect_now<O: Os>(
+    state: &mut State,
+    kernel: &mut Kernel<O>,
+    addr: &Addr,
+    local: Option<SocketAddr>,
+    tls: Option<Tls>,
+) -> io::Result<ConnId> {
+    let socket = O::Socket::connect(addr, local)?;
+    let connecting = Phase::Connecting {
+        close_when_up: false,
+    };
+    let id = book(state, kernel, socket, addr.clone(), connecting)?;
+    if let (Some(tls), Some(handles)) = (tls, kernel.handles_mut(id)) {
+        handles.set_tls(tls);
+    }
+    state.connect_started(id, addr);
     Ok(id)
 }
 

@@ -61,20 +61,15 @@ impl State {
 }
 
 impl<S: Service, O: Os> Reactor<S, O> {
-    /// Sheds connections if the output of all of them is over the budget;
-    /// called once a turn, when the turn's writes are done.
+    /// Sheds connections if the output of all of them is over the budget,
+    /// once a turn, when the turn's writes are done: the ones with the
+    /// largest backlogs, largest first, until the total is back at half the
+    /// budget, said in one line. Their unsent output is lost: they close
+    /// with RST, so that the peer cannot take a cut stream for a whole one.
     pub(super) fn enforce_budget(&mut self) {
-        if self.state.stats.buffered_output > self.state.config.max_buffered {
-            self.shed_largest_backlogs();
+        if self.state.stats.buffered_output <= self.state.config.max_buffered {
+            return;
         }
-    }
-
-    /// Closes the connections with the largest backlogs, largest first,
-    /// until the total is back at half the budget, and says so in one line.
-    /// Their unsent output is lost: they close with RST, so that the peer
-    /// cannot take a cut stream for a whole one.
-    #[cold]
-    fn shed_largest_backlogs(&mut self) {
         let before = self.state.stats.buffered_output;
         let target = self.state.config.max_buffered / 2;
         let mut backlogs: Vec<(usize, ConnId)> = (self.state.conns.iter())

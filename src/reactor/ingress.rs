@@ -58,7 +58,10 @@ impl<S: Service, O: Os> Reactor<S, O> {
             if conn.is_spliced() && conn.input().is_empty() {
                 return match splice::read(&mut self.state, &mut self.kernel, id) {
                     splice::Read::Ended => self.input_ended(id),
-                    splice::Read::Drained => self.end_input(id),
+                    splice::Read::Drained => {
+                        self.state.end_input(id);
+                        self.input_ended(id);
+                    }
                     splice::Read::Paused => self.apply(),
                 };
             }
@@ -78,7 +81,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 self.call(Callback::Data(id, range));
             }
             if drained {
-                return self.end_input(id);
+                self.state.end_input(id);
+                return self.input_ended(id);
             }
             if self.state.conns.live(id).is_none() || !more {
                 return;
@@ -110,18 +114,6 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.close(id, CloseReason::Peer);
             self.apply();
         }
-    }
-
-    /// Shutting down: the service has had every byte that arrived before
-    /// the shutdown, and hears the end of its input as if the peer had sent
-    /// FIN. What the peer sends from now on is read and dropped.
-    pub(super) fn end_input(&mut self, id: ConnId) {
-        if let Some(conn) = self.state.conns.live_mut(id) {
-            conn.reading = Reading::Discarding;
-            conn.flags.shut_down = true;
-        }
-        self.input_ended(id);
-        self.state.schedule_read(id);
     }
 }
 
@@ -188,6 +180,18 @@ fn arena_room<O: Os>(state: &mut State, kernel: &mut Kernel<O>, arena: &mut Aren
 }
 
 impl State {
+    /// Shutting down: the service has had every byte that arrived before
+    /// the shutdown, and is to hear the end of its input as if the peer had
+    /// sent FIN (the caller tells it). What the peer sends from now on is
+    /// read and dropped.
+    pub(super) fn end_input(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.live_mut(id) {
+            conn.reading = Reading::Discarding;
+            conn.flags.shut_down = true;
+        }
+        self.schedule_read(id);
+    }
+
     /// Counts `n` bytes read from `id`; true if they were the last that a
     /// shutdown lets through to the service.
     pub(super) fn received(&mut self, id: ConnId, n: usize) -> bool {

@@ -6,10 +6,14 @@
 //! never a socket, and `Context` stays the same type whatever the OS.
 
 use std::io;
+use std::time::Duration;
 
 use super::token::ConnId;
 use super::transport::Tls;
-use crate::sys::os::{Os, Stream};
+use log::warn;
+
+use crate::sys::SignalKind;
+use crate::sys::os::{Os, Poll, SignalSource, Stream};
 
 /// A connection's OS resources: its socket, and what few connections have
 /// beside it (boxed, so that the rest pay one pointer for it).
@@ -76,6 +80,46 @@ impl<O: Os> Kernel<O> {
             poller,
             signals: None,
             handles: Vec::new(),
+        }
+    }
+
+    /// Waits for events; `polls` counts the waits. With `busy_poll`, first
+    /// spins on zero-timeout waits for up to that long: a reply then costs
+    /// no sleep and wake-up, at the price of a busy core.
+    pub(crate) fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        busy_poll: Option<Duration>,
+        polls: &mut u64,
+    ) -> io::Result<usize> {
+        if let Some(spin) = busy_poll
+            && timeout != Some(Duration::ZERO)
+        {
+            let until = O::now() + timeout.map_or(spin, |t| t.min(spin));
+            loop {
+                *polls += 1;
+                let n = self.poller.wait(Some(Duration::ZERO))?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                if O::now() >= until {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        *polls += 1;
+        self.poller.wait(timeout)
+    }
+
+    /// The next signal that came, if any (a failure to read them is logged).
+    pub(crate) fn next_signal(&self) -> Option<SignalKind> {
+        match self.signals.as_ref()?.next() {
+            Ok(signal) => signal,
+            Err(e) => {
+                warn!("reading signals: {e}");
+                None
+            }
         }
     }
 

@@ -14,8 +14,9 @@ use log::{debug, info, warn};
 use super::callback::Callback;
 use super::close::CloseReason;
 use super::conn::{Phase, Reading, Writing};
-use super::kernel::Stage;
+use super::kernel::{Kernel, Stage};
 use super::service::Service;
+use super::state::State;
 use super::timer::TimerKind;
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
@@ -53,60 +54,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 continue;
             }
             if self.state.pending_output(id) == Some(0) {
-                self.finish_flushed(id);
+                finish_flushed(&mut self.state, &mut self.kernel, id);
             }
-        }
-    }
-
-    /// Everything owed to `id` is out: the FIN and close it waited for.
-    fn finish_flushed(&mut self, id: ConnId) {
-        let Some(conn) = self.state.conns.live_mut(id) else {
-            return;
-        };
-        let (phase, reading, writing) = (conn.phase, conn.reading, conn.writing);
-        let Some(handles) = self.kernel.handles_mut(id) else {
-            return;
-        };
-        // A FIN now would abort a connect in progress: it waits until the
-        // connection is up (and `open` defers it again).
-        if conn.is_pending() {
-            return;
-        }
-        let ending = phase == Phase::Closing || writing == Writing::FinWhenFlushed;
-        // TLS ends with close_notify before the FIN or the close; the FIN
-        // waits until the socket has taken it (a writable event comes back).
-        if let (true, Some(Stage::Tls(tls))) = (ending, handles.stage.as_deref_mut()) {
-            match tls.close(&handles.socket) {
-                Ok(()) if tls.has_unsent() => return,
-                Ok(()) => {}
-                Err(e) => return self.close(id, failed_ending(reading, e)),
-            }
-        }
-        // Shutting down, the peer may still be sending: FIN first, then read
-        // until it closes too, so that unread input does not become RST.
-        let fin_then_wait = phase == Phase::Closing && reading == Reading::Discarding;
-        if writing != Writing::Finished && (writing == Writing::FinWhenFlushed || fin_then_wait) {
-            trace_io!(self.state.config.trace, "{id} shutdown(write)");
-            if let Err(e) = handles.socket.shutdown_write() {
-                return self.close(id, failed_ending(reading, e));
-            }
-            conn.writing = Writing::Finished;
-            if fin_then_wait {
-                return self.state.schedule_read(id);
-            }
-            if reading == Reading::Ended {
-                return self.close(id, CloseReason::Peer);
-            }
-        }
-        if phase == Phase::Closing && !fin_then_wait {
-            let reason = if conn.flags.shut_down {
-                CloseReason::Shutdown
-            } else if reading == Reading::Ended {
-                CloseReason::Peer
-            } else {
-                CloseReason::Local
-            };
-            self.close(id, reason);
         }
     }
 
@@ -157,7 +106,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                         self.state.scheduled.push_back(Token::Listener(i));
                     }
                 }
-                TimerKind::ShutdownDeadline => self.shutdown_deadline(),
+                TimerKind::ShutdownDeadline => self.state.shutdown_deadline(),
                 TimerKind::RefusalReport => self.state.report_refusals(),
                 TimerKind::StatsReport => {
                     info!("stats: {}", self.state.stats);
@@ -170,11 +119,21 @@ impl<S: Service, O: Os> Reactor<S, O> {
         }
     }
 
-    /// Stops accepting, and ends the input of every accepted connection once
-    /// it has delivered what had arrived before now. Connections we opened
-    /// (a relay's upstreams) end with those they serve.
-    pub(super) fn begin_shutdown(&mut self) {
+    /// Stops accepting, lets every connection finish with what it had sent
+    /// before now, and ends `run` when the last one closes or the shutdown
+    /// timeout passes. A second call stops at once.
+    ///
+    /// The input of every accepted connection ends once it has delivered
+    /// what had arrived before now. Connections we opened (a relay's
+    /// upstreams) end with those they serve.
+    pub fn shutdown(&mut self) {
         let state = &mut self.state;
+        if state.shutting_down {
+            info!("second shutdown request: stopping now");
+            state.forced = true;
+            state.stopped = true;
+            return;
+        }
         state.shutting_down = true;
         info!(
             "shutting down: {} connections to finish",
@@ -183,7 +142,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         self.listeners.close_all(&self.kernel.poller);
         let deadline = state.now + state.config.shutdown_timeout;
         state.timers.add(deadline, TimerKind::ShutdownDeadline);
-        for id in self.live_ids() {
+        for id in self.state.live_ids() {
             let Some(conn) = self.state.conns.live_mut(id) else {
                 continue;
             };
@@ -199,7 +158,10 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 continue;
             };
             match socket.unread_len() {
-                Ok(0) | Err(_) => self.end_input(id),
+                Ok(0) | Err(_) => {
+                    self.state.end_input(id);
+                    self.input_ended(id);
+                }
                 Ok(left) => {
                     // More than 4 GiB unread is not drained to the end.
                     let left = u32::try_from(left).unwrap_or(u32::MAX);
@@ -212,16 +174,71 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.state.stopped = true;
         }
     }
+}
 
+/// Everything owed to `id` is out: the FIN and close it waited for.
+fn finish_flushed<O: Os>(state: &mut State, kernel: &mut Kernel<O>, id: ConnId) {
+    let Some(conn) = state.conns.live_mut(id) else {
+        return;
+    };
+    let (phase, reading, writing) = (conn.phase, conn.reading, conn.writing);
+    let Some(handles) = kernel.handles_mut(id) else {
+        return;
+    };
+    // A FIN now would abort a connect in progress: it waits until the
+    // connection is up (and `open` defers it again).
+    if conn.is_pending() {
+        return;
+    }
+    let ending = phase == Phase::Closing || writing == Writing::FinWhenFlushed;
+    // TLS ends with close_notify before the FIN or the close; the FIN
+    // waits until the socket has taken it (a writable event comes back).
+    if let (true, Some(Stage::Tls(tls))) = (ending, handles.stage.as_deref_mut()) {
+        match tls.close(&handles.socket) {
+            Ok(()) if tls.has_unsent() => return,
+            Ok(()) => {}
+            Err(e) => return state.abort(id, failed_ending(reading, e)),
+        }
+    }
+    // Shutting down, the peer may still be sending: FIN first, then read
+    // until it closes too, so that unread input does not become RST.
+    let fin_then_wait = phase == Phase::Closing && reading == Reading::Discarding;
+    if writing != Writing::Finished && (writing == Writing::FinWhenFlushed || fin_then_wait) {
+        trace_io!(state.config.trace, "{id} shutdown(write)");
+        if let Err(e) = handles.socket.shutdown_write() {
+            return state.abort(id, failed_ending(reading, e));
+        }
+        conn.writing = Writing::Finished;
+        if fin_then_wait {
+            return state.schedule_read(id);
+        }
+        if reading == Reading::Ended {
+            return state.abort(id, CloseReason::Peer);
+        }
+    }
+    if phase == Phase::Closing && !fin_then_wait {
+        let reason = if conn.flags.shut_down {
+            CloseReason::Shutdown
+        } else if reading == Reading::Ended {
+            CloseReason::Peer
+        } else {
+            CloseReason::Local
+        };
+        state.abort(id, reason);
+    }
+}
+
+impl State {
+    /// The shutdown timeout: every connection still open is closed now.
     fn shutdown_deadline(&mut self) {
         let open = self.live_ids();
         if !open.is_empty() {
             warn!("shutdown timeout: closing {} connections", open.len());
         }
         for id in open {
-            self.close(id, CloseReason::Shutdown);
+            self.abort(id, CloseReason::Shutdown);
         }
-        self.state.stopped = true;
+        self.stopped = true;
     }
 }
 

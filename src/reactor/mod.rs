@@ -64,8 +64,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
-
 pub use crate::metrics::{MetricKind, MetricsText};
 use accept::{Connect, First};
 use buffer::Arena;
@@ -213,7 +211,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// callback, as a client does before it has heard of anything; then as
     /// [`Context::connect`]: the service hears `on_connect` or `on_connect_failed`.
     pub fn connect(&mut self, addr: &Addr, local: Option<SocketAddr>) -> io::Result<ConnId> {
-        self.connect_with(addr, local, None)
+        accept::connect_now(&mut self.state, &mut self.kernel, addr, local, None)
     }
 
     /// As [`connect`](Self::connect), over TLS: see [`Context::connect_tls`].
@@ -226,31 +224,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         name: rustls::pki_types::ServerName<'static>,
     ) -> io::Result<ConnId> {
         let tls = transport::Tls::client(config, name)?;
-        self.connect_with(addr, local, Some(tls))
-    }
-
-    fn connect_with(
-        &mut self,
-        addr: &Addr,
-        local: Option<SocketAddr>,
-        tls: Option<transport::Tls>,
-    ) -> io::Result<ConnId> {
-        let socket = O::Socket::connect(addr, local)?;
-        let connecting = Phase::Connecting {
-            close_when_up: false,
-        };
-        let id = accept::book(
-            &mut self.state,
-            &mut self.kernel,
-            socket,
-            addr.clone(),
-            connecting,
-        )?;
-        if let (Some(tls), Some(handles)) = (tls, self.kernel.handles_mut(id)) {
-            handles.set_tls(tls);
-        }
-        self.state.connect_started(id, addr);
-        Ok(id)
+        accept::connect_now(&mut self.state, &mut self.kernel, addr, local, Some(tls))
     }
 
     /// SIGINT and SIGTERM start a graceful shutdown (a second one stops at
@@ -322,7 +296,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
         } else {
             Some(Duration::ZERO)
         };
-        let n = self.wait(timeout)?;
+        let (busy_poll, polls) = (self.state.config.busy_poll, &mut self.state.stats.polls);
+        let n = self.kernel.wait(timeout, busy_poll, polls)?;
         self.state.set_now(O::now());
         self.state.stats.events += n as u64;
         for i in 0..n {
@@ -334,23 +309,25 @@ impl<S: Service, O: Os> Reactor<S, O> {
             }
         }
         self.run_timers();
-        self.serve_scheduled();
+        // Connections and listeners whose budget ran out in an earlier
+        // turn. Only what was queued before now: newcomers wait one turn,
+        // so one that refills its budget cannot starve the poller.
+        for _ in 0..self.state.scheduled.len() {
+            match self.state.scheduled.pop_front() {
+                Some(Token::Conn(id)) if self.state.take_turn(id) => self.read(id),
+                Some(Token::Listener(i)) if self.listeners.take_turn(i) => self.accept(i),
+                _ => {}
+            }
+        }
         egress::send_held_replies(&mut self.state, &mut self.kernel, &mut self.arena);
         self.apply();
-        self.report_drained();
+        // Backlogs that drained during the turn.
+        while let Some(id) = self.state.drained.pop() {
+            self.call(Callback::Drained(id));
+        }
         self.enforce_budget();
         if !self.state.dead.is_empty() {
-            // Taken out and put back, keeping its capacity.
-            let mut dead = std::mem::take(&mut self.state.dead);
-            for id in dead.drain(..) {
-                self.state.remove(id);
-                self.kernel.detach(id);
-            }
-            self.state.dead = dead;
-            let conns = &self.state.conns;
-            self.state
-                .drain_watch
-                .retain(|&id| conns.live(id).is_some());
+            free_slots(&mut self.state, &mut self.kernel);
             // Descriptors were freed: take the spare back if an earlier
             // attempt found none.
             self.listeners.restore_spare();
@@ -361,71 +338,39 @@ impl<S: Service, O: Os> Reactor<S, O> {
         Ok(())
     }
 
-    /// Stops accepting, lets every connection finish with what it had sent
-    /// before now, and ends `run` when the last one closes or the shutdown
-    /// timeout passes. A second call stops at once.
-    pub fn shutdown(&mut self) {
-        if self.state.shutting_down {
-            info!("second shutdown request: stopping now");
-            self.state.forced = true;
-            self.state.stopped = true;
-        } else {
-            self.begin_shutdown();
-        }
-    }
-
     /// A snapshot of every open connection.
     pub fn connections(&self) -> Vec<ConnInfo> {
-        let now = self.state.clock_now();
-        self.state
-            .conns
-            .iter()
-            .filter(|(_, c)| c.phase != Phase::Closed)
-            .filter_map(|(id, c)| Some((id, c, self.state.about(id)?)))
-            .map(|(id, c, about)| ConnInfo {
-                id,
-                peer: about.peer.clone(),
-                age: now.saturating_duration_since(self.state.timers.instant(about.opened)),
-                bytes_in: c.bytes_in,
-                bytes_out: c.bytes_out,
-                pending_output: self.state.pending_output(id).unwrap_or(0),
-                reading: c.wants_read(),
-                state: c.state(),
-                tls: c.tls().map(str::to_string),
-            })
-            .collect()
-    }
-
-    /// Waits for events. With `busy_poll`, first spins on zero-timeout waits
-    /// for up to that long: a reply then costs no sleep and wake-up, at the
-    /// price of a busy core.
-    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
-        if let Some(spin) = self.state.config.busy_poll
-            && timeout != Some(Duration::ZERO)
-        {
-            let until = O::now() + timeout.map_or(spin, |t| t.min(spin));
-            loop {
-                self.state.stats.polls += 1;
-                let n = self.kernel.poller.wait(Some(Duration::ZERO))?;
-                if n > 0 {
-                    return Ok(n);
-                }
-                if O::now() >= until {
-                    break;
-                }
-                std::hint::spin_loop();
-            }
-        }
-        self.state.stats.polls += 1;
-        self.kernel.poller.wait(timeout)
+        self.state.snapshot()
     }
 
     fn dispatch(&mut self, event: <O::Poller as Poll>::Event) {
         match Token::from_u64(event.token()) {
             Token::Conn(id) => self.on_conn_event(id, event),
             Token::Listener(i) => self.accept(i),
-            Token::Waker => self.on_wake(),
-            Token::Signals => self.on_signal(),
+            Token::Waker => {
+                while let Ok(command) = self.state.commands.try_recv() {
+                    match command {
+                        Command::Stop => self.state.stopped = true,
+                        Command::Shutdown => self.shutdown(),
+                        Command::Stats(reply) => drop(reply.send(self.state.stats)),
+                        Command::Connections(reply) => drop(reply.send(self.connections())),
+                    }
+                }
+                self.call(Callback::Wake);
+            }
+            Token::Signals => {
+                while let Some(signal) = self.kernel.next_signal() {
+                    match signal {
+                        SignalKind::Terminate => self.shutdown(),
+                        SignalKind::Report => {
+                            crate::stderr::line(format_args!(
+                                "{}",
+                                format_table(&self.connections())
+                            ));
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -491,78 +436,18 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.read(id);
         }
     }
+}
 
-    /// Connections and listeners whose budget ran out in an earlier turn.
-    /// Only what was queued before now: newcomers wait one turn, so a
-    /// connection that refills its budget cannot starve the poller.
-    fn serve_scheduled(&mut self) {
-        for _ in 0..self.state.scheduled.len() {
-            match self.state.scheduled.pop_front() {
-                Some(Token::Conn(id)) => {
-                    if let Some(conn) = self.state.conns.live_mut(id) {
-                        conn.flags.scheduled = false;
-                        self.read(id);
-                    }
-                }
-                Some(Token::Listener(i)) => {
-                    if self.listeners.take_turn(i) {
-                        self.accept(i);
-                    }
-                }
-                Some(Token::Waker | Token::Signals) | None => {}
-            }
-        }
+/// Frees the slots of the connections closed during the turn, and their
+/// sockets with them: only now may an fd number go to a new connection.
+fn free_slots<O: Os>(state: &mut State, kernel: &mut Kernel<O>) {
+    // Taken out and put back, keeping its capacity.
+    let mut dead = std::mem::take(&mut state.dead);
+    for id in dead.drain(..) {
+        state.remove(id);
+        kernel.detach(id);
     }
-
-    fn on_wake(&mut self) {
-        while let Ok(command) = self.state.commands.try_recv() {
-            match command {
-                Command::Stop => self.state.stopped = true,
-                Command::Shutdown => self.shutdown(),
-                Command::Stats(reply) => {
-                    let _ = reply.send(self.state.stats);
-                }
-                Command::Connections(reply) => {
-                    let _ = reply.send(self.connections());
-                }
-            }
-        }
-        self.call(Callback::Wake);
-    }
-
-    /// Tells the service of backlogs that drained during the turn.
-    fn report_drained(&mut self) {
-        while let Some(id) = self.state.drained.pop() {
-            self.call(Callback::Drained(id));
-        }
-    }
-
-    fn on_signal(&mut self) {
-        loop {
-            let next = match &self.kernel.signals {
-                Some(signals) => signals.next(),
-                None => return,
-            };
-            match next {
-                Ok(Some(SignalKind::Terminate)) => self.shutdown(),
-                Ok(Some(SignalKind::Report)) => {
-                    crate::stderr::line(format_args!("{}", format_table(&self.connections())));
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    warn!("reading signals: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    fn live_ids(&self) -> Vec<ConnId> {
-        self.state
-            .conns
-            .iter()
-            .filter(|(_, c)| c.phase != Phase::Closed)
-            .map(|(id, _)| id)
-            .collect()
-    }
+    state.dead = dead;
+    let conns = &state.conns;
+    state.drain_watch.retain(|&id| conns.live(id).is_some());
 }

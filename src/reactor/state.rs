@@ -17,7 +17,7 @@ use super::config::Config;
 use super::conn::{About, Connection, Phase};
 use super::handle::Command;
 use super::reply::Replies;
-use super::stats::Stats;
+use super::stats::{ConnInfo, Stats};
 use super::timer::{ConnTimer, Stamp, TimerKind, Timers};
 use super::token::{ConnId, Table, Token};
 use super::trace::trace_io;
@@ -177,6 +177,16 @@ impl State {
             conn.flags.scheduled = true;
             self.scheduled.push_back(Token::Conn(id));
         }
+    }
+
+    /// `id`'s turn on the list of reads before the next wait came: true if
+    /// it is still there to read.
+    pub(crate) fn take_turn(&mut self, id: ConnId) -> bool {
+        let Some(conn) = self.conns.live_mut(id) else {
+            return false;
+        };
+        conn.flags.scheduled = false;
+        true
     }
 
     /// The time of this turn, read once per turn.
@@ -345,6 +355,34 @@ impl State {
             conn.flags.frame_timer = true;
             self.add_conn_timer(since.after(timeout), id, ConnTimer::Frame);
         }
+    }
+
+    /// Every connection not closed yet.
+    pub(crate) fn live_ids(&self) -> Vec<ConnId> {
+        (self.conns.iter())
+            .filter(|(_, c)| c.phase != Phase::Closed)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// A snapshot of every open connection, for the connection table.
+    pub(crate) fn snapshot(&self) -> Vec<ConnInfo> {
+        let now = self.clock_now();
+        (self.conns.iter())
+            .filter(|(_, c)| c.phase != Phase::Closed)
+            .filter_map(|(id, c)| Some((id, c, self.about(id)?)))
+            .map(|(id, c, about)| ConnInfo {
+                id,
+                peer: about.peer.clone(),
+                age: now.saturating_duration_since(self.timers.instant(about.opened)),
+                bytes_in: c.bytes_in,
+                bytes_out: c.bytes_out,
+                pending_output: self.pending_output(id).unwrap_or(0),
+                reading: c.wants_read(),
+                state: c.state(),
+                tls: c.tls().map(str::to_string),
+            })
+            .collect()
     }
 
     /// Closes `id` once everything queued for it is flushed.
