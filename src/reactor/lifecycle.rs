@@ -1,9 +1,9 @@
 //! The end of connections: carrying out what callbacks deferred (flush,
 //! FIN, close), closing, timers, and the graceful shutdown.
 //!
-//! A callback never closes or sends directly: it records what it wants, and
-//! [`apply`](Reactor::apply) carries it out once the
-//! callback has returned. A closed connection is deregistered at once and
+//! Neither a callback nor a step of the loop closes or sends directly: each
+//! records what it wants (output, a FIN, [`State::abort`]), and
+//! [`apply`](Reactor::apply) carries it out once it has returned. A closed connection is deregistered at once and
 //! reported to its service, but its slot (and so its fd number) stays taken
 //! until the turn ends, so no event of the same batch can reach a new owner.
 

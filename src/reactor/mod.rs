@@ -1,30 +1,27 @@
 //! The event loop: wait for readiness, dispatch it, send what the services
 //! wrote, and do it again.
 //!
-//! One turn: [`Poll::wait`] fills the event
-//! array, with a timeout taken from the nearest timer; each event names a
-//! listener, a wake-up, the signals or a connection by [`ConnId`] (slot +
-//! generation, so an event for a slot that changed owner is dropped). Then
-//! the timers that are due run, and the connections and listeners whose
-//! budget ran out are served again; the held replies go out; the slots of
-//! connections closed during the turn are freed.
+//! One turn: [`Poll::wait`] fills the event array, with a timeout taken
+//! from the nearest timer; each event names a listener, a wake-up, the
+//! signals or a connection by [`ConnId`] (slot + generation, so an event
+//! for a slot that changed owner is dropped). Then the timers that are due
+//! run, and the connections and listeners whose budget ran out are served
+//! again; the held replies go out; the slots of connections closed during
+//! the turn are freed.
 //!
-//! The rooms, each importing only those below it:
-//!
-//! - `accept`: new connections, accepted or connected, handed to the service;
-//! - `ingress`: reads, the shared arena, delivery, the end of input;
-//! - `splice`: the zero-copy relay path (Linux);
-//! - `egress`: held replies, flushing, backpressure;
-//! - `budget`: the output all connections may hold together, and shedding;
-//! - `lifecycle`: deferred actions, FIN and close, timers, graceful shutdown;
-//! - `handshake`: a connection's PROXY header and TLS handshake, before
-//!   the service hears of it;
-//! - `scrape`: a metrics listener's connections, admitted on a budget of
-//!   their own and answered with [`crate::metrics`]'s responder;
-//! - below them: `state` (the reactor's state lent to services), `service`
-//!   (the [`Service`] trait and its [`Context`]), `conn` (a connection and
-//!   its phase), `reply`, `buffer`, `timer`, `token`, `stats`,
-//!   `handle`, `config`, `close` and `trace`.
+//! `Reactor` is the coordinator, and the only caller of the service
+//! (`callback.rs`, [`Reactor::call`]). The parts own their state —
+//! `listeners` (the listening sockets), `kernel` (the poller and each
+//! connection's socket), `state` (the books a service's [`Context`]
+//! borrows), `buffer` (the read arena), `reply` (replies on their way
+//! out), `timer`, `stats` — and the steps are functions of the parts they
+//! name in their arguments: `ingress` (reading), `egress` (sending),
+//! `accept` (admitting and connecting), `handshake` (PROXY and TLS),
+//! `splice`, `timeouts`, `budget`, `scrape`. A step never calls the
+//! service: it says what became of a connection (a read's result, a first
+//! step, or [`State::abort`](state::State::abort) for one that must end)
+//! and the coordinator acts on it. `lifecycle` holds the coordinator's
+//! `apply`, `close`, timers and shutdown.
 
 mod accept;
 mod budget;
@@ -413,15 +410,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.close(id, CloseReason::Error(kind));
             return self.apply();
         }
-        let feeder = conn.fed_by;
         let unsent = !conn.output().is_empty() || self.kernel.tls_unsent(id);
         // The peer splicing into this one: its pipe waits for room here.
-        let spliced_from = feeder.filter(|&f| {
-            self.state
-                .conns
-                .live(f)
-                .is_some_and(|c| c.spliced_to() == Some(id))
-        });
+        let spliced_from = self.state.spliced_from(id);
         if event.is_writable() && unsent {
             self.state.defer(id);
             self.apply();

@@ -306,6 +306,13 @@ impl State {
         at.saturating_duration_since(self.clock_now())
     }
 
+    /// The peer whose input goes into `id` by splice(2), if one does.
+    pub(crate) fn spliced_from(&self, id: ConnId) -> Option<ConnId> {
+        let feeder = self.conns.live(id)?.fed_by?;
+        let spliced = self.conns.live(feeder)?.spliced_to() == Some(id);
+        spliced.then_some(feeder)
+    }
+
     /// Bytes owed to `id`: its held reply and output buffer, a write to it
     /// not yet sent from the arena, plus what the peer splicing to it has read
     /// into the pipe towards it.
