@@ -13,6 +13,11 @@
 mod client;
 mod pattern;
 pub mod plot;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
+mod tls;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -26,10 +31,11 @@ use std::time::{Duration, Instant};
 use client::{LoadClient, Plan};
 use hdrhistogram::Histogram;
 use pattern::Pattern;
+pub use tls::ClientTls;
 
 use crate::app::echo::{Echo, FramedEcho};
 use crate::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Encoder, Framing};
-use crate::reactor::{Addr, Config, Handle, Reactor, Service};
+use crate::reactor::{Addr, Config, ConnId, Handle, Reactor, Service};
 use crate::sys::{
     ListenOptions, cpu_time, ephemeral_ports, grow_fd_table, open_fifo_for_writing, raise_fd_limit,
 };
@@ -85,22 +91,6 @@ impl fmt::Display for Mode {
         })
     }
 }
-
-/// TLS towards the target: the client's settings, and the name the
-/// target's certificate must carry.
-#[cfg(feature = "tls")]
-#[derive(Debug, Clone)]
-pub struct ClientTls {
-    /// The client settings every connection's TLS session starts from.
-    pub config: std::sync::Arc<rustls::ClientConfig>,
-    /// The name the target's certificate must be valid for.
-    pub name: rustls::pki_types::ServerName<'static>,
-}
-
-/// Built without the `tls` feature, there is no TLS to ask for.
-#[cfg(not(feature = "tls"))]
-#[derive(Debug, Clone)]
-pub enum ClientTls {}
 
 /// What to run; the `sockloop bench` flags.
 #[derive(Debug, Clone)]
@@ -644,12 +634,9 @@ fn connect<S: Service>(
     target: &Addr,
     local: Option<SocketAddr>,
     tls: Option<&ClientTls>,
-) -> io::Result<crate::reactor::ConnId> {
+) -> io::Result<ConnId> {
     match tls {
-        #[cfg(feature = "tls")]
-        Some(tls) => reactor.connect_tls(target, local, tls.config.clone(), tls.name.clone()),
-        #[cfg(not(feature = "tls"))]
-        Some(tls) => match *tls {},
+        Some(tls) => tls.connect(reactor, target, local),
         None => reactor.connect(target, local),
     }
 }
