@@ -466,35 +466,11 @@ fn pattern(options: &Options) -> Pattern {
 /// Runs the load. `Err` is a setup problem (bad options, no descriptors);
 /// a run that went wrong returns a report with errors in it.
 pub fn run(options: &Options) -> io::Result<Report> {
-    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
-    check(options).map_err(invalid)?;
-    let fds_per_conn = if options.target.is_none() { 2 } else { 1 };
-    let fd_limit = raise_fd_limit()?;
-    let needed = options.conns as u64 * fds_per_conn + FD_RESERVE;
-    if needed > fd_limit {
-        let hint = if options.target.is_none() {
-            " (the in-process echo holds the other end of each connection: use --target for more)"
-        } else {
-            ""
-        };
-        return Err(invalid(format!(
-            "{} connections need about {needed} file descriptors, the limit is {fd_limit}{hint}",
-            options.conns
-        )));
-    }
-    grow_fd_table(needed)?;
-
+    check(options).map_err(invalid_input)?;
+    reserve_descriptors(options)?;
     let pattern = pattern(options);
-    let codec = codec(options, &pattern).map_err(invalid)?;
-    let in_flight = match options.mode {
-        Mode::Pingpong => options.depth,
-        Mode::Idle => 1,
-        Mode::Stream => {
-            let window = STREAM_WINDOW.min(STREAM_BUDGET / options.conns);
-            options.depth.max(window / options.size)
-        }
-    };
-
+    let codec = codec(options, &pattern).map_err(invalid_input)?;
+    let in_flight = in_flight(options);
     // Kept to the end: dropped after the reactor, the echo stops once every client has gone.
     let (_local_echo, target) = match &options.target {
         Some(target) => (None, target.clone()),
@@ -504,7 +480,78 @@ pub fn run(options: &Options) -> io::Result<Report> {
             (Some(echo), addr)
         }
     };
-    let plan = Plan {
+    let plan = plan(options, &target, in_flight, codec)?;
+    let connects = Connects {
+        options,
+        target: &target,
+        per_source: options.per_source.unwrap_or_else(|| {
+            ports_per_source(ephemeral_ports().unwrap_or(DEFAULT_EPHEMERAL_PORTS))
+        }),
+    };
+    let mut reactor = Reactor::new(client_config(), LoadClient::new(plan, pattern)?)?;
+    while !reactor.service().is_done() {
+        connects.start_due(&mut reactor);
+        let client = reactor.service();
+        if client.is_done() {
+            break;
+        }
+        if connects.waiting(client) && client.open() == 0 {
+            // Nothing to wake the loop (no connect under way, no connection
+            // to carry a timer): sleep until the next connect is due.
+            connects.sleep_until_next(&reactor);
+            continue;
+        }
+        reactor.turn()?;
+    }
+    report(reactor.service(), in_flight, &connects)
+}
+
+/// Options that cannot make a run, as the error of [`run`].
+fn invalid_input(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+/// Raises the limit of open files for every connection of the run (both
+/// ends with the in-process echo), or says why it cannot.
+fn reserve_descriptors(options: &Options) -> io::Result<()> {
+    let fds_per_conn = if options.target.is_none() { 2 } else { 1 };
+    let fd_limit = raise_fd_limit()?;
+    let needed = options.conns as u64 * fds_per_conn + FD_RESERVE;
+    if needed > fd_limit {
+        let hint = if options.target.is_none() {
+            " (the in-process echo holds the other end of each connection: use --target for more)"
+        } else {
+            ""
+        };
+        return Err(invalid_input(format!(
+            "{} connections need about {needed} file descriptors, the limit is {fd_limit}{hint}",
+            options.conns
+        )));
+    }
+    grow_fd_table(needed)
+}
+
+/// Requests outstanding per connection at once: in stream mode, enough to
+/// fill its window of bytes.
+fn in_flight(options: &Options) -> usize {
+    match options.mode {
+        Mode::Pingpong => options.depth,
+        Mode::Idle => 1,
+        Mode::Stream => {
+            let window = STREAM_WINDOW.min(STREAM_BUDGET / options.conns);
+            options.depth.max(window / options.size)
+        }
+    }
+}
+
+/// What the load client is to do against `target`; opens the window FIFO.
+fn plan(
+    options: &Options,
+    target: &Addr,
+    in_flight: usize,
+    codec: Option<Codec>,
+) -> io::Result<Plan> {
+    Ok(Plan {
         target: target.clone(),
         conns: options.conns,
         size: options.size,
@@ -530,75 +577,90 @@ pub fn run(options: &Options) -> io::Result<Report> {
                 })
             })
             .transpose()?,
-    };
-    let config = Config {
+    })
+}
+
+/// The clients' reactor settings.
+fn client_config() -> Config {
+    Config {
         // Our own window bounds what is queued; reading must never pause for it.
         high_watermark: usize::MAX,
         low_watermark: usize::MAX,
         connect_timeout: Duration::from_secs(10),
         ..Config::default()
-    };
-    let per_source = options
-        .per_source
-        .unwrap_or_else(|| ports_per_source(ephemeral_ports().unwrap_or(DEFAULT_EPHEMERAL_PORTS)));
-    let mut reactor = Reactor::new(config, LoadClient::new(plan, pattern)?)?;
-    while !reactor.service().is_done() {
+    }
+}
+
+/// The connects of a run: when each is due, where it comes from, and how
+/// it starts. The client counts how they went, in its `Launches`.
+struct Connects<'a> {
+    options: &'a Options,
+    target: &'a Addr,
+    /// Connections per source address; see [`source_address`].
+    per_source: usize,
+}
+
+impl Connects<'_> {
+    /// Starts the connects due now. Before the first, takes the server's
+    /// CPU time, for the CPU it spends on the connects.
+    fn start_due(&self, reactor: &mut Reactor<LoadClient>) {
         let (launched, settled, first) = {
             let l = reactor.service().launches().borrow();
             (l.launched, l.settled(), l.first)
         };
         let now = reactor.now();
-        let due = connects_due(options, launched, settled, now - first.unwrap_or(now));
+        let due = connects_due(self.options, launched, settled, now - first.unwrap_or(now));
         if launched == 0
             && due > 0
-            && let Some(pid) = options.server_pid
+            && let Some(pid) = self.options.server_pid
         {
             // Unreadable (another OS): the report says n/a.
             reactor.service().launches().borrow_mut().server_cpu =
                 cpu_time(pid).ok().map(|t| (t, None));
         }
         for index in launched..launched + due {
-            let local = source_address(&target, index, per_source);
+            let local = source_address(self.target, index, self.per_source);
             let began = reactor.now();
-            let result = connect(&mut reactor, &target, local, options.tls.as_ref());
+            let result = connect(reactor, self.target, local, self.options.tls.as_ref());
             let mut launches = reactor.service().launches().borrow_mut();
             match result {
                 Ok(id) => launches.started(id, began),
                 Err(e) => launches.failed_at_once(local, &e),
             }
         }
-        let client = reactor.service();
-        if client.is_done() {
-            break;
-        }
-        let (waiting, first) = {
-            let l = client.launches().borrow();
-            (
-                l.launched < options.conns && l.launched == l.settled(),
-                l.first,
-            )
-        };
-        if waiting && client.open() == 0 {
-            // Nothing to wake the loop (no connect under way, no connection
-            // to carry a timer): sleep until the next connect is due.
-            if let (Some(rate), Some(first)) = (options.connect_rate, first) {
-                let launched = client.launches().borrow().launched;
-                let next = first + Duration::from_secs_f64(launched as f64 / rate as f64);
-                thread::sleep(next.saturating_duration_since(reactor.now()));
-            }
-            continue;
-        }
-        reactor.turn()?;
     }
 
-    let verdict = reactor.service().launches().borrow().verdict();
-    let client = reactor.service();
+    /// Whether more connects are to come and every one started so far has
+    /// settled: the loop waits for the next one to be due.
+    fn waiting(&self, client: &LoadClient) -> bool {
+        let l = client.launches().borrow();
+        l.launched < self.options.conns && l.launched == l.settled()
+    }
+
+    /// Under `--connect-rate`, sleeps until the next connect is due.
+    fn sleep_until_next(&self, reactor: &Reactor<LoadClient>) {
+        let (launched, first) = {
+            let l = reactor.service().launches().borrow();
+            (l.launched, l.first)
+        };
+        if let (Some(rate), Some(first)) = (self.options.connect_rate, first) {
+            let next = first + Duration::from_secs_f64(launched as f64 / rate as f64);
+            thread::sleep(next.saturating_duration_since(reactor.now()));
+        }
+    }
+}
+
+/// The report of a finished run, from what the client saw; writes the
+/// latency plot if one was asked for.
+fn report(client: &LoadClient, in_flight: usize, connects: &Connects<'_>) -> io::Result<Report> {
+    let options = connects.options;
+    let verdict = client.launches().borrow().verdict();
     let window = client.window();
     let (errors, error_count) = client.errors();
     let mut errors = errors.to_vec();
     let error_count = error_count + usize::from(verdict.is_some());
     errors.extend(verdict);
-    let connect = connect_report(client, options.conns, per_source, &target);
+    let connect = connect_report(client, options.conns, connects.per_source, connects.target);
     let h = &window.latency;
     if let Some(path) = &options.plot {
         plot::bench_run(path, options, h)?;
