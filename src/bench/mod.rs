@@ -11,6 +11,7 @@
 //! first few errors).
 
 mod client;
+mod json;
 mod pattern;
 pub mod plot;
 #[cfg(feature = "tls")]
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use client::{LoadClient, Plan};
 use hdrhistogram::Histogram;
+use json::JsonObject;
 use pattern::Pattern;
 pub use tls::ClientTls;
 
@@ -223,97 +225,77 @@ impl Report {
     /// One JSON object on one line, for scripts.
     pub fn to_json(&self) -> String {
         let o = &self.options;
-        let c = &self.connect;
-        let [p50, p90, p99, p999, max] = self.latency_ns.map(|ns| ns as f64 / 1e3);
-        let optional = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.3}"));
-        let [c50, c99, cmax] = c.latency_ns.map(|ns| ns as f64 / 1e3);
-        let (s50, s99, smax) = match c.served {
-            Some((_, ns)) => (Some(ns[0]), Some(ns[1]), Some(ns[2])),
-            None => (None, None, None),
-        };
-        let us = |ns: Option<u64>| optional(ns.map(|ns| ns as f64 / 1e3));
-        let examples: Vec<String> = c.failure_examples.iter().map(|e| json_string(e)).collect();
-        let connect = format!(
-            concat!(
-                "\"tls\":{},\"connect_rate\":{},\"interval_s\":{},\"connects\":{},\"connect_s\":{:.3},",
-                "\"connects_per_sec\":{:.1},\"connect_p50_us\":{:.1},\"connect_p99_us\":{:.1},",
-                "\"connect_max_us\":{:.1},\"connect_failures\":{},\"connect_errors\":[{}],",
-                "\"served_s\":{},\"served_per_sec\":{},\"served_p50_us\":{},\"served_p99_us\":{},",
-                "\"served_max_us\":{},\"connect_server_cpu_s\":{},",
-                "\"connect_server_cpu_us_per_conn\":{},\"sources\":{}"
-            ),
-            o.tls.is_some(),
-            o.connect_rate.map_or("null".to_owned(), |r| r.to_string()),
-            optional((o.mode == Mode::Idle).then_some(o.interval.as_secs_f64())),
-            c.established,
-            c.elapsed.as_secs_f64(),
-            c.per_second(),
-            c50,
-            c99,
-            cmax,
-            c.failures,
-            examples.join(","),
-            optional(c.served.map(|(t, _)| t.as_secs_f64())),
-            optional(c.served_per_second()),
-            us(s50),
-            us(s99),
-            us(smax),
-            optional(c.server_cpu.map(|t| t.as_secs_f64())),
-            optional(c.server_cpu_us_per_conn()),
-            c.sources,
-        );
-        format!(
-            concat!(
-                "{{\"mode\":\"{}\",\"framing\":\"{}\",\"conns\":{},\"size\":{},\"depth\":{},",
-                "\"in_flight\":{},\"rate\":{},\"duration_s\":{:.3},\"msgs\":{},",
-                "\"msgs_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"p50_us\":{:.1},\"p90_us\":{:.1},",
-                "\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1},\"server_cpu_s\":{},",
-                "\"server_cpu_us_per_msg\":{},{},\"errors\":{}}}"
-            ),
-            o.mode,
-            o.framing,
-            o.conns,
-            o.size,
-            o.depth,
-            self.in_flight,
-            o.rate.map_or("null".to_owned(), |r| r.to_string()),
-            self.elapsed.as_secs_f64(),
-            self.msgs,
-            self.msgs_per_sec(),
-            self.mb_per_sec(),
-            p50,
-            p90,
-            p99,
-            p999,
-            max,
-            optional(self.server_cpu.map(|t| t.as_secs_f64())),
-            optional(self.server_cpu_us_per_msg()),
-            connect,
-            self.error_count,
-        )
+        let [p50, p90, p99, p999, max] = self.latency_ns.map(microseconds);
+        let mut json = JsonObject::new();
+        json.string("mode", &o.mode.to_string())
+            .string("framing", &o.framing.to_string())
+            .value("conns", o.conns)
+            .value("size", o.size)
+            .value("depth", o.depth)
+            .value("in_flight", self.in_flight)
+            .value_or_null("rate", o.rate)
+            .decimal("duration_s", self.elapsed.as_secs_f64(), 3)
+            .value("msgs", self.msgs)
+            .decimal("msgs_per_sec", self.msgs_per_sec(), 1)
+            .decimal("mb_per_sec", self.mb_per_sec(), 3)
+            .decimal("p50_us", p50, 1)
+            .decimal("p90_us", p90, 1)
+            .decimal("p99_us", p99, 1)
+            .decimal("p999_us", p999, 1)
+            .decimal("max_us", max, 1)
+            .decimal_or_null("server_cpu_s", self.server_cpu.map(|t| t.as_secs_f64()), 3)
+            .decimal_or_null("server_cpu_us_per_msg", self.server_cpu_us_per_msg(), 3);
+        self.connect.write_json(&mut json, o);
+        json.value("errors", self.error_count);
+        json.finish()
     }
 }
 
-/// `text` as a JSON string, quoted and escaped.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
+impl ConnectReport {
+    /// The connect members of [`Report::to_json`].
+    fn write_json(&self, json: &mut JsonObject, options: &Options) {
+        let [p50, p99, max] = self.latency_ns.map(microseconds);
+        let served_us = |i: usize| self.served.map(|(_, ns)| microseconds(ns[i]));
+        let interval = (options.mode == Mode::Idle).then_some(options.interval);
+        json.value("tls", options.tls.is_some())
+            .value_or_null("connect_rate", options.connect_rate)
+            .decimal_or_null("interval_s", interval.map(|t| t.as_secs_f64()), 3)
+            .value("connects", self.established)
+            .decimal("connect_s", self.elapsed.as_secs_f64(), 3)
+            .decimal("connects_per_sec", self.per_second(), 1)
+            .decimal("connect_p50_us", p50, 1)
+            .decimal("connect_p99_us", p99, 1)
+            .decimal("connect_max_us", max, 1)
+            .value("connect_failures", self.failures)
+            .strings("connect_errors", &self.failure_examples)
+            .decimal_or_null("served_s", self.served.map(|(t, _)| t.as_secs_f64()), 3)
+            .decimal_or_null("served_per_sec", self.served_per_second(), 3)
+            .decimal_or_null("served_p50_us", served_us(0), 3)
+            .decimal_or_null("served_p99_us", served_us(1), 3)
+            .decimal_or_null("served_max_us", served_us(2), 3)
+            .decimal_or_null(
+                "connect_server_cpu_s",
+                self.server_cpu.map(|t| t.as_secs_f64()),
+                3,
+            )
+            .decimal_or_null(
+                "connect_server_cpu_us_per_conn",
+                self.server_cpu_us_per_conn(),
+                3,
+            )
+            .value("sources", self.sources);
     }
-    out.push('"');
-    out
+}
+
+/// Nanoseconds in µs.
+fn microseconds(ns: u64) -> f64 {
+    ns as f64 / 1e3
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let o = &self.options;
-        let [p50, p90, p99, p999, max] = self.latency_ns.map(|ns| ns as f64 / 1e3);
+        let [p50, p90, p99, p999, max] = self.latency_ns.map(microseconds);
         writeln!(
             f,
             "{} {} B, {} connections, {} in flight each, framing {}: {} round trips in {:.2} s",
@@ -352,7 +334,7 @@ impl fmt::Display for Report {
 /// The connect lines of the text report; with TLS, each connect is a
 /// handshake too.
 fn write_connects(f: &mut fmt::Formatter<'_>, c: &ConnectReport, tls: bool) -> fmt::Result {
-    let [p50, p99, max] = c.latency_ns.map(|ns| ns as f64 / 1e3);
+    let [p50, p99, max] = c.latency_ns.map(microseconds);
     let from = match c.sources {
         1 => String::new(),
         n => format!(" from {n} source addresses"),
@@ -367,7 +349,7 @@ fn write_connects(f: &mut fmt::Formatter<'_>, c: &ConnectReport, tls: bool) -> f
         c.per_second(),
     )?;
     if let (Some((elapsed, ns)), Some(rate)) = (c.served, c.served_per_second()) {
-        let [p50, p99, max] = ns.map(|ns| ns as f64 / 1e3);
+        let [p50, p99, max] = ns.map(microseconds);
         writeln!(
             f,
             "served      every connection echoed once {:.3} s after the first connect ({rate:.0}/s)  us  p50 {p50:.1}  p99 {p99:.1}  max {max:.1}",
@@ -928,10 +910,5 @@ mod tests {
         );
         assert_eq!(connects_due(&window, 200, 100, Duration::ZERO), 28);
         assert_eq!(connects_due(&window, 990, 990, Duration::ZERO), 10);
-    }
-
-    #[test]
-    fn connect_errors_are_valid_json_strings() {
-        assert_eq!(json_string("a \"b\" \\ c\n"), r#""a \"b\" \\ c\u000a""#);
     }
 }
