@@ -11,8 +11,14 @@
 //! first few errors).
 
 mod client;
+mod json;
 mod pattern;
 pub mod plot;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
+mod tls;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -25,11 +31,13 @@ use std::time::{Duration, Instant};
 
 use client::{LoadClient, Plan};
 use hdrhistogram::Histogram;
+use json::JsonObject;
 use pattern::Pattern;
+pub use tls::ClientTls;
 
 use crate::app::echo::{Echo, FramedEcho};
 use crate::codec::{Codec, DEFAULT_MAX_FRAME_LEN, Encoder, Framing};
-use crate::reactor::{Addr, Config, Handle, Reactor, Service};
+use crate::reactor::{Addr, Config, ConnId, Handle, Reactor, Service};
 use crate::sys::{
     ListenOptions, cpu_time, ephemeral_ports, grow_fd_table, open_fifo_for_writing, raise_fd_limit,
 };
@@ -85,22 +93,6 @@ impl fmt::Display for Mode {
         })
     }
 }
-
-/// TLS towards the target: the client's settings, and the name the
-/// target's certificate must carry.
-#[cfg(feature = "tls")]
-#[derive(Debug, Clone)]
-pub struct ClientTls {
-    /// The client settings every connection's TLS session starts from.
-    pub config: std::sync::Arc<rustls::ClientConfig>,
-    /// The name the target's certificate must be valid for.
-    pub name: rustls::pki_types::ServerName<'static>,
-}
-
-/// Built without the `tls` feature, there is no TLS to ask for.
-#[cfg(not(feature = "tls"))]
-#[derive(Debug, Clone)]
-pub enum ClientTls {}
 
 /// What to run; the `sockloop bench` flags.
 #[derive(Debug, Clone)]
@@ -233,97 +225,77 @@ impl Report {
     /// One JSON object on one line, for scripts.
     pub fn to_json(&self) -> String {
         let o = &self.options;
-        let c = &self.connect;
-        let [p50, p90, p99, p999, max] = self.latency_ns.map(|ns| ns as f64 / 1e3);
-        let optional = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.3}"));
-        let [c50, c99, cmax] = c.latency_ns.map(|ns| ns as f64 / 1e3);
-        let (s50, s99, smax) = match c.served {
-            Some((_, ns)) => (Some(ns[0]), Some(ns[1]), Some(ns[2])),
-            None => (None, None, None),
-        };
-        let us = |ns: Option<u64>| optional(ns.map(|ns| ns as f64 / 1e3));
-        let examples: Vec<String> = c.failure_examples.iter().map(|e| json_string(e)).collect();
-        let connect = format!(
-            concat!(
-                "\"tls\":{},\"connect_rate\":{},\"interval_s\":{},\"connects\":{},\"connect_s\":{:.3},",
-                "\"connects_per_sec\":{:.1},\"connect_p50_us\":{:.1},\"connect_p99_us\":{:.1},",
-                "\"connect_max_us\":{:.1},\"connect_failures\":{},\"connect_errors\":[{}],",
-                "\"served_s\":{},\"served_per_sec\":{},\"served_p50_us\":{},\"served_p99_us\":{},",
-                "\"served_max_us\":{},\"connect_server_cpu_s\":{},",
-                "\"connect_server_cpu_us_per_conn\":{},\"sources\":{}"
-            ),
-            o.tls.is_some(),
-            o.connect_rate.map_or("null".to_owned(), |r| r.to_string()),
-            optional((o.mode == Mode::Idle).then_some(o.interval.as_secs_f64())),
-            c.established,
-            c.elapsed.as_secs_f64(),
-            c.per_second(),
-            c50,
-            c99,
-            cmax,
-            c.failures,
-            examples.join(","),
-            optional(c.served.map(|(t, _)| t.as_secs_f64())),
-            optional(c.served_per_second()),
-            us(s50),
-            us(s99),
-            us(smax),
-            optional(c.server_cpu.map(|t| t.as_secs_f64())),
-            optional(c.server_cpu_us_per_conn()),
-            c.sources,
-        );
-        format!(
-            concat!(
-                "{{\"mode\":\"{}\",\"framing\":\"{}\",\"conns\":{},\"size\":{},\"depth\":{},",
-                "\"in_flight\":{},\"rate\":{},\"duration_s\":{:.3},\"msgs\":{},",
-                "\"msgs_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"p50_us\":{:.1},\"p90_us\":{:.1},",
-                "\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1},\"server_cpu_s\":{},",
-                "\"server_cpu_us_per_msg\":{},{},\"errors\":{}}}"
-            ),
-            o.mode,
-            o.framing,
-            o.conns,
-            o.size,
-            o.depth,
-            self.in_flight,
-            o.rate.map_or("null".to_owned(), |r| r.to_string()),
-            self.elapsed.as_secs_f64(),
-            self.msgs,
-            self.msgs_per_sec(),
-            self.mb_per_sec(),
-            p50,
-            p90,
-            p99,
-            p999,
-            max,
-            optional(self.server_cpu.map(|t| t.as_secs_f64())),
-            optional(self.server_cpu_us_per_msg()),
-            connect,
-            self.error_count,
-        )
+        let [p50, p90, p99, p999, max] = self.latency_ns.map(microseconds);
+        let mut json = JsonObject::new();
+        json.string("mode", &o.mode.to_string())
+            .string("framing", &o.framing.to_string())
+            .value("conns", o.conns)
+            .value("size", o.size)
+            .value("depth", o.depth)
+            .value("in_flight", self.in_flight)
+            .value_or_null("rate", o.rate)
+            .decimal("duration_s", self.elapsed.as_secs_f64(), 3)
+            .value("msgs", self.msgs)
+            .decimal("msgs_per_sec", self.msgs_per_sec(), 1)
+            .decimal("mb_per_sec", self.mb_per_sec(), 3)
+            .decimal("p50_us", p50, 1)
+            .decimal("p90_us", p90, 1)
+            .decimal("p99_us", p99, 1)
+            .decimal("p999_us", p999, 1)
+            .decimal("max_us", max, 1)
+            .decimal_or_null("server_cpu_s", self.server_cpu.map(|t| t.as_secs_f64()), 3)
+            .decimal_or_null("server_cpu_us_per_msg", self.server_cpu_us_per_msg(), 3);
+        self.connect.write_json(&mut json, o);
+        json.value("errors", self.error_count);
+        json.finish()
     }
 }
 
-/// `text` as a JSON string, quoted and escaped.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
+impl ConnectReport {
+    /// The connect members of [`Report::to_json`].
+    fn write_json(&self, json: &mut JsonObject, options: &Options) {
+        let [p50, p99, max] = self.latency_ns.map(microseconds);
+        let served_us = |i: usize| self.served.map(|(_, ns)| microseconds(ns[i]));
+        let interval = (options.mode == Mode::Idle).then_some(options.interval);
+        json.value("tls", options.tls.is_some())
+            .value_or_null("connect_rate", options.connect_rate)
+            .decimal_or_null("interval_s", interval.map(|t| t.as_secs_f64()), 3)
+            .value("connects", self.established)
+            .decimal("connect_s", self.elapsed.as_secs_f64(), 3)
+            .decimal("connects_per_sec", self.per_second(), 1)
+            .decimal("connect_p50_us", p50, 1)
+            .decimal("connect_p99_us", p99, 1)
+            .decimal("connect_max_us", max, 1)
+            .value("connect_failures", self.failures)
+            .strings("connect_errors", &self.failure_examples)
+            .decimal_or_null("served_s", self.served.map(|(t, _)| t.as_secs_f64()), 3)
+            .decimal_or_null("served_per_sec", self.served_per_second(), 3)
+            .decimal_or_null("served_p50_us", served_us(0), 3)
+            .decimal_or_null("served_p99_us", served_us(1), 3)
+            .decimal_or_null("served_max_us", served_us(2), 3)
+            .decimal_or_null(
+                "connect_server_cpu_s",
+                self.server_cpu.map(|t| t.as_secs_f64()),
+                3,
+            )
+            .decimal_or_null(
+                "connect_server_cpu_us_per_conn",
+                self.server_cpu_us_per_conn(),
+                3,
+            )
+            .value("sources", self.sources);
     }
-    out.push('"');
-    out
+}
+
+/// Nanoseconds in µs.
+fn microseconds(ns: u64) -> f64 {
+    ns as f64 / 1e3
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let o = &self.options;
-        let [p50, p90, p99, p999, max] = self.latency_ns.map(|ns| ns as f64 / 1e3);
+        let [p50, p90, p99, p999, max] = self.latency_ns.map(microseconds);
         writeln!(
             f,
             "{} {} B, {} connections, {} in flight each, framing {}: {} round trips in {:.2} s",
@@ -362,7 +334,7 @@ impl fmt::Display for Report {
 /// The connect lines of the text report; with TLS, each connect is a
 /// handshake too.
 fn write_connects(f: &mut fmt::Formatter<'_>, c: &ConnectReport, tls: bool) -> fmt::Result {
-    let [p50, p99, max] = c.latency_ns.map(|ns| ns as f64 / 1e3);
+    let [p50, p99, max] = c.latency_ns.map(microseconds);
     let from = match c.sources {
         1 => String::new(),
         n => format!(" from {n} source addresses"),
@@ -377,7 +349,7 @@ fn write_connects(f: &mut fmt::Formatter<'_>, c: &ConnectReport, tls: bool) -> f
         c.per_second(),
     )?;
     if let (Some((elapsed, ns)), Some(rate)) = (c.served, c.served_per_second()) {
-        let [p50, p99, max] = ns.map(|ns| ns as f64 / 1e3);
+        let [p50, p99, max] = ns.map(microseconds);
         writeln!(
             f,
             "served      every connection echoed once {:.3} s after the first connect ({rate:.0}/s)  us  p50 {p50:.1}  p99 {p99:.1}  max {max:.1}",
@@ -476,35 +448,11 @@ fn pattern(options: &Options) -> Pattern {
 /// Runs the load. `Err` is a setup problem (bad options, no descriptors);
 /// a run that went wrong returns a report with errors in it.
 pub fn run(options: &Options) -> io::Result<Report> {
-    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
-    check(options).map_err(invalid)?;
-    let fds_per_conn = if options.target.is_none() { 2 } else { 1 };
-    let fd_limit = raise_fd_limit()?;
-    let needed = options.conns as u64 * fds_per_conn + FD_RESERVE;
-    if needed > fd_limit {
-        let hint = if options.target.is_none() {
-            " (the in-process echo holds the other end of each connection: use --target for more)"
-        } else {
-            ""
-        };
-        return Err(invalid(format!(
-            "{} connections need about {needed} file descriptors, the limit is {fd_limit}{hint}",
-            options.conns
-        )));
-    }
-    grow_fd_table(needed)?;
-
+    check(options).map_err(invalid_input)?;
+    reserve_descriptors(options)?;
     let pattern = pattern(options);
-    let codec = codec(options, &pattern).map_err(invalid)?;
-    let in_flight = match options.mode {
-        Mode::Pingpong => options.depth,
-        Mode::Idle => 1,
-        Mode::Stream => {
-            let window = STREAM_WINDOW.min(STREAM_BUDGET / options.conns);
-            options.depth.max(window / options.size)
-        }
-    };
-
+    let codec = codec(options, &pattern).map_err(invalid_input)?;
+    let in_flight = in_flight(options);
     // Kept to the end: dropped after the reactor, the echo stops once every client has gone.
     let (_local_echo, target) = match &options.target {
         Some(target) => (None, target.clone()),
@@ -514,7 +462,78 @@ pub fn run(options: &Options) -> io::Result<Report> {
             (Some(echo), addr)
         }
     };
-    let plan = Plan {
+    let plan = plan(options, &target, in_flight, codec)?;
+    let connects = Connects {
+        options,
+        target: &target,
+        per_source: options.per_source.unwrap_or_else(|| {
+            ports_per_source(ephemeral_ports().unwrap_or(DEFAULT_EPHEMERAL_PORTS))
+        }),
+    };
+    let mut reactor = Reactor::new(client_config(), LoadClient::new(plan, pattern)?)?;
+    while !reactor.service().is_done() {
+        connects.start_due(&mut reactor);
+        let client = reactor.service();
+        if client.is_done() {
+            break;
+        }
+        if connects.waiting(client) && client.open() == 0 {
+            // Nothing to wake the loop (no connect under way, no connection
+            // to carry a timer): sleep until the next connect is due.
+            connects.sleep_until_next(&reactor);
+            continue;
+        }
+        reactor.turn()?;
+    }
+    report(reactor.service(), in_flight, &connects)
+}
+
+/// Options that cannot make a run, as the error of [`run`].
+fn invalid_input(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+/// Raises the limit of open files for every connection of the run (both
+/// ends with the in-process echo), or says why it cannot.
+fn reserve_descriptors(options: &Options) -> io::Result<()> {
+    let fds_per_conn = if options.target.is_none() { 2 } else { 1 };
+    let fd_limit = raise_fd_limit()?;
+    let needed = options.conns as u64 * fds_per_conn + FD_RESERVE;
+    if needed > fd_limit {
+        let hint = if options.target.is_none() {
+            " (the in-process echo holds the other end of each connection: use --target for more)"
+        } else {
+            ""
+        };
+        return Err(invalid_input(format!(
+            "{} connections need about {needed} file descriptors, the limit is {fd_limit}{hint}",
+            options.conns
+        )));
+    }
+    grow_fd_table(needed)
+}
+
+/// Requests outstanding per connection at once: in stream mode, enough to
+/// fill its window of bytes.
+fn in_flight(options: &Options) -> usize {
+    match options.mode {
+        Mode::Pingpong => options.depth,
+        Mode::Idle => 1,
+        Mode::Stream => {
+            let window = STREAM_WINDOW.min(STREAM_BUDGET / options.conns);
+            options.depth.max(window / options.size)
+        }
+    }
+}
+
+/// What the load client is to do against `target`; opens the window FIFO.
+fn plan(
+    options: &Options,
+    target: &Addr,
+    in_flight: usize,
+    codec: Option<Codec>,
+) -> io::Result<Plan> {
+    Ok(Plan {
         target: target.clone(),
         conns: options.conns,
         size: options.size,
@@ -540,75 +559,90 @@ pub fn run(options: &Options) -> io::Result<Report> {
                 })
             })
             .transpose()?,
-    };
-    let config = Config {
+    })
+}
+
+/// The clients' reactor settings.
+fn client_config() -> Config {
+    Config {
         // Our own window bounds what is queued; reading must never pause for it.
         high_watermark: usize::MAX,
         low_watermark: usize::MAX,
         connect_timeout: Duration::from_secs(10),
         ..Config::default()
-    };
-    let per_source = options
-        .per_source
-        .unwrap_or_else(|| ports_per_source(ephemeral_ports().unwrap_or(DEFAULT_EPHEMERAL_PORTS)));
-    let mut reactor = Reactor::new(config, LoadClient::new(plan, pattern)?)?;
-    while !reactor.service().is_done() {
+    }
+}
+
+/// The connects of a run: when each is due, where it comes from, and how
+/// it starts. The client counts how they went, in its `Launches`.
+struct Connects<'a> {
+    options: &'a Options,
+    target: &'a Addr,
+    /// Connections per source address; see [`source_address`].
+    per_source: usize,
+}
+
+impl Connects<'_> {
+    /// Starts the connects due now. Before the first, takes the server's
+    /// CPU time, for the CPU it spends on the connects.
+    fn start_due(&self, reactor: &mut Reactor<LoadClient>) {
         let (launched, settled, first) = {
             let l = reactor.service().launches().borrow();
             (l.launched, l.settled(), l.first)
         };
         let now = reactor.now();
-        let due = connects_due(options, launched, settled, now - first.unwrap_or(now));
+        let due = connects_due(self.options, launched, settled, now - first.unwrap_or(now));
         if launched == 0
             && due > 0
-            && let Some(pid) = options.server_pid
+            && let Some(pid) = self.options.server_pid
         {
             // Unreadable (another OS): the report says n/a.
             reactor.service().launches().borrow_mut().server_cpu =
                 cpu_time(pid).ok().map(|t| (t, None));
         }
         for index in launched..launched + due {
-            let local = source_address(&target, index, per_source);
+            let local = source_address(self.target, index, self.per_source);
             let began = reactor.now();
-            let result = connect(&mut reactor, &target, local, options.tls.as_ref());
+            let result = connect(reactor, self.target, local, self.options.tls.as_ref());
             let mut launches = reactor.service().launches().borrow_mut();
             match result {
                 Ok(id) => launches.started(id, began),
                 Err(e) => launches.failed_at_once(local, &e),
             }
         }
-        let client = reactor.service();
-        if client.is_done() {
-            break;
-        }
-        let (waiting, first) = {
-            let l = client.launches().borrow();
-            (
-                l.launched < options.conns && l.launched == l.settled(),
-                l.first,
-            )
-        };
-        if waiting && client.open() == 0 {
-            // Nothing to wake the loop (no connect under way, no connection
-            // to carry a timer): sleep until the next connect is due.
-            if let (Some(rate), Some(first)) = (options.connect_rate, first) {
-                let launched = client.launches().borrow().launched;
-                let next = first + Duration::from_secs_f64(launched as f64 / rate as f64);
-                thread::sleep(next.saturating_duration_since(reactor.now()));
-            }
-            continue;
-        }
-        reactor.turn()?;
     }
 
-    let verdict = reactor.service().launches().borrow().verdict();
-    let client = reactor.service();
+    /// Whether more connects are to come and every one started so far has
+    /// settled: the loop waits for the next one to be due.
+    fn waiting(&self, client: &LoadClient) -> bool {
+        let l = client.launches().borrow();
+        l.launched < self.options.conns && l.launched == l.settled()
+    }
+
+    /// Under `--connect-rate`, sleeps until the next connect is due.
+    fn sleep_until_next(&self, reactor: &Reactor<LoadClient>) {
+        let (launched, first) = {
+            let l = reactor.service().launches().borrow();
+            (l.launched, l.first)
+        };
+        if let (Some(rate), Some(first)) = (self.options.connect_rate, first) {
+            let next = first + Duration::from_secs_f64(launched as f64 / rate as f64);
+            thread::sleep(next.saturating_duration_since(reactor.now()));
+        }
+    }
+}
+
+/// The report of a finished run, from what the client saw; writes the
+/// latency plot if one was asked for.
+fn report(client: &LoadClient, in_flight: usize, connects: &Connects<'_>) -> io::Result<Report> {
+    let options = connects.options;
+    let verdict = client.launches().borrow().verdict();
     let window = client.window();
     let (errors, error_count) = client.errors();
     let mut errors = errors.to_vec();
     let error_count = error_count + usize::from(verdict.is_some());
     errors.extend(verdict);
-    let connect = connect_report(client, options.conns, per_source, &target);
+    let connect = connect_report(client, options.conns, connects.per_source, connects.target);
     let h = &window.latency;
     if let Some(path) = &options.plot {
         plot::bench_run(path, options, h)?;
@@ -644,12 +678,9 @@ fn connect<S: Service>(
     target: &Addr,
     local: Option<SocketAddr>,
     tls: Option<&ClientTls>,
-) -> io::Result<crate::reactor::ConnId> {
+) -> io::Result<ConnId> {
     match tls {
-        #[cfg(feature = "tls")]
-        Some(tls) => reactor.connect_tls(target, local, tls.config.clone(), tls.name.clone()),
-        #[cfg(not(feature = "tls"))]
-        Some(tls) => match *tls {},
+        Some(tls) => tls.connect(reactor, target, local),
         None => reactor.connect(target, local),
     }
 }
@@ -879,10 +910,5 @@ mod tests {
         );
         assert_eq!(connects_due(&window, 200, 100, Duration::ZERO), 28);
         assert_eq!(connects_due(&window, 990, 990, Duration::ZERO), 10);
-    }
-
-    #[test]
-    fn connect_errors_are_valid_json_strings() {
-        assert_eq!(json_string("a \"b\" \\ c\n"), r#""a \"b\" \\ c\u000a""#);
     }
 }

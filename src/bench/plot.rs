@@ -11,7 +11,9 @@ use std::io;
 use std::path::Path;
 
 use hdrhistogram::Histogram;
-use plotters::coord::ranged1d::SegmentValue;
+use plotters::coord::Shift;
+use plotters::coord::ranged1d::SegmentedCoord;
+use plotters::coord::types::{RangedCoordf64, RangedCoordusize};
 use plotters::prelude::*;
 
 /// Image size of every chart, in SVG pixels.
@@ -320,14 +322,37 @@ fn axis_value(v: f64) -> String {
     }
 }
 
+/// A panel of horizontal bars: values across, one segment per server up
+/// the side.
+type BarChart<'a, DB> =
+    ChartContext<'a, DB, Cartesian2d<RangedCoordf64, SegmentedCoord<RangedCoordusize>>>;
+
 /// One panel of horizontal bars, the first server on top: `values[i]` for
 /// `names[i]`, a missing value drawn as no bar.
 fn bar_panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
+    area: &DrawingArea<DB, Shift>,
     caption: &str,
     names: &[&str],
     values: &[Option<Spread>],
 ) -> io::Result<()> {
+    let mut chart = bar_axes(area, caption, names, values)?;
+    let n = names.len().max(1);
+    for (i, spread) in values.iter().enumerate() {
+        let Some(s) = spread else { continue };
+        // Row of server i, counted from the bottom.
+        draw_bar(&mut chart, n - 1 - i, server_colour(names[i], i), s)?;
+    }
+    Ok(())
+}
+
+/// The panel's axes, drawn: values across from 0 to a tenth past the
+/// largest, and one row per server up the side, named, the first on top.
+fn bar_axes<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+    names: &[&str],
+    values: &[Option<Spread>],
+) -> io::Result<BarChart<'a, DB>> {
     let right = values
         .iter()
         .flatten()
@@ -336,8 +361,6 @@ fn bar_panel<DB: DrawingBackend>(
         .max(f64::MIN_POSITIVE)
         * 1.1;
     let n = names.len().max(1);
-    // Row of server i, counted from the bottom.
-    let row = |i: usize| n - 1 - i;
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 18))
         .margin(12)
@@ -360,34 +383,42 @@ fn bar_panel<DB: DrawingBackend>(
         .x_label_formatter(&|x| format_value(*x))
         .draw()
         .map_err(chart_error)?;
-    for (i, spread) in values.iter().enumerate() {
-        let Some(s) = spread else { continue };
-        let colour = server_colour(names[i], i);
-        let mut bar = Rectangle::new(
+    Ok(chart)
+}
+
+/// One server's bar in `row` (counted from the bottom): the median as a
+/// bar, a line from the least to the most, and the median's figure.
+fn draw_bar<DB: DrawingBackend>(
+    chart: &mut BarChart<'_, DB>,
+    row: usize,
+    colour: RGBColor,
+    s: &Spread,
+) -> io::Result<()> {
+    let mut bar = Rectangle::new(
+        [
+            (0.0, SegmentValue::Exact(row)),
+            (s.median, SegmentValue::Exact(row + 1)),
+        ],
+        colour.filled(),
+    );
+    bar.set_margin(8, 8, 0, 0);
+    chart.draw_series([bar]).map_err(chart_error)?;
+    chart
+        .draw_series([PathElement::new(
             [
-                (0.0, SegmentValue::Exact(row(i))),
-                (s.median, SegmentValue::Exact(row(i) + 1)),
+                (s.min, SegmentValue::CenterOf(row)),
+                (s.max, SegmentValue::CenterOf(row)),
             ],
-            colour.filled(),
-        );
-        bar.set_margin(8, 8, 0, 0);
-        chart.draw_series([bar]).map_err(chart_error)?;
-        chart
-            .draw_series([PathElement::new(
-                [
-                    (s.min, SegmentValue::CenterOf(row(i))),
-                    (s.max, SegmentValue::CenterOf(row(i))),
-                ],
-                BLACK.stroke_width(2),
-            )])
-            .map_err(chart_error)?;
-        // The median's figure, just right of the bar or its line, whichever is longer.
-        let end = (s.max.max(s.median), SegmentValue::CenterOf(row(i)));
-        chart
-            .draw_series([EmptyElement::at(end)
-                + Text::new(format_value(s.median), (6, -6), ("sans-serif", 12))])
-            .map_err(chart_error)?;
-    }
+            BLACK.stroke_width(2),
+        )])
+        .map_err(chart_error)?;
+    // The median's figure, just right of the bar or its line, whichever is longer.
+    let end = (s.max.max(s.median), SegmentValue::CenterOf(row));
+    chart
+        .draw_series([
+            EmptyElement::at(end) + Text::new(format_value(s.median), (6, -6), ("sans-serif", 12))
+        ])
+        .map_err(chart_error)?;
     Ok(())
 }
 

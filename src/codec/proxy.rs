@@ -380,29 +380,60 @@ fn v2_family(fam: u8) -> Option<usize> {
     }
 }
 
+/// What the fixed part of a version 2 header says, checked.
+struct V2Fixed {
+    command: Command,
+    /// The family and transport byte.
+    family: u8,
+    /// Bytes of addresses the family takes (none for `LOCAL`).
+    addresses_len: usize,
+    /// The whole header's length: the fixed part and the length it gives.
+    total: usize,
+}
+
+/// A version 2 header: its fixed part, then the addresses and the
+/// type-length-value fields after them.
 fn decode_v2(buf: &[u8], max_len: usize) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
+    let Some(fixed) = decode_v2_fixed(buf, max_len)? else {
+        return Ok(None);
+    };
+    let Some(header) = buf.get(..fixed.total) else {
+        return Ok(None);
+    };
+    let addresses = match fixed.command {
+        Command::Local => None,
+        Command::Proxy => {
+            check_tlvs(header, V2_FIXED_LEN + fixed.addresses_len)?;
+            v2_addresses(fixed.family, &header[V2_FIXED_LEN..])
+        }
+    };
+    Ok(Some((
+        ProxyHeader {
+            version: Version::V2,
+            command: fixed.command,
+            addresses,
+        },
+        fixed.total,
+    )))
+}
+
+/// The fixed part of a version 2 header, each byte checked as soon as it
+/// is in: `Ok(None)` until all [`V2_FIXED_LEN`] are.
+fn decode_v2_fixed(buf: &[u8], max_len: usize) -> Result<Option<V2Fixed>, ProxyError> {
     if !starts_like(buf, &V2_SIGNATURE) {
         return Err(ProxyError::NotProxy);
     }
-    // Each fixed byte is checked as soon as it is in.
     let Some(&ver_cmd) = buf.get(12) else {
         return Ok(None);
     };
-    if ver_cmd >> 4 != 2 {
-        return Err(ProxyError::UnsupportedVersion(ver_cmd >> 4));
-    }
-    let command = match ver_cmd & 0x0f {
-        CMD_LOCAL => Command::Local,
-        CMD_PROXY => Command::Proxy,
-        other => return Err(ProxyError::UnsupportedCommand(other)),
-    };
-    let Some(&fam) = buf.get(13) else {
+    let command = v2_command(ver_cmd)?;
+    let Some(&family) = buf.get(13) else {
         return Ok(None);
     };
     // LOCAL: "discard the protocol block including the family".
     let addresses_len = match command {
         Command::Local => 0,
-        Command::Proxy => v2_family(fam).ok_or(ProxyError::UnsupportedFamily(fam))?,
+        Command::Proxy => v2_family(family).ok_or(ProxyError::UnsupportedFamily(family))?,
     };
     let Some(&[hi, lo]) = buf.get(14..16) else {
         return Ok(None);
@@ -421,25 +452,25 @@ fn decode_v2(buf: &[u8], max_len: usize) -> Result<Option<(ProxyHeader, usize)>,
             need: addresses_len,
         });
     }
-    if buf.len() < total {
-        return Ok(None);
-    }
-    let header = &buf[..total];
-    let addresses = match command {
-        Command::Local => None,
-        Command::Proxy => {
-            check_tlvs(header, V2_FIXED_LEN + addresses_len)?;
-            v2_addresses(fam, &header[V2_FIXED_LEN..])
-        }
-    };
-    Ok(Some((
-        ProxyHeader {
-            version: Version::V2,
-            command,
-            addresses,
-        },
+    Ok(Some(V2Fixed {
+        command,
+        family,
+        addresses_len,
         total,
-    )))
+    }))
+}
+
+/// The command of a version 2 header's version-and-command byte, which
+/// must say version 2.
+fn v2_command(ver_cmd: u8) -> Result<Command, ProxyError> {
+    if ver_cmd >> 4 != 2 {
+        return Err(ProxyError::UnsupportedVersion(ver_cmd >> 4));
+    }
+    match ver_cmd & 0x0f {
+        CMD_LOCAL => Ok(Command::Local),
+        CMD_PROXY => Ok(Command::Proxy),
+        other => Err(ProxyError::UnsupportedCommand(other)),
+    }
 }
 
 /// The addresses of TCP over IPv4 or IPv6; `None` for the families carried
