@@ -5,6 +5,11 @@
 //! The command line (`cli/`) says what to start as a [`Plan`]. [`listen`]
 //! is the one place a listener comes from.
 
+// A TLS listener from its files, or, built without the `tls` feature, the
+// refusal of one.
+#[cfg_attr(not(feature = "tls"), path = "server/tls_off.rs")]
+mod tls;
+
 use std::fmt;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -134,20 +139,7 @@ fn listen<S: Service>(
 ) -> io::Result<Addr> {
     let bound = match tls {
         None => reactor.listen(addr, options),
-        #[cfg(feature = "tls")]
-        Some(tls) => sockloop::tls::server_config(&tls.cert, &tls.key, &tls.alpn)
-            .and_then(|config| reactor.listen_tls(addr, options, config)),
-        // The command line refuses TLS flags in this build; said anyway.
-        #[cfg(not(feature = "tls"))]
-        Some(ListenerTls { cert, key, alpn }) => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "TLS with {} and {} (ALPN {alpn:?}): this build has none \
-                 (it was built without the `tls` feature)",
-                cert.display(),
-                key.display()
-            ),
-        )),
+        Some(tls) => tls::listen(reactor, addr, options, tls),
     };
     bound.map_err(|e| io::Error::new(e.kind(), format!("listen on {addr}: {e}")))
 }

@@ -26,18 +26,19 @@
 //!   terminating TLS) has only that protocol offered upstream, so both hops
 //!   speak the same one.
 
+// TLS towards the upstreams (and `Relay::with_upstream_tls`), or, built
+// without the `tls` feature, a kind of upstream TLS that no relay has.
+#[cfg_attr(not(feature = "tls"), path = "relay/tls_off.rs")]
+mod tls;
+
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::str::FromStr;
-#[cfg(feature = "tls")]
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-#[cfg(feature = "tls")]
-use rustls::pki_types::ServerName;
 use slab::Slab;
 
 use crate::codec::proxy::{self, Addresses, Version};
@@ -125,8 +126,7 @@ pub struct Relay {
     /// Upstream connects in progress: upstream id → its pair.
     connecting: HashMap<ConnId, usize>,
     /// Speak TLS to the upstreams.
-    #[cfg(feature = "tls")]
-    tls: Option<UpstreamTls>,
+    tls: Option<tls::UpstreamTls>,
 }
 
 impl Relay {
@@ -140,7 +140,6 @@ impl Relay {
             listen_addr: OnceCell::new(),
             pairs: Slab::new(),
             connecting: HashMap::new(),
-            #[cfg(feature = "tls")]
             tls: None,
         }
     }
@@ -179,23 +178,6 @@ impl Relay {
     /// was never given, the header names none: v1 `PROXY UNKNOWN`, v2 `LOCAL`.
     pub fn with_send_proxy(mut self, version: Version) -> Relay {
         self.send_proxy = Some(version);
-        self
-    }
-
-    /// Speaks TLS to every upstream with `config`, checking that its
-    /// certificate is for `name`, or by default for the upstream's IP
-    /// address (a Unix-domain upstream needs a name).
-    #[cfg(feature = "tls")]
-    pub fn with_upstream_tls(
-        mut self,
-        config: Arc<rustls::ClientConfig>,
-        name: Option<ServerName<'static>>,
-    ) -> Relay {
-        self.tls = Some(UpstreamTls {
-            config,
-            name,
-            by_alpn: HashMap::new(),
-        });
         self
     }
 
@@ -273,7 +255,6 @@ impl Relay {
         };
         connecting.tried.push(i);
         let addr = &self.pool.upstreams[i].addr;
-        #[cfg(feature = "tls")]
         let up = match &mut self.tls {
             Some(tls) => match tls.connect(ctx, addr, client) {
                 Ok(up) => up,
@@ -284,8 +265,6 @@ impl Relay {
             },
             None => ctx.connect(addr, None),
         };
-        #[cfg(not(feature = "tls"))]
-        let up = ctx.connect(addr, None);
         debug!("{client} from {} → {up} to {addr}", pair.client_addr);
         self.pool.upstreams[i].pairs += 1;
         pair.upstream = i;
@@ -537,51 +516,6 @@ impl Service for Relay {
 /// A connection's TLS summary (protocol, suite, SNI, ALPN) for a log line.
 fn tls_note(summary: Option<&str>) -> String {
     summary.map_or_else(String::new, |s| format!(" ({s})"))
-}
-
-/// TLS towards the upstreams.
-#[cfg(feature = "tls")]
-struct UpstreamTls {
-    config: Arc<rustls::ClientConfig>,
-    name: Option<ServerName<'static>>,
-    /// `config` offering just one ALPN protocol, the client's, by protocol.
-    by_alpn: HashMap<String, Arc<rustls::ClientConfig>>,
-}
-
-#[cfg(feature = "tls")]
-impl UpstreamTls {
-    /// Starts a TLS connect to `addr` for `client`, offering the ALPN
-    /// protocol the client agreed on with this relay, if any.
-    fn connect(
-        &mut self,
-        ctx: &mut Context<'_>,
-        addr: &Addr,
-        client: ConnId,
-    ) -> io::Result<ConnId> {
-        let name = self
-            .name
-            .clone()
-            .or_else(|| crate::tls::name_of(addr))
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "a unix: upstream has no address to check its certificate against",
-                )
-            })?;
-        let config = match ctx.alpn(client) {
-            Some(protocol) => {
-                let base = &self.config;
-                let one = self.by_alpn.entry(protocol.to_owned()).or_insert_with(|| {
-                    let mut config = rustls::ClientConfig::clone(base);
-                    config.alpn_protocols = vec![protocol.as_bytes().to_vec()];
-                    Arc::new(config)
-                });
-                Arc::clone(one)
-            }
-            None => Arc::clone(&self.config),
-        };
-        ctx.connect_tls(addr, config, name)
-    }
 }
 
 fn addr_or_unknown(addr: Option<&Addr>) -> String {

@@ -31,10 +31,7 @@ mod hub;
 mod parse;
 mod relay;
 mod server_args;
-#[cfg(feature = "tls")]
-mod tls;
-#[cfg(not(feature = "tls"))]
-#[path = "tls_off.rs"]
+#[cfg_attr(not(feature = "tls"), path = "tls_off.rs")]
 mod tls;
 mod tls_args;
 mod usage;

@@ -1,0 +1,22 @@
+//! A TLS listener, made from its files. `tls_off.rs` stands in for this
+//! file in a build without the `tls` feature, so that `server.rs` is the
+//! same in both builds.
+
+use std::io;
+
+use sockloop::reactor::{Reactor, Service};
+use sockloop::sys::{Addr, ListenOptions};
+
+use super::ListenerTls;
+
+/// Gives `reactor` a listener on `addr` that serves TLS with the
+/// certificate, key and ALPN protocols of `tls`; returns the address bound.
+pub(super) fn listen<S: Service>(
+    reactor: &mut Reactor<S>,
+    addr: &Addr,
+    options: &ListenOptions,
+    tls: &ListenerTls,
+) -> io::Result<Addr> {
+    let config = sockloop::tls::server_config(&tls.cert, &tls.key, &tls.alpn)?;
+    reactor.listen_tls(addr, options, config)
+}
