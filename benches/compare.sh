@@ -16,6 +16,9 @@
 #   an older build of sockloop, to compare before and after in one run;
 #   the flags go to the bench for that server only (--tls --ca PEM).
 #   BASE=name takes the ratios to that server instead of tokio_current_thread.
+#   SOCKLOOP=path measures that binary as the server `sockloop` (a build
+#   from another worktree, say); the load generator, the peers and the
+#   chart are still this tree's build, the same for every server.
 #   CHART=path.svg is where the chart of the table goes (default
 #   target/compare.svg): server CPU per message and p99 per server, drawn
 #   by examples/compare_chart.rs.
@@ -39,11 +42,13 @@ LOAD=("$@")
 
 cargo build --release --quiet --bin sockloop --examples
 OUT=${CARGO_TARGET_DIR:-target}/release
+# The load generator; SOCKLOOP is the echo under test.
 BIN=$OUT/sockloop
+SOCKLOOP=${SOCKLOOP:-$BIN}
 
 # name|command; every server prints `listening on IP:PORT` first on stdout.
 SERVERS=(
-    "sockloop|$BIN echo --listen 127.0.0.1:0 --idle-timeout 0 --write-timeout 0"
+    "sockloop|$SOCKLOOP echo --listen 127.0.0.1:0 --idle-timeout 0 --write-timeout 0"
     "tokio_current_thread|$OUT/examples/echo_tokio 127.0.0.1:0 --flavor current_thread"
     "tokio_multi_thread|$OUT/examples/echo_tokio 127.0.0.1:0 --flavor multi_thread"
     "threads|$OUT/examples/echo_threads 127.0.0.1:0"
