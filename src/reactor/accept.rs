@@ -28,9 +28,9 @@ use super::scrape::MAX_METRICS_CONNS;
 use super::service::Service;
 use super::state::State;
 use super::timer::{ConnTimer, TimerKind};
+use super::tls::Tls;
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
-use super::transport::Tls;
 use crate::sys::Addr;
 use crate::sys::os::{Interest, Os, Readiness, Register, Stream};
 

@@ -8,8 +8,8 @@
 use std::io;
 use std::time::Duration;
 
+use super::tls::Tls;
 use super::token::ConnId;
-use super::transport::Tls;
 use log::warn;
 
 use crate::sys::SignalKind;

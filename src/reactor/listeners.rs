@@ -15,8 +15,8 @@ use log::warn;
 use super::close::CloseReason;
 use super::stats::Stats;
 use super::timer::{TimerKind, Timers};
+use super::tls::ServerTls;
 use super::token::Token;
-use super::transport::ServerTls;
 use crate::sys::Addr;
 use crate::sys::os::{AcceptError, Interest, Listen, Os, Register, Spare};
 

@@ -49,12 +49,8 @@ mod token;
 mod trace;
 // TLS between socket and service, or (without the feature) a stage that
 // no connection has.
-#[cfg(feature = "tls")]
-#[path = "tls.rs"]
-mod transport;
-#[cfg(not(feature = "tls"))]
-#[path = "tls_off.rs"]
-mod transport;
+#[cfg_attr(not(feature = "tls"), path = "tls_off.rs")]
+mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -220,7 +216,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         config: Arc<rustls::ClientConfig>,
         name: rustls::pki_types::ServerName<'static>,
     ) -> io::Result<ConnId> {
-        let tls = transport::Tls::client(config, name)?;
+        let tls = tls::Tls::client(config, name)?;
         accept::connect_now(&mut self.state, &mut self.kernel, addr, local, Some(tls))
     }
 

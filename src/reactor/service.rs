@@ -412,7 +412,7 @@ impl<'a> Context<'a> {
         config: std::sync::Arc<rustls::ClientConfig>,
         name: rustls::pki_types::ServerName<'static>,
     ) -> io::Result<ConnId> {
-        let tls = super::transport::Tls::client(config, name)?;
+        let tls = super::tls::Tls::client(config, name)?;
         Ok(self.state.request_connect(addr, None, Some(tls)))
     }
 

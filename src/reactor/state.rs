@@ -19,9 +19,9 @@ use super::handle::Command;
 use super::reply::Replies;
 use super::stats::{ConnInfo, Stats};
 use super::timer::{ConnTimer, Stamp, TimerKind, Timers};
+use super::tls::Tls;
 use super::token::{ConnId, Table, Token};
 use super::trace::trace_io;
-use super::transport::Tls;
 use crate::sys::Addr;
 
 /// A connect a service asked for, to make once its callback has returned.
