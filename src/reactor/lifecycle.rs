@@ -20,7 +20,7 @@ use super::state::State;
 use super::timer::TimerKind;
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
-use super::{Reactor, accept, egress, splice};
+use super::{Reactor, accept, output, splice};
 use crate::sys::os::{Os, Register, Stream};
 
 impl<S: Service, O: Os> Reactor<S, O> {
@@ -29,11 +29,11 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// flush, FIN and close.
     pub(super) fn apply(&mut self) {
         if let Some(id) = self.state.replies.serving
-            && let Err(e) = egress::hold_reply(&mut self.state, &mut self.kernel, &self.arena, id)
+            && let Err(e) = output::hold_reply(&mut self.state, &mut self.kernel, &self.arena, id)
         {
             self.close(id, CloseReason::Error(e.kind()));
         }
-        egress::send_forward(&mut self.state, &mut self.kernel, &self.arena);
+        output::send_forward(&mut self.state, &mut self.kernel, &self.arena);
         if !self.state.connects.is_empty() {
             accept::start_connects(&mut self.state, &mut self.kernel);
         }
@@ -49,7 +49,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 self.close(id, reason);
                 continue;
             }
-            if let Err(e) = egress::flush(&mut self.state, &mut self.kernel, &self.arena, id) {
+            if let Err(e) = output::flush(&mut self.state, &mut self.kernel, &self.arena, id) {
                 self.close(id, CloseReason::Error(e.kind()));
                 continue;
             }

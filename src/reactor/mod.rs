@@ -15,7 +15,7 @@
 //! connection's socket), `state` (the books a service's [`Context`]
 //! borrows), `buffer` (the read arena), `reply` (replies on their way
 //! out), `timer`, `stats` — and the steps are functions of the parts they
-//! name in their arguments: `ingress` (reading), `egress` (sending),
+//! name in their arguments: `input` (reading), `output` (sending),
 //! `accept` (admitting and connecting), `handshake` (PROXY and TLS),
 //! `splice`, `timeouts`, `budget`, `scrape`. A step never calls the
 //! service: it says what became of a connection (a read's result, a first
@@ -30,13 +30,13 @@ mod callback;
 mod close;
 mod config;
 mod conn;
-mod egress;
 mod handle;
 mod handshake;
-mod ingress;
+mod input;
 mod kernel;
 mod lifecycle;
 mod listeners;
+mod output;
 mod reply;
 mod scrape;
 mod service;
@@ -297,7 +297,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             let event = self.kernel.poller.event(i);
             self.dispatch(event);
             if self.state.replies.held.len() >= self.state.config.hold_replies {
-                egress::send_held_replies(&mut self.state, &mut self.kernel, &mut self.arena);
+                output::send_held_replies(&mut self.state, &mut self.kernel, &mut self.arena);
                 self.apply();
             }
         }
@@ -312,7 +312,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 _ => {}
             }
         }
-        egress::send_held_replies(&mut self.state, &mut self.kernel, &mut self.arena);
+        output::send_held_replies(&mut self.state, &mut self.kernel, &mut self.arena);
         self.apply();
         // Backlogs that drained during the turn.
         while let Some(id) = self.state.drained.pop() {

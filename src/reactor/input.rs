@@ -27,7 +27,7 @@ use super::service::Service;
 use super::state::State;
 use super::token::ConnId;
 use super::trace::trace_io;
-use super::{Reactor, egress, scrape, splice};
+use super::{Reactor, output, scrape, splice};
 use crate::sys::os::Os;
 
 /// What one read of a connection gave.
@@ -175,7 +175,7 @@ fn arena_room<O: Os>(state: &mut State, kernel: &mut Kernel<O>, arena: &mut Aren
     if let Some(room) = arena.room(chunk) {
         return room;
     }
-    egress::send_held_replies(state, kernel, arena);
+    output::send_held_replies(state, kernel, arena);
     arena.used..arena.used + chunk
 }
 
