@@ -40,33 +40,39 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// Runs one callback and carries out what it asked for.
     pub(super) fn call(&mut self, callback: Callback) {
         let (state, arena) = (&mut self.state, &mut self.arena);
-        let (service, states) = (&mut self.service, &mut self.states);
+        let (service, service_conns) = (&mut self.service, &mut self.service_conns);
         match callback {
-            Callback::Connect(id) => connect(service, states, state, arena, id),
-            Callback::Data(id, range) => data(service, states, state, arena, id, range),
+            Callback::Connect(id) => connect(service, service_conns, state, arena, id),
+            Callback::Data(id, range) => data(service, service_conns, state, arena, id, range),
             Callback::ReadClosed(id) => {
-                if let (Some(conn), Some(c)) = (slot(states, id), state.conns.live_mut(id)) {
-                    let input = c.take_input();
-                    c.tidy();
+                if let (Some(service_conn), Some(conn)) =
+                    (slot(service_conns, id), state.conns.live_mut(id))
+                {
+                    let input = conn.take_input();
+                    conn.tidy();
                     state.replies.begin_serving(id);
                     let ctx = &mut Context::new(state, &arena.bytes);
-                    service.on_read_closed(ctx, id, conn, input.as_slice());
+                    service.on_read_closed(ctx, id, service_conn, input.as_slice());
                 }
             }
             Callback::Timer(id, tag) => {
-                if let (Some(conn), Some(_)) = (slot(states, id), state.conns.live(id)) {
+                if let (Some(service_conn), Some(_)) =
+                    (slot(service_conns, id), state.conns.live(id))
+                {
                     let ctx = &mut Context::new(state, &arena.bytes);
-                    service.on_timer(ctx, id, conn, tag);
+                    service.on_timer(ctx, id, service_conn, tag);
                 }
             }
             Callback::Drained(id) => {
-                if let (Some(conn), Some(_)) = (slot(states, id), state.conns.live(id)) {
+                if let (Some(service_conn), Some(_)) =
+                    (slot(service_conns, id), state.conns.live(id))
+                {
                     let ctx = &mut Context::new(state, &arena.bytes);
-                    service.on_drained(ctx, id, conn);
+                    service.on_drained(ctx, id, service_conn);
                 }
             }
             Callback::Closed(id, reason, error) => {
-                closed(service, states, state, arena, id, reason, error);
+                closed(service, service_conns, state, arena, id, reason, error);
             }
             Callback::Wake => service.on_wake(&mut Context::new(state, &arena.bytes)),
         }
@@ -75,13 +81,13 @@ impl<S: Service, O: Os> Reactor<S, O> {
 }
 
 /// The service's state for `id`, if it has made one.
-fn slot<C>(states: &mut [Option<C>], id: ConnId) -> Option<&mut C> {
-    states.get_mut(id.index())?.as_mut()
+fn slot<C>(service_conns: &mut [Option<C>], id: ConnId) -> Option<&mut C> {
+    service_conns.get_mut(id.index())?.as_mut()
 }
 
 fn connect<S: Service>(
     service: &mut S,
-    states: &mut Vec<Option<S::Conn>>,
+    service_conns: &mut Vec<Option<S::Conn>>,
     state: &mut State,
     arena: &Arena,
     id: ConnId,
@@ -93,11 +99,11 @@ fn connect<S: Service>(
     };
     state.replies.begin_serving(id);
     let ctx = &mut Context::new(state, &arena.bytes);
-    let conn = service.on_connect(ctx, id, &peer);
-    if states.len() <= id.index() {
-        states.resize_with(id.index() + 1, || None);
+    let service_conn = service.on_connect(ctx, id, &peer);
+    if service_conns.len() <= id.index() {
+        service_conns.resize_with(id.index() + 1, || None);
     }
-    states[id.index()] = Some(conn);
+    service_conns[id.index()] = Some(service_conn);
     // What it wrote waited for this: it goes once the callback returns.
     state.defer(id);
 }
@@ -108,35 +114,36 @@ fn connect<S: Service>(
 /// left from before, it is appended to that and handed over from there.
 fn data<S: Service>(
     service: &mut S,
-    states: &mut [Option<S::Conn>],
+    service_conns: &mut [Option<S::Conn>],
     state: &mut State,
     arena: &mut Arena,
     id: ConnId,
     range: Range<usize>,
 ) {
-    let (Some(conn), Some(c)) = (slot(states, id), state.conns.live_mut(id)) else {
+    let (Some(service_conn), Some(conn)) = (slot(service_conns, id), state.conns.live_mut(id))
+    else {
         return;
     };
-    let left_before = c.input().len();
+    let left_before = conn.input().len();
     state.replies.begin_serving(id);
     let used = if left_before == 0 {
         // Held echoes may point into these bytes: the next read goes after them.
         arena.used = range.end;
         let input = &arena.bytes[range.clone()];
         let ctx = &mut Context::with_input(state, &arena.bytes, input, Some(range.start));
-        let used = service.on_data(ctx, id, conn, input);
-        if let Some(c) = state.conns.live_mut(id) {
-            c.extend_input(&input[used.min(input.len())..]);
+        let used = service.on_data(ctx, id, service_conn, input);
+        if let Some(conn) = state.conns.live_mut(id) {
+            conn.extend_input(&input[used.min(input.len())..]);
         }
         used
     } else {
-        c.extend_input(&arena.bytes[range]);
-        let mut input = c.take_input();
+        conn.extend_input(&arena.bytes[range]);
+        let mut input = conn.take_input();
         let ctx = &mut Context::with_input(state, &arena.bytes, input.as_slice(), None);
-        let used = service.on_data(ctx, id, conn, input.as_slice());
+        let used = service.on_data(ctx, id, service_conn, input.as_slice());
         input.consume(used);
-        if let Some(c) = state.conns.live_mut(id) {
-            c.keep_input(input);
+        if let Some(conn) = state.conns.live_mut(id) {
+            conn.keep_input(input);
         }
         used
     };
@@ -145,7 +152,7 @@ fn data<S: Service>(
 
 fn closed<S: Service>(
     service: &mut S,
-    states: &mut [Option<S::Conn>],
+    service_conns: &mut [Option<S::Conn>],
     state: &mut State,
     arena: &Arena,
     id: ConnId,
@@ -154,8 +161,8 @@ fn closed<S: Service>(
 ) {
     let outbound = state.conns.get(id).is_some_and(|c| c.flags.outbound);
     let ctx = &mut Context::new(state, &arena.bytes);
-    if let Some(conn) = states.get_mut(id.index()).and_then(Option::take) {
-        service.on_close(ctx, id, conn, reason);
+    if let Some(service_conn) = service_conns.get_mut(id.index()).and_then(Option::take) {
+        service.on_close(ctx, id, service_conn, reason);
     } else if outbound {
         let error = error.unwrap_or_else(|| {
             let why = format!("connect abandoned: {reason}");

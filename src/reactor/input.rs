@@ -55,6 +55,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 discard(&mut self.state, &mut self.kernel, &mut self.arena, id);
                 return self.apply();
             }
+            let metrics = conn.flags.metrics;
             if conn.is_spliced() && conn.input().is_empty() {
                 return match splice::read(&mut self.state, &mut self.kernel, id) {
                     splice::Read::Ended => self.input_ended(id),
@@ -73,7 +74,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 };
             let n = range.len();
             let drained = self.state.received(id, n);
-            if self.state.conns.live(id).is_some_and(|c| c.flags.metrics) {
+            if metrics {
                 let (state, kernel, arena) = (&mut self.state, &self.kernel, &self.arena);
                 scrape::answer(state, kernel, arena, &self.service, id, range);
                 self.apply();

@@ -137,7 +137,7 @@ pub struct Reactor<S: Service, O: Os = Real> {
     listeners: Listeners<O>,
     service: S,
     /// The service's state for each connection, by slot.
-    states: Vec<Option<S::Conn>>,
+    service_conns: Vec<Option<S::Conn>>,
     arena: Arena,
 }
 
@@ -158,7 +158,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             kernel: Kernel::new(poller),
             listeners: Listeners::new(),
             service,
-            states: Vec::new(),
+            service_conns: Vec::new(),
             arena,
         })
     }
@@ -406,18 +406,16 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.close(id, CloseReason::Error(kind));
             return self.apply();
         }
-        let unsent = !conn.output().is_empty() || self.kernel.tls_unsent(id);
-        // The peer splicing into this one: its pipe waits for room here.
-        let spliced_from = self.state.spliced_from(id);
-        if event.is_writable() && unsent {
-            self.state.defer(id);
-            self.apply();
-        }
-        if event.is_writable()
-            && let Some(src) = spliced_from
-        {
-            splice::pump(&mut self.state, &mut self.kernel, src);
-            self.apply();
+        if event.is_writable() {
+            if !conn.output().is_empty() || self.kernel.tls_unsent(id) {
+                self.state.defer(id);
+                self.apply();
+            }
+            // The peer splicing into this one: its pipe waits for room here.
+            if let Some(src) = self.state.spliced_from(id) {
+                splice::pump(&mut self.state, &mut self.kernel, src);
+                self.apply();
+            }
         }
         if event.is_readable() || event.is_read_closed() {
             self.read(id);
