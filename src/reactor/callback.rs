@@ -132,8 +132,12 @@ fn data<S: Service>(
         let input = &arena.bytes[range.clone()];
         let ctx = &mut Context::with_input(state, &arena.bytes, input, Some(range.start));
         let used = service.on_data(ctx, id, service_conn, input);
+        if used >= input.len() {
+            // All taken, as before: no partial message to keep or time.
+            return;
+        }
         if let Some(conn) = state.conns.live_mut(id) {
-            conn.extend_input(&input[used.min(input.len())..]);
+            conn.extend_input(&input[used..]);
         }
         used
     } else {

@@ -21,10 +21,12 @@ use log::{debug, warn};
 use super::buffer::Arena;
 use super::callback::Callback;
 use super::close::CloseReason;
-use super::conn::{Reading, Writing};
+use super::conn::{Connection, Reading, Writing};
 use super::kernel::Kernel;
 use super::service::Service;
 use super::state::State;
+use super::stats::Stats;
+use super::timer::Stamp;
 use super::token::ConnId;
 use super::trace::trace_io;
 use super::{Reactor, output, scrape, splice};
@@ -33,8 +35,13 @@ use crate::sys::os::Os;
 /// What one read of a connection gave.
 enum Read {
     /// Bytes, in this range of the arena; `more` if the socket may hold
-    /// more now (the read filled what it asked for, or a FIN is queued).
-    Data { range: Range<usize>, more: bool },
+    /// more now (the read filled what it asked for, or a FIN is queued);
+    /// `last` if they are the last a shutdown lets through.
+    Data {
+        range: Range<usize>,
+        more: bool,
+        last: bool,
+    },
     /// The peer's FIN.
     Eof,
     /// Nothing to hand over: the socket is drained, the connection does
@@ -66,14 +73,13 @@ impl<S: Service, O: Os> Reactor<S, O> {
                     splice::Read::Paused => self.apply(),
                 };
             }
-            let (range, more) =
+            let (range, more, drained) =
                 match read_once(&mut self.state, &mut self.kernel, &mut self.arena, id) {
-                    Read::Data { range, more } => (range, more),
+                    Read::Data { range, more, last } => (range, more, last),
                     Read::Eof => return self.input_ended(id),
                     Read::Nothing => return self.apply(),
                 };
             let n = range.len();
-            let drained = self.state.received(id, n);
             if metrics {
                 let (state, kernel, arena) = (&mut self.state, &self.kernel, &self.arena);
                 scrape::answer(state, kernel, arena, &self.service, id, range);
@@ -85,7 +91,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 self.state.end_input(id);
                 return self.input_ended(id);
             }
-            if self.state.conns.live(id).is_none() || !more {
+            if !more || self.state.conns.live(id).is_none() {
                 return;
             }
             budget = budget.saturating_sub(n);
@@ -121,6 +127,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
 /// One read of `id` into the arena, as much as a read chunk (while shutting
 /// down, no more than what had arrived before). A failure ends the
 /// connection ([`State::read_failed`]).
+#[inline]
 fn read_once<O: Os>(
     state: &mut State,
     kernel: &mut Kernel<O>,
@@ -157,6 +164,7 @@ fn read_once<O: Os>(
         }
     };
     trace_io!(state.config.trace, "{id} read {n}");
+    let last = received(conn, &mut state.stats, state.stamp, n);
     if n == max {
         splice::if_bulk(state, kernel, id);
     }
@@ -166,7 +174,20 @@ fn read_once<O: Os>(
     Read::Data {
         range: room.start..room.start + n,
         more: n == max || peer_fin,
+        last,
     }
+}
+
+/// Counts `n` bytes read from `conn`; true if they were the last that a
+/// shutdown lets through to the service.
+fn received(conn: &mut Connection, stats: &mut Stats, now: Stamp, n: usize) -> bool {
+    conn.received(n, now);
+    stats.bytes_in += n as u64;
+    if let Reading::Draining { left } = &mut conn.reading {
+        *left = left.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
+        return *left == 0;
+    }
+    false
 }
 
 /// Where the next read into the arena goes: a read chunk of room, made
@@ -196,16 +217,10 @@ impl State {
     /// Counts `n` bytes read from `id`; true if they were the last that a
     /// shutdown lets through to the service.
     pub(super) fn received(&mut self, id: ConnId, n: usize) -> bool {
-        let Some(conn) = self.conns.live_mut(id) else {
-            return false;
-        };
-        conn.received(n, self.stamp);
-        self.stats.bytes_in += n as u64;
-        if let Reading::Draining { left } = &mut conn.reading {
-            *left = left.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
-            return *left == 0;
+        match self.conns.live_mut(id) {
+            Some(conn) => received(conn, &mut self.stats, self.stamp, n),
+            None => false,
         }
-        false
     }
 
     /// A read or splice that failed: EAGAIN means the socket is drained;

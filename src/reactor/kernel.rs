@@ -32,6 +32,8 @@ pub(crate) enum Stage<O: Os> {
 
 impl<O: Os> Handles<O> {
     /// Plaintext from the connection: through TLS, if it has it.
+    // Inlined: every read and write of every message comes through here.
+    #[inline]
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.stage.as_deref_mut() {
             Some(Stage::Tls(tls)) => tls.read(&self.socket, buf),
@@ -39,6 +41,7 @@ impl<O: Os> Handles<O> {
         }
     }
 
+    #[inline]
     pub(crate) fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         match self.stage.as_deref_mut() {
             Some(Stage::Tls(tls)) => tls.write(&self.socket, data),

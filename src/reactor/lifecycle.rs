@@ -33,7 +33,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
         {
             self.close(id, CloseReason::Error(e.kind()));
         }
-        output::send_forward(&mut self.state, &mut self.kernel, &self.arena);
+        if self.state.replies.forward.is_some() {
+            output::send_forward(&mut self.state, &mut self.kernel, &self.arena);
+        }
         if !self.state.connects.is_empty() {
             accept::start_connects(&mut self.state, &mut self.kernel);
         }

@@ -130,11 +130,13 @@ pub(super) fn hold_reply<O: Os>(
     id: ConnId,
 ) -> io::Result<()> {
     let held = state.replies.end_serving(id);
-    let aborting = |phase| matches!(phase, Phase::Aborting(_));
-    if held.len() == 0 || state.conns.live(id).is_none_or(|c| aborting(c.phase)) {
-        return Ok(());
+    let older = match state.conns.live(id) {
+        Some(c) if held.len() > 0 && !matches!(c.phase, Phase::Aborting(_)) => c.held_reply,
+        _ => return Ok(()),
+    };
+    if older.is_some() {
+        send_held_reply(state, kernel, arena, id)?;
     }
-    send_held_reply(state, kernel, arena, id)?;
     let Some(conn) = state.conns.live_mut(id) else {
         return Ok(());
     };
