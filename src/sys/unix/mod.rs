@@ -20,6 +20,11 @@ mod process;
     reason = "adopting accepted descriptors, FIONREAD, sockaddr casts"
 )]
 mod socket;
+#[allow(
+    unsafe_code,
+    reason = "read(2) and send(2) through syscall(2), on Linux"
+)]
+mod transfer;
 
 pub use fifo::open_fifo_for_writing;
 pub use ifaddrs::is_own_address;

@@ -16,6 +16,7 @@ use nix::sys::socket::{
 
 use super::birth::{SEND_FLAGS, SOCKET_FLAGS, accept_raw, prepare};
 use super::retry;
+use super::transfer;
 use crate::sys::Addr;
 use crate::sys::os::{AcceptError, Listen, ListenOptions, SocketOptions, Stream};
 
@@ -207,7 +208,7 @@ impl Stream for Socket {
     }
 
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        Ok(retry(|| nix::unistd::read(&self.fd, buf))?)
+        Ok(retry(|| transfer::read(self.fd.as_raw_fd(), buf))?)
     }
 
     fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -219,7 +220,7 @@ impl Stream for Socket {
     // `SEND_FLAGS` keep SIGPIPE away where the socket itself does not.
     fn write(&self, buf: &[u8]) -> io::Result<usize> {
         Ok(retry(|| {
-            socket::send(self.fd.as_raw_fd(), buf, SEND_FLAGS)
+            transfer::send(self.fd.as_raw_fd(), buf, SEND_FLAGS)
         })?)
     }
 
