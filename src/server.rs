@@ -3,7 +3,12 @@
 //! listener, and the supervisor that runs them until a signal stops them.
 //!
 //! The command line (`cli/`) says what to start as a [`Plan`]. [`listen`]
-//! is the one place a listener comes from.
+//! is the one place a listener comes from: bound here, or passed by the
+//! parent (systemd's socket activation, `LISTEN_FDS`). Every reactor
+//! serves every passed socket, through a descriptor of its own (a dup):
+//! `SO_REUSEPORT` cannot give each its own listener on a socket this
+//! process did not bind, so they share one accept queue, and a new
+//! connection wakes each reactor that waits on it; one accepts it.
 
 // A TLS listener from its files, or, built without the `tls` feature, the
 // refusal of one.
@@ -16,13 +21,22 @@ use std::path::PathBuf;
 
 use log::{info, warn};
 use sockloop::reactor::{Config, Reactor, Service};
-use sockloop::sys::{self, Addr, ListenOptions};
+use sockloop::sys::os::Listen;
+use sockloop::sys::{self, Addr, ListenOptions, Listener, PassedListener};
 use sockloop::threads::{self, Supervisor};
+
+/// The name in `LISTEN_FDNAMES` of a passed socket that serves the
+/// metrics rather than the service.
+pub const METRICS_NAME: &str = "metrics";
 
 /// What to start: where and how to listen, and how many reactors.
 pub struct Plan {
-    /// Where to listen; the first reactor binds it, the others share its port.
+    /// Where to listen, unless sockets were passed; the first reactor binds
+    /// it, the others share its port.
     pub listen: Addr,
+    /// The listening sockets the parent passed: those named
+    /// [`METRICS_NAME`] serve the metrics, the others the service.
+    pub passed: Vec<PassedListener>,
     /// Serve TLS there, with these settings.
     pub tls: Option<ListenerTls>,
     /// The accept queue asked for (the kernel's cap cuts it).
@@ -91,20 +105,12 @@ pub fn bind<S: Service>(
     for _ in 0..plan.reactors {
         let mut reactor = Reactor::new(config.clone(), make())?;
         // After the first, the port it was given.
-        addr = listen(&mut reactor, &addr, plan.tls.as_ref(), &options)?;
+        addr = listen(&mut reactor, &addr, plan, &options)?;
         reactors.push(reactor);
     }
     info!("accept queue: backlog {backlog} ({note})");
-    if plan.reactors > 1 {
-        let count = plan.reactors;
-        info!("{count} reactors, each with its own listener on {addr} (SO_REUSEPORT)");
-    }
-    if let Some(metrics) = &plan.metrics {
-        let bound = reactors[0]
-            .listen_metrics(metrics, &options)
-            .map_err(|e| io::Error::new(e.kind(), format!("--metrics {metrics}: {e}")))?;
-        info!("metrics on http://{bound}/metrics");
-    }
+    log_listeners(plan, &addr);
+    listen_metrics(&mut reactors[0], plan, &options)?;
     log_room(fd_limit, fds_per_client);
     Ok(Bound {
         supervisor,
@@ -125,23 +131,83 @@ fn raise_descriptor_limits() -> io::Result<u64> {
     Ok(fd_limit)
 }
 
-/// Gives `reactor` its listener on `addr`, serving TLS if `tls` says so,
-/// and returns the address bound.
-///
-/// The one place a listener comes from: bound here, today. A listener
-/// inherited (systemd's socket activation) or handed over by the process
-/// being replaced comes in here too, when there is one.
+/// Gives `reactor` its listeners, serving TLS if the plan says so, and
+/// returns the address of the first: the sockets passed, if any (a
+/// descriptor of its own for each), else one bound on `addr`.
 fn listen<S: Service>(
     reactor: &mut Reactor<S>,
     addr: &Addr,
-    tls: Option<&ListenerTls>,
+    plan: &Plan,
     options: &ListenOptions,
 ) -> io::Result<Addr> {
-    let bound = match tls {
-        None => reactor.listen(addr, options),
-        Some(tls) => tls::listen(reactor, addr, options, tls),
+    let passed = passed_for(plan, false);
+    if passed.is_empty() {
+        let bound = match &plan.tls {
+            None => reactor.listen(addr, options),
+            Some(tls) => tls::listen(reactor, addr, options, tls),
+        };
+        return bound.map_err(|e| io::Error::new(e.kind(), format!("listen on {addr}: {e}")));
+    }
+    let mut first = None;
+    for listener in passed {
+        let local = listener.local_addr().clone();
+        let own = listener.try_clone();
+        let served = own.and_then(|own| match &plan.tls {
+            None => reactor.adopt(own),
+            Some(tls) => tls::adopt(reactor, own, tls),
+        });
+        let served = served.map_err(|e| io::Error::new(e.kind(), format!("serve on {local}: {e}")));
+        first.get_or_insert(served?);
+    }
+    Ok(first.unwrap_or_else(|| addr.clone()))
+}
+
+/// The passed sockets that serve the metrics (`metrics`), or the service.
+fn passed_for(plan: &Plan, metrics: bool) -> Vec<&Listener> {
+    let is_metrics = |p: &&PassedListener| p.name.as_deref() == Some(METRICS_NAME);
+    let chosen = plan.passed.iter().filter(|p| is_metrics(p) == metrics);
+    chosen.map(|p| &p.listener).collect()
+}
+
+/// The metrics listener, on the first reactor: a passed socket named
+/// `metrics`, else one bound on `--metrics`, else none.
+fn listen_metrics<S: Service>(
+    reactor: &mut Reactor<S>,
+    plan: &Plan,
+    options: &ListenOptions,
+) -> io::Result<()> {
+    let served = match (passed_for(plan, true).first(), &plan.metrics) {
+        (Some(passed), _) => passed
+            .try_clone()
+            .and_then(|own| reactor.adopt_metrics(own)),
+        (None, Some(metrics)) => reactor
+            .listen_metrics(metrics, options)
+            .map_err(|e| io::Error::new(e.kind(), format!("--metrics {metrics}: {e}"))),
+        (None, None) => return Ok(()),
     };
-    bound.map_err(|e| io::Error::new(e.kind(), format!("listen on {addr}: {e}")))
+    info!("metrics on http://{}/metrics", served?);
+    Ok(())
+}
+
+/// Says where the reactors listen: sockets passed, or bound (with several
+/// reactors, each its own with SO_REUSEPORT).
+fn log_listeners(plan: &Plan, addr: &Addr) {
+    let passed = passed_for(plan, false);
+    let count = plan.reactors;
+    if !passed.is_empty() {
+        let addrs: Vec<String> = passed.iter().map(|l| l.local_addr().to_string()).collect();
+        let shared = match count {
+            1 => String::new(),
+            n => format!(", shared by {n} reactors"),
+        };
+        info!(
+            "serving on the listening sockets passed (LISTEN_FDS): {}{shared}; --listen {} is not bound",
+            addrs.join(", "),
+            plan.listen
+        );
+    } else if count > 1 {
+        info!("{count} reactors, each with its own listener on {addr} (SO_REUSEPORT)");
+    }
 }
 
 /// Logs how many clients the descriptors left make room for, once every

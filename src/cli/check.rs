@@ -24,6 +24,7 @@ use super::server_args::{DEFAULT_FRAME_TIMEOUT, FrameLimits, ServerArgs, cpus};
 use super::tls;
 use super::tls_args::{BenchTlsArgs, TlsArgs, UpstreamTlsArgs};
 use super::usage::{Usage, refuse};
+use crate::server::METRICS_NAME;
 
 impl Command {
     /// Refuses arguments that cannot work, before anything starts.
@@ -86,14 +87,19 @@ impl ServerArgs {
             );
         }
         let count = self.reactors();
-        if count > 1 && matches!(self.listen, Addr::Unix(_)) {
+        let passed = self.passed.borrow();
+        // Passed sockets are shared by the reactors (a dup each), Unix-domain too.
+        if count > 1 && passed.is_empty() && matches!(self.listen, Addr::Unix(_)) {
             return refuse(format!(
                 "--threads {count} with a unix: listener: SO_REUSEPORT spreads TCP \
                  connections only, so a Unix-domain path takes one reactor (--threads 1)"
             ));
         }
         // One reactor's counters would be a fraction passed off as the whole.
-        if count > 1 && self.metrics.is_some() {
+        let metrics_passed = passed
+            .iter()
+            .any(|p| p.name.as_deref() == Some(METRICS_NAME));
+        if count > 1 && (self.metrics.is_some() || metrics_passed) {
             return refuse(
                 "--metrics serves one reactor's counters: not yet with --threads above 1",
             );

@@ -43,6 +43,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use log::{error, warn};
 use sockloop::stderr;
+use sockloop::sys::PassedListener;
 
 use bench::BenchArgs;
 use cert::CertArgs;
@@ -77,14 +78,15 @@ enum Command {
 }
 
 impl Cli {
-    /// Checks the command, warns about what looks unintended, and runs it.
-    /// The exit status: 0, 1 for a failure (logged), or 2 for a refusal
-    /// of the arguments (printed as clap prints its own).
-    pub fn run(&self) -> ExitCode {
-        let result = self
-            .command
-            .check()
-            .map_err(io::Error::from)
+    /// Checks the command, warns about what looks unintended, and runs it;
+    /// a server serves on the listening sockets `passed` (systemd's
+    /// `LISTEN_FDS`, taken by `main`) if there are any. The exit status: 0,
+    /// 1 for a failure (logged), or 2 for a refusal of the arguments
+    /// (printed as clap prints its own).
+    pub fn run(&self, passed: io::Result<Vec<PassedListener>>) -> ExitCode {
+        let result = passed
+            .map(|passed| self.command.pass(passed))
+            .and_then(|()| self.command.check().map_err(io::Error::from))
             .and_then(|()| {
                 for warning in self.command.surprises() {
                     warn!("{warning}");
@@ -113,6 +115,21 @@ impl Command {
             Command::Hub(args) => args.run(),
             Command::Bench(args) => args.run(),
             Command::Cert(args) => args.run(),
+        }
+    }
+
+    /// Gives a server the listening sockets passed to this process;
+    /// another command closes them.
+    fn pass(&self, passed: Vec<PassedListener>) {
+        match self {
+            Command::Echo(EchoArgs { server, .. })
+            | Command::Relay(RelayArgs { server, .. })
+            | Command::Hub(HubArgs { server, .. }) => *server.passed.borrow_mut() = passed,
+            Command::Bench(_) | Command::Cert(_) => {
+                if !passed.is_empty() {
+                    warn!("listening sockets passed (LISTEN_FDS): closed, only servers serve them");
+                }
+            }
         }
     }
 

@@ -2,12 +2,13 @@
 //! frame for those that decode frames (`FrameLimits`): what they make of
 //! them, a reactor's [`Config`] and the start-up's [`Plan`].
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use clap::Args;
 use sockloop::codec::{Codec, Framing};
 use sockloop::reactor::Config;
-use sockloop::sys::{Addr, SocketOptions};
+use sockloop::sys::{Addr, PassedListener, SocketOptions};
 use sockloop::threads;
 
 use super::parse::{nonzero, parse_addr, parse_count, parse_duration, parse_size, refuse_zero};
@@ -20,8 +21,13 @@ use crate::server::Plan;
 pub(super) struct ServerArgs {
     /// Address to listen on: IP:PORT, [IPv6]:PORT ([::] takes IPv4 too),
     /// HOST:PORT or unix:PATH; port 0 picks a free one (printed at start).
+    /// Not bound when listening sockets are passed (systemd's LISTEN_FDS).
     #[arg(long, default_value = "127.0.0.1:7878", value_parser = parse_addr)]
     pub(super) listen: Addr,
+    /// The listening sockets the parent passed (LISTEN_FDS), served instead
+    /// of --listen; the plan takes them.
+    #[arg(skip)]
+    pub(super) passed: RefCell<Vec<PassedListener>>,
     /// Connections beyond this many are accepted and closed at once (--metrics
     /// scrapes not counted); unlimited by default.
     #[arg(long, default_value_t = usize::MAX, hide_default_value = true,
@@ -129,10 +135,12 @@ impl ServerArgs {
         }
     }
 
-    /// What the start-up is to make: listeners, reactors, threads.
+    /// What the start-up is to make: listeners, reactors, threads. It
+    /// takes the sockets passed: a second plan has none.
     pub(super) fn plan(&self) -> Plan {
         Plan {
             listen: self.listen.clone(),
+            passed: self.passed.take(),
             tls: self.tls.listener(),
             backlog: self.backlog,
             reactors: self.reactors(),

@@ -166,11 +166,21 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// Starts listening on `addr`, TCP or Unix-domain; returns the address
     /// actually bound (the real port when `addr` asks for port 0).
     pub fn listen(&mut self, addr: &Addr, options: &ListenOptions) -> io::Result<Addr> {
-        self.listeners.add(
-            &self.kernel.poller,
-            O::Listener::bind(addr, options)?,
-            Route::Service(None),
-        )
+        self.adopt(O::Listener::bind(addr, options)?)
+    }
+
+    /// Serves the connections of `listener`, a listening socket made
+    /// elsewhere (passed by systemd, or by the process this one replaces),
+    /// as [`listen`](Self::listen) serves its own; returns its address.
+    pub fn adopt(&mut self, listener: O::Listener) -> io::Result<Addr> {
+        self.serve_on(listener, None)
+    }
+
+    /// Registers `listener`, whose connections go to the service, after
+    /// the TLS handshake if `tls` is given.
+    fn serve_on(&mut self, listener: O::Listener, tls: Option<tls::ServerTls>) -> io::Result<Addr> {
+        self.listeners
+            .add(&self.kernel.poller, listener, Route::Service(tls))
     }
 
     /// Serves the counters on `addr` in the Prometheus text format: each
@@ -179,25 +189,14 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// budget of their own, apart from [`Config::max_conns`]: a few at
     /// once, a few seconds each. Returns the address bound.
     pub fn listen_metrics(&mut self, addr: &Addr, options: &ListenOptions) -> io::Result<Addr> {
-        self.listeners.add(
-            &self.kernel.poller,
-            O::Listener::bind(addr, options)?,
-            Route::Metrics,
-        )
+        self.adopt_metrics(O::Listener::bind(addr, options)?)
     }
 
-    /// As [`listen`](Self::listen), every connection TLS: the service hears
-    /// of one (`on_connect`) once its handshake is done, and sees plaintext.
-    #[cfg(feature = "tls")]
-    pub fn listen_tls(
-        &mut self,
-        addr: &Addr,
-        options: &ListenOptions,
-        tls: Arc<rustls::ServerConfig>,
-    ) -> io::Result<Addr> {
-        let listener = O::Listener::bind(addr, options)?;
+    /// As [`listen_metrics`](Self::listen_metrics), on a listening socket
+    /// made elsewhere, as [`adopt`](Self::adopt) takes one.
+    pub fn adopt_metrics(&mut self, listener: O::Listener) -> io::Result<Addr> {
         self.listeners
-            .add(&self.kernel.poller, listener, Route::Service(Some(tls)))
+            .add(&self.kernel.poller, listener, Route::Metrics)
     }
 
     /// Opens a connection to `addr` (from `local`, if given) from outside any

@@ -5,7 +5,7 @@
 use std::io;
 
 use sockloop::reactor::{Reactor, Service};
-use sockloop::sys::{Addr, ListenOptions};
+use sockloop::sys::{Addr, ListenOptions, Listener};
 
 use super::ListenerTls;
 
@@ -19,4 +19,14 @@ pub(super) fn listen<S: Service>(
 ) -> io::Result<Addr> {
     let config = sockloop::tls::server_config(&tls.cert, &tls.key, &tls.alpn)?;
     reactor.listen_tls(addr, options, config)
+}
+
+/// As [`listen`], on `listener`, a listening socket made elsewhere.
+pub(super) fn adopt<S: Service>(
+    reactor: &mut Reactor<S>,
+    listener: Listener,
+    tls: &ListenerTls,
+) -> io::Result<Addr> {
+    let config = sockloop::tls::server_config(&tls.cert, &tls.key, &tls.alpn)?;
+    reactor.adopt_tls(listener, config)
 }

@@ -5,7 +5,7 @@
 use std::io;
 
 use sockloop::reactor::{Reactor, Service};
-use sockloop::sys::{Addr, ListenOptions};
+use sockloop::sys::{Addr, ListenOptions, Listener};
 
 use super::ListenerTls;
 
@@ -14,8 +14,21 @@ pub(super) fn listen<S: Service>(
     _: &mut Reactor<S>,
     _: &Addr,
     _: &ListenOptions,
-    ListenerTls { cert, key, alpn }: &ListenerTls,
+    tls: &ListenerTls,
 ) -> io::Result<Addr> {
+    no_tls(tls)
+}
+
+/// Fails as [`listen`] does.
+pub(super) fn adopt<S: Service>(
+    _: &mut Reactor<S>,
+    _: Listener,
+    tls: &ListenerTls,
+) -> io::Result<Addr> {
+    no_tls(tls)
+}
+
+fn no_tls(ListenerTls { cert, key, alpn }: &ListenerTls) -> io::Result<Addr> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         format!(

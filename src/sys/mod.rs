@@ -19,7 +19,8 @@
 //! it can (Linux); [`raise_fd_limit`], [`grow_fd_table`],
 //! [`open_descriptors`] and [`spawn_without_signals`]; [`somaxconn`] and
 //! [`ephemeral_ports`], the kernel's cap on accept queues and its range of
-//! client ports.
+//! client ports; [`take_passed_listeners`], the listening sockets a
+//! parent passed (systemd's socket activation, `LISTEN_FDS`).
 //!
 //! Backends, picked at compile time: `linux/` (epoll, eventfd, signalfd,
 //! splice) and `bsd/` (kqueue on macOS, iOS, FreeBSD, OpenBSD, NetBSD and
@@ -42,7 +43,7 @@ pub use unix::{
     Listener, Socket, SpareFd, ephemeral_ports, grow_fd_table, open_descriptors, raise_fd_limit,
     somaxconn, spawn_without_signals,
 };
-pub use unix::{is_own_address, open_fifo_for_writing};
+pub use unix::{PassedListener, is_own_address, open_fifo_for_writing, take_passed_listeners};
 
 #[cfg(target_os = "linux")]
 #[path = "linux/mod.rs"]

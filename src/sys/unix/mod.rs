@@ -3,6 +3,11 @@
 
 #[expect(
     unsafe_code,
+    reason = "taking over passed descriptors; unsetting LISTEN_* variables"
+)]
+mod activation;
+#[expect(
+    unsafe_code,
     reason = "accept(2) writes the peer's address into our buffer"
 )]
 mod birth;
@@ -26,6 +31,7 @@ mod socket;
 )]
 mod transfer;
 
+pub use activation::{PassedListener, take_passed_listeners};
 pub use fifo::open_fifo_for_writing;
 pub use ifaddrs::is_own_address;
 pub use net_limits::{ephemeral_ports, somaxconn};

@@ -10,6 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::socket::{
     self, AddressFamily, Backlog, Shutdown, SockType, SockaddrStorage, UnixAddr, sockopt,
 };
@@ -93,6 +94,43 @@ impl Listen for Listener {
         let peer = sockaddr_to_std(storage).map_or_else(|| self.local.clone(), Addr::Ip);
         let tcp = matches!(self.local, Addr::Ip(_));
         Ok((Socket { fd, tcp }, peer))
+    }
+}
+
+impl Listener {
+    /// Takes over `fd`, a listening stream socket another process made
+    /// (systemd, or the server this one replaces): non-blocking and
+    /// close-on-exec from here on. A Unix-domain one's socket file stays
+    /// when it closes: whoever made it owns it.
+    pub(super) fn adopt(fd: OwnedFd) -> io::Result<Listener> {
+        let listening = socket::getsockopt(&fd, sockopt::SockType)? == SockType::Stream
+            && socket::getsockopt(&fd, sockopt::AcceptConn)?;
+        if !listening {
+            let e = "not a listening stream socket (SOCK_STREAM, listen(2) called)";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+        }
+        fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        let flags = OFlag::from_bits_retain(fcntl(&fd, FcntlArg::F_GETFL)?);
+        fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        prepare(&fd)?;
+        let local = bound_addr(&fd)?;
+        Ok(Listener {
+            fd,
+            local,
+            file: None,
+        })
+    }
+
+    /// Another descriptor of the same listening socket (close-on-exec),
+    /// for another reactor to accept from: a socket made elsewhere cannot
+    /// be bound again beside itself with `SO_REUSEPORT`. Only the original
+    /// removes a Unix-domain socket file it made.
+    pub fn try_clone(&self) -> io::Result<Listener> {
+        Ok(Listener {
+            fd: self.fd.try_clone()?,
+            local: self.local.clone(),
+            file: None,
+        })
     }
 }
 
@@ -296,6 +334,27 @@ fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
             "local address is not IP",
         ))
     }
+}
+
+/// The address a socket made elsewhere is bound to, TCP or Unix-domain
+/// (Linux's abstract names written `@name`, as systemd writes them).
+fn bound_addr(fd: &OwnedFd) -> io::Result<Addr> {
+    let addr: SockaddrStorage = socket::getsockname(fd.as_raw_fd())?;
+    let Some(unix) = addr.as_unix_addr() else {
+        return local_addr(fd).map(Addr::Ip);
+    };
+    if let Some(path) = unix.path() {
+        return Ok(Addr::Unix(path.into()));
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(name) = unix.as_abstract() {
+        let name = format!("@{}", String::from_utf8_lossy(name));
+        return Ok(Addr::Unix(Path::new(&name).into()));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "a Unix-domain socket with no name: nobody can connect to it",
+    ))
 }
 
 fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
