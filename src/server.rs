@@ -93,7 +93,12 @@ pub fn bind<S: Service>(
     fds_per_client: u64,
 ) -> io::Result<Bound<S>> {
     // Before any thread exists, so that no thread takes these signals the default way.
-    let supervisor = Supervisor::new()?;
+    let mut supervisor = Supervisor::new()?;
+    match sys::Notifier::from_env() {
+        Ok(Some(notifier)) => supervisor.notify(notifier),
+        Ok(None) => {}
+        Err(e) => warn!("{e}: not telling the service manager READY=1 or STOPPING=1"),
+    }
     let fd_limit = raise_descriptor_limits()?;
     let (backlog, note) = backlog_within_somaxconn(plan.backlog, sys::somaxconn());
     let options = ListenOptions {

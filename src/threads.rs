@@ -23,7 +23,7 @@ use log::{debug, info, warn};
 
 use crate::reactor::{Handle, Reactor, Service, Stats, format_tables, label_ids_with_reactor};
 use crate::sys::os::{Os, Poll, Readiness, SignalSource, Wake};
-use crate::sys::{Real, SignalKind, pin_thread};
+use crate::sys::{Notifier, Real, SignalKind, pin_thread};
 
 /// How the reactors run.
 #[derive(Debug, Clone, Default)]
@@ -95,6 +95,7 @@ type Ended = thread::Result<io::Result<(Stats, bool)>>;
 pub struct Supervisor {
     poller: <Real as Os>::Poller,
     signals: <Real as Os>::Signals,
+    notifier: Option<Notifier>,
 }
 
 impl Supervisor {
@@ -105,7 +106,17 @@ impl Supervisor {
     pub fn new() -> io::Result<Supervisor> {
         let poller = <Real as Os>::Poller::new(4, WAKE)?;
         let signals = <Real as Os>::Signals::new(&poller, SIGNALS)?;
-        Ok(Supervisor { poller, signals })
+        Ok(Supervisor {
+            poller,
+            signals,
+            notifier: None,
+        })
+    }
+
+    /// Tells `notifier` (systemd's `NOTIFY_SOCKET`) `READY=1` once the
+    /// reactors run, and `STOPPING=1` when a signal starts their drain.
+    pub fn notify(&mut self, notifier: Notifier) {
+        self.notifier = Some(notifier);
     }
 
     /// Runs each reactor on a thread of its own until all have stopped,
@@ -146,7 +157,9 @@ impl Supervisor {
             finished: vec![None; threads.len()],
             forced: false,
             failure: None,
+            notifier: self.notifier.take(),
         };
+        watch.tell(Notifier::ready);
         let result = watch.run(&mut self, &done, options.stats_interval);
         if result.is_err() {
             stop_all(&watch.handles);
@@ -183,9 +196,17 @@ struct Watch {
     finished: Vec<Option<Stats>>,
     forced: bool,
     failure: Option<io::Error>,
+    notifier: Option<Notifier>,
 }
 
 impl Watch {
+    /// Tells the notifier, if there is one, what `state` sends.
+    fn tell(&self, state: fn(&Notifier) -> io::Result<()>) {
+        if let Some(Err(e)) = self.notifier.as_ref().map(state) {
+            warn!("telling the service manager: {e}");
+        }
+    }
+
     fn run(
         &mut self,
         supervisor: &mut Supervisor,
@@ -218,6 +239,7 @@ impl Watch {
         loop {
             match signals.next() {
                 Ok(Some(SignalKind::Terminate)) => {
+                    self.tell(Notifier::stopping);
                     // Each reactor takes a second request as "stop now".
                     for handle in &self.handles {
                         let _ = handle.shutdown();

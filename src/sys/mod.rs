@@ -20,7 +20,8 @@
 //! [`open_descriptors`] and [`spawn_without_signals`]; [`somaxconn`] and
 //! [`ephemeral_ports`], the kernel's cap on accept queues and its range of
 //! client ports; [`take_passed_listeners`], the listening sockets a
-//! parent passed (systemd's socket activation, `LISTEN_FDS`).
+//! parent passed (systemd's socket activation, `LISTEN_FDS`), and the
+//! [`Notifier`] that tells it `READY=1` and `STOPPING=1` (`NOTIFY_SOCKET`).
 //!
 //! Backends, picked at compile time: `linux/` (epoll, eventfd, signalfd,
 //! splice) and `bsd/` (kqueue on macOS, iOS, FreeBSD, OpenBSD, NetBSD and
@@ -43,7 +44,9 @@ pub use unix::{
     Listener, Socket, SpareFd, ephemeral_ports, grow_fd_table, open_descriptors, raise_fd_limit,
     somaxconn, spawn_without_signals,
 };
-pub use unix::{PassedListener, is_own_address, open_fifo_for_writing, take_passed_listeners};
+pub use unix::{
+    Notifier, PassedListener, is_own_address, open_fifo_for_writing, take_passed_listeners,
+};
 
 #[cfg(target_os = "linux")]
 #[path = "linux/mod.rs"]

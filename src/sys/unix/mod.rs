@@ -15,6 +15,7 @@ mod fifo;
 mod ifaddrs;
 #[allow(unsafe_code, reason = "sysctlbyname(3), off Linux")]
 mod net_limits;
+mod notify;
 #[expect(
     unsafe_code,
     reason = "adopting a duplicated descriptor; sysctlbyname(3) on macOS"
@@ -35,6 +36,7 @@ pub use activation::{PassedListener, take_passed_listeners};
 pub use fifo::open_fifo_for_writing;
 pub use ifaddrs::is_own_address;
 pub use net_limits::{ephemeral_ports, somaxconn};
+pub use notify::Notifier;
 pub use process::{
     SpareFd, grow_fd_table, open_descriptors, raise_fd_limit, spawn_without_signals,
 };
