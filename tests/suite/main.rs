@@ -13,6 +13,7 @@
 mod common;
 mod sim;
 
+mod activation;
 mod addresses;
 mod bench;
 mod binary;
