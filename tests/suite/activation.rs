@@ -11,17 +11,21 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::process::{ChildStderr, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::sys::signal::Signal;
 
 use crate::common::{IO_TIMEOUT, LogFile, Server, echo_all, sockloop};
 
-/// A path in the temporary directory, removed when dropped.
+/// A path in the temporary directory, of its own in this process (the
+/// tests run at once), removed when dropped.
 struct TempPath(PathBuf);
 
 impl TempPath {
     fn new(name: &str) -> TempPath {
-        let file = format!("sockloop-{name}-{}", std::process::id());
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let file = format!("sockloop-{name}-{}-{n}", std::process::id());
         let path = std::env::temp_dir().join(file);
         let _ = std::fs::remove_file(&path);
         TempPath(path)
@@ -120,18 +124,39 @@ fn echo_serves_the_unix_socket_systemd_passes_and_leaves_its_file() {
     );
 }
 
-/// `sockloop ARGS` with `passed` at descriptor 3 (through stdin and the
-/// shell), `LISTEN_PID` its own, `LISTEN_FDS=1`, and `NOTIFY_SOCKET`.
-fn start_with_passed(passed: OwnedFd, notify: &TempPath, args: &[&str], log: &LogFile) -> Server {
-    let script = r#"LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@" 3<&0 0</dev/null"#;
-    let mut command = sockloop(&["sh", "-c", script], args);
+/// `sockloop ARGS` with `passed` at descriptor 3 and on (through stdin and
+/// stdout, which the shell moves there), `LISTEN_PID` its own, `LISTEN_FDS`
+/// counting them, and `NOTIFY_SOCKET`; extra variables in `env`.
+fn start_with_passed(
+    passed: Vec<OwnedFd>,
+    env: &[(&str, &str)],
+    notify: &TempPath,
+    args: &[&str],
+    log: &LogFile,
+) -> Server {
+    let moves = ["3<&0 0</dev/null", "3<&0 4<&1 0</dev/null 1>/dev/null"];
+    let script = format!(
+        r#"LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@" {}"#,
+        moves[passed.len() - 1]
+    );
+    let mut command = sockloop(&["sh", "-c", &script], args);
+    let mut passed = passed.into_iter();
     command
-        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDS", passed.len().to_string())
         .env("NOTIFY_SOCKET", &notify.0)
-        .stdin(Stdio::from(passed))
-        .stdout(Stdio::null())
+        .envs(env.iter().copied())
+        .stdin(Stdio::from(passed.next().expect("a socket to pass")))
+        .stdout(passed.next().map_or_else(Stdio::null, Stdio::from))
         .stderr(log.stdio());
     Server::spawn(&mut command)
+}
+
+/// A Unix datagram socket to read READY=1 and STOPPING=1 from.
+fn notify_socket() -> (TempPath, UnixDatagram) {
+    let notify = TempPath::new("notify.sock");
+    let states = UnixDatagram::bind(&notify.0).expect("bind the notify socket");
+    states.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    (notify, states)
 }
 
 /// The next datagram on `socket`, as text.
@@ -143,14 +168,12 @@ fn next_state(socket: &UnixDatagram) -> String {
 
 #[test]
 fn a_passed_socket_is_served_by_every_reactor_after_ready_on_notify_socket() {
-    let notify = TempPath::new("notify.sock");
-    let states = UnixDatagram::bind(&notify.0).expect("bind the notify socket");
-    states.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let (notify, states) = notify_socket();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let log = LogFile::new("activation");
     let args = ["echo", "--listen", "127.0.0.1:1", "--threads", "2"];
-    let server = start_with_passed(OwnedFd::from(listener), &notify, &args, &log);
+    let server = start_with_passed(vec![listener.into()], &[], &notify, &args, &log);
 
     let ready = next_state(&states);
     assert_eq!(ready, format!("READY=1\nMAINPID={}", server.pid()));
@@ -170,4 +193,36 @@ fn a_passed_socket_is_served_by_every_reactor_after_ready_on_notify_socket() {
     server.signal(Signal::SIGTERM);
     assert_eq!(next_state(&states), "STOPPING=1");
     exits_cleanly(server);
+}
+
+#[test]
+fn a_passed_socket_named_metrics_serves_the_metrics_and_the_other_the_echo() {
+    let (notify, states) = notify_socket();
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (echo_addr, metrics_addr) = (echo.local_addr().unwrap(), metrics.local_addr().unwrap());
+    let log = LogFile::new("activation-metrics");
+    let names = [("LISTEN_FDNAMES", "echo:metrics")];
+    let passed = vec![echo.into(), metrics.into()];
+    let server = start_with_passed(passed, &names, &notify, &["echo"], &log);
+    assert!(next_state(&states).starts_with("READY=1\n"));
+
+    let client = TcpStream::connect(echo_addr).expect("connect to the echo");
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    assert_eq!(echo_all(client, b"not metrics\n"), b"not metrics\n");
+    let mut scrape = TcpStream::connect(metrics_addr).expect("connect to the metrics");
+    scrape.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    scrape.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.contains("sockloop_accepted_total"), "{answer}");
+    let said = log.read();
+    assert!(
+        said.contains(&format!("metrics on http://{metrics_addr}/metrics")),
+        "{said}"
+    );
+    stop(server);
 }
