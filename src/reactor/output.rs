@@ -73,6 +73,15 @@ impl State {
         };
         conn.count_output(&mut self.stats.buffered_output);
         let pending = conn.output().len();
+        // The common case, a connection that fed its own reply and has
+        // nothing left: no backpressure to lift, no drain to report, no timer.
+        if pending == 0
+            && conn.fed_by.is_none()
+            && !conn.flags.backpressured
+            && self.drain_watch.is_empty()
+        {
+            return;
+        }
         let source = conn.fed_by.unwrap_or(id);
         self.stats.peak_pending_output = self.stats.peak_pending_output.max(pending);
         let tight = self.stats.buffered_output > self.config.max_buffered / 2;
