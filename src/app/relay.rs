@@ -26,7 +26,8 @@
 //!   terminating TLS) has only that protocol offered upstream, so both hops
 //!   speak the same one;
 //! - given a [`CurrentUpstreams`] ([`Relay::with_reloads`]), a relay takes
-//!   its newer set when its reactor is woken: new clients go to the new set,
+//!   its newer set when its reactor is woken, or at its next client at the
+//!   latest: new clients go to the new set,
 //!   pairs open keep the upstream they have, and a connect in progress that
 //!   fails is tried again on the new set's upstreams.
 
@@ -156,8 +157,9 @@ impl Relay {
     }
 
     /// Takes each newer set published in `current` when its reactor is
-    /// woken ([`Handle::wake`](crate::reactor::Handle::wake)): new clients
-    /// go to it, pairs open keep their upstream. `/metrics` shows the set's
+    /// woken ([`Handle::wake`](crate::reactor::Handle::wake)), or before
+    /// the next client if that comes first: new clients go to it, pairs
+    /// open keep their upstream. `/metrics` shows the set's
     /// generation and the reloads `current` refused.
     pub fn with_reloads(mut self, current: Arc<CurrentUpstreams>) -> Relay {
         self.reloads = Some(current);
@@ -308,6 +310,18 @@ impl Relay {
         true
     }
 
+    /// Takes the latest set of upstreams, if it is newer than the pool's.
+    fn take_newer_set(&mut self) {
+        let Some(reloads) = &self.reloads else {
+            return;
+        };
+        if reloads.generation() > self.pool.generation {
+            let set = reloads.latest();
+            self.pool.replace(&set.addrs, set.generation);
+            debug!("upstreams of generation {} taken", set.generation);
+        }
+    }
+
     /// Pair `key`'s upstream `id` is up.
     fn upstream_up(&mut self, ctx: &mut Context<'_>, id: ConnId, addr: &Addr, key: usize) -> Side {
         let pair = &mut self.pairs[key];
@@ -376,6 +390,9 @@ impl Service for Relay {
         if let Some(key) = self.connecting.remove(&id) {
             return Some(self.upstream_up(ctx, id, addr, key));
         }
+        // The wake that brings a newer set may come after this client, in
+        // the same turn: a client accepted once it is published goes to it.
+        self.take_newer_set();
         let key = self.pairs.insert(Pair {
             client: Some(id),
             client_addr: addr.clone(),
@@ -530,14 +547,7 @@ impl Service for Relay {
     }
 
     fn on_wake(&mut self, _: &mut Context<'_>) {
-        let Some(reloads) = &self.reloads else {
-            return;
-        };
-        let set = reloads.latest();
-        if set.generation > self.pool.generation {
-            self.pool.replace(&set.addrs, set.generation);
-            debug!("upstreams of generation {} taken", set.generation);
-        }
+        self.take_newer_set();
     }
 
     fn metrics(&self, now: Instant, out: &mut MetricsText) {

@@ -74,11 +74,15 @@ pub struct UpstreamSet {
 
 /// The latest accepted set, shared between whoever reloads it (the
 /// supervisor, on SIGHUP) and the relay of every reactor, which looks here
-/// when woken ([`Relay::with_reloads`](super::Relay::with_reloads)); and the
-/// count of reloads refused, for `/metrics`.
+/// when woken and before it pairs a new client
+/// ([`Relay::with_reloads`](super::Relay::with_reloads)); and the count of
+/// reloads refused, for `/metrics`.
 #[derive(Debug)]
 pub struct CurrentUpstreams {
     latest: Mutex<Arc<UpstreamSet>>,
+    /// The latest set's generation, read without the lock: what a new
+    /// client costs a relay whose set is up to date.
+    generation: AtomicU64,
     rejected: AtomicU64,
 }
 
@@ -90,8 +94,14 @@ impl CurrentUpstreams {
                 generation: 1,
                 addrs,
             })),
+            generation: AtomicU64::new(1),
             rejected: AtomicU64::new(0),
         }
+    }
+
+    /// The latest set's generation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The latest accepted set.
@@ -113,6 +123,7 @@ impl CurrentUpstreams {
         let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
         let generation = latest.generation + 1;
         *latest = Arc::new(UpstreamSet { generation, addrs });
+        self.generation.store(generation, Ordering::Release);
         Ok(generation)
     }
 
@@ -191,6 +202,7 @@ mod tests {
             Err(UpstreamsError::Empty)
         );
         let latest = current.latest();
+        assert_eq!(current.generation(), 2);
         assert_eq!(
             (latest.generation, &latest.addrs, current.rejected()),
             (2, &addrs(&["127.0.0.1:2"]), 2)

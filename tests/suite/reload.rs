@@ -1,0 +1,159 @@
+//! `relay --upstreams-file FILE`, read again on SIGHUP: new clients go to
+//! the new set, pairs already open keep their upstream, and a file with a
+//! bad line keeps the set there is and says which line.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+use nix::sys::signal::Signal;
+
+use crate::common::{IO_TIMEOUT, LogFile, Server, wait_until};
+use crate::metrics::{scrape, value, with_metrics};
+
+/// An upstream the test plays itself: it sees which connections reach it.
+struct Upstream {
+    listener: TcpListener,
+    addr: String,
+}
+
+impl Upstream {
+    fn new() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        Upstream { listener, addr }
+    }
+
+    /// The connection the relay opened to this upstream (bounded wait).
+    fn accept(&self) -> TcpStream {
+        let what = format!("a connection at upstream {}", self.addr);
+        let stream = wait_until(&what, || match self.listener.accept() {
+            Ok((stream, _)) => Some(stream),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => None,
+            Err(e) => panic!("accept at {}: {e}", self.addr),
+        });
+        stream.set_nonblocking(false).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream
+    }
+
+    /// Whether a connection is waiting here.
+    fn has_waiting(&self) -> bool {
+        match self.listener.accept() {
+            Ok(_) => true,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+            Err(e) => panic!("accept at {}: {e}", self.addr),
+        }
+    }
+}
+
+/// `message` from one end to the other, read in full there.
+fn carries(from: &mut TcpStream, to: &mut TcpStream, message: &[u8]) {
+    from.write_all(message).unwrap();
+    let mut got = vec![0; message.len()];
+    to.read_exact(&mut got).unwrap();
+    assert_eq!(got, message);
+}
+
+/// A client of the relay, and the upstream end of its pair at `upstream`;
+/// both directions checked.
+fn pair_through(relay: &Server, upstream: &Upstream) -> (TcpStream, TcpStream) {
+    let mut client = relay.connect();
+    let mut far = upstream.accept();
+    carries(&mut client, &mut far, b"hello upstream");
+    carries(&mut far, &mut client, upstream.addr.as_bytes());
+    (client, far)
+}
+
+#[test]
+fn sighup_sends_new_clients_to_the_new_upstreams_and_a_bad_file_keeps_them() {
+    let (a, b) = (Upstream::new(), Upstream::new());
+    let file = LogFile::new("upstreams");
+    std::fs::write(file.path(), format!("# the first set\n\n  {}  \n", a.addr)).unwrap();
+    let path = file.path().to_str().unwrap();
+    let (relay, metrics, mut log) = with_metrics(&["relay", "--upstreams-file", path]);
+    let (mut old_client, mut old_far) = pair_through(&relay, &a);
+    assert_eq!(
+        value(&scrape(&metrics), "sockloop_upstreams_generation"),
+        1.0
+    );
+
+    std::fs::write(file.path(), format!("{}\n", b.addr)).unwrap();
+    relay.signal(Signal::SIGHUP);
+    let taken = log.wait_for("upstreams of generation 2");
+    assert!(taken.contains(&b.addr), "{taken}");
+    let new_pair = pair_through(&relay, &b);
+    assert!(
+        !a.has_waiting(),
+        "a client after the reload went to the old upstream"
+    );
+    // The pair opened before the reload still talks to its upstream.
+    carries(&mut old_client, &mut old_far, b"still here");
+    carries(&mut old_far, &mut old_client, b"and here");
+
+    std::fs::write(file.path(), format!("{}\nnot-an-address:99\n", a.addr)).unwrap();
+    relay.signal(Signal::SIGHUP);
+    let refused = log.wait_for("line 2");
+    assert!(refused.contains("WARN"), "{refused}");
+    assert!(refused.contains(path), "the file is not named: {refused}");
+    assert!(refused.contains("`not-an-address:99`"), "{refused}");
+    assert!(
+        refused.contains("keeping the upstreams of generation 2"),
+        "{refused}"
+    );
+    let kept = pair_through(&relay, &b);
+    assert!(!a.has_waiting(), "the refused file's upstream was used");
+
+    let samples = wait_until("reactor 0 on generation 2", || {
+        let samples = scrape(&metrics);
+        (value(&samples, "sockloop_upstreams_generation") == 2.0).then_some(samples)
+    });
+    assert_eq!(
+        value(&samples, "sockloop_upstreams_reloads_rejected_total"),
+        1.0
+    );
+    let down = |upstream: &str| format!("sockloop_upstream_down{{upstream=\"{upstream}\"}}");
+    assert_eq!(value(&samples, &down(&b.addr)), 0.0);
+    assert!(
+        !samples.contains_key(&down(&a.addr)),
+        "the old set is still shown"
+    );
+    drop((new_pair, kept, old_client, old_far, relay));
+}
+
+#[test]
+fn with_several_reactors_every_one_takes_the_new_upstreams() {
+    let (a, b) = (Upstream::new(), Upstream::new());
+    let file = LogFile::new("upstreams");
+    std::fs::write(file.path(), format!("{}\n", a.addr)).unwrap();
+    let path = file.path().to_str().unwrap();
+    let args = ["relay", "--upstreams-file", path, "--threads", "2"];
+    let mut relay = Server::start(&[], &args, std::process::Stdio::piped());
+    let mut log = crate::common::LogLines::new(relay.take_stderr());
+    let (mut old_client, mut old_far) = pair_through(&relay, &a);
+    std::fs::write(file.path(), format!("{}\n", b.addr)).unwrap();
+    relay.signal(Signal::SIGHUP);
+    log.wait_for("upstreams of generation 2");
+    // The kernel spreads clients over the reactors by their ports: of
+    // eight, each reactor almost always gets some (not asserted).
+    let new_pairs: Vec<_> = (0..8).map(|_| pair_through(&relay, &b)).collect();
+    assert!(
+        !a.has_waiting(),
+        "a client after the reload went to the old upstream"
+    );
+    carries(&mut old_client, &mut old_far, b"still here");
+    carries(&mut old_far, &mut old_client, b"and here");
+    drop((new_pairs, old_client, old_far, relay));
+}
+
+#[test]
+fn sighup_to_a_server_with_nothing_to_reload_is_logged_and_ignored() {
+    let mut echo = Server::start(&[], &["echo"], std::process::Stdio::piped());
+    let mut log = crate::common::LogLines::new(echo.take_stderr());
+    log.wait_for("serving on");
+    echo.signal(Signal::SIGHUP);
+    let line = log.wait_for("SIGHUP");
+    assert!(line.contains("INFO") && line.contains("ignored"), "{line}");
+    let mut client = echo.connect();
+    assert_eq!(crate::common::round_trip(&mut client, b"alive"), b"alive");
+}
