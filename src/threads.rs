@@ -43,7 +43,10 @@ pub struct Options {
 /// look and wake every reactor through its [`Handle`] (a service takes it
 /// in [`on_wake`](Service::on_wake)). The reactors are never stopped for it.
 #[derive(Clone)]
-pub struct Reload(Arc<dyn Fn(&[Handle]) + Send + Sync>);
+pub struct Reload(Arc<ReloadFn>);
+
+/// A reload's body, given the handles of all the reactors.
+type ReloadFn = dyn Fn(&[Handle]) + Send + Sync;
 
 impl Reload {
     /// A reload that runs `reload` with the handles of all the reactors.
