@@ -108,7 +108,11 @@ impl RelayArgs {
         };
         let mut plan = self.server.plan();
         let server = server::bind(&plan, config, make, fds_per_client)?;
-        refuse_own_upstream(&server.local, &current.latest().addrs)?;
+        let origin = match &self.upstreams_file {
+            Some(file) => file_origin(file),
+            None => "--upstream ".to_owned(),
+        };
+        refuse_own_upstream(&server.local, &current.latest().addrs, &origin)?;
         if let Some(file) = &self.upstreams_file {
             plan.threads.reload = Some(reload_on_hangup(file, current, &server.local));
         }
@@ -135,8 +139,9 @@ fn read_upstreams(file: &Path) -> Result<Vec<Addr>, Usage> {
 fn reload_on_hangup(file: &Path, current: Arc<CurrentUpstreams>, local: &Addr) -> Reload {
     let (file, local) = (file.to_owned(), local.clone());
     Reload::new(move |handles| {
-        let read = read_upstreams(&file)
-            .and_then(|addrs| refuse_own_upstream(&local, &addrs).map(|()| addrs));
+        let read = read_upstreams(&file).and_then(|addrs| {
+            refuse_own_upstream(&local, &addrs, &file_origin(&file)).map(|()| addrs)
+        });
         match current.reload(read) {
             Ok(generation) => {
                 let set = current.latest();
@@ -159,9 +164,15 @@ fn reload_on_hangup(file: &Path, current: Arc<CurrentUpstreams>, local: &Addr) -
     })
 }
 
-/// Refuses an upstream that is this relay itself: each client would make it
-/// connect to itself again, until it runs out of descriptors.
-fn refuse_own_upstream(local: &Addr, upstreams: &[Addr]) -> Result<(), Usage> {
+/// How a refusal names an upstream of `file`.
+fn file_origin(file: &Path) -> String {
+    format!("--upstreams-file {}: upstream ", file.display())
+}
+
+/// Refuses an upstream that is this relay itself, naming it after `origin`
+/// (where it came from): each client would make it connect to itself
+/// again, until it runs out of descriptors.
+fn refuse_own_upstream(local: &Addr, upstreams: &[Addr], origin: &str) -> Result<(), Usage> {
     let loops = |upstream: &&Addr| match (*upstream, local) {
         (Addr::Ip(to), Addr::Ip(at)) => reaches(*to, *at, sys::is_own_address),
         (Addr::Unix(to), Addr::Unix(at)) => same_file(to, at),
@@ -169,7 +180,7 @@ fn refuse_own_upstream(local: &Addr, upstreams: &[Addr]) -> Result<(), Usage> {
     };
     match upstreams.iter().find(loops) {
         Some(upstream) => refuse(format!(
-            "upstream {upstream} is this relay itself (it listens on {local}): \
+            "{origin}{upstream} is this relay itself (it listens on {local}): \
              each client would be relayed back to the relay, without end"
         )),
         None => Ok(()),

@@ -4,10 +4,11 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
 
 use nix::sys::signal::Signal;
 
-use crate::common::{IO_TIMEOUT, LogFile, Server, wait_until};
+use crate::common::{IO_TIMEOUT, LogFile, LogLines, Server, round_trip, wait_until};
 use crate::metrics::{scrape, value, with_metrics};
 
 /// An upstream the test plays itself: it sees which connections reach it.
@@ -128,8 +129,8 @@ fn with_several_reactors_every_one_takes_the_new_upstreams() {
     std::fs::write(file.path(), format!("{}\n", a.addr)).unwrap();
     let path = file.path().to_str().unwrap();
     let args = ["relay", "--upstreams-file", path, "--threads", "2"];
-    let mut relay = Server::start(&[], &args, std::process::Stdio::piped());
-    let mut log = crate::common::LogLines::new(relay.take_stderr());
+    let mut relay = Server::start(&[], &args, Stdio::piped());
+    let mut log = LogLines::new(relay.take_stderr());
     let (mut old_client, mut old_far) = pair_through(&relay, &a);
     std::fs::write(file.path(), format!("{}\n", b.addr)).unwrap();
     relay.signal(Signal::SIGHUP);
@@ -147,13 +148,31 @@ fn with_several_reactors_every_one_takes_the_new_upstreams() {
 }
 
 #[test]
+fn a_reload_that_names_the_relay_itself_is_refused() {
+    let a = Upstream::new();
+    let file = LogFile::new("upstreams");
+    std::fs::write(file.path(), format!("{}\n", a.addr)).unwrap();
+    let path = file.path().to_str().unwrap();
+    let mut relay = Server::start(&[], &["relay", "--upstreams-file", path], Stdio::piped());
+    let mut log = LogLines::new(relay.take_stderr());
+    std::fs::write(file.path(), format!("127.0.0.1:{}\n", relay.port)).unwrap();
+    relay.signal(Signal::SIGHUP);
+    let refused = log.wait_for("is this relay itself");
+    assert!(
+        refused.contains("keeping the upstreams of generation 1"),
+        "{refused}"
+    );
+    pair_through(&relay, &a);
+}
+
+#[test]
 fn sighup_to_a_server_with_nothing_to_reload_is_logged_and_ignored() {
-    let mut echo = Server::start(&[], &["echo"], std::process::Stdio::piped());
-    let mut log = crate::common::LogLines::new(echo.take_stderr());
+    let mut echo = Server::start(&[], &["echo"], Stdio::piped());
+    let mut log = LogLines::new(echo.take_stderr());
     log.wait_for("serving on");
     echo.signal(Signal::SIGHUP);
     let line = log.wait_for("SIGHUP");
     assert!(line.contains("INFO") && line.contains("ignored"), "{line}");
     let mut client = echo.connect();
-    assert_eq!(crate::common::round_trip(&mut client, b"alive"), b"alive");
+    assert_eq!(round_trip(&mut client, b"alive"), b"alive");
 }
