@@ -8,7 +8,7 @@ use std::process::Stdio;
 
 use nix::sys::signal::Signal;
 
-use crate::common::{IO_TIMEOUT, LogFile, LogLines, Server, round_trip, wait_until};
+use crate::common::{IO_TIMEOUT, LogFile, LogLines, Server, round_trip, sockloop, wait_until};
 use crate::metrics::{scrape, value, with_metrics};
 
 /// An upstream the test plays itself: it sees which connections reach it.
@@ -163,6 +163,22 @@ fn a_reload_that_names_the_relay_itself_is_refused() {
         "{refused}"
     );
     pair_through(&relay, &a);
+}
+
+#[test]
+fn a_relay_refuses_to_start_on_an_upstreams_file_with_a_bad_line() {
+    let file = LogFile::new("upstreams");
+    std::fs::write(file.path(), "127.0.0.1:7001\n\n127.0.0.1:7002 7003\n").unwrap();
+    let path = file.path().to_str().unwrap();
+    let mut command = sockloop(
+        &[],
+        &["relay", "--upstreams-file", path, "--listen", "127.0.0.1:0"],
+    );
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let exited = Server::spawn(&mut command).finish_or_stop();
+    assert_eq!(exited.status.code(), Some(2), "{}", exited.stderr);
+    let named = format!("--upstreams-file {path}: line 3 `127.0.0.1:7002 7003`: ");
+    assert!(exited.stderr.contains(&named), "{}", exited.stderr);
 }
 
 #[test]
