@@ -276,7 +276,7 @@ impl Relay {
             return false;
         };
         connecting.tried.push(i);
-        let addr = &self.pool.upstreams[i].addr;
+        let addr = &self.pool.upstreams[&i].addr;
         let up = match &mut self.tls {
             Some(tls) => match tls.connect(ctx, addr, client) {
                 Ok(up) => up,
@@ -288,7 +288,7 @@ impl Relay {
             None => ctx.connect(addr, None),
         };
         debug!("{client} from {} → {up} to {addr}", pair.client_addr);
-        self.pool.upstreams[i].pairs += 1;
+        self.pool.upstream(i).pairs += 1;
         pair.upstream = i;
         pair.upstream_conn = Some(up);
         self.connecting.insert(up, key);
@@ -414,7 +414,7 @@ impl Service for Relay {
         let pair = &mut self.pairs[key];
         let i = pair.upstream;
         pair.upstream_conn = None;
-        let upstream = self.pool.upstreams[i].addr.clone();
+        let upstream = self.pool.upstreams[&i].addr.clone();
         // The reactor gave it up (a shutdown's deadline), the upstream did not fail.
         let abandoned = error.kind() == io::ErrorKind::ConnectionAborted;
         if !abandoned && blames_upstream(error.kind()) {
@@ -580,12 +580,15 @@ fn addr_or_unknown(addr: Option<&Addr>) -> String {
 /// to. Told the time rather than reading it, so that it is tested without
 /// sockets or sleeps.
 ///
-/// An upstream is known by its key in `upstreams`, which stays its own
-/// while a pair uses it: a reload replaces `current`, and an upstream that
-/// is no longer in it goes when its last pair does.
+/// An upstream is known by its key in `upstreams`, never given to another
+/// (a client's list of upstreams tried stays true across reloads): a
+/// reload replaces `current`, and an upstream that is no longer in it goes
+/// when its last pair does.
 struct Pool {
     /// The current set's upstreams, and those of older sets still in use.
-    upstreams: Slab<Upstream>,
+    upstreams: HashMap<usize, Upstream>,
+    /// The key the next upstream new to the pool gets.
+    next_key: usize,
     /// The current set, in order: keys of `upstreams`.
     current: Vec<usize>,
     /// The current set's: 1 at start, +1 per reload taken.
@@ -610,7 +613,8 @@ struct Upstream {
 impl Pool {
     fn new(addrs: Vec<Addr>, balance: Balance, down_time: Duration) -> Pool {
         let mut pool = Pool {
-            upstreams: Slab::new(),
+            upstreams: HashMap::new(),
+            next_key: 0,
             current: Vec::new(),
             generation: 0,
             balance,
@@ -629,21 +633,32 @@ impl Pool {
         for addr in addrs {
             let known = self.upstreams.iter().find(|(_, u)| u.addr == *addr);
             let key = match known {
-                Some((key, _)) => key,
-                None => self.upstreams.insert(Upstream {
-                    addr: addr.clone(),
-                    pairs: 0,
-                    failures: 0,
-                    down_until: None,
-                }),
+                Some((&key, _)) => key,
+                None => {
+                    let key = self.next_key;
+                    self.next_key += 1;
+                    let fresh = Upstream {
+                        addr: addr.clone(),
+                        pairs: 0,
+                        failures: 0,
+                        down_until: None,
+                    };
+                    self.upstreams.insert(key, fresh);
+                    key
+                }
             };
             current.push(key);
         }
         self.upstreams
-            .retain(|key, u| u.pairs > 0 || current.contains(&key));
+            .retain(|key, u| u.pairs > 0 || current.contains(key));
         self.current = current;
         self.generation = generation;
         self.next = 0;
+    }
+
+    /// Upstream `i`, of the current set or used by a pair.
+    fn upstream(&mut self, i: usize) -> &mut Upstream {
+        self.upstreams.get_mut(&i).expect("an upstream of the pool")
     }
 
     /// Whether the current set has an upstream not in `tried`.
@@ -674,7 +689,7 @@ impl Pool {
         ];
         for (name, help, value) in gauges {
             out.family(name, MetricKind::Gauge, help);
-            for u in self.current.iter().map(|&key| &self.upstreams[key]) {
+            for u in self.current.iter().map(|&key| &self.upstreams[&key]) {
                 out.sample(name, &[("upstream", &u.addr.to_string())], value(u, now));
             }
         }
@@ -699,7 +714,7 @@ impl Pool {
         let mut best: Option<usize> = None;
         for at in (self.next..n).chain(0..self.next) {
             let key = self.current[at];
-            let u = &self.upstreams[key];
+            let u = &self.upstreams[&key];
             if !eligible(key, u) {
                 continue;
             }
@@ -709,7 +724,7 @@ impl Pool {
                     break;
                 }
                 Balance::LeastConn => {
-                    let fewer = |b: usize| u.pairs < self.upstreams[self.current[b]].pairs;
+                    let fewer = |b: usize| u.pairs < self.upstreams[&self.current[b]].pairs;
                     if best.is_none_or(fewer) {
                         best = Some(at);
                     }
@@ -724,11 +739,11 @@ impl Pool {
     /// A pair through upstream `i` has closed, or its connect has ended.
     /// An upstream no longer in the set goes with its last pair.
     fn detach(&mut self, i: usize) {
-        let pairs = &mut self.upstreams[i].pairs;
+        let pairs = &mut self.upstream(i).pairs;
         debug_assert!(*pairs > 0, "more pairs closed than opened");
         *pairs = pairs.saturating_sub(1);
         if *pairs == 0 && !self.current.contains(&i) {
-            self.upstreams.remove(i);
+            self.upstreams.remove(&i);
         }
     }
 
@@ -738,7 +753,7 @@ impl Pool {
     /// down (every upstream was) changes nothing.
     fn failed(&mut self, i: usize, now: Instant, error: &io::Error) {
         let base = self.down_time;
-        let u = &mut self.upstreams[i];
+        let u = self.upstream(i);
         if u.down_until.is_some_and(|t| t > now) {
             return;
         }
@@ -765,7 +780,7 @@ impl Pool {
     /// A connect to upstream `i` succeeded: it is up. How many connects had
     /// failed before, if any.
     fn succeeded(&mut self, i: usize) -> Option<u32> {
-        let u = &mut self.upstreams[i];
+        let u = self.upstream(i);
         let failures = std::mem::take(&mut u.failures);
         u.down_until = None;
         (failures > 0).then_some(failures)
@@ -794,7 +809,7 @@ mod tests {
         (0..n)
             .map(|_| {
                 let i = pool.pick(now, &[]).unwrap();
-                pool.upstreams[i].pairs += 1;
+                pool.upstream(i).pairs += 1;
                 i
             })
             .collect()
@@ -812,11 +827,11 @@ mod tests {
         let now = Instant::now();
         assert_eq!(picks(&mut pool, now, 3), [0, 1, 2]);
         // Upstream 1's pairs close: it alone has the fewest.
-        pool.upstreams[1].pairs = 0;
+        pool.upstream(1).pairs = 0;
         assert_eq!(picks(&mut pool, now, 1), [1]);
         // A tie of all three: in turn, from after the last one picked.
         assert_eq!(picks(&mut pool, now, 3), [2, 0, 1]);
-        pool.upstreams[0].pairs = 10;
+        pool.upstream(0).pairs = 10;
         assert_eq!(picks(&mut pool, now, 4), [2, 1, 2, 1]);
     }
 
@@ -841,20 +856,20 @@ mod tests {
         let t1 = t0 + s(2);
         assert_eq!(pool.pick(t1, &[]), Some(0));
         pool.failed(0, t1, &refused());
-        assert_eq!(pool.upstreams[0].down_until, Some(t1 + s(4)));
+        assert_eq!(pool.upstreams[&0].down_until, Some(t1 + s(4)));
         assert_eq!(picks(&mut pool, t1 + s(3), 2), [1, 1]);
         let t2 = t1 + s(4);
         pool.failed(0, t2, &refused());
-        assert_eq!(pool.upstreams[0].down_until, Some(t2 + s(8)));
+        assert_eq!(pool.upstreams[&0].down_until, Some(t2 + s(8)));
         // A connect that had started before it went down fails meanwhile:
         // that does not make it longer.
         pool.failed(0, t2 + s(1), &refused());
-        assert_eq!(pool.upstreams[0].down_until, Some(t2 + s(8)));
+        assert_eq!(pool.upstreams[&0].down_until, Some(t2 + s(8)));
         // Success resets it.
         assert_eq!(pool.succeeded(0), Some(3));
         assert_eq!(pool.succeeded(0), None);
         pool.failed(0, t2 + s(2), &refused());
-        assert_eq!(pool.upstreams[0].down_until, Some(t2 + s(4)));
+        assert_eq!(pool.upstreams[&0].down_until, Some(t2 + s(4)));
     }
 
     #[test]
@@ -863,12 +878,12 @@ mod tests {
         let mut now = Instant::now();
         for _ in 0..40 {
             pool.failed(0, now, &refused());
-            now = pool.upstreams[0].down_until.unwrap();
+            now = pool.upstreams[&0].down_until.unwrap();
         }
-        let last = pool.upstreams[0].down_until.unwrap();
+        let last = pool.upstreams[&0].down_until.unwrap();
         pool.failed(0, now, &refused());
         let cap = Duration::from_secs(2) * MAX_DOWN_FACTOR;
-        assert_eq!(pool.upstreams[0].down_until, Some(last + cap));
+        assert_eq!(pool.upstreams[&0].down_until, Some(last + cap));
     }
 
     #[test]
@@ -879,7 +894,7 @@ mod tests {
         pool.failed(2, now, &refused());
         assert_eq!(pool.pick(now, &[]), Some(1));
         // 1 was tried for this client: of the down ones, the least loaded.
-        pool.upstreams[0].pairs = 1;
+        pool.upstream(0).pairs = 1;
         assert_eq!(pool.pick(now, &[1]), Some(2));
         assert_eq!(pool.pick(now, &[1, 2]), Some(0));
     }
@@ -897,7 +912,7 @@ mod tests {
             ([1, 2].as_slice(), 2)
         );
         assert!(
-            pool.upstreams[1].down_until.is_some(),
+            pool.upstreams[&1].down_until.is_some(),
             "9001 keeps its health"
         );
         assert_eq!(picks(&mut pool, now, 2), [2, 2], "9001 is down, 9000 gone");
@@ -918,11 +933,15 @@ mod tests {
         // 9000's last pair closes: it goes; 9001's does: it stays, in the set.
         pool.detach(0);
         pool.detach(1);
-        assert!(!pool.upstreams.contains(0) && pool.upstreams.contains(1));
+        assert!(!pool.upstreams.contains_key(&0) && pool.upstreams.contains_key(&1));
         // A set that drops an upstream nobody uses drops it at once.
         pool.replace(&[local(5)], 3);
         assert_eq!(pool.upstreams.len(), 1);
         assert_eq!(pool.pick(now, &[]), Some(2));
+        // A client that tried 9000 (key 0) before it went must not find a
+        // new upstream under that key.
+        pool.replace(&[local(7)], 4);
+        assert_eq!(pool.pick(now, &[0]), Some(3));
     }
 
     #[test]
