@@ -192,3 +192,83 @@ fn sighup_to_a_server_with_nothing_to_reload_is_logged_and_ignored() {
     let mut client = echo.connect();
     assert_eq!(round_trip(&mut client, b"alive"), b"alive");
 }
+
+/// The simulated OS: a relay whose set is reloaded (and a SIGHUP its
+/// reactor takes itself) in virtual time, every step checked.
+mod simulated {
+    use std::sync::Arc;
+
+    use sockloop::app::relay::{CurrentUpstreams, Relay};
+    use sockloop::reactor::{Addr, Config, ListenOptions, Reactor};
+    use sockloop::sys::SignalKind;
+
+    use crate::sim::{Client, Sim, World, world};
+
+    const LISTEN: &str = "10.0.0.1:80";
+    const A: &str = "10.0.0.9:7";
+    const B: &str = "10.0.0.10:7";
+
+    /// Turns until `client` has `message` back from its echoing upstream.
+    fn echoed(reactor: &mut Reactor<Relay, Sim>, client: &mut Client, message: &[u8]) {
+        world(|w| w.client_send(client, message));
+        for _ in 0..50 {
+            reactor.turn().unwrap();
+            world(|w| {
+                w.run_upstreams();
+                w.client_read(client, 4096);
+            });
+            if client.received.ends_with(message) {
+                return;
+            }
+        }
+        panic!("{message:?} never came back: {:?}", client.received);
+    }
+
+    /// The upstream address of each pair, sorted.
+    fn upstreams_in_use(reactor: &Reactor<Relay, Sim>) -> Vec<String> {
+        let mut peers: Vec<String> = reactor
+            .connections()
+            .iter()
+            .map(|c| c.peer.to_string())
+            .filter(|peer| peer == A || peer == B)
+            .collect();
+        peers.sort();
+        peers
+    }
+
+    #[test]
+    fn a_reloaded_set_takes_new_clients_and_sighup_to_the_reactor_ends_nothing() {
+        World::install(4096, 64, Vec::new());
+        let (listen, a, b): (Addr, Addr, Addr) = (
+            LISTEN.parse().unwrap(),
+            A.parse().unwrap(),
+            B.parse().unwrap(),
+        );
+        world(|w| {
+            w.add_upstream(a.clone(), false);
+            w.add_upstream(b.clone(), false);
+        });
+        let current = Arc::new(CurrentUpstreams::new(vec![a]));
+        let relay = Relay::new(current.latest().addrs.clone()).with_reloads(current.clone());
+        let mut reactor = Reactor::<Relay, Sim>::with_os(Config::default(), relay).unwrap();
+        reactor.handle_signals().unwrap();
+        reactor.listen(&listen, &ListenOptions::default()).unwrap();
+        let mut old = world(|w| w.connect_client(&listen)).unwrap();
+        echoed(&mut reactor, &mut old, b"first");
+
+        assert_eq!(current.reload(Ok::<_, ()>(vec![b])), Ok(2));
+        reactor.handle().wake().unwrap();
+        world(|w| w.raise_signal(SignalKind::Reload));
+        let mut new = world(|w| w.connect_client(&listen)).unwrap();
+        echoed(&mut reactor, &mut new, b"second");
+        echoed(&mut reactor, &mut old, b"third");
+        let mut both = [A, B];
+        both.sort();
+        assert_eq!(upstreams_in_use(&reactor), both);
+        assert_eq!(world(|w| w.signals_pending()), 0, "SIGHUP was never taken");
+        assert!(reactor.is_running(), "SIGHUP ended the reactor");
+        assert_eq!(reactor.service().open_pairs(), 2);
+        drop(reactor);
+        World::uninstall();
+    }
+}
