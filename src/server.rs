@@ -16,8 +16,9 @@
 mod tls;
 
 use std::fmt;
+use std::fs;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use log::{info, warn};
 use sockloop::reactor::{Config, Reactor, Service};
@@ -45,6 +46,8 @@ pub struct Plan {
     pub reactors: usize,
     /// Serve the counters at `http://ADDR/metrics` from the first reactor.
     pub metrics: Option<Addr>,
+    /// Where to write this process's id once it serves.
+    pub pid_file: Option<PathBuf>,
     /// How the reactors' threads run.
     pub threads: threads::Options,
 }
@@ -66,6 +69,39 @@ pub struct Bound<S: Service> {
     pub reactors: Vec<Reactor<S>>,
     /// Where the listeners are (with the port picked, for port 0).
     pub local: Addr,
+    /// Removed as the server ends, if still its own.
+    _pid_file: Option<PidFile>,
+}
+
+/// `--pid-file`: this process's id, written whole (renamed into place) so
+/// that a reader never sees half of it, and removed when this ends if it
+/// still holds that id: a successor may have written its own meanwhile.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: &Path) -> io::Result<PidFile> {
+        let pid = std::process::id();
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(format!(".{pid}.tmp"));
+        let written =
+            fs::write(&partial, format!("{pid}\n")).and_then(|()| fs::rename(&partial, path));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&partial);
+            let kind = e.kind();
+            let e = format!("--pid-file {}: {e}", path.display());
+            return Err(io::Error::new(kind, e));
+        }
+        Ok(PidFile(path.to_owned()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let ours = std::process::id().to_string();
+        if fs::read_to_string(&self.0).is_ok_and(|text| text.trim() == ours) {
+            let _ = fs::remove_file(&self.0);
+        }
+    }
 }
 
 /// Starts the server of `plan` (see [`bind`]) and serves until a signal
@@ -117,10 +153,12 @@ pub fn bind<S: Service>(
     log_listeners(plan, &addr);
     listen_metrics(&mut reactors[0], plan, &options)?;
     log_room(fd_limit, fds_per_client);
+    let pid_file = plan.pid_file.as_deref().map(PidFile::write).transpose()?;
     Ok(Bound {
         supervisor,
         reactors,
         local: addr,
+        _pid_file: pid_file,
     })
 }
 

@@ -277,3 +277,21 @@ fn a_successor_given_the_listener_says_ready_and_serves_it() {
     successor.signal(Signal::SIGTERM);
     assert_eq!(successor.wait_exit(), 0);
 }
+
+#[test]
+fn the_pid_file_holds_the_id_while_serving_and_goes_at_exit_unless_replaced() {
+    let pid_file = TempPath::new("echo.pid");
+    let path = pid_file.0.to_str().unwrap();
+    let server = Server::start(&[], &["echo", "--pid-file", path], Stdio::null());
+    let written = std::fs::read_to_string(&pid_file.0).expect("the pid file, once listening");
+    assert_eq!(written, format!("{}\n", server.pid()));
+    stop(server);
+    assert!(!pid_file.0.exists(), "the pid file outlived its server");
+
+    // A successor wrote its own id: that file stays.
+    let server = Server::start(&[], &["echo", "--pid-file", path], Stdio::null());
+    std::fs::write(&pid_file.0, "4194304\n").unwrap();
+    stop(server);
+    let kept = std::fs::read_to_string(&pid_file.0).expect("the successor's pid file");
+    assert_eq!(kept, "4194304\n");
+}
