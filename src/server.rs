@@ -21,7 +21,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use log::{info, warn};
-use sockloop::reactor::{Config, Reactor, Service};
+use sockloop::reactor::{Config, Reactor, Serve, Service};
 use sockloop::sys::os::Listen;
 use sockloop::sys::{self, Addr, ListenOptions, Listener, PassedListener};
 use sockloop::threads::{self, Supervisor};
@@ -196,7 +196,7 @@ fn listen<S: Service>(
         let local = listener.local_addr().clone();
         let own = listener.try_clone();
         let served = own.and_then(|own| match &plan.tls {
-            None => reactor.adopt(own),
+            None => reactor.adopt(own, Serve::Service),
             Some(tls) => tls::adopt(reactor, own, tls),
         });
         let served = served.map_err(|e| io::Error::new(e.kind(), format!("serve on {local}: {e}")));
@@ -222,9 +222,9 @@ fn listen_metrics<S: Service>(
     let served = match (passed_for(plan, true).first(), &plan.metrics) {
         (Some(passed), _) => passed
             .try_clone()
-            .and_then(|own| reactor.adopt_metrics(own)),
+            .and_then(|own| reactor.adopt(own, Serve::Metrics)),
         (None, Some(metrics)) => reactor
-            .listen_metrics(metrics, options)
+            .listen_as(metrics, options, Serve::Metrics)
             .map_err(|e| io::Error::new(e.kind(), format!("--metrics {metrics}: {e}"))),
         (None, None) => return Ok(()),
     };

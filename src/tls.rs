@@ -3,7 +3,7 @@
 //! and a self-signed certificate for trying it out.
 //!
 //! The reactor itself only takes rustls's `ServerConfig` and `ClientConfig`
-//! ([`Reactor::listen_tls`](crate::reactor::Reactor::listen_tls),
+//! ([`Reactor::listen_as`](crate::reactor::Reactor::listen_as) with [`Serve::Tls`](crate::reactor::Serve::Tls),
 //! [`Context::connect_tls`](crate::reactor::Context::connect_tls)); this is
 //! one way to make them. The crypto is rustls's `ring` provider.
 

@@ -23,7 +23,7 @@ use super::callback::Callback;
 use super::close::CloseReason;
 use super::conn::Phase;
 use super::kernel::{Handles, Kernel};
-use super::listeners::{Accepted, Route};
+use super::listeners::{Accepted, Serve};
 use super::scrape::MAX_METRICS_CONNS;
 use super::service::Service;
 use super::state::State;
@@ -56,8 +56,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 .listeners
                 .accept(i, &mut state.stats, &mut state.timers, state.now)
             {
-                Accepted::Conn(socket, peer, route) => {
-                    match admit(&mut self.state, &mut self.kernel, socket, peer, route) {
+                Accepted::Conn(socket, peer, serve) => {
+                    match admit(&mut self.state, &mut self.kernel, socket, peer, serve) {
                         Some((id, First::Open)) => self.call(Callback::Connect(id)),
                         Some((id, First::Handshake)) => self.handshake(id),
                         None => self.apply(),
@@ -81,15 +81,16 @@ pub(super) fn admit<O: Os>(
     kernel: &mut Kernel<O>,
     socket: O::Socket,
     peer: Addr,
-    route: Route,
+    serve: Serve,
 ) -> Option<(ConnId, First)> {
     state.stats.accepted += 1;
-    if state.refused(&route, &peer) {
+    if state.refused(&serve, &peer) {
         return None;
     }
-    let (tls, proxied, metrics) = match route {
-        Route::Service(tls) => (tls, state.config.proxy_protocol, false),
-        Route::Metrics => (None, false, true),
+    let (tls, proxied, metrics) = match serve {
+        Serve::Service => (None, state.config.proxy_protocol, false),
+        Serve::Tls(tls) => (Some(tls), state.config.proxy_protocol, false),
+        Serve::Metrics => (None, false, true),
     };
     let first = if tls.is_some() || proxied {
         First::Handshake
@@ -252,25 +253,27 @@ pub(super) fn finish_connect<O: Os>(
 }
 
 impl State {
-    /// Whether a new connection on `route` finds no room: a metrics one
+    /// Whether a new connection on `serve` finds no room: a metrics one
     /// past the metrics connections' own cap, another past `max_conns`
     /// (metrics ones not counted). One refused is counted and logged.
-    fn refused(&mut self, route: &Route, peer: &Addr) -> bool {
+    fn refused(&mut self, serve: &Serve, peer: &Addr) -> bool {
         let metrics_open = self.admission.metrics_open;
-        let full = match route {
-            Route::Metrics => metrics_open >= MAX_METRICS_CONNS,
-            Route::Service(_) => self.stats.active as usize - metrics_open >= self.config.max_conns,
+        let full = match serve {
+            Serve::Metrics => metrics_open >= MAX_METRICS_CONNS,
+            Serve::Service | Serve::Tls(_) => {
+                self.stats.active as usize - metrics_open >= self.config.max_conns
+            }
         };
         if !full {
             return false;
         }
         self.stats.count_close(CloseReason::Limit);
-        match route {
-            Route::Metrics => {
+        match serve {
+            Serve::Metrics => {
                 self.stats.metrics_refused += 1;
                 debug!("rejected {peer}: {MAX_METRICS_CONNS} metrics connections are open");
             }
-            Route::Service(_) => self.log_refusal(peer),
+            Serve::Service | Serve::Tls(_) => self.log_refusal(peer),
         }
         true
     }

@@ -26,16 +26,23 @@ const ACCEPT_BACKOFF_MS: (u64, u64) = (10, 1000);
 
 /// Who answers the connections a listener accepts.
 #[derive(Clone)]
-pub(crate) enum Route {
-    /// The service, after TLS if given.
-    Service(Option<ServerTls>),
-    /// The reactor's own `GET /metrics` responder.
+pub enum Serve {
+    /// The service, in plaintext.
+    Service,
+    /// The service, over TLS: it hears of a connection (`on_connect`) once
+    /// its handshake is done, and sees plaintext.
+    Tls(ServerTls),
+    /// The reactor's own metrics responder: the counters in the Prometheus
+    /// text format, one `GET /metrics` answered and the connection closed,
+    /// never seen by the service. These connections have a budget of their
+    /// own, apart from [`Config::max_conns`](super::Config::max_conns): a
+    /// few at once, a few seconds each.
     Metrics,
 }
 
 struct Slot<O: Os> {
     listener: O::Listener,
-    route: Route,
+    serve: Serve,
     /// On the list of work to do before the next wait (its budget ran out).
     scheduled: bool,
     /// Out of descriptors: not accepting until a timer says to try again.
@@ -52,7 +59,7 @@ pub(crate) struct Listeners<O: Os> {
 /// What one try at accepting from a listener gave.
 pub(crate) enum Accepted<O: Os> {
     /// A new connection, and who answers it.
-    Conn(O::Socket, Addr, Route),
+    Conn(O::Socket, Addr, Serve),
     /// Nobody came this time (a peer gave up while queued, or one was shed
     /// for want of descriptors): try again.
     Nobody,
@@ -74,14 +81,14 @@ impl<O: Os> Listeners<O> {
         &mut self,
         poller: &O::Poller,
         listener: O::Listener,
-        route: Route,
+        serve: Serve,
     ) -> io::Result<Addr> {
         let token = Token::Listener(self.slots.len());
         poller.register(&listener, token.to_u64(), Interest::Readable)?;
         let local = listener.local_addr().clone();
         self.slots.push(Slot {
             listener,
-            route,
+            serve,
             scheduled: false,
             paused: false,
             backoff_ms: ACCEPT_BACKOFF_MS.0,
@@ -104,7 +111,7 @@ impl<O: Os> Listeners<O> {
         let error = match slot.listener.accept() {
             Ok((socket, peer)) => {
                 slot.backoff_ms = ACCEPT_BACKOFF_MS.0;
-                return Accepted::Conn(socket, peer, slot.route.clone());
+                return Accepted::Conn(socket, peer, slot.serve.clone());
             }
             Err(AcceptError::WouldBlock) => return Accepted::Done,
             // The peer gave up while queued: only that connection is lost.

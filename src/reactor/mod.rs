@@ -10,7 +10,7 @@
 //! the turn are freed.
 //!
 //! `Reactor` is the coordinator, and the only caller of the service
-//! (`callback.rs`, [`Reactor::call`]). The parts own their state —
+//! (`callback.rs`, `Reactor::call`). The parts own their state —
 //! `listeners` (the listening sockets), `kernel` (the poller and each
 //! connection's socket), `state` (the books a service's [`Context`]
 //! borrows), `buffer` (the read arena), `reply` (replies on their way
@@ -19,7 +19,7 @@
 //! `accept` (admitting and connecting), `handshake` (PROXY and TLS),
 //! `splice`, `timeouts`, `budget`, `scrape`. A step never calls the
 //! service: it says what became of a connection (a read's result, a first
-//! step, or [`State::abort`](state::State::abort) for one that must end)
+//! step, or `State::abort` for one that must end)
 //! and the coordinator acts on it. `lifecycle` holds the coordinator's
 //! `apply`, `close`, timers and shutdown.
 
@@ -79,7 +79,9 @@ use crate::sys::os::{Listen, Os, Poll, Readiness, SignalSource, Stream, Wake};
 pub use crate::sys::{Addr, ListenOptions, SocketOptions};
 use crate::sys::{Real, SignalKind};
 use kernel::Kernel;
-use listeners::{Listeners, Route};
+use listeners::Listeners;
+pub use listeners::Serve;
+pub use tls::ServerTls;
 
 /// A single-threaded reactor running one [`Service`], on the OS `O`: this
 /// machine's ([`Real`]) unless a test puts a simulated one in its place.
@@ -163,40 +165,30 @@ impl<S: Service, O: Os> Reactor<S, O> {
         })
     }
 
-    /// Starts listening on `addr`, TCP or Unix-domain; returns the address
-    /// actually bound (the real port when `addr` asks for port 0).
+    /// Starts listening on `addr`, TCP or Unix-domain, for the service;
+    /// returns the address actually bound (the real port when `addr` asks
+    /// for port 0).
     pub fn listen(&mut self, addr: &Addr, options: &ListenOptions) -> io::Result<Addr> {
-        self.adopt(O::Listener::bind(addr, options)?)
+        self.listen_as(addr, options, Serve::Service)
+    }
+
+    /// As [`listen`](Self::listen), its connections served as `serve`
+    /// says: by the service, over TLS, or by the reactor's own metrics
+    /// responder.
+    pub fn listen_as(
+        &mut self,
+        addr: &Addr,
+        options: &ListenOptions,
+        serve: Serve,
+    ) -> io::Result<Addr> {
+        self.adopt(O::Listener::bind(addr, options)?, serve)
     }
 
     /// Serves the connections of `listener`, a listening socket made
     /// elsewhere (passed by systemd, or by the process this one replaces),
-    /// as [`listen`](Self::listen) serves its own; returns its address.
-    pub fn adopt(&mut self, listener: O::Listener) -> io::Result<Addr> {
-        self.serve_on(listener, None)
-    }
-
-    /// Registers `listener`, whose connections go to the service, after
-    /// the TLS handshake if `tls` is given.
-    fn serve_on(&mut self, listener: O::Listener, tls: Option<tls::ServerTls>) -> io::Result<Addr> {
-        self.listeners
-            .add(&self.kernel.poller, listener, Route::Service(tls))
-    }
-
-    /// Serves the counters on `addr` in the Prometheus text format: each
-    /// connection is answered by the reactor itself (one `GET /metrics`,
-    /// then closed), never seen by the service. Its connections have a
-    /// budget of their own, apart from [`Config::max_conns`]: a few at
-    /// once, a few seconds each. Returns the address bound.
-    pub fn listen_metrics(&mut self, addr: &Addr, options: &ListenOptions) -> io::Result<Addr> {
-        self.adopt_metrics(O::Listener::bind(addr, options)?)
-    }
-
-    /// As [`listen_metrics`](Self::listen_metrics), on a listening socket
-    /// made elsewhere, as [`adopt`](Self::adopt) takes one.
-    pub fn adopt_metrics(&mut self, listener: O::Listener) -> io::Result<Addr> {
-        self.listeners
-            .add(&self.kernel.poller, listener, Route::Metrics)
+    /// as `serve` says; returns its address.
+    pub fn adopt(&mut self, listener: O::Listener, serve: Serve) -> io::Result<Addr> {
+        self.listeners.add(&self.kernel.poller, listener, serve)
     }
 
     /// Opens a connection to `addr` (from `local`, if given) from outside any

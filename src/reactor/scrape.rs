@@ -1,5 +1,5 @@
 //! The reactor's side of a metrics connection (a scrape): a listener
-//! opened with [`Reactor::listen_metrics`] has its connections answered
+//! opened with [`Serve::Metrics`](super::Serve::Metrics) has its connections answered
 //! here, never by the service. Their bytes go to
 //! [`crate::metrics::responder`] until it has an answer, which is queued
 //! like any reply; the connection closes once it is flushed, so a scrape

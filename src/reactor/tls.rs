@@ -16,32 +16,11 @@ use std::sync::Arc;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
-use super::{Reactor, Service};
-use crate::sys::os::{Listen, Os, Stream};
-use crate::sys::{Addr, ListenOptions};
+use crate::sys::os::Stream;
 
-/// What a TLS listener hands each connection it accepts.
-pub(crate) type ServerTls = Arc<ServerConfig>;
-
-// The reactor's TLS listeners live here, with the one feature they need.
-impl<S: Service, O: Os> Reactor<S, O> {
-    /// As [`listen`](Self::listen), every connection TLS: the service hears
-    /// of one (`on_connect`) once its handshake is done, and sees plaintext.
-    pub fn listen_tls(
-        &mut self,
-        addr: &Addr,
-        options: &ListenOptions,
-        tls: Arc<ServerConfig>,
-    ) -> io::Result<Addr> {
-        self.adopt_tls(O::Listener::bind(addr, options)?, tls)
-    }
-
-    /// As [`listen_tls`](Self::listen_tls), on a listening socket made
-    /// elsewhere, as [`adopt`](Self::adopt) takes one.
-    pub fn adopt_tls(&mut self, listener: O::Listener, tls: Arc<ServerConfig>) -> io::Result<Addr> {
-        self.serve_on(listener, Some(tls))
-    }
-}
+/// What a TLS listener ([`Serve::Tls`](super::Serve::Tls)) hands each
+/// connection it accepts: rustls's server configuration.
+pub type ServerTls = Arc<ServerConfig>;
 
 /// Ciphertext rustls may hold unsent before a write takes no more.
 const BUFFER_LIMIT: usize = 64 << 10;

@@ -7,9 +7,11 @@ use crate::sys::os::Stream;
 
 pub(crate) enum Tls {}
 
-/// What a TLS listener would hand each connection it accepts.
+/// What a TLS listener would hand each connection it accepts: nothing can
+/// be one in a build without TLS, so [`Serve::Tls`](super::Serve::Tls)
+/// cannot be made.
 #[derive(Clone)]
-pub(crate) enum ServerTls {}
+pub enum ServerTls {}
 
 impl Tls {
     pub(crate) fn server(config: ServerTls) -> io::Result<Tls> {

@@ -4,7 +4,7 @@
 
 use std::io;
 
-use sockloop::reactor::{Reactor, Service};
+use sockloop::reactor::{Reactor, Serve, Service};
 use sockloop::sys::{Addr, ListenOptions, Listener};
 
 use super::ListenerTls;
@@ -18,7 +18,7 @@ pub(super) fn listen<S: Service>(
     tls: &ListenerTls,
 ) -> io::Result<Addr> {
     let config = sockloop::tls::server_config(&tls.cert, &tls.key, &tls.alpn)?;
-    reactor.listen_tls(addr, options, config)
+    reactor.listen_as(addr, options, Serve::Tls(config))
 }
 
 /// As [`listen`], on `listener`, a listening socket made elsewhere.
@@ -28,5 +28,5 @@ pub(super) fn adopt<S: Service>(
     tls: &ListenerTls,
 ) -> io::Result<Addr> {
     let config = sockloop::tls::server_config(&tls.cert, &tls.key, &tls.alpn)?;
-    reactor.adopt_tls(listener, config)
+    reactor.adopt(listener, Serve::Tls(config))
 }

@@ -345,7 +345,7 @@ mod stream_bytes {
 
     use rustls::{ClientConnection, StreamOwned};
     use sockloop::app::echo::Echo;
-    use sockloop::reactor::{Config, ListenOptions};
+    use sockloop::reactor::{Config, ListenOptions, Serve};
     use sockloop::tls::{Trust, client_config, server_config, server_name, write_self_signed};
 
     use crate::common;
@@ -368,7 +368,7 @@ mod stream_bytes {
             || Echo,
             move |reactor| {
                 let addr = "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap();
-                reactor.listen_tls(&addr.into(), &ListenOptions::default(), tls)
+                reactor.listen_as(&addr.into(), &ListenOptions::default(), Serve::Tls(tls))
             },
             |_| (),
         );

@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use rustls::{ClientConnection, StreamOwned};
 
 use sockloop::app::relay::{Relay, SpliceMode};
-use sockloop::reactor::{Config, ListenOptions, Reactor};
+use sockloop::reactor::{Config, ListenOptions, Reactor, Serve};
 use sockloop::tls::{Trust, client_config, server_config, server_name};
 
 use crate::common::{IO_TIMEOUT, LogFile, Rng, Server, TestServer, sockloop, wait_until};
@@ -325,7 +325,7 @@ fn a_relay_told_to_splice_a_tls_client_copies_every_byte_instead() {
     let make_relay = move || Relay::new(vec![upstream]).with_splice_mode(SpliceMode::Auto);
     let any = SocketAddr::from(([127, 0, 0, 1], 0)).into();
     let listen = move |reactor: &mut Reactor<Relay>| {
-        reactor.listen_tls(&any, &ListenOptions::default(), tls)
+        reactor.listen_as(&any, &ListenOptions::default(), Serve::Tls(tls))
     };
     let relay = TestServer::start_listening(config, make_relay, listen, |_| ());
     for seed in 0..2 {
