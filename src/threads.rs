@@ -5,7 +5,8 @@
 //! connections and buffers, no lock on its data path. The calling thread
 //! becomes their supervisor: it takes the signals (SIGINT and SIGTERM drain
 //! every reactor, a second one stops them; SIGUSR1 prints one connection
-//! table with the rows of all), logs the summed counters every
+//! table with the rows of all; SIGHUP runs the server's [`Reload`], if it
+//! has one), logs the summed counters every
 //! `stats_interval`, and stops them all as soon as one fails, returning
 //! or panicking, so a process never goes on serving with part of itself gone.
 //!
@@ -13,9 +14,10 @@
 //! the signals), then the reactors, then [`Supervisor::run`] them.
 
 use std::any::Any;
+use std::fmt;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -32,6 +34,31 @@ pub struct Options {
     pub pin: bool,
     /// Log the counters of all reactors, summed, this often.
     pub stats_interval: Option<Duration>,
+    /// What SIGHUP does; without one it is logged and ignored.
+    pub reload: Option<Reload>,
+}
+
+/// What a server does on SIGHUP, on the supervisor's thread: re-read what
+/// it was configured from and, if that is good, leave it where its services
+/// look and wake every reactor through its [`Handle`] (a service takes it
+/// in [`on_wake`](Service::on_wake)). The reactors are never stopped for it.
+#[derive(Clone)]
+pub struct Reload(Arc<ReloadFn>);
+
+/// A reload's body, given the handles of all the reactors.
+type ReloadFn = dyn Fn(&[Handle]) + Send + Sync;
+
+impl Reload {
+    /// A reload that runs `reload` with the handles of all the reactors.
+    pub fn new(reload: impl Fn(&[Handle]) + Send + Sync + 'static) -> Reload {
+        Reload(Arc::new(reload))
+    }
+}
+
+impl fmt::Debug for Reload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Reload")
+    }
 }
 
 /// How the reactors ended.
@@ -99,7 +126,7 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Takes SIGINT, SIGTERM and SIGUSR1 away from their default actions, so
+    /// Takes SIGINT, SIGTERM, SIGUSR1 and SIGHUP away from their default actions, so
     /// that a signal that comes before the reactors run waits for them. Call
     /// it before any thread that should not take them starts: it blocks
     /// them in this thread, and threads started later inherit that.
@@ -158,6 +185,7 @@ impl Supervisor {
             forced: false,
             failure: None,
             notifier: self.notifier.take(),
+            reload: options.reload.clone(),
         };
         watch.tell(Notifier::ready);
         let result = watch.run(&mut self, &done, options.stats_interval);
@@ -197,6 +225,7 @@ struct Watch {
     forced: bool,
     failure: Option<io::Error>,
     notifier: Option<Notifier>,
+    reload: Option<Reload>,
 }
 
 impl Watch {
@@ -254,6 +283,10 @@ impl Watch {
                     let tables: Vec<_> = tables.iter().map(Vec::as_slice).collect();
                     crate::stderr::line(format_args!("{}", format_tables(&tables)));
                 }
+                Ok(Some(SignalKind::Reload)) => match &self.reload {
+                    Some(Reload(reload)) => reload(&self.handles),
+                    None => info!("SIGHUP: this server has nothing to reload; ignored"),
+                },
                 Ok(None) => return,
                 Err(e) => {
                     warn!("reading signals: {e}");

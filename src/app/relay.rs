@@ -24,18 +24,27 @@
 //! - with upstream TLS set, each upstream connection is a TLS client, and a
 //!   client that agreed on an ALPN protocol with this relay (its listener
 //!   terminating TLS) has only that protocol offered upstream, so both hops
-//!   speak the same one.
+//!   speak the same one;
+//! - given a [`CurrentUpstreams`] ([`Relay::with_reloads`]), a relay takes
+//!   its newer set when its reactor is woken, or at its next client at the
+//!   latest: new clients go to the new set,
+//!   pairs open keep the upstream they have, and a connect in progress that
+//!   fails is tried again on the new set's upstreams.
 
 // TLS towards the upstreams (and `Relay::with_upstream_tls`), or, built
 // without the `tls` feature, a kind of upstream TLS that no relay has.
 #[cfg_attr(not(feature = "tls"), path = "relay/tls_off.rs")]
 mod tls;
+mod upstreams;
+
+pub use upstreams::{CurrentUpstreams, UpstreamSet, UpstreamsError, parse_upstreams};
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -127,6 +136,8 @@ pub struct Relay {
     connecting: HashMap<ConnId, usize>,
     /// Speak TLS to the upstreams.
     tls: Option<tls::UpstreamTls>,
+    /// Where newer sets of upstreams are published, if they may change.
+    reloads: Option<Arc<CurrentUpstreams>>,
 }
 
 impl Relay {
@@ -141,7 +152,18 @@ impl Relay {
             pairs: Slab::new(),
             connecting: HashMap::new(),
             tls: None,
+            reloads: None,
         }
+    }
+
+    /// Takes each newer set published in `current` when its reactor is
+    /// woken ([`Handle::wake`](crate::reactor::Handle::wake)), or before
+    /// the next client if that comes first: new clients go to it, pairs
+    /// open keep their upstream. `/metrics` shows the set's
+    /// generation and the reloads `current` refused.
+    pub fn with_reloads(mut self, current: Arc<CurrentUpstreams>) -> Relay {
+        self.reloads = Some(current);
+        self
     }
 
     /// Relays with splice(2) instead of copying through user space. Where
@@ -254,7 +276,7 @@ impl Relay {
             return false;
         };
         connecting.tried.push(i);
-        let addr = &self.pool.upstreams[i].addr;
+        let addr = &self.pool.upstreams[&i].addr;
         let up = match &mut self.tls {
             Some(tls) => match tls.connect(ctx, addr, client) {
                 Ok(up) => up,
@@ -266,7 +288,7 @@ impl Relay {
             None => ctx.connect(addr, None),
         };
         debug!("{client} from {} → {up} to {addr}", pair.client_addr);
-        self.pool.upstreams[i].pairs += 1;
+        self.pool.upstream(i).pairs += 1;
         pair.upstream = i;
         pair.upstream_conn = Some(up);
         self.connecting.insert(up, key);
@@ -281,11 +303,23 @@ impl Relay {
         if connecting.fin {
             ctx.shutdown_write(up);
         }
-        if connecting.tried.len() == self.pool.upstreams.len() {
+        if !self.pool.untried_left(&connecting.tried) {
             // No other upstream to fall back on: no copy needed.
             connecting.early = Vec::new();
         }
         true
+    }
+
+    /// Takes the latest set of upstreams, if it is newer than the pool's.
+    fn take_newer_set(&mut self) {
+        let Some(reloads) = &self.reloads else {
+            return;
+        };
+        if reloads.generation() > self.pool.generation {
+            let set = reloads.latest();
+            self.pool.replace(&set.addrs, set.generation);
+            debug!("upstreams of generation {} taken", set.generation);
+        }
     }
 
     /// Pair `key`'s upstream `id` is up.
@@ -356,6 +390,9 @@ impl Service for Relay {
         if let Some(key) = self.connecting.remove(&id) {
             return Some(self.upstream_up(ctx, id, addr, key));
         }
+        // The wake that brings a newer set may come after this client, in
+        // the same turn: a client accepted once it is published goes to it.
+        self.take_newer_set();
         let key = self.pairs.insert(Pair {
             client: Some(id),
             client_addr: addr.clone(),
@@ -377,13 +414,14 @@ impl Service for Relay {
         let pair = &mut self.pairs[key];
         let i = pair.upstream;
         pair.upstream_conn = None;
-        self.pool.detach(i);
-        let upstream = self.pool.upstreams[i].addr.clone();
+        let upstream = self.pool.upstreams[&i].addr.clone();
         // The reactor gave it up (a shutdown's deadline), the upstream did not fail.
         let abandoned = error.kind() == io::ErrorKind::ConnectionAborted;
         if !abandoned && blames_upstream(error.kind()) {
             self.pool.failed(i, ctx.now(), &error);
         }
+        // Last: an upstream of an older set goes with its last pair.
+        self.pool.detach(i);
         if !abandoned && self.connect_next(ctx, key) {
             debug!(
                 "relay {} → {upstream}: {error}; trying the next upstream",
@@ -418,7 +456,7 @@ impl Service for Relay {
         };
         let peer = if pair.client == Some(id) {
             if let Some(connecting) = &mut pair.connecting
-                && connecting.tried.len() < self.pool.upstreams.len()
+                && self.pool.untried_left(&connecting.tried)
             {
                 connecting.early.extend_from_slice(input);
             }
@@ -508,8 +546,24 @@ impl Service for Relay {
         }
     }
 
+    fn on_wake(&mut self, _: &mut Context<'_>) {
+        self.take_newer_set();
+    }
+
     fn metrics(&self, now: Instant, out: &mut MetricsText) {
         self.pool.write_metrics(now, out);
+        out.single(
+            "sockloop_upstreams_generation",
+            MetricKind::Gauge,
+            "The set of upstreams new clients go to: 1 at start, +1 per reload taken.",
+            self.pool.generation,
+        );
+        out.single(
+            "sockloop_upstreams_reloads_rejected_total",
+            MetricKind::Counter,
+            "Reloads of the upstreams file refused (unreadable, or a bad line): the set stayed.",
+            self.reloads.as_ref().map_or(0, |r| r.rejected()),
+        );
     }
 }
 
@@ -525,11 +579,23 @@ fn addr_or_unknown(addr: Option<&Addr>) -> String {
 /// The upstreams, their health and their load: which one a connect goes
 /// to. Told the time rather than reading it, so that it is tested without
 /// sockets or sleeps.
+///
+/// An upstream is known by its key in `upstreams`, never given to another
+/// (a client's list of upstreams tried stays true across reloads): a
+/// reload replaces `current`, and an upstream that is no longer in it goes
+/// when its last pair does.
 struct Pool {
-    upstreams: Vec<Upstream>,
+    /// The current set's upstreams, and those of older sets still in use.
+    upstreams: HashMap<usize, Upstream>,
+    /// The key the next upstream new to the pool gets.
+    next_key: usize,
+    /// The current set, in order: keys of `upstreams`.
+    current: Vec<usize>,
+    /// The current set's: 1 at start, +1 per reload taken.
+    generation: u64,
     balance: Balance,
     down_time: Duration,
-    /// Where the next turn starts.
+    /// Where the next turn starts, in `current`.
     next: usize,
 }
 
@@ -546,28 +612,61 @@ struct Upstream {
 
 impl Pool {
     fn new(addrs: Vec<Addr>, balance: Balance, down_time: Duration) -> Pool {
-        let upstreams = addrs
-            .into_iter()
-            .map(|addr| Upstream {
-                addr,
-                pairs: 0,
-                failures: 0,
-                down_until: None,
-            })
-            .collect();
-        Pool {
-            upstreams,
+        let mut pool = Pool {
+            upstreams: HashMap::new(),
+            next_key: 0,
+            current: Vec::new(),
+            generation: 0,
             balance,
             down_time,
             next: 0,
-        }
+        };
+        pool.replace(&addrs, 1);
+        pool
     }
 
-    /// The upstream for a connect, among those not in `tried`: by the
-    /// balance among those that are up, or, if all of those left are down,
-    /// among those (better a try than refusing the client). `None` once
-    /// every one has been tried.
-    /// Each upstream's pairs, whether it is being skipped, and its failures
+    /// Makes `addrs` the set new connects go to. An upstream in the old
+    /// set and the new keeps its pairs and its health; one only in the old
+    /// stays while pairs use it. The turn starts again at the first.
+    fn replace(&mut self, addrs: &[Addr], generation: u64) {
+        let mut current = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let known = self.upstreams.iter().find(|(_, u)| u.addr == *addr);
+            let key = match known {
+                Some((&key, _)) => key,
+                None => {
+                    let key = self.next_key;
+                    self.next_key += 1;
+                    let fresh = Upstream {
+                        addr: addr.clone(),
+                        pairs: 0,
+                        failures: 0,
+                        down_until: None,
+                    };
+                    self.upstreams.insert(key, fresh);
+                    key
+                }
+            };
+            current.push(key);
+        }
+        self.upstreams
+            .retain(|key, u| u.pairs > 0 || current.contains(key));
+        self.current = current;
+        self.generation = generation;
+        self.next = 0;
+    }
+
+    /// Upstream `i`, of the current set or used by a pair.
+    fn upstream(&mut self, i: usize) -> &mut Upstream {
+        self.upstreams.get_mut(&i).expect("an upstream of the pool")
+    }
+
+    /// Whether the current set has an upstream not in `tried`.
+    fn untried_left(&self, tried: &[usize]) -> bool {
+        self.current.iter().any(|key| !tried.contains(key))
+    }
+
+    /// Each current upstream's pairs, whether it is being skipped, and its failures
     /// in a row, labelled by its address.
     fn write_metrics(&self, now: Instant, out: &mut MetricsText) {
         type Value = fn(&Upstream, Instant) -> u64;
@@ -590,12 +689,16 @@ impl Pool {
         ];
         for (name, help, value) in gauges {
             out.family(name, MetricKind::Gauge, help);
-            for u in &self.upstreams {
+            for u in self.current.iter().map(|&key| &self.upstreams[&key]) {
                 out.sample(name, &[("upstream", &u.addr.to_string())], value(u, now));
             }
         }
     }
 
+    /// The upstream for a connect, among those of the current set not in
+    /// `tried`: by the balance among those that are up, or, if all of those
+    /// left are down, among those (better a try than refusing the client).
+    /// `None` once every one has been tried.
     fn pick(&mut self, now: Instant, tried: &[usize]) -> Option<usize> {
         let up = |u: &Upstream| u.down_until.is_none_or(|t| t <= now);
         self.choose(|i, u| !tried.contains(&i) && up(u))
@@ -606,36 +709,42 @@ impl Pool {
     /// least-conn: the one with the fewest pairs, the first of those from
     /// there on a tie. The next turn starts after it.
     fn choose(&mut self, eligible: impl Fn(usize, &Upstream) -> bool) -> Option<usize> {
-        let n = self.upstreams.len();
+        let n = self.current.len();
+        // Positions in `current`.
         let mut best: Option<usize> = None;
-        for i in (self.next..n).chain(0..self.next) {
-            let u = &self.upstreams[i];
-            if !eligible(i, u) {
+        for at in (self.next..n).chain(0..self.next) {
+            let key = self.current[at];
+            let u = &self.upstreams[&key];
+            if !eligible(key, u) {
                 continue;
             }
             match self.balance {
                 Balance::RoundRobin => {
-                    best = Some(i);
+                    best = Some(at);
                     break;
                 }
                 Balance::LeastConn => {
-                    if best.is_none_or(|b| u.pairs < self.upstreams[b].pairs) {
-                        best = Some(i);
+                    let fewer = |b: usize| u.pairs < self.upstreams[&self.current[b]].pairs;
+                    if best.is_none_or(fewer) {
+                        best = Some(at);
                     }
                 }
             }
         }
-        if let Some(i) = best {
-            self.next = (i + 1) % n;
-        }
-        best
+        let at = best?;
+        self.next = (at + 1) % n;
+        Some(self.current[at])
     }
 
     /// A pair through upstream `i` has closed, or its connect has ended.
+    /// An upstream no longer in the set goes with its last pair.
     fn detach(&mut self, i: usize) {
-        let pairs = &mut self.upstreams[i].pairs;
+        let pairs = &mut self.upstream(i).pairs;
         debug_assert!(*pairs > 0, "more pairs closed than opened");
         *pairs = pairs.saturating_sub(1);
+        if *pairs == 0 && !self.current.contains(&i) {
+            self.upstreams.remove(&i);
+        }
     }
 
     /// A connect to upstream `i` failed at `now`. If it was up, or its down
@@ -644,7 +753,7 @@ impl Pool {
     /// down (every upstream was) changes nothing.
     fn failed(&mut self, i: usize, now: Instant, error: &io::Error) {
         let base = self.down_time;
-        let u = &mut self.upstreams[i];
+        let u = self.upstream(i);
         if u.down_until.is_some_and(|t| t > now) {
             return;
         }
@@ -671,7 +780,7 @@ impl Pool {
     /// A connect to upstream `i` succeeded: it is up. How many connects had
     /// failed before, if any.
     fn succeeded(&mut self, i: usize) -> Option<u32> {
-        let u = &mut self.upstreams[i];
+        let u = self.upstream(i);
         let failures = std::mem::take(&mut u.failures);
         u.down_until = None;
         (failures > 0).then_some(failures)
@@ -682,16 +791,13 @@ impl Pool {
 mod tests {
     use super::*;
 
-    fn pool(n: usize, balance: Balance) -> Pool {
-        let addrs = (0..n)
-            .map(|i| {
-                Addr::from(std::net::SocketAddr::from((
-                    [127, 0, 0, 1],
-                    9000 + i as u16,
-                )))
-            })
-            .collect();
-        Pool::new(addrs, balance, Duration::from_secs(2))
+    /// 127.0.0.1, port 9000 + `i`.
+    fn local(i: u16) -> Addr {
+        Addr::from(std::net::SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
+    }
+
+    fn pool(n: u16, balance: Balance) -> Pool {
+        Pool::new((0..n).map(local).collect(), balance, Duration::from_secs(2))
     }
 
     fn refused() -> io::Error {
@@ -703,7 +809,7 @@ mod tests {
         (0..n)
             .map(|_| {
                 let i = pool.pick(now, &[]).unwrap();
-                pool.upstreams[i].pairs += 1;
+                pool.upstream(i).pairs += 1;
                 i
             })
             .collect()
@@ -721,11 +827,11 @@ mod tests {
         let now = Instant::now();
         assert_eq!(picks(&mut pool, now, 3), [0, 1, 2]);
         // Upstream 1's pairs close: it alone has the fewest.
-        pool.upstreams[1].pairs = 0;
+        pool.upstream(1).pairs = 0;
         assert_eq!(picks(&mut pool, now, 1), [1]);
         // A tie of all three: in turn, from after the last one picked.
         assert_eq!(picks(&mut pool, now, 3), [2, 0, 1]);
-        pool.upstreams[0].pairs = 10;
+        pool.upstream(0).pairs = 10;
         assert_eq!(picks(&mut pool, now, 4), [2, 1, 2, 1]);
     }
 
@@ -750,20 +856,20 @@ mod tests {
         let t1 = t0 + s(2);
         assert_eq!(pool.pick(t1, &[]), Some(0));
         pool.failed(0, t1, &refused());
-        assert_eq!(pool.upstreams[0].down_until, Some(t1 + s(4)));
+        assert_eq!(pool.upstreams[&0].down_until, Some(t1 + s(4)));
         assert_eq!(picks(&mut pool, t1 + s(3), 2), [1, 1]);
         let t2 = t1 + s(4);
         pool.failed(0, t2, &refused());
-        assert_eq!(pool.upstreams[0].down_until, Some(t2 + s(8)));
+        assert_eq!(pool.upstreams[&0].down_until, Some(t2 + s(8)));
         // A connect that had started before it went down fails meanwhile:
         // that does not make it longer.
         pool.failed(0, t2 + s(1), &refused());
-        assert_eq!(pool.upstreams[0].down_until, Some(t2 + s(8)));
+        assert_eq!(pool.upstreams[&0].down_until, Some(t2 + s(8)));
         // Success resets it.
         assert_eq!(pool.succeeded(0), Some(3));
         assert_eq!(pool.succeeded(0), None);
         pool.failed(0, t2 + s(2), &refused());
-        assert_eq!(pool.upstreams[0].down_until, Some(t2 + s(4)));
+        assert_eq!(pool.upstreams[&0].down_until, Some(t2 + s(4)));
     }
 
     #[test]
@@ -772,12 +878,12 @@ mod tests {
         let mut now = Instant::now();
         for _ in 0..40 {
             pool.failed(0, now, &refused());
-            now = pool.upstreams[0].down_until.unwrap();
+            now = pool.upstreams[&0].down_until.unwrap();
         }
-        let last = pool.upstreams[0].down_until.unwrap();
+        let last = pool.upstreams[&0].down_until.unwrap();
         pool.failed(0, now, &refused());
         let cap = Duration::from_secs(2) * MAX_DOWN_FACTOR;
-        assert_eq!(pool.upstreams[0].down_until, Some(last + cap));
+        assert_eq!(pool.upstreams[&0].down_until, Some(last + cap));
     }
 
     #[test]
@@ -788,9 +894,54 @@ mod tests {
         pool.failed(2, now, &refused());
         assert_eq!(pool.pick(now, &[]), Some(1));
         // 1 was tried for this client: of the down ones, the least loaded.
-        pool.upstreams[0].pairs = 1;
+        pool.upstream(0).pairs = 1;
         assert_eq!(pool.pick(now, &[1]), Some(2));
         assert_eq!(pool.pick(now, &[1, 2]), Some(0));
+    }
+
+    #[test]
+    fn a_reload_sends_new_connects_to_the_new_set_while_old_upstreams_stay_for_their_pairs() {
+        let mut pool = pool(2, Balance::RoundRobin);
+        let now = Instant::now();
+        assert_eq!(picks(&mut pool, now, 2), [0, 1], "a pair on each");
+        pool.failed(1, now, &refused());
+        // 9001 stays in the new set, 9000 does not, 9005 is new.
+        pool.replace(&[local(1), local(5)], 2);
+        assert_eq!(
+            (pool.current.as_slice(), pool.generation),
+            ([1, 2].as_slice(), 2)
+        );
+        assert!(
+            pool.upstreams[&1].down_until.is_some(),
+            "9001 keeps its health"
+        );
+        assert_eq!(picks(&mut pool, now, 2), [2, 2], "9001 is down, 9000 gone");
+        // A connect in progress that had tried 9000 has both of the new set left.
+        assert!(pool.untried_left(&[0]));
+        assert!(!pool.untried_left(&[0, 1, 2]));
+        let mut page = MetricsText::default();
+        pool.write_metrics(now, &mut page);
+        let page = page.as_str();
+        assert!(
+            page.contains("sockloop_upstream_pairs{upstream=\"127.0.0.1:9005\"} 2"),
+            "{page}"
+        );
+        assert!(
+            !page.contains("127.0.0.1:9000"),
+            "only the current set is shown: {page}"
+        );
+        // 9000's last pair closes: it goes; 9001's does: it stays, in the set.
+        pool.detach(0);
+        pool.detach(1);
+        assert!(!pool.upstreams.contains_key(&0) && pool.upstreams.contains_key(&1));
+        // A set that drops an upstream nobody uses drops it at once.
+        pool.replace(&[local(5)], 3);
+        assert_eq!(pool.upstreams.len(), 1);
+        assert_eq!(pool.pick(now, &[]), Some(2));
+        // A client that tried 9000 (key 0) before it went must not find a
+        // new upstream under that key.
+        pool.replace(&[local(7)], 4);
+        assert_eq!(pool.pick(now, &[0]), Some(3));
     }
 
     #[test]

@@ -2,14 +2,17 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use sockloop::app::relay::{Balance, Relay, SpliceMode};
+use log::{info, warn};
+use sockloop::app::relay::{Balance, CurrentUpstreams, Relay, SpliceMode, parse_upstreams};
 use sockloop::codec::proxy::Version as ProxyVersion;
 use sockloop::reactor::Config;
 use sockloop::sys::{self, Addr};
+use sockloop::threads::Reload;
 
 use super::parse::{parse_addr, parse_duration, refuse_zero};
 use super::server_args::ServerArgs;
@@ -25,8 +28,14 @@ pub(super) struct RelayArgs {
     pub(super) server: ServerArgs,
     /// Where to connect each client (IP:PORT, [IPv6]:PORT, HOST:PORT or
     /// unix:PATH); repeat for several, picked by --balance.
-    #[arg(long, required = true, value_parser = parse_addr)]
+    #[arg(long, required_unless_present = "upstreams_file", value_parser = parse_addr)]
     pub(super) upstream: Vec<Addr>,
+    /// Read the upstreams from FILE, one a line (`#` comments, blank lines
+    /// allowed), instead of --upstream; SIGHUP reads it again: new clients
+    /// go to the new set, pairs open keep theirs, and a file that cannot be
+    /// read or has a bad line keeps the set there is.
+    #[arg(long, value_name = "FILE", conflicts_with = "upstream")]
+    pub(super) upstreams_file: Option<PathBuf>,
     /// round-robin: each upstream in turn; least-conn: the one with the
     /// fewest pairs open or connecting (ties in turn).
     #[arg(long, default_value = "round-robin")]
@@ -57,9 +66,11 @@ pub(super) struct RelayArgs {
 
 impl RelayArgs {
     /// The relay each reactor runs (each balances its own clients over the
-    /// upstreams), speaking `tls` to them if given.
-    fn relay(&self, tls: Option<&UpstreamTls>) -> Relay {
-        let relay = Relay::new(self.upstream.clone())
+    /// upstreams of `current`, taking each newer set), speaking `tls` to
+    /// them if given.
+    fn relay(&self, current: &Arc<CurrentUpstreams>, tls: Option<&UpstreamTls>) -> Relay {
+        let relay = Relay::new(current.latest().addrs.clone())
+            .with_reloads(current.clone())
             .with_balance(self.balance)
             .with_down_time(self.upstream_down_time);
         let relay = match self.send_proxy {
@@ -83,16 +94,28 @@ impl RelayArgs {
             ..self.server.config()
         };
         let tls = self.upstream_tls.settings(&self.server.tls.alpn)?;
-        let make = || self.relay(tls.as_ref());
+        let upstreams = match &self.upstreams_file {
+            Some(file) => read_upstreams(file)?,
+            None => self.upstream.clone(),
+        };
+        let current = Arc::new(CurrentUpstreams::new(upstreams));
+        let make = || self.relay(&current, tls.as_ref());
         // Two sockets per client; splice adds a pipe (two descriptors) each way,
         // with `auto` only for the directions that carry bulk data.
         let fds_per_client = match self.splice {
             Some(SpliceMode::Always) => 6,
             Some(SpliceMode::Auto) | None => 2,
         };
-        let plan = self.server.plan();
+        let mut plan = self.server.plan();
         let server = server::bind(&plan, config, make, fds_per_client)?;
-        refuse_own_upstream(&server.local, &self.upstream)?;
+        let origin = match &self.upstreams_file {
+            Some(file) => file_origin(file),
+            None => "--upstream ".to_owned(),
+        };
+        refuse_own_upstream(&server.local, &current.latest().addrs, &origin)?;
+        if let Some(file) = &self.upstreams_file {
+            plan.threads.reload = Some(reload_on_hangup(file, current, &server.local));
+        }
         for reactor in &server.reactors {
             // The destination of the PROXY headers: known only now.
             reactor.service().set_listen_addr(server.local.clone());
@@ -101,9 +124,55 @@ impl RelayArgs {
     }
 }
 
-/// Refuses an upstream that is this relay itself: each client would make it
-/// connect to itself again, until it runs out of descriptors.
-fn refuse_own_upstream(local: &Addr, upstreams: &[Addr]) -> Result<(), Usage> {
+/// The upstreams of `file`; an error names the file, and the line that is
+/// not an upstream.
+fn read_upstreams(file: &Path) -> Result<Vec<Addr>, Usage> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Usage(format!("--upstreams-file {}: {e}", file.display())))?;
+    parse_upstreams(&text, parse_addr)
+        .map_err(|e| Usage(format!("--upstreams-file {}: {e}", file.display())))
+}
+
+/// SIGHUP for a relay with an upstreams file: reads it again and, if it is
+/// good (and the relay is not among its upstreams), has every reactor take
+/// it; otherwise says why and keeps the set there is.
+fn reload_on_hangup(file: &Path, current: Arc<CurrentUpstreams>, local: &Addr) -> Reload {
+    let (file, local) = (file.to_owned(), local.clone());
+    Reload::new(move |handles| {
+        let read = read_upstreams(&file).and_then(|addrs| {
+            refuse_own_upstream(&local, &addrs, &file_origin(&file)).map(|()| addrs)
+        });
+        match current.reload(read) {
+            Ok(generation) => {
+                let set = current.latest();
+                let listed: Vec<String> = set.addrs.iter().map(Addr::to_string).collect();
+                info!(
+                    "SIGHUP: upstreams of generation {generation} from {}: {}",
+                    file.display(),
+                    listed.join(", ")
+                );
+                for handle in handles {
+                    // One that has stopped has no new clients to send anywhere.
+                    let _ = handle.wake();
+                }
+            }
+            Err(refused) => warn!(
+                "SIGHUP: {refused}; keeping the upstreams of generation {}",
+                current.latest().generation
+            ),
+        }
+    })
+}
+
+/// How a refusal names an upstream of `file`.
+fn file_origin(file: &Path) -> String {
+    format!("--upstreams-file {}: upstream ", file.display())
+}
+
+/// Refuses an upstream that is this relay itself, naming it after `origin`
+/// (where it came from): each client would make it connect to itself
+/// again, until it runs out of descriptors.
+fn refuse_own_upstream(local: &Addr, upstreams: &[Addr], origin: &str) -> Result<(), Usage> {
     let loops = |upstream: &&Addr| match (*upstream, local) {
         (Addr::Ip(to), Addr::Ip(at)) => reaches(*to, *at, sys::is_own_address),
         (Addr::Unix(to), Addr::Unix(at)) => same_file(to, at),
@@ -111,7 +180,7 @@ fn refuse_own_upstream(local: &Addr, upstreams: &[Addr]) -> Result<(), Usage> {
     };
     match upstreams.iter().find(loops) {
         Some(upstream) => refuse(format!(
-            "--upstream {upstream} is this relay itself (it listens on {local}): \
+            "{origin}{upstream} is this relay itself (it listens on {local}): \
              each client would be relayed back to the relay, without end"
         )),
         None => Ok(()),
@@ -215,5 +284,40 @@ mod tests {
         assert_eq!(sockloop::app::relay::MAX_DOWN_FACTOR, 64);
         assert_eq!(args.balance, Balance::RoundRobin);
         assert_eq!(args.send_proxy, None);
+    }
+
+    #[test]
+    fn the_upstreams_come_from_the_flag_or_the_file_never_both() {
+        let relay = |args: &[&str]| Cli::try_parse_from([&["sockloop", "relay"], args].concat());
+        let both = relay(&["--upstream", "127.0.0.1:1", "--upstreams-file", "up.txt"]);
+        let refused = both.err().expect("both were taken");
+        assert_eq!(refused.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert_eq!(refused.exit_code(), 2);
+        let neither = relay(&[])
+            .err()
+            .expect("a relay without upstreams was taken");
+        assert_eq!(
+            neither.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        let Ok(Cli {
+            command: Command::Relay(args),
+            ..
+        }) = relay(&["--upstreams-file", "up.txt"])
+        else {
+            panic!("--upstreams-file alone was refused");
+        };
+        assert_eq!(args.upstreams_file, Some(PathBuf::from("up.txt")));
+        assert!(args.upstream.is_empty());
+    }
+
+    #[test]
+    fn an_upstreams_file_that_cannot_be_read_is_refused_with_its_name() {
+        let missing = Path::new("/nonexistent/sockloop-upstreams.txt");
+        let refused = read_upstreams(missing).unwrap_err().to_string();
+        assert!(
+            refused.starts_with("--upstreams-file /nonexistent/sockloop-upstreams.txt: "),
+            "{refused}"
+        );
     }
 }

@@ -148,6 +148,7 @@ impl ServerArgs {
             threads: threads::Options {
                 pin: self.pin,
                 stats_interval: self.stats_interval.and_then(nonzero),
+                reload: None,
             },
         }
     }

@@ -127,7 +127,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
 /// One read of `id` into the arena, as much as a read chunk (while shutting
 /// down, no more than what had arrived before). A failure ends the
 /// connection ([`State::read_failed`]).
-#[inline]
+#[inline(always)]
 fn read_once<O: Os>(
     state: &mut State,
     kernel: &mut Kernel<O>,

@@ -220,8 +220,10 @@ impl<S: Service, O: Os> Reactor<S, O> {
     }
 
     /// SIGINT and SIGTERM start a graceful shutdown (a second one stops at
-    /// once); SIGUSR1 prints the connection table. Call it before starting
-    /// any thread: on Linux it blocks those signals in the calling thread.
+    /// once); SIGUSR1 prints the connection table; SIGHUP is logged and
+    /// otherwise ignored (a reload is the supervisor's, in
+    /// [`threads`](crate::threads)). Call it before starting any thread: on
+    /// Linux it blocks those signals in the calling thread.
     pub fn handle_signals(&mut self) -> io::Result<()> {
         let signals = O::Signals::new(&self.kernel.poller, Token::Signals.to_u64())?;
         self.kernel.signals = Some(signals);
@@ -360,6 +362,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                                 format_table(&self.connections())
                             ));
                         }
+                        SignalKind::Reload => log::info!("SIGHUP: nothing to reload here"),
                     }
                 }
             }

@@ -61,46 +61,29 @@ impl State {
         }
     }
 
-    /// Backpressure: stop reading the connection that feeds this output
-    /// above the high watermark, resume it below the low one. While the
-    /// output of all connections is over the budget's flow-control mark,
-    /// both watermarks are zero: a connection whose output backs up at all
-    /// is not read until it has drained. A backlog also starts the write
-    /// timer.
+    /// Brings the books up to date after a write to `id`: the output of all
+    /// connections, backpressure on whoever feeds `id` (stop reading it
+    /// above the high watermark, resume below the low one; see
+    /// [`pace`](Self::pace)), a drain the service watches, and the write
+    /// timer, which a backlog starts.
     pub(crate) fn after_write(&mut self, id: ConnId) {
         let Some(conn) = self.conns.live_mut(id) else {
             return;
         };
         conn.count_output(&mut self.stats.buffered_output);
         let pending = conn.output().len();
+        // The common case, a connection that fed its own reply and has
+        // nothing left: no backpressure to lift, no drain to report, no timer.
+        if pending == 0
+            && conn.fed_by.is_none()
+            && !conn.flags.backpressured
+            && self.drain_watch.is_empty()
+        {
+            return;
+        }
         let source = conn.fed_by.unwrap_or(id);
         self.stats.peak_pending_output = self.stats.peak_pending_output.max(pending);
-        let tight = self.stats.buffered_output > self.config.max_buffered / 2;
-        let (high, low) = if tight {
-            (0, 0)
-        } else {
-            (self.config.high_watermark, self.config.low_watermark)
-        };
-        let trace = self.config.trace;
-        if let Some(src) = self.conns.live_mut(source) {
-            if pending > high && !src.flags.backpressured {
-                src.flags.backpressured = true;
-                trace_io!(
-                    trace,
-                    "{source} reading paused: {id} has {pending} bytes pending"
-                );
-                if tight {
-                    self.paused_for_budget(source);
-                }
-            } else if pending <= low && src.flags.backpressured {
-                src.flags.backpressured = false;
-                trace_io!(
-                    trace,
-                    "{source} reading resumed: {id} has {pending} bytes pending"
-                );
-                self.schedule_read(source);
-            }
-        }
+        self.pace(source, id, pending);
         if pending <= self.config.low_watermark
             && let Some(i) = self.drain_watch.iter().position(|&w| w == id)
         {
@@ -117,6 +100,39 @@ impl State {
             conn.flags.write_timer = true;
             conn.owe_by_deadline();
             self.add_conn_timer(self.stamp.after(timeout), id, ConnTimer::Write);
+        }
+    }
+
+    /// Pauses or resumes reading `source`, which feeds `id`'s `pending`
+    /// bytes of output, by the watermarks (both zero while the output of
+    /// all connections is over half the budget).
+    fn pace(&mut self, source: ConnId, id: ConnId, pending: usize) {
+        let tight = self.stats.buffered_output > self.config.max_buffered / 2;
+        let (high, low) = if tight {
+            (0, 0)
+        } else {
+            (self.config.high_watermark, self.config.low_watermark)
+        };
+        let trace = self.config.trace;
+        let Some(src) = self.conns.live_mut(source) else {
+            return;
+        };
+        if pending > high && !src.flags.backpressured {
+            src.flags.backpressured = true;
+            trace_io!(
+                trace,
+                "{source} reading paused: {id} has {pending} bytes pending"
+            );
+            if tight {
+                self.paused_for_budget(source);
+            }
+        } else if pending <= low && src.flags.backpressured {
+            src.flags.backpressured = false;
+            trace_io!(
+                trace,
+                "{source} reading resumed: {id} has {pending} bytes pending"
+            );
+            self.schedule_read(source);
         }
     }
 }

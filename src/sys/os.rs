@@ -241,7 +241,7 @@ pub trait Splice: Sized {
     fn drain_into(&mut self, to: &Self::Socket) -> io::Result<usize>;
 }
 
-/// SIGINT, SIGTERM and SIGUSR1 as events of a poller, so that no work ever
+/// SIGINT, SIGTERM, SIGUSR1 and SIGHUP as events of a poller, so that no work ever
 /// runs inside a signal handler.
 pub trait SignalSource: Sized {
     /// The poller that reports them.
@@ -261,6 +261,8 @@ pub enum SignalKind {
     Terminate,
     /// SIGUSR1.
     Report,
+    /// SIGHUP: re-read what can be re-read (a relay's upstreams file).
+    Reload,
 }
 
 /// One descriptor held in reserve. When an accept fails for want of

@@ -676,7 +676,8 @@ fn enough_fds() {
     });
 }
 
-/// A file in the temp directory for a child's stderr, removed on drop.
+/// A file in the temp directory for a child's stderr, or for a file it
+/// reads, removed on drop.
 pub struct LogFile {
     path: std::path::PathBuf,
 }
@@ -698,6 +699,10 @@ impl LogFile {
 
     pub fn read(&self) -> String {
         std::fs::read_to_string(&self.path).unwrap_or_default()
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 }
 

@@ -32,6 +32,7 @@ mod proxy_listener;
 mod proxy_protocol;
 mod relay;
 mod relay_upstreams;
+mod reload;
 mod sim_props;
 mod threads;
 mod tls;

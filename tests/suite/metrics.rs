@@ -13,7 +13,7 @@ use crate::common::{IO_TIMEOUT, LogLines, Server, echo_all, round_trip, wait_unt
 
 /// A server started with `--metrics 127.0.0.1:0`, where its metrics are,
 /// and its log from there on.
-fn with_metrics(args: &[&str]) -> (Server, String, LogLines) {
+pub(crate) fn with_metrics(args: &[&str]) -> (Server, String, LogLines) {
     let args = [args, &["--metrics", "127.0.0.1:0"]].concat();
     let mut server = Server::start(&[], &args, Stdio::piped());
     let mut log = LogLines::new(server.take_stderr());
@@ -97,13 +97,13 @@ fn valid_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn scrape(addr: &str) -> HashMap<String, f64> {
+pub(crate) fn scrape(addr: &str) -> HashMap<String, f64> {
     let (status, body) = get(addr, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 200 OK");
     parse_prometheus(&body)
 }
 
-fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
+pub(crate) fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
     *samples
         .get(series)
         .unwrap_or_else(|| panic!("no {series} in {samples:?}"))

@@ -48,13 +48,19 @@ use nix::sys::signal::Signal;
 use super::SignalKind;
 
 /// The signals that [`Signals`](super::Signals) takes over.
-pub(crate) const HANDLED_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGUSR1];
+pub(crate) const HANDLED_SIGNALS: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGHUP,
+];
 
 /// What the signal numbered `signo` asks for, if it is one of ours.
 pub(crate) fn signal_kind(signo: libc::c_int) -> Option<SignalKind> {
     match Signal::try_from(signo) {
         Ok(Signal::SIGINT | Signal::SIGTERM) => Some(SignalKind::Terminate),
         Ok(Signal::SIGUSR1) => Some(SignalKind::Report),
+        Ok(Signal::SIGHUP) => Some(SignalKind::Reload),
         _ => None,
     }
 }

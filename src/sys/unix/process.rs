@@ -14,8 +14,8 @@ use crate::sys::os::Spare;
 /// Starts a thread that blocks every signal.
 ///
 /// On Linux, [`Signals`](crate::sys::Signals) works only while every thread
-/// blocks SIGINT, SIGTERM and SIGUSR1: a thread that does not would take a
-/// SIGTERM the default way and end the process. A new thread inherits its
+/// blocks SIGINT, SIGTERM, SIGUSR1 and SIGHUP: a thread that does not would
+/// take a SIGTERM the default way and end the process. A new thread inherits its
 /// creator's mask, and the creator may be any thread at any time (a library
 /// user's, or `main` before `Signals::new`), so the mask is set here, across
 /// the spawn, rather than left to the caller.

@@ -130,6 +130,10 @@ pub struct World {
     pending: Vec<(u64, Flags)>,
     wake_token: u64,
     woken: Arc<AtomicBool>,
+    /// Signals raised and not yet taken, reported with `signal_token` once
+    /// the reactor takes signals.
+    signals: VecDeque<SignalKind>,
+    signal_token: Option<u64>,
     upstreams: Vec<Upstream>,
     /// Ends the world serves itself (behind outgoing connects).
     echoing: Vec<EndId>,
@@ -169,6 +173,8 @@ impl World {
             pending: Vec::new(),
             wake_token: u64::MAX,
             woken: Arc::new(AtomicBool::new(false)),
+            signals: VecDeque::new(),
+            signal_token: None,
             upstreams: Vec::new(),
             echoing: Vec::new(),
             faults: faults.into(),
@@ -438,6 +444,16 @@ impl World {
         self.ends[self.ends[client.end].peer].closed
     }
 
+    /// The operator sends the process `signal`.
+    pub fn raise_signal(&mut self, signal: SignalKind) {
+        self.signals.push_back(signal);
+    }
+
+    /// Signals raised that the reactor has not taken.
+    pub fn signals_pending(&self) -> usize {
+        self.signals.len()
+    }
+
     /// An upstream the world serves itself at `addr`: it echoes, or refuses.
     pub fn add_upstream(&mut self, addr: Addr, refuse: bool) {
         self.upstreams.push(Upstream { addr, refuse });
@@ -551,7 +567,7 @@ pub struct SimSocket {
 /// Splicing is left out of the simulation.
 pub struct SimPipe;
 
-/// Signals never come in a simulation.
+/// The signals the test raises ([`World::raise_signal`]).
 pub struct SimSignals;
 
 pub struct SimSpare(Option<u32>);
@@ -671,7 +687,8 @@ impl Poll for SimPoller {
             if fault == Some(Fault::Interrupted) {
                 return Vec::new();
             }
-            if w.pending.is_empty() && !woken {
+            let signalled = w.signal_token.filter(|_| !w.signals.is_empty());
+            if w.pending.is_empty() && !woken && signalled.is_none() {
                 // Nothing to report: the time the caller would sleep passes.
                 w.elapsed += timeout.unwrap_or(Duration::ZERO);
                 return Vec::new();
@@ -690,6 +707,7 @@ impl Poll for SimPoller {
             if woken {
                 events.push(SimEvent::only(w.wake_token));
             }
+            events.extend(signalled.map(SimEvent::only));
             match fault {
                 Some(Fault::Spurious) => {
                     if let Some(&token) = w.registered.values().min() {
@@ -1009,12 +1027,13 @@ impl Splice for SimPipe {
 impl SignalSource for SimSignals {
     type Poller = SimPoller;
 
-    fn new(_: &SimPoller, _: u64) -> io::Result<SimSignals> {
+    fn new(_: &SimPoller, token: u64) -> io::Result<SimSignals> {
+        world(|w| w.signal_token = Some(token));
         Ok(SimSignals)
     }
 
     fn next(&self) -> io::Result<Option<SignalKind>> {
-        Ok(None)
+        Ok(world(|w| w.signals.pop_front()))
     }
 }
 
