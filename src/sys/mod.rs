@@ -21,7 +21,9 @@
 //! [`ephemeral_ports`], the kernel's cap on accept queues and its range of
 //! client ports; [`take_passed_listeners`], the listening sockets a
 //! parent passed (systemd's socket activation, `LISTEN_FDS`), and the
-//! [`Notifier`] that tells it `READY=1` and `STOPPING=1` (`NOTIFY_SOCKET`).
+//! [`Notifier`] that tells it `READY=1` and `STOPPING=1` (`NOTIFY_SOCKET`);
+//! the parent's side of both, [`spawn_with_listeners`] and
+//! [`NotifyListener`], for a server that hands its sockets to a successor.
 //!
 //! Backends, picked at compile time: `linux/` (epoll, eventfd, signalfd,
 //! splice) and `bsd/` (kqueue on macOS, iOS, FreeBSD, OpenBSD, NetBSD and
@@ -41,11 +43,12 @@ pub use os::{AcceptError, Interest, ListenOptions, Os, SignalKind, SocketOptions
 
 mod unix;
 pub use unix::{
-    Listener, Socket, SpareFd, ephemeral_ports, grow_fd_table, open_descriptors, raise_fd_limit,
-    somaxconn, spawn_without_signals,
+    Child, Notifier, NotifyListener, PassedListener, is_own_address, open_fifo_for_writing,
+    spawn_with_listeners, take_passed_listeners,
 };
 pub use unix::{
-    Notifier, PassedListener, is_own_address, open_fifo_for_writing, take_passed_listeners,
+    Listener, Socket, SpareFd, ephemeral_ports, grow_fd_table, open_descriptors, raise_fd_limit,
+    somaxconn, spawn_without_signals,
 };
 
 #[cfg(target_os = "linux")]

@@ -5,17 +5,20 @@
 //! shell that puts them at descriptor 3 and on, and names its own process
 //! id in `LISTEN_PID` before it becomes sockloop.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::process::{ChildStderr, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sockloop::sys::{Child, NotifyListener, spawn_with_listeners};
 
-use crate::common::{IO_TIMEOUT, LogFile, Server, echo_all, sockloop};
+use crate::common::{IO_TIMEOUT, LogFile, Server, echo_all, sockloop, wait_until};
 
 /// A path in the temporary directory, of its own in this process (the
 /// tests run at once), removed when dropped.
@@ -225,4 +228,52 @@ fn a_passed_socket_named_metrics_serves_the_metrics_and_the_other_the_echo() {
         "{said}"
     );
     stop(server);
+}
+
+/// A child of [`spawn_with_listeners`], killed and reaped however the
+/// test ends.
+struct Successor(Child);
+
+impl Successor {
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.0.id() as i32), signal).expect("signal the successor");
+    }
+
+    fn wait_exit(&self) -> i32 {
+        wait_until("the successor to exit", || {
+            self.0.try_wait().expect("waitpid")
+        })
+    }
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        if self.0.try_wait().is_ok_and(|status| status.is_none()) {
+            self.signal(Signal::SIGKILL);
+            self.wait_exit();
+        }
+    }
+}
+
+#[test]
+fn a_successor_given_the_listener_says_ready_and_serves_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let notify = TempPath::new("successor.sock");
+    let ready = NotifyListener::bind(&notify.0).expect("bind the notify socket");
+    let bin = std::env::var_os("SOCKLOOP_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_sockloop").into());
+    let args = ["echo", "--listen", "127.0.0.1:1"].map(OsString::from);
+    let passed = [("echo", listener.as_fd())];
+    let child = spawn_with_listeners(bin.as_ref(), &args, &passed, ready.path()).expect("spawn");
+    let successor = Successor(child);
+    // This process's copy may go: the successor has its own.
+    drop(listener);
+    let said = ready.wait_ready(successor.0.id(), IO_TIMEOUT);
+    assert!(said.expect("reading the notify socket"), "no READY=1");
+    let stream = TcpStream::connect(addr).expect("connect to the handed-over socket");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    assert_eq!(echo_all(stream, b"handed over\n"), b"handed over\n");
+    successor.signal(Signal::SIGTERM);
+    assert_eq!(successor.wait_exit(), 0);
 }

@@ -12,6 +12,11 @@ mod activation;
 )]
 mod birth;
 mod fifo;
+#[expect(
+    unsafe_code,
+    reason = "fork(2) and execve(2): LISTEN_PID is known only in the child"
+)]
+mod handover;
 mod ifaddrs;
 #[allow(unsafe_code, reason = "sysctlbyname(3), off Linux")]
 mod net_limits;
@@ -34,9 +39,10 @@ mod transfer;
 
 pub use activation::{PassedListener, take_passed_listeners};
 pub use fifo::open_fifo_for_writing;
+pub use handover::{Child, spawn_with_listeners};
 pub use ifaddrs::is_own_address;
 pub use net_limits::{ephemeral_ports, somaxconn};
-pub use notify::Notifier;
+pub use notify::{Notifier, NotifyListener};
 pub use process::{
     SpareFd, grow_fd_table, open_descriptors, raise_fd_limit, spawn_without_signals,
 };

@@ -5,10 +5,14 @@
 //! service; a server replacing itself can read it from its successor.
 
 use std::env;
+use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use nix::sys::socket::{self, AddressFamily, SockType, UnixAddr};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockType, UnixAddr};
 
 use super::birth::{SEND_FLAGS, SOCKET_FLAGS, prepare};
 
@@ -33,8 +37,7 @@ impl Notifier {
     pub fn to(name: &str) -> io::Result<Notifier> {
         let to = notify_addr(name)
             .map_err(|e| io::Error::new(e.kind(), format!("NOTIFY_SOCKET={name}: {e}")))?;
-        let socket = socket::socket(AddressFamily::Unix, SockType::Datagram, SOCKET_FLAGS, None)?;
-        prepare(&socket)?;
+        let socket = datagram_socket()?;
         Ok(Notifier {
             socket,
             to,
@@ -73,5 +76,96 @@ fn notify_addr(name: &str) -> io::Result<UnixAddr> {
             "an abstract socket name (@): only Linux has them",
         )),
         None => Ok(UnixAddr::new(name)?),
+    }
+}
+
+/// A non-blocking, close-on-exec Unix-domain datagram socket.
+fn datagram_socket() -> io::Result<OwnedFd> {
+    let socket = socket::socket(AddressFamily::Unix, SockType::Datagram, SOCKET_FLAGS, None)?;
+    prepare(&socket)?;
+    Ok(socket)
+}
+
+/// The socket a child's states come to: its path is the child's
+/// `NOTIFY_SOCKET`. The file is removed when it closes.
+pub struct NotifyListener {
+    socket: OwnedFd,
+    path: PathBuf,
+}
+
+impl NotifyListener {
+    /// Binds a datagram socket at `path`, which must not exist.
+    pub fn bind(path: &Path) -> io::Result<NotifyListener> {
+        let socket = datagram_socket()?;
+        socket::bind(socket.as_raw_fd(), &UnixAddr::new(path)?)?;
+        Ok(NotifyListener {
+            socket,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Where it listens.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits up to `timeout` for `READY=1` from process `pid` (the
+    /// `MAINPID` it names, if it names one): true once it came, false when
+    /// the time ran out first. Other states are read and passed over.
+    pub fn wait_ready(&self, pid: u32, timeout: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+            if super::retry(|| poll(&mut fds, wait))? == 0 {
+                return Ok(false);
+            }
+            let fd = self.socket.as_raw_fd();
+            let n = match super::retry(|| socket::recv(fd, &mut buf, MsgFlags::empty())) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EAGAIN) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if says_ready(&String::from_utf8_lossy(&buf[..n]), pid) {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+impl Drop for NotifyListener {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Whether `state` holds `READY=1` from `pid`: its `MAINPID`, if named.
+fn says_ready(state: &str, pid: u32) -> bool {
+    let mut ready = false;
+    let mut from = None;
+    for line in state.lines() {
+        match line.split_once('=') {
+            Some(("READY", "1")) => ready = true,
+            Some(("MAINPID", main)) => from = main.parse::<u32>().ok(),
+            _ => {}
+        }
+    }
+    ready && from.is_none_or(|main| main == pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_counts_only_from_the_process_it_names() {
+        assert!(says_ready("READY=1", 7));
+        assert!(says_ready("READY=1\nMAINPID=7", 7));
+        assert!(says_ready("STATUS=up\nMAINPID=7\nREADY=1\n", 7));
+        assert!(!says_ready("READY=1\nMAINPID=8", 7));
+        assert!(!says_ready("STOPPING=1", 7));
+        assert!(!says_ready("READY=0\nMAINPID=7", 7));
     }
 }
