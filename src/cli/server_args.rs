@@ -3,6 +3,7 @@
 //! them, a reactor's [`Config`] and the start-up's [`Plan`].
 
 use std::cell::RefCell;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -99,6 +100,10 @@ pub(super) struct ServerArgs {
     /// format, from the same loop (port 0 picks a free one; the log says which).
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     pub(super) metrics: Option<Addr>,
+    /// Write the process id to PATH once listening (removed at exit if it
+    /// still holds ours); SIGUSR2's new process writes its own there.
+    #[arg(long, value_name = "PATH")]
+    pub(super) pid_file: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -150,6 +155,7 @@ impl ServerArgs {
                 stats_interval: self.stats_interval.and_then(nonzero),
                 reload: None,
             },
+            pid_file: self.pid_file.clone(),
         }
     }
 }

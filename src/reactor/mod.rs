@@ -363,6 +363,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
                             ));
                         }
                         SignalKind::Reload => log::info!("SIGHUP: nothing to reload here"),
+                        // Only a supervisor has the listeners and the command line to hand over.
+                        SignalKind::Upgrade => log::info!("SIGUSR2: no upgrade here; ignored"),
                     }
                 }
             }

@@ -53,6 +53,17 @@ impl Child {
             128 + libc::WTERMSIG(status)
         }))
     }
+
+    /// Kills it (SIGKILL) and waits for it to end, reaping it.
+    pub fn kill_and_reap(&self) -> io::Result<()> {
+        // SAFETY: kill(2) sends a signal; the pid is our own child's, not
+        // yet reaped, so it names no other process.
+        Errno::result(unsafe { libc::kill(self.pid, libc::SIGKILL) })?;
+        let mut status = 0;
+        // SAFETY: as in try_wait, blocking this time.
+        super::retry(|| Errno::result(unsafe { libc::waitpid(self.pid, &mut status, 0) }))?;
+        Ok(())
+    }
 }
 
 /// Starts `program` with `args`, this process's environment (less the

@@ -8,7 +8,9 @@ use std::env;
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -91,6 +93,8 @@ fn datagram_socket() -> io::Result<OwnedFd> {
 pub struct NotifyListener {
     socket: OwnedFd,
     path: PathBuf,
+    /// The directory made for it, removed after it.
+    dir: Option<PathBuf>,
 }
 
 impl NotifyListener {
@@ -101,7 +105,26 @@ impl NotifyListener {
         Ok(NotifyListener {
             socket,
             path: path.to_owned(),
+            dir: None,
         })
+    }
+
+    /// Binds one in a directory of its own, made in the temporary
+    /// directory and open to this user only, so that no other user can
+    /// send it a `READY=1`; both are removed when it closes.
+    pub fn in_private_dir() -> io::Result<NotifyListener> {
+        static MADE: AtomicU64 = AtomicU64::new(0);
+        let n = MADE.fetch_add(1, Ordering::Relaxed);
+        let name = format!("sockloop-{}-{n}", std::process::id());
+        let dir = env::temp_dir().join(name);
+        fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let bound = NotifyListener::bind(&dir.join("notify"));
+        let Ok(mut listener) = bound else {
+            let _ = fs::remove_dir(&dir);
+            return bound;
+        };
+        listener.dir = Some(dir);
+        Ok(listener)
     }
 
     /// Where it listens.
@@ -138,6 +161,9 @@ impl NotifyListener {
 impl Drop for NotifyListener {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
+        if let Some(dir) = &self.dir {
+            let _ = fs::remove_dir(dir);
+        }
     }
 }
 
