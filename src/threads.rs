@@ -328,7 +328,8 @@ impl Watch {
             return;
         };
         info!("SIGUSR2: starting the new process");
-        match upgrade.start_successor() {
+        let manager = self.notifier.as_ref().map_or("", Notifier::manager_name);
+        match upgrade.start_successor(manager) {
             Ok(pid) => {
                 upgrade.leave_files();
                 info!("SIGUSR2: process {pid} is ready; this one drains");

@@ -54,7 +54,9 @@ impl Upgrade {
     /// Starts the new process and waits until it is ready: its id, or why
     /// it is not serving (it could not start, it ended, or it took too
     /// long and was killed). A process that did not get ready is reaped.
-    pub(super) fn start_successor(&self) -> Result<u32, String> {
+    /// `manager` is where its states after `READY=1` go (see
+    /// [`Notifier::manager_name`](crate::sys::Notifier::manager_name)).
+    pub(super) fn start_successor(&self, manager: &str) -> Result<u32, String> {
         let program = self.program.display();
         let notify =
             NotifyListener::in_private_dir().map_err(|e| format!("a notify socket: {e}"))?;
@@ -63,8 +65,9 @@ impl Upgrade {
             .iter()
             .map(|(name, listener)| (name.as_str(), listener.as_fd()))
             .collect();
-        let child = spawn_with_listeners(&self.program, &self.args, &passed, notify.path())
-            .map_err(|e| format!("starting {program}: {e}"))?;
+        let child =
+            spawn_with_listeners(&self.program, &self.args, &passed, notify.path(), manager)
+                .map_err(|e| format!("starting {program}: {e}"))?;
         let pid = child.id();
         let deadline = Instant::now() + READY_WITHIN;
         let not_ready = loop {

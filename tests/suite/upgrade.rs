@@ -6,6 +6,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::common::{IO_TIMEOUT, LogFile, LogLines, Server, echo_all, wait_until};
+use crate::activation::next_state;
+use crate::common::{IO_TIMEOUT, LogFile, LogLines, Server, echo_all, sockloop, wait_until};
 
 /// A directory of the test's own in the temporary directory, removed with
 /// what it holds when dropped.
@@ -286,6 +288,31 @@ fn five_upgrades_under_load_lose_no_connection_and_cut_no_reply_short() {
     assert!(!pid_file.exists(), "the last process removes its pid file");
     let log = log.read();
     assert_eq!(log.matches("is ready; this one drains").count(), 5, "{log}");
+    // A new process tells nobody but its predecessor it is ready.
+    assert!(!log.contains("telling the service manager"), "{log}");
+}
+
+#[test]
+fn under_a_service_manager_the_new_process_becomes_the_main_one() {
+    let dir = TempDir::new("upgrade-notify");
+    let (pid_file, notify) = (dir.join("pid"), dir.join("notify"));
+    let manager = UnixDatagram::bind(&notify).expect("bind the notify socket");
+    manager.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let log = LogFile::new("upgrade-notify");
+    let mut command = sockloop(&[], &["echo", "--listen", "127.0.0.1:0"]);
+    command
+        .args(["--pid-file", pid_file.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &notify)
+        .stdout(Stdio::null())
+        .stderr(log.stdio());
+    let server = Server::spawn(&mut command);
+    let _serving = Serving(pid_file.clone());
+    let old = server.pid().as_raw();
+    assert_eq!(next_state(&manager), format!("READY=1\nMAINPID={old}"));
+    let new = upgrade(&pid_file);
+    assert_eq!(next_state(&manager), format!("MAINPID={new}"));
+    kill(Pid::from_raw(new), Signal::SIGTERM).expect("SIGTERM");
+    assert_eq!(next_state(&manager), "STOPPING=1", "{}", log.read());
 }
 
 #[test]
