@@ -132,7 +132,7 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Takes SIGINT, SIGTERM, SIGUSR1 and SIGHUP away from their default actions, so
+    /// Takes SIGINT, SIGTERM, SIGUSR1, SIGHUP and SIGUSR2 away from their default actions, so
     /// that a signal that comes before the reactors run waits for them. Call
     /// it before any thread that should not take them starts: it blocks
     /// them in this thread, and threads started later inherit that.
