@@ -172,14 +172,10 @@ fn listen<S: Service>(
 ) -> io::Result<Addr> {
     let passed = passed_for(plan, false);
     if passed.is_empty() {
-        let bound = Listener::bind(addr, options)
-            .and_then(|listener| {
-                let served = serve_on(reactor, listener.try_clone()?, plan)?;
-                handed_over.push((SERVICE_NAME.to_owned(), listener));
-                Ok(served)
-            })
-            .map_err(|e| io::Error::new(e.kind(), format!("listen on {addr}: {e}")));
-        return bound;
+        let bound = bind_kept(addr, options, SERVICE_NAME, handed_over, |own| {
+            serve_on(reactor, own, plan)
+        });
+        return bound.map_err(|e| io::Error::new(e.kind(), format!("listen on {addr}: {e}")));
     }
     let mut first = None;
     for listener in passed {
@@ -191,6 +187,22 @@ fn listen<S: Service>(
         first.get_or_insert(served?);
     }
     Ok(first.unwrap_or_else(|| addr.clone()))
+}
+
+/// Binds `addr` and has `serve` serve a descriptor of it; the original goes
+/// to `handed_over` as `name`, kept for a successor (and the one to remove
+/// a Unix-domain socket file when it closes).
+fn bind_kept(
+    addr: &Addr,
+    options: &ListenOptions,
+    name: &str,
+    handed_over: &mut Vec<(String, Listener)>,
+    serve: impl FnOnce(Listener) -> io::Result<Addr>,
+) -> io::Result<Addr> {
+    let listener = Listener::bind(addr, options)?;
+    let served = serve(listener.try_clone()?)?;
+    handed_over.push((name.to_owned(), listener));
+    Ok(served)
 }
 
 /// Has `reactor` serve `listener`, with TLS if the plan says so.
@@ -224,13 +236,10 @@ fn listen_metrics<S: Service>(
         (Some(passed), _) => passed
             .try_clone()
             .and_then(|own| reactor.adopt_metrics(own)),
-        (None, Some(metrics)) => Listener::bind(metrics, options)
-            .and_then(|listener| {
-                let served = reactor.adopt_metrics(listener.try_clone()?)?;
-                handed_over.push((METRICS_NAME.to_owned(), listener));
-                Ok(served)
-            })
-            .map_err(|e| io::Error::new(e.kind(), format!("--metrics {metrics}: {e}"))),
+        (None, Some(metrics)) => bind_kept(metrics, options, METRICS_NAME, handed_over, |own| {
+            reactor.adopt_metrics(own)
+        })
+        .map_err(|e| io::Error::new(e.kind(), format!("--metrics {metrics}: {e}"))),
         (None, None) => return Ok(()),
     };
     info!("metrics on http://{}/metrics", served?);
