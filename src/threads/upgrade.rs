@@ -40,10 +40,11 @@ impl Upgrade {
     /// one.
     pub fn new(listeners: Vec<(String, Listener)>) -> io::Result<Upgrade> {
         let mut args = env::args_os();
-        let program = match args.next().map(PathBuf::from) {
-            Some(path) if path.components().count() > 1 => env::current_dir()?.join(path),
-            _ => env::current_exe()?,
-        };
+        let program = program_path(
+            args.next().map(PathBuf::from),
+            env::current_dir,
+            env::current_exe,
+        )?;
         Ok(Upgrade {
             program,
             args: args.collect(),
@@ -102,10 +103,47 @@ impl Upgrade {
     }
 }
 
+/// `argv0` made absolute against `cwd` if it names a path, else `exe`.
+fn program_path(
+    argv0: Option<PathBuf>,
+    cwd: impl FnOnce() -> io::Result<PathBuf>,
+    exe: impl FnOnce() -> io::Result<PathBuf>,
+) -> io::Result<PathBuf> {
+    match argv0 {
+        Some(path) if path.components().count() > 1 => Ok(cwd()?.join(path)),
+        _ => exe(),
+    }
+}
+
 /// Kills and reaps `child`, and says so.
 fn killed(child: &Child) -> String {
     match child.kill_and_reap() {
         Ok(()) => "killed".to_owned(),
         Err(e) => format!("killing it failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn the_program_is_argv0_made_absolute_unless_it_was_found_on_path() {
+        let cwd = || Ok(PathBuf::from("/srv"));
+        let exe = || Ok(PathBuf::from("/opt/sockloop-1.2/sockloop"));
+        let path = |argv0: &str| program_path(Some(argv0.into()), cwd, exe).unwrap();
+        assert_eq!(
+            path("/usr/local/bin/sockloop"),
+            Path::new("/usr/local/bin/sockloop")
+        );
+        assert_eq!(path("bin/sockloop"), Path::new("/srv/bin/sockloop"));
+        assert_eq!(path("./sockloop"), Path::new("/srv/./sockloop"));
+        // A bare name was found on PATH: where the executable is.
+        assert_eq!(path("sockloop"), Path::new("/opt/sockloop-1.2/sockloop"));
+        assert_eq!(
+            program_path(None, cwd, exe).unwrap(),
+            Path::new("/opt/sockloop-1.2/sockloop")
+        );
     }
 }
