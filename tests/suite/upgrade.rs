@@ -315,9 +315,11 @@ fn under_a_service_manager_the_new_process_becomes_the_main_one() {
     assert_eq!(next_state(&manager), "STOPPING=1", "{}", log.read());
 }
 
-#[test]
-fn a_new_binary_that_exits_at_once_leaves_the_old_process_serving() {
-    let dir = TempDir::new("failed-upgrade");
+/// A server started from a copy of the binary, whose copy is then
+/// replaced by a script holding `body` (the "new build"), sent SIGUSR2:
+/// the server, the log line that says why the upgrade failed, the pid file
+/// and the copy's path.
+fn upgrade_to_a_script(dir: &TempDir, body: &str) -> (Server, String, PathBuf, PathBuf) {
     let copy = dir.join("sockloop");
     let built = std::env::var_os("SOCKLOOP_TEST_BIN")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_sockloop").into());
@@ -330,20 +332,47 @@ fn a_new_binary_that_exits_at_once_leaves_the_old_process_serving() {
     let args = ["echo", "--pid-file", pid_arg];
     let mut server = Server::start(&prefix, &args, Stdio::piped());
     let mut log = LogLines::new(server.take_stderr());
-    // The "new build" installed where the server was started from: written
-    // beside it and renamed over it, as installers do.
-    let failing = dir.join("sockloop.new");
-    fs::write(&failing, "#!/bin/sh\nexit 1\n").unwrap();
-    fs::set_permissions(&failing, fs::Permissions::from_mode(0o755)).unwrap();
-    fs::rename(&failing, &copy).unwrap();
+    // Installed as installers do: written beside it, renamed over it.
+    let script = dir.join("sockloop.new");
+    fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::rename(&script, &copy).unwrap();
     server.signal(Signal::SIGUSR2);
     let why = log.wait_for("upgrade failed");
-    assert!(why.contains("exited with status 1"), "{why}");
-    assert!(why.contains(copy_arg), "{why}");
-    assert_eq!(pid_in(&pid_file), Some(server.pid().as_raw()));
+    (server, why, pid_file, copy)
+}
+
+/// The old process still serves, still named in the pid file; it removes
+/// the file as it exits.
+fn serves_on_then_exits(mut server: Server, pid_file: &Path) {
+    assert_eq!(pid_in(pid_file), Some(server.pid().as_raw()));
     let stream = server.connect();
     assert_eq!(echo_all(stream, b"still here\n"), b"still here\n");
     server.signal(Signal::SIGTERM);
     assert!(server.wait_exit().success());
     assert!(!pid_file.exists(), "the pid file is removed at exit");
+}
+
+#[test]
+fn a_new_binary_that_exits_at_once_leaves_the_old_process_serving() {
+    let dir = TempDir::new("failed-upgrade");
+    let (server, why, pid_file, copy) = upgrade_to_a_script(&dir, "exit 1");
+    assert!(why.contains("exited with status 1"), "{why}");
+    assert!(why.contains(copy.to_str().unwrap()), "{why}");
+    serves_on_then_exits(server, &pid_file);
+}
+
+#[test]
+fn a_new_process_that_never_says_ready_is_killed_and_the_old_one_serves_on() {
+    let dir = TempDir::new("late-upgrade");
+    // exec: the process the server started is the one that hangs.
+    let (server, why, pid_file, _) = upgrade_to_a_script(&dir, "exec sleep 60");
+    assert!(why.contains("not ready within 10s; killed"), "{why}");
+    let hung: i32 = why
+        .split("(process ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no process id in {why}"));
+    assert!(is_gone(hung), "process {hung} still there");
+    serves_on_then_exits(server, &pid_file);
 }
