@@ -15,16 +15,18 @@
 #[cfg_attr(not(feature = "tls"), path = "server/tls_off.rs")]
 mod tls;
 
+mod pid_file;
+
 use std::fmt;
-use std::fs;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use log::{info, warn};
+use pid_file::PidFile;
 use sockloop::reactor::{Config, Reactor, Serve, Service};
 use sockloop::sys::os::Listen;
 use sockloop::sys::{self, Addr, ListenOptions, Listener, PassedListener};
-use sockloop::threads::{self, Supervisor};
+use sockloop::threads::{self, Supervisor, Upgrade};
 
 /// The name in `LISTEN_FDNAMES` of a passed socket that serves the
 /// metrics rather than the service.
@@ -46,10 +48,10 @@ pub struct Plan {
     pub reactors: usize,
     /// Serve the counters at `http://ADDR/metrics` from the first reactor.
     pub metrics: Option<Addr>,
-    /// Where to write this process's id once it serves.
-    pub pid_file: Option<PathBuf>,
     /// How the reactors' threads run.
     pub threads: threads::Options,
+    /// Where to write this process's id once it listens.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// A TLS listener's settings, as files.
@@ -69,39 +71,8 @@ pub struct Bound<S: Service> {
     pub reactors: Vec<Reactor<S>>,
     /// Where the listeners are (with the port picked, for port 0).
     pub local: Addr,
-    /// Removed as the server ends, if still its own.
-    _pid_file: Option<PidFile>,
-}
-
-/// `--pid-file`: this process's id, written whole (renamed into place) so
-/// that a reader never sees half of it, and removed when this ends if it
-/// still holds that id: a successor may have written its own meanwhile.
-struct PidFile(PathBuf);
-
-impl PidFile {
-    fn write(path: &Path) -> io::Result<PidFile> {
-        let pid = std::process::id();
-        let mut partial = path.as_os_str().to_owned();
-        partial.push(format!(".{pid}.tmp"));
-        let written =
-            fs::write(&partial, format!("{pid}\n")).and_then(|()| fs::rename(&partial, path));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&partial);
-            let kind = e.kind();
-            let e = format!("--pid-file {}: {e}", path.display());
-            return Err(io::Error::new(kind, e));
-        }
-        Ok(PidFile(path.to_owned()))
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let ours = std::process::id().to_string();
-        if fs::read_to_string(&self.0).is_ok_and(|text| text.trim() == ours) {
-            let _ = fs::remove_file(&self.0);
-        }
-    }
+    /// Written now that it listens, removed as it ends.
+    pid_file: Option<PidFile>,
 }
 
 /// Starts the server of `plan` (see [`bind`]) and serves until a signal
@@ -143,22 +114,24 @@ pub fn bind<S: Service>(
     };
     let mut reactors = Vec::with_capacity(plan.reactors);
     let mut addr = plan.listen.clone();
+    let mut handed_over = passed_to_hand_over(plan)?;
     for _ in 0..plan.reactors {
         let mut reactor = Reactor::new(config.clone(), make())?;
         // After the first, the port it was given.
-        addr = listen(&mut reactor, &addr, plan, &options)?;
+        addr = listen(&mut reactor, &addr, plan, &options, &mut handed_over)?;
         reactors.push(reactor);
     }
     info!("accept queue: backlog {backlog} ({note})");
     log_listeners(plan, &addr);
-    listen_metrics(&mut reactors[0], plan, &options)?;
+    listen_metrics(&mut reactors[0], plan, &options, &mut handed_over)?;
+    supervisor.upgrade_on_usr2(Upgrade::new(handed_over)?);
     log_room(fd_limit, fds_per_client);
     let pid_file = plan.pid_file.as_deref().map(PidFile::write).transpose()?;
     Ok(Bound {
         supervisor,
         reactors,
         local: addr,
-        _pid_file: pid_file,
+        pid_file,
     })
 }
 
@@ -174,35 +147,74 @@ fn raise_descriptor_limits() -> io::Result<u64> {
     Ok(fd_limit)
 }
 
+/// The name in `LISTEN_FDNAMES` of a socket this process bound for the
+/// service, when it hands it to its successor.
+const SERVICE_NAME: &str = "listen";
+
+/// A descriptor of each passed socket, to hand to a successor under the
+/// name it came with.
+fn passed_to_hand_over(plan: &Plan) -> io::Result<Vec<(String, Listener)>> {
+    let named =
+        |p: &PassedListener| Ok((p.name.clone().unwrap_or_default(), p.listener.try_clone()?));
+    plan.passed.iter().map(named).collect()
+}
+
 /// Gives `reactor` its listeners, serving TLS if the plan says so, and
 /// returns the address of the first: the sockets passed, if any (a
-/// descriptor of its own for each), else one bound on `addr`.
+/// descriptor of its own for each), else one bound on `addr`, which goes
+/// to `handed_over` (the reactor serves a descriptor of its own).
 fn listen<S: Service>(
     reactor: &mut Reactor<S>,
     addr: &Addr,
     plan: &Plan,
     options: &ListenOptions,
+    handed_over: &mut Vec<(String, Listener)>,
 ) -> io::Result<Addr> {
     let passed = passed_for(plan, false);
     if passed.is_empty() {
-        let bound = match &plan.tls {
-            None => reactor.listen(addr, options),
-            Some(tls) => tls::listen(reactor, addr, options, tls),
-        };
+        let bound = bind_kept(addr, options, SERVICE_NAME, handed_over, |own| {
+            serve_on(reactor, own, plan)
+        });
         return bound.map_err(|e| io::Error::new(e.kind(), format!("listen on {addr}: {e}")));
     }
     let mut first = None;
     for listener in passed {
         let local = listener.local_addr().clone();
-        let own = listener.try_clone();
-        let served = own.and_then(|own| match &plan.tls {
-            None => reactor.adopt(own, Serve::Service),
-            Some(tls) => tls::adopt(reactor, own, tls),
-        });
+        let served = listener
+            .try_clone()
+            .and_then(|own| serve_on(reactor, own, plan));
         let served = served.map_err(|e| io::Error::new(e.kind(), format!("serve on {local}: {e}")));
         first.get_or_insert(served?);
     }
     Ok(first.unwrap_or_else(|| addr.clone()))
+}
+
+/// Binds `addr` and has `serve` serve a descriptor of it; the original goes
+/// to `handed_over` as `name`, kept for a successor (and the one to remove
+/// a Unix-domain socket file when it closes).
+fn bind_kept(
+    addr: &Addr,
+    options: &ListenOptions,
+    name: &str,
+    handed_over: &mut Vec<(String, Listener)>,
+    serve: impl FnOnce(Listener) -> io::Result<Addr>,
+) -> io::Result<Addr> {
+    let listener = Listener::bind(addr, options)?;
+    let served = serve(listener.try_clone()?)?;
+    handed_over.push((name.to_owned(), listener));
+    Ok(served)
+}
+
+/// Has `reactor` serve `listener`, with TLS if the plan says so.
+fn serve_on<S: Service>(
+    reactor: &mut Reactor<S>,
+    listener: Listener,
+    plan: &Plan,
+) -> io::Result<Addr> {
+    match &plan.tls {
+        None => reactor.adopt(listener, Serve::Service),
+        Some(tls) => tls::adopt(reactor, listener, tls),
+    }
 }
 
 /// The passed sockets that serve the metrics (`metrics`), or the service.
@@ -218,14 +230,16 @@ fn listen_metrics<S: Service>(
     reactor: &mut Reactor<S>,
     plan: &Plan,
     options: &ListenOptions,
+    handed_over: &mut Vec<(String, Listener)>,
 ) -> io::Result<()> {
     let served = match (passed_for(plan, true).first(), &plan.metrics) {
         (Some(passed), _) => passed
             .try_clone()
             .and_then(|own| reactor.adopt(own, Serve::Metrics)),
-        (None, Some(metrics)) => reactor
-            .listen_as(metrics, options, Serve::Metrics)
-            .map_err(|e| io::Error::new(e.kind(), format!("--metrics {metrics}: {e}"))),
+        (None, Some(metrics)) => bind_kept(metrics, options, METRICS_NAME, handed_over, |own| {
+            reactor.adopt(own, Serve::Metrics)
+        })
+        .map_err(|e| io::Error::new(e.kind(), format!("--metrics {metrics}: {e}"))),
         (None, None) => return Ok(()),
     };
     info!("metrics on http://{}/metrics", served?);
@@ -295,7 +309,9 @@ where
         // Scripts and tests read this line to learn the port: print it exactly once, at once.
         print_line(format_args!("listening on {local}"))?;
         info!("serving on {local}");
-        let outcome = self.supervisor.run(self.reactors, options)?;
+        let outcome = self.supervisor.run(self.reactors, options);
+        drop(self.pid_file);
+        let outcome = outcome?;
         if let Some(spread) = outcome.spread() {
             info!("{spread}");
         }

@@ -6,12 +6,17 @@
 //! becomes their supervisor: it takes the signals (SIGINT and SIGTERM drain
 //! every reactor, a second one stops them; SIGUSR1 prints one connection
 //! table with the rows of all; SIGHUP runs the server's [`Reload`], if it
-//! has one), logs the summed counters every
+//! has one; SIGUSR2 runs its [`Upgrade`], if it has one), logs the summed
+//! counters every
 //! `stats_interval`, and stops them all as soon as one fails, returning
 //! or panicking, so a process never goes on serving with part of itself gone.
 //!
 //! Make the [`Supervisor`] first, before any other thread starts (it takes
 //! the signals), then the reactors, then [`Supervisor::run`] them.
+
+mod upgrade;
+
+pub use upgrade::Upgrade;
 
 use std::any::Any;
 use std::fmt;
@@ -123,10 +128,11 @@ pub struct Supervisor {
     poller: <Real as Os>::Poller,
     signals: <Real as Os>::Signals,
     notifier: Option<Notifier>,
+    upgrade: Option<Upgrade>,
 }
 
 impl Supervisor {
-    /// Takes SIGINT, SIGTERM, SIGUSR1 and SIGHUP away from their default actions, so
+    /// Takes SIGINT, SIGTERM, SIGUSR1, SIGHUP and SIGUSR2 away from their default actions, so
     /// that a signal that comes before the reactors run waits for them. Call
     /// it before any thread that should not take them starts: it blocks
     /// them in this thread, and threads started later inherit that.
@@ -137,6 +143,7 @@ impl Supervisor {
             poller,
             signals,
             notifier: None,
+            upgrade: None,
         })
     }
 
@@ -144,6 +151,12 @@ impl Supervisor {
     /// reactors run, and `STOPPING=1` when a signal starts their drain.
     pub fn notify(&mut self, notifier: Notifier) {
         self.notifier = Some(notifier);
+    }
+
+    /// Runs `upgrade` on SIGUSR2; without one, SIGUSR2 is logged and
+    /// ignored.
+    pub fn upgrade_on_usr2(&mut self, upgrade: Upgrade) {
+        self.upgrade = Some(upgrade);
     }
 
     /// Runs each reactor on a thread of its own until all have stopped,
@@ -186,6 +199,7 @@ impl Supervisor {
             failure: None,
             notifier: self.notifier.take(),
             reload: options.reload.clone(),
+            upgrade: self.upgrade.take(),
         };
         watch.tell(Notifier::ready);
         let result = watch.run(&mut self, &done, options.stats_interval);
@@ -226,6 +240,8 @@ struct Watch {
     failure: Option<io::Error>,
     notifier: Option<Notifier>,
     reload: Option<Reload>,
+    /// Taken by the drain: a process that drains hands nothing over.
+    upgrade: Option<Upgrade>,
 }
 
 impl Watch {
@@ -269,11 +285,9 @@ impl Watch {
             match signals.next() {
                 Ok(Some(SignalKind::Terminate)) => {
                     self.tell(Notifier::stopping);
-                    // Each reactor takes a second request as "stop now".
-                    for handle in &self.handles {
-                        let _ = handle.shutdown();
-                    }
+                    self.drain();
                 }
+                Ok(Some(SignalKind::Upgrade)) => self.upgrade(),
                 Ok(Some(SignalKind::Report)) => {
                     let tables: Vec<_> = self
                         .handles
@@ -293,6 +307,43 @@ impl Watch {
                     return;
                 }
             }
+        }
+    }
+
+    /// Asks every reactor to stop accepting and drain; each takes a second
+    /// request as "stop now". The listeners kept for an upgrade close, so
+    /// that new clients are refused rather than left queued.
+    fn drain(&mut self) {
+        self.upgrade = None;
+        for handle in &self.handles {
+            let _ = handle.shutdown();
+        }
+    }
+
+    /// SIGUSR2: hands over to a new process and drains once it serves, or
+    /// keeps serving if it does not. The signals wait meanwhile.
+    fn upgrade(&mut self) {
+        let Some(upgrade) = &mut self.upgrade else {
+            info!("SIGUSR2: no upgrade while draining, or for this server; ignored");
+            return;
+        };
+        info!("SIGUSR2: starting the new process");
+        let manager = self.notifier.as_ref().map_or("", Notifier::manager_name);
+        match upgrade.start_successor(manager) {
+            Ok(pid) => {
+                upgrade.leave_files();
+                info!("SIGUSR2: process {pid} is ready; this one drains");
+                // systemd follows the service to its new main process.
+                if let Some(Err(e)) = self
+                    .notifier
+                    .as_ref()
+                    .map(|n| n.send(&format!("MAINPID={pid}")))
+                {
+                    warn!("telling the service manager MAINPID={pid}: {e}");
+                }
+                self.drain();
+            }
+            Err(why) => warn!("SIGUSR2: upgrade failed, this process serves on: {why}"),
         }
     }
 

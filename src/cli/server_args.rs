@@ -100,8 +100,8 @@ pub(super) struct ServerArgs {
     /// format, from the same loop (port 0 picks a free one; the log says which).
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     pub(super) metrics: Option<Addr>,
-    /// Write this process's id to PATH once it serves; removed at exit if
-    /// it still holds that id.
+    /// Write the process id to PATH once listening (removed at exit if it
+    /// still holds ours); SIGUSR2's new process writes its own there.
     #[arg(long, value_name = "PATH")]
     pub(super) pid_file: Option<PathBuf>,
 }
@@ -150,12 +150,12 @@ impl ServerArgs {
             backlog: self.backlog,
             reactors: self.reactors(),
             metrics: self.metrics.clone(),
-            pid_file: self.pid_file.clone(),
             threads: threads::Options {
                 pin: self.pin,
                 stats_interval: self.stats_interval.and_then(nonzero),
                 reload: None,
             },
+            pid_file: self.pid_file.clone(),
         }
     }
 }

@@ -212,9 +212,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
     }
 
     /// SIGINT and SIGTERM start a graceful shutdown (a second one stops at
-    /// once); SIGUSR1 prints the connection table; SIGHUP is logged and
-    /// otherwise ignored (a reload is the supervisor's, in
-    /// [`threads`](crate::threads)). Call it before starting any thread: on
+    /// once); SIGUSR1 prints the connection table; SIGHUP and SIGUSR2 are
+    /// logged and otherwise ignored (a reload or an upgrade is the
+    /// supervisor's, in [`threads`](crate::threads)). Call it before starting any thread: on
     /// Linux it blocks those signals in the calling thread.
     pub fn handle_signals(&mut self) -> io::Result<()> {
         let signals = O::Signals::new(&self.kernel.poller, Token::Signals.to_u64())?;
@@ -355,6 +355,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
                             ));
                         }
                         SignalKind::Reload => log::info!("SIGHUP: nothing to reload here"),
+                        // Only a supervisor has the listeners and the command line to hand over.
+                        SignalKind::Upgrade => log::info!("SIGUSR2: no upgrade here; ignored"),
                     }
                 }
             }

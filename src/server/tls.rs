@@ -5,23 +5,11 @@
 use std::io;
 
 use sockloop::reactor::{Reactor, Serve, Service};
-use sockloop::sys::{Addr, ListenOptions, Listener};
+use sockloop::sys::{Addr, Listener};
 
 use super::ListenerTls;
 
-/// Gives `reactor` a listener on `addr` that serves TLS with the
-/// certificate, key and ALPN protocols of `tls`; returns the address bound.
-pub(super) fn listen<S: Service>(
-    reactor: &mut Reactor<S>,
-    addr: &Addr,
-    options: &ListenOptions,
-    tls: &ListenerTls,
-) -> io::Result<Addr> {
-    let config = sockloop::tls::server_config(&tls.cert, &tls.key, &tls.alpn)?;
-    reactor.listen_as(addr, options, Serve::Tls(config))
-}
-
-/// As [`listen`], on `listener`, a listening socket made elsewhere.
+/// Serves TLS on `listener`, with the settings of `tls`.
 pub(super) fn adopt<S: Service>(
     reactor: &mut Reactor<S>,
     listener: Listener,

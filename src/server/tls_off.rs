@@ -5,21 +5,11 @@
 use std::io;
 
 use sockloop::reactor::{Reactor, Service};
-use sockloop::sys::{Addr, ListenOptions, Listener};
+use sockloop::sys::{Addr, Listener};
 
 use super::ListenerTls;
 
 /// Fails: no TLS to serve.
-pub(super) fn listen<S: Service>(
-    _: &mut Reactor<S>,
-    _: &Addr,
-    _: &ListenOptions,
-    tls: &ListenerTls,
-) -> io::Result<Addr> {
-    no_tls(tls)
-}
-
-/// Fails as [`listen`] does.
 pub(super) fn adopt<S: Service>(
     _: &mut Reactor<S>,
     _: Listener,

@@ -241,7 +241,7 @@ pub trait Splice: Sized {
     fn drain_into(&mut self, to: &Self::Socket) -> io::Result<usize>;
 }
 
-/// SIGINT, SIGTERM, SIGUSR1 and SIGHUP as events of a poller, so that no work ever
+/// SIGINT, SIGTERM, SIGUSR1, SIGHUP and SIGUSR2 as events of a poller, so that no work ever
 /// runs inside a signal handler.
 pub trait SignalSource: Sized {
     /// The poller that reports them.
@@ -263,6 +263,9 @@ pub enum SignalKind {
     Report,
     /// SIGHUP: re-read what can be re-read (a relay's upstreams file).
     Reload,
+    /// SIGUSR2: start the new build installed where this one was started
+    /// from, hand it the listening sockets, and drain once it serves.
+    Upgrade,
 }
 
 /// One descriptor held in reserve. When an accept fails for want of

@@ -163,7 +163,7 @@ fn notify_socket() -> (TempPath, UnixDatagram) {
 }
 
 /// The next datagram on `socket`, as text.
-fn next_state(socket: &UnixDatagram) -> String {
+pub(crate) fn next_state(socket: &UnixDatagram) -> String {
     let mut buf = [0; 512];
     let n = socket.recv(&mut buf).expect("a datagram within IO_TIMEOUT");
     String::from_utf8_lossy(&buf[..n]).into_owned()
@@ -265,7 +265,8 @@ fn a_successor_given_the_listener_says_ready_and_serves_it() {
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_sockloop").into());
     let args = ["echo", "--listen", "127.0.0.1:1"].map(OsString::from);
     let passed = [("echo", listener.as_fd())];
-    let child = spawn_with_listeners(bin.as_ref(), &args, &passed, ready.path()).expect("spawn");
+    let child =
+        spawn_with_listeners(bin.as_ref(), &args, &passed, ready.path(), "").expect("spawn");
     let successor = Successor(child);
     // This process's copy may go: the successor has its own.
     drop(listener);

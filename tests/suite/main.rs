@@ -37,3 +37,4 @@ mod sim_props;
 mod threads;
 mod tls;
 mod tour;
+mod upgrade;

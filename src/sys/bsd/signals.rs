@@ -12,7 +12,7 @@ use super::kevent::{change, empty, kevent, kqueue, submit};
 use crate::sys::os::{Interest, Register, SignalKind, SignalSource};
 use crate::sys::unix::{HANDLED_SIGNALS, retry, signal_kind};
 
-/// SIGINT, SIGTERM, SIGUSR1 and SIGHUP, reported by a kqueue of their own.
+/// SIGINT, SIGTERM, SIGUSR1, SIGHUP and SIGUSR2, reported by a kqueue of their own.
 ///
 /// `EVFILT_SIGNAL` records a signal without taking it: a signal whose action
 /// is the default still ends the process. So the signals are set to be

@@ -10,7 +10,7 @@ use super::Poller;
 use crate::sys::os::{Interest, Register, SignalKind, SignalSource};
 use crate::sys::unix::{HANDLED_SIGNALS, signal_kind};
 
-/// SIGINT, SIGTERM, SIGUSR1 and SIGHUP, delivered through a file descriptor.
+/// SIGINT, SIGTERM, SIGUSR1, SIGHUP and SIGUSR2, delivered through a file descriptor.
 pub struct Signals {
     fd: SignalFd,
 }

@@ -20,6 +20,7 @@ use std::path::Path;
 use nix::errno::Errno;
 
 use super::HANDLED_SIGNALS;
+use super::notify::MANAGER_NOTIFY_VAR;
 
 /// Room for `LISTEN_PID=`, a process id's digits and the NUL.
 const PID_VAR: &[u8; 11] = b"LISTEN_PID=";
@@ -53,17 +54,30 @@ impl Child {
             128 + libc::WTERMSIG(status)
         }))
     }
+
+    /// Kills it (SIGKILL) and waits for it to end, reaping it.
+    pub fn kill_and_reap(&self) -> io::Result<()> {
+        // SAFETY: kill(2) sends a signal; the pid is our own child's, not
+        // yet reaped, so it names no other process.
+        Errno::result(unsafe { libc::kill(self.pid, libc::SIGKILL) })?;
+        let mut status = 0;
+        // SAFETY: as in try_wait, blocking this time.
+        super::retry(|| Errno::result(unsafe { libc::waitpid(self.pid, &mut status, 0) }))?;
+        Ok(())
+    }
 }
 
 /// Starts `program` with `args`, this process's environment (less the
 /// variables of both conventions) and stdio, `listeners` at descriptors 3
 /// and on with their names in `LISTEN_FDNAMES`, `LISTEN_FDS`, `LISTEN_PID`
-/// (the child's id) and `NOTIFY_SOCKET=notify`.
+/// (the child's id), `NOTIFY_SOCKET=notify` for its `READY=1`, and
+/// `manager` in [`MANAGER_NOTIFY_VAR`] for its states after that.
 pub fn spawn_with_listeners(
     program: &Path,
     args: &[OsString],
     listeners: &[(&str, BorrowedFd<'_>)],
     notify: &Path,
+    manager: &str,
 ) -> io::Result<Child> {
     let path = c_string(program.as_os_str())?;
     let argv: Vec<CString> = std::iter::once(program.as_os_str())
@@ -83,6 +97,8 @@ pub fn spawn_with_listeners(
     let mut notify_var = OsString::from("NOTIFY_SOCKET=");
     notify_var.push(notify);
     envp.push(c_string(&notify_var)?);
+    let manager_var = format!("{MANAGER_NOTIFY_VAR}={manager}");
+    envp.push(c_string(OsStr::new(&manager_var))?);
     let mut pid_var = [0u8; PID_VAR.len() + PID_DIGITS];
     pid_var[..PID_VAR.len()].copy_from_slice(PID_VAR);
     let fds: Vec<RawFd> = listeners.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
@@ -175,11 +191,12 @@ fn write_digits(buf: &mut [u8], mut n: u32) {
 /// This process's environment as `KEY=VALUE` strings, less what the
 /// child is to be given anew.
 fn inherited_env() -> io::Result<Vec<CString>> {
-    const REPLACED: [&str; 4] = [
+    const REPLACED: [&str; 5] = [
         "LISTEN_PID",
         "LISTEN_FDS",
         "LISTEN_FDNAMES",
         "NOTIFY_SOCKET",
+        MANAGER_NOTIFY_VAR,
     ];
     env::vars_os()
         .filter(|(key, _)| !REPLACED.iter().any(|r| key == r))

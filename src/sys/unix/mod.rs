@@ -54,11 +54,12 @@ use nix::sys::signal::Signal;
 use super::SignalKind;
 
 /// The signals that [`Signals`](super::Signals) takes over.
-pub(crate) const HANDLED_SIGNALS: [Signal; 4] = [
+pub(crate) const HANDLED_SIGNALS: [Signal; 5] = [
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGUSR1,
     Signal::SIGHUP,
+    Signal::SIGUSR2,
 ];
 
 /// What the signal numbered `signo` asks for, if it is one of ours.
@@ -67,6 +68,7 @@ pub(crate) fn signal_kind(signo: libc::c_int) -> Option<SignalKind> {
         Ok(Signal::SIGINT | Signal::SIGTERM) => Some(SignalKind::Terminate),
         Ok(Signal::SIGUSR1) => Some(SignalKind::Report),
         Ok(Signal::SIGHUP) => Some(SignalKind::Reload),
+        Ok(Signal::SIGUSR2) => Some(SignalKind::Upgrade),
         _ => None,
     }
 }

@@ -8,7 +8,9 @@ use std::env;
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -16,38 +18,76 @@ use nix::sys::socket::{self, AddressFamily, MsgFlags, SockType, UnixAddr};
 
 use super::birth::{SEND_FLAGS, SOCKET_FLAGS, prepare};
 
-/// Where the states go: a socket of our own and the address to send to.
+/// Set by a server for the process that replaces it: where the states
+/// after `READY=1` go — the service manager's socket, or nowhere when
+/// empty — while `READY=1` goes to `NOTIFY_SOCKET`, the old process that
+/// waits for it and is gone soon after.
+pub const MANAGER_NOTIFY_VAR: &str = "SOCKLOOP_MANAGER_NOTIFY_SOCKET";
+
+/// Where the states go: a socket of our own and the addresses to send to.
 pub struct Notifier {
     socket: OwnedFd,
-    to: UnixAddr,
-    /// `NOTIFY_SOCKET` as it was given, to name it in errors.
+    /// Where `READY=1` goes.
+    ready_to: Target,
+    /// Where every other state goes, if anywhere.
+    manager: Option<Target>,
+}
+
+/// A socket to send to, and its name as it was given, for errors.
+#[derive(Clone)]
+struct Target {
+    addr: UnixAddr,
     name: String,
 }
 
+impl Target {
+    fn new(name: &str) -> io::Result<Target> {
+        let addr = notify_addr(name)
+            .map_err(|e| io::Error::new(e.kind(), format!("NOTIFY_SOCKET={name}: {e}")))?;
+        Ok(Target {
+            addr,
+            name: name.to_owned(),
+        })
+    }
+}
+
 impl Notifier {
-    /// The notifier `NOTIFY_SOCKET` asks for, if it is set.
+    /// The notifier `NOTIFY_SOCKET` asks for, if it is set (and
+    /// [`MANAGER_NOTIFY_VAR`], if a server that replaces itself set it).
     pub fn from_env() -> io::Result<Option<Notifier>> {
-        match env::var("NOTIFY_SOCKET") {
-            Ok(name) if !name.is_empty() => Notifier::to(&name).map(Some),
-            _ => Ok(None),
+        let mut notifier = match env::var("NOTIFY_SOCKET") {
+            Ok(name) if !name.is_empty() => Notifier::to(&name)?,
+            _ => return Ok(None),
+        };
+        if let Ok(manager) = env::var(MANAGER_NOTIFY_VAR) {
+            notifier.manager = match manager.as_str() {
+                "" => None,
+                name => Some(Target::new(name)?),
+            };
         }
+        Ok(Some(notifier))
     }
 
     /// A notifier that sends to `name`: a path, or `@name` (Linux).
     pub fn to(name: &str) -> io::Result<Notifier> {
-        let to = notify_addr(name)
-            .map_err(|e| io::Error::new(e.kind(), format!("NOTIFY_SOCKET={name}: {e}")))?;
-        let socket = datagram_socket()?;
+        let target = Target::new(name)?;
         Ok(Notifier {
-            socket,
-            to,
-            name: name.to_owned(),
+            socket: datagram_socket()?,
+            ready_to: target.clone(),
+            manager: Some(target),
         })
+    }
+
+    /// Where the states after `READY=1` go: the name a successor is to be
+    /// given in [`MANAGER_NOTIFY_VAR`] (empty: nowhere).
+    pub fn manager_name(&self) -> &str {
+        self.manager.as_ref().map_or("", |target| &target.name)
     }
 
     /// `READY=1`, with this process's id: it is serving.
     pub fn ready(&self) -> io::Result<()> {
-        self.send(&format!("READY=1\nMAINPID={}", std::process::id()))
+        let state = format!("READY=1\nMAINPID={}", std::process::id());
+        self.send_to(&self.ready_to, &state)
     }
 
     /// `STOPPING=1`: a graceful shutdown has begun.
@@ -55,13 +95,24 @@ impl Notifier {
         self.send("STOPPING=1")
     }
 
-    /// One datagram of `state`: `KEY=VALUE` lines. It never blocks: a
-    /// reader whose queue is full makes it fail (`WouldBlock`).
+    /// One datagram of `state`, `KEY=VALUE` lines, to the service manager
+    /// if there is one. It never blocks: a reader whose queue is full
+    /// makes it fail (`WouldBlock`).
     pub fn send(&self, state: &str) -> io::Result<()> {
+        match &self.manager {
+            Some(manager) => self.send_to(manager, state),
+            None => Ok(()),
+        }
+    }
+
+    fn send_to(&self, target: &Target, state: &str) -> io::Result<()> {
         let fd = self.socket.as_raw_fd();
-        super::retry(|| socket::sendto(fd, state.as_bytes(), &self.to, SEND_FLAGS))
+        super::retry(|| socket::sendto(fd, state.as_bytes(), &target.addr, SEND_FLAGS))
             .map(drop)
-            .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", self.name)))
+            .map_err(|e| {
+                let kind = io::Error::from(e).kind();
+                io::Error::new(kind, format!("{}: {e}", target.name))
+            })
     }
 }
 
@@ -91,6 +142,8 @@ fn datagram_socket() -> io::Result<OwnedFd> {
 pub struct NotifyListener {
     socket: OwnedFd,
     path: PathBuf,
+    /// The directory made for it, removed after it.
+    dir: Option<PathBuf>,
 }
 
 impl NotifyListener {
@@ -101,7 +154,26 @@ impl NotifyListener {
         Ok(NotifyListener {
             socket,
             path: path.to_owned(),
+            dir: None,
         })
+    }
+
+    /// Binds one in a directory of its own, made in the temporary
+    /// directory and open to this user only, so that no other user can
+    /// send it a `READY=1`; both are removed when it closes.
+    pub fn in_private_dir() -> io::Result<NotifyListener> {
+        static MADE: AtomicU64 = AtomicU64::new(0);
+        let n = MADE.fetch_add(1, Ordering::Relaxed);
+        let name = format!("sockloop-{}-{n}", std::process::id());
+        let dir = env::temp_dir().join(name);
+        fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let bound = NotifyListener::bind(&dir.join("notify"));
+        let Ok(mut listener) = bound else {
+            let _ = fs::remove_dir(&dir);
+            return bound;
+        };
+        listener.dir = Some(dir);
+        Ok(listener)
     }
 
     /// Where it listens.
@@ -138,6 +210,9 @@ impl NotifyListener {
 impl Drop for NotifyListener {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
+        if let Some(dir) = &self.dir {
+            let _ = fs::remove_dir(dir);
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::sys::os::Spare;
 /// Starts a thread that blocks every signal.
 ///
 /// On Linux, [`Signals`](crate::sys::Signals) works only while every thread
-/// blocks SIGINT, SIGTERM, SIGUSR1 and SIGHUP: a thread that does not would
+/// blocks SIGINT, SIGTERM, SIGUSR1, SIGHUP and SIGUSR2: a thread that does not would
 /// take a SIGTERM the default way and end the process. A new thread inherits its
 /// creator's mask, and the creator may be any thread at any time (a library
 /// user's, or `main` before `Signals::new`), so the mask is set here, across

@@ -132,6 +132,12 @@ impl Listener {
             file: None,
         })
     }
+
+    /// Leaves a Unix-domain socket file where it is when this listener
+    /// closes: the socket was handed to a process that serves it on.
+    pub fn leave_file(&mut self) {
+        self.file = None;
+    }
 }
 
 /// Lets other sockets bind the same address and port, the kernel spreading
