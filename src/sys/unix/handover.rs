@@ -71,7 +71,7 @@ impl Child {
 /// variables of both conventions) and stdio, `listeners` at descriptors 3
 /// and on with their names in `LISTEN_FDNAMES`, `LISTEN_FDS`, `LISTEN_PID`
 /// (the child's id), `NOTIFY_SOCKET=notify` for its `READY=1`, and
-/// `manager` in [`MANAGER_NOTIFY_VAR`] for its states after that.
+/// `manager` in `SOCKLOOP_MANAGER_NOTIFY_SOCKET` for its states after that.
 pub fn spawn_with_listeners(
     program: &Path,
     args: &[OsString],

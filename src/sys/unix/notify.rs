@@ -53,7 +53,7 @@ impl Target {
 
 impl Notifier {
     /// The notifier `NOTIFY_SOCKET` asks for, if it is set (and
-    /// [`MANAGER_NOTIFY_VAR`], if a server that replaces itself set it).
+    /// `SOCKLOOP_MANAGER_NOTIFY_SOCKET`, if a server that replaces itself set it).
     pub fn from_env() -> io::Result<Option<Notifier>> {
         let mut notifier = match env::var("NOTIFY_SOCKET") {
             Ok(name) if !name.is_empty() => Notifier::to(&name)?,
@@ -79,7 +79,7 @@ impl Notifier {
     }
 
     /// Where the states after `READY=1` go: the name a successor is to be
-    /// given in [`MANAGER_NOTIFY_VAR`] (empty: nowhere).
+    /// given in `SOCKLOOP_MANAGER_NOTIFY_SOCKET` (empty: nowhere).
     pub fn manager_name(&self) -> &str {
         self.manager.as_ref().map_or("", |target| &target.name)
     }
