@@ -142,15 +142,29 @@ pub(super) fn book<O: Os>(
     peer: Addr,
     phase: Phase,
 ) -> io::Result<ConnId> {
-    socket.apply(&state.config.socket)?;
     let id = state.conns.next_id();
+    attach(state, kernel, id, socket)?;
+    state.insert(peer, phase);
+    Ok(id)
+}
+
+/// Gives `id` its socket: the configured options, registered once with the
+/// poller under `id`'s token, kept in the kernel's table. On failure the
+/// socket closes.
+fn attach<O: Os>(
+    state: &mut State,
+    kernel: &mut Kernel<O>,
+    id: ConnId,
+    socket: O::Socket,
+) -> io::Result<()> {
+    socket.apply(&state.config.socket)?;
+    let token = Token::Conn(id).to_u64();
     kernel
         .poller
-        .register(&socket, Token::Conn(id).to_u64(), Interest::ReadWrite)?;
+        .register(&socket, token, Interest::ReadWrite)?;
     state.stats.interest_changes += 1;
-    state.insert(peer, phase);
     kernel.attach(id, socket);
-    Ok(id)
+    Ok(())
 }
 
 /// Opens a connection to `addr` now, from outside any callback (TLS, if
@@ -183,18 +197,10 @@ pub(super) fn start_connects<O: Os>(state: &mut State, kernel: &mut Kernel<O>) {
         if !wanted.is_some_and(|c| matches!(c.phase, Phase::Connecting { .. })) {
             continue; // abandoned before it began: its close needs no socket
         }
-        let started = O::Socket::connect(&request.addr, request.local).and_then(|socket| {
-            socket.apply(&state.config.socket)?;
-            let token = Token::Conn(id).to_u64();
-            kernel
-                .poller
-                .register(&socket, token, Interest::ReadWrite)?;
-            Ok(socket)
-        });
+        let started = O::Socket::connect(&request.addr, request.local)
+            .and_then(|socket| attach(state, kernel, id, socket));
         match started {
-            Ok(socket) => {
-                state.stats.interest_changes += 1;
-                kernel.attach(id, socket);
+            Ok(()) => {
                 if let (Some(tls), Some(handles)) = (request.tls, kernel.handles_mut(id)) {
                     handles.set_tls(tls);
                 }

@@ -308,9 +308,15 @@ impl State {
 
     /// The peer whose input goes into `id` by splice(2), if one does.
     pub(crate) fn spliced_from(&self, id: ConnId) -> Option<ConnId> {
-        let feeder = self.conns.live(id)?.fed_by?;
-        let spliced = self.conns.live(feeder)?.spliced_to() == Some(id);
-        spliced.then_some(feeder)
+        self.splicing_into(id, self.conns.live(id)?)
+            .map(|(feeder, _)| feeder)
+    }
+
+    /// `conn`'s feeder (it is `id`), with its books, if it splices into it.
+    fn splicing_into(&self, id: ConnId, conn: &Connection) -> Option<(ConnId, &Connection)> {
+        let feeder = conn.fed_by?;
+        let peer = self.conns.live(feeder)?;
+        (peer.spliced_to() == Some(id)).then_some((feeder, peer))
     }
 
     /// Bytes owed to `id`: its held reply and output buffer, a write to it
@@ -321,11 +327,9 @@ impl State {
         if let Some(i) = conn.held_reply {
             return Some(self.replies.held[i as usize].len());
         }
-        let piped = conn
-            .fed_by
-            .and_then(|peer| self.conns.live(peer))
-            .filter(|peer| peer.spliced_to() == Some(id))
-            .map_or(0, |peer| peer.piped());
+        let piped = self
+            .splicing_into(id, conn)
+            .map_or(0, |(_, peer)| peer.piped());
         let forward = match &self.replies.forward {
             Some((to, range)) if *to == id => range.len(),
             _ => 0,
