@@ -76,7 +76,7 @@ impl Service for FramedEcho {
                 .unwrap_or(Ok(()))
         });
         ctx.count_frames(done.frames, done.frames);
-        done.consumed(ctx, id, &conn.peer, input)
+        done.consumed(ctx, id, input)
     }
 
     fn on_read_closed(

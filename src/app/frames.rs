@@ -19,17 +19,11 @@ impl Decoded {
     /// How much of `input` the service consumed. On a frame error the sender
     /// is logged and cut off — nothing more goes to it, not even replies
     /// still queued — and the rest of its input is dropped with it.
-    pub(crate) fn consumed(
-        self,
-        ctx: &mut Context<'_>,
-        id: ConnId,
-        peer: &Addr,
-        input: &[u8],
-    ) -> usize {
+    pub(crate) fn consumed(self, ctx: &mut Context<'_>, id: ConnId, input: &[u8]) -> usize {
         match self.error {
             None => self.used,
             Some(e) => {
-                warn!("{id} from {peer}: {e}; closing");
+                warn!("{id} {}: {e}; closing", ctx.peer_label(id));
                 ctx.abort(id, CloseReason::Protocol);
                 input.len()
             }

@@ -269,7 +269,9 @@ impl Subscribers {
                         warn!(
                             "{} ({}): {pending} bytes unsent, over the high watermark of {}; \
                              disconnecting slow subscriber",
-                            sub.id, sub.peer, self.high_watermark
+                            sub.id,
+                            ctx.peer_label(sub.id),
+                            self.high_watermark
                         );
                         ctx.abort(sub.id, CloseReason::Local);
                         continue;
@@ -280,7 +282,9 @@ impl Subscribers {
                             warn!(
                                 "{} ({}): {pending} bytes unsent, over the high watermark of {}; \
                                  dropping frames for it until it catches up",
-                                sub.id, sub.peer, self.high_watermark
+                                sub.id,
+                                ctx.peer_label(sub.id),
+                                self.high_watermark
                             );
                         }
                         sub.dropped += frames;
@@ -372,7 +376,7 @@ impl Service for Hub {
                 self.held.push(id);
             }
         }
-        done.consumed(ctx, id, &conn.peer, input)
+        done.consumed(ctx, id, input)
     }
 
     /// Batches from publishers on other reactors, and word that every slow

@@ -431,10 +431,13 @@ impl Service for Relay {
         }
         let pair = &mut self.pairs[key];
         pair.connecting = None;
-        warn!(
-            "relay {} → {upstream}: {error}; closing the client",
-            pair.client_addr
-        );
+        match pair.client {
+            Some(client) => warn!(
+                "relay {client} {} → {upstream}: {error}; closing the client",
+                ctx.peer_label(client)
+            ),
+            None => warn!("relay {} → {upstream}: {error}", pair.client_addr),
+        }
         match pair.client {
             // Its close removes the pair.
             Some(client) => ctx.abort(client, CloseReason::Error(error.kind())),

@@ -104,6 +104,12 @@ impl ServerArgs {
                 "--metrics serves one reactor's counters: not yet with --threads above 1",
             );
         }
+        if !self.proxy_protocol_from.is_empty() && matches!(self.listen, Addr::Unix(_)) {
+            return refuse(
+                "--proxy-protocol-from with a unix: listener: a Unix-domain peer has no \
+                 address to match against the list (use --proxy-protocol)",
+            );
+        }
         self.tls.check(upstream_tls)
     }
 
@@ -141,14 +147,35 @@ impl ServerArgs {
             ));
         }
         warnings.extend(self.handshake_surprise(upstream_tls));
+        warnings.extend(self.proxy_surprise());
         warnings
+    }
+
+    /// `--proxy-protocol` believing every source, on a listener that more
+    /// than this host can reach: any of them may name any client.
+    fn proxy_surprise(&self) -> Option<String> {
+        let local = match &self.listen {
+            Addr::Ip(ip) => ip.ip().to_canonical().is_loopback(),
+            Addr::Unix(_) => true,
+        };
+        let passed = !self.passed.borrow().is_empty();
+        if !self.proxy_protocol || !self.proxy_protocol_from.is_empty() || local || passed {
+            return None;
+        }
+        Some(format!(
+            "--proxy-protocol on {}, which more than this host can reach: any client that \
+             can connect may send a header naming any address; name your balancers with \
+             --proxy-protocol-from CIDR,...",
+            self.listen
+        ))
     }
 
     /// A handshake timeout longer than the idle timeout, where there are
     /// handshakes (TLS, on either side, or a PROXY header).
     fn handshake_surprise(&self, upstream_tls: bool) -> Option<String> {
         let handshake = self.tls.handshake_timeout;
-        let handshakes = self.tls.on() || self.proxy_protocol || upstream_tls;
+        let proxied = self.proxy_protocol || !self.proxy_protocol_from.is_empty();
+        let handshakes = self.tls.on() || proxied || upstream_tls;
         let idle = nonzero(self.idle_timeout).filter(|idle| handshake > *idle && handshakes)?;
         Some(format!(
             "--handshake-timeout {handshake:?} is longer than --idle-timeout {idle:?}: \
@@ -323,6 +350,10 @@ mod tests {
             (&["echo", "--frame-timeout", "5s"], "--frame-timeout"),
             (&["echo", "--busy-poll", "2ms"], "--busy-poll 2ms"),
             (
+                &["echo", "--proxy-protocol", "--listen", "0.0.0.0:0"],
+                "--proxy-protocol on 0.0.0.0:0, which more than this host can reach",
+            ),
+            (
                 &["echo", "--proxy-protocol", "--idle-timeout", "5s"],
                 "--handshake-timeout 10s is longer than --idle-timeout 5s",
             ),
@@ -349,6 +380,24 @@ mod tests {
     }
 
     #[test]
+    fn proxy_protocol_believing_everyone_is_quiet_on_loopback_and_a_list_silences_it() {
+        for args in [
+            &["echo", "--proxy-protocol"][..],
+            &["echo", "--proxy-protocol", "--listen", "[::1]:0"],
+            &["echo", "--proxy-protocol", "--listen", "unix:/tmp/e.sock"],
+            &[
+                "echo",
+                "--proxy-protocol-from",
+                "10.0.0.0/8",
+                "--listen",
+                "0.0.0.0:0",
+            ],
+        ] {
+            assert_eq!(surprises(args), Vec::<String>::new(), "{args:?}");
+        }
+    }
+
+    #[test]
     fn flags_that_cannot_work_together_are_refused_naming_them() {
         assert_refusals(&[
             (&["echo"], ""),
@@ -364,6 +413,18 @@ mod tests {
                 "--framing len:u8 with --size 300",
             ),
             (&["echo", "--alpn", "h2"], "--alpn h2 needs TLS"),
+            (
+                &[
+                    "hub",
+                    "--framing",
+                    "lines",
+                    "--listen",
+                    "unix:/tmp/h.sock",
+                    "--proxy-protocol-from",
+                    "10.0.0.1",
+                ],
+                "--proxy-protocol-from with a unix: listener",
+            ),
         ]);
     }
 }

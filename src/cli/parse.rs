@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use log::info;
+use sockloop::codec::cidr::{Cidr, CidrError};
 use sockloop::sys::Addr;
 
 /// Wraps a value parser to refuse zero, for knobs where it means nothing sensible.
@@ -23,6 +24,28 @@ pub(super) fn parse_count(text: &str) -> Result<usize, String> {
     text.trim()
         .parse()
         .map_err(|_| format!("not a count: {text:?}"))
+}
+
+/// Parses a count that fits in 32 bits.
+pub(super) fn parse_u32(text: &str) -> Result<u32, String> {
+    let count = parse_count(text)?;
+    u32::try_from(count).map_err(|_| format!("too large: {text:?} (at most {})", u32::MAX))
+}
+
+/// Parses a rate per second: `10/s` (or a bare `10`), more than 0.
+pub(super) fn parse_rate(text: &str) -> Result<u32, String> {
+    let count = text.trim().strip_suffix("/s").unwrap_or(text);
+    match parse_u32(count) {
+        Ok(0) => Err("must be more than 0".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("not a rate: {text:?} (say N/s, e.g. 20/s)")),
+    }
+}
+
+/// Parses one block of addresses: `10.0.0.0/8`, `2001:db8::/32`, or a
+/// bare address (one host).
+pub(super) fn parse_cidr(text: &str) -> Result<Cidr, String> {
+    text.parse().map_err(|e: CidrError| e.to_string())
 }
 
 /// `text` split where its leading digits end: `("64", "KiB")`.
@@ -133,6 +156,25 @@ mod tests {
         assert_eq!(parse_duration("50us"), Ok(Duration::from_micros(50)));
         assert!(parse_duration("5 fortnights").is_err());
         assert!(parse_duration("ms").is_err());
+    }
+
+    #[test]
+    fn rates_are_per_second_and_more_than_zero() {
+        assert_eq!(parse_rate("20/s"), Ok(20));
+        assert_eq!(parse_rate(" 5/s "), Ok(5));
+        assert_eq!(parse_rate("7"), Ok(7));
+        assert!(parse_rate("0/s").unwrap_err().contains("more than 0"));
+        assert!(parse_rate("10/m").unwrap_err().contains("N/s"));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("99999999999/s").is_err());
+    }
+
+    #[test]
+    fn a_list_of_sources_is_blocks_of_addresses() {
+        assert_eq!(parse_cidr("127.0.0.3").unwrap().to_string(), "127.0.0.3/32");
+        assert_eq!(parse_cidr("fd00::/8").unwrap().to_string(), "fd00::/8");
+        assert!(parse_cidr("10.0.0.0/40").is_err());
+        assert!(parse_cidr("lb.example").is_err());
     }
 
     #[test]

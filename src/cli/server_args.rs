@@ -7,12 +7,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use sockloop::codec::cidr::Cidr;
 use sockloop::codec::{Codec, Framing};
-use sockloop::reactor::Config;
+use sockloop::reactor::{Config, SourceLimits, Sources};
 use sockloop::sys::{Addr, PassedListener, SocketOptions};
 use sockloop::threads;
 
-use super::parse::{nonzero, parse_addr, parse_count, parse_duration, parse_size, refuse_zero};
+use super::parse::{
+    nonzero, parse_addr, parse_cidr, parse_count, parse_duration, parse_rate, parse_size,
+    parse_u32, refuse_zero,
+};
 use super::tls_args::TlsArgs;
 use super::usage::Usage;
 use crate::server::Plan;
@@ -96,6 +100,25 @@ pub(super) struct ServerArgs {
     /// connection without a valid one is closed.
     #[arg(long)]
     pub(super) proxy_protocol: bool,
+    /// Believe PROXY headers only from these sources (CIDRs, comma-separated;
+    /// a bare address is one host); implies --proxy-protocol. Any other
+    /// source is served as a direct client under its own address, and one
+    /// that sends a header anyway is closed.
+    #[arg(long, value_name = "CIDR,...", value_delimiter = ',', value_parser = parse_cidr)]
+    pub(super) proxy_protocol_from: Vec<Cidr>,
+    /// Connections one client address (the one a trusted PROXY header
+    /// names) may have open at once; more are closed as they come.
+    #[arg(long, value_name = "N", value_parser = refuse_zero(parse_u32))]
+    pub(super) max_conns_per_source: Option<u32>,
+    /// New connections one client address may open per second (N/s, in
+    /// bursts of N); more are closed as they come.
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    pub(super) conn_rate_per_source: Option<u32>,
+    /// Client addresses the table of the two limits above keeps at most;
+    /// one with connections open is never dropped to make room.
+    #[arg(long, value_name = "N", default_value_t = SourceLimits::DEFAULT_CAPACITY,
+          value_parser = refuse_zero(parse_count))]
+    pub(super) source_table_size: usize,
     /// Serve the counters at http://ADDR/metrics in the Prometheus text
     /// format, from the same loop (port 0 picks a free one; the log says which).
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
@@ -130,7 +153,9 @@ impl ServerArgs {
             busy_poll: self.busy_poll.and_then(nonzero),
             hold_replies: self.hold_replies,
             handshake_timeout: self.tls.handshake_timeout,
-            proxy_protocol: self.proxy_protocol,
+            proxy_protocol: self.proxy_protocol || !self.proxy_protocol_from.is_empty(),
+            proxy_from: self.proxy_protocol_from.clone(),
+            per_source: self.source_limits().map(Sources::new),
             socket: SocketOptions {
                 nodelay: !self.no_nodelay,
                 recv_buffer: self.rcvbuf,
@@ -138,6 +163,16 @@ impl ServerArgs {
             },
             ..Config::default()
         }
+    }
+
+    /// The limits per source, if any is set: one table for all reactors.
+    fn source_limits(&self) -> Option<SourceLimits> {
+        let (max_conns, rate) = (self.max_conns_per_source, self.conn_rate_per_source);
+        (max_conns.is_some() || rate.is_some()).then_some(SourceLimits {
+            max_conns,
+            rate,
+            capacity: self.source_table_size,
+        })
     }
 
     /// What the start-up is to make: listeners, reactors, threads. It

@@ -7,7 +7,9 @@
 //!
 //! [`proxy`] reads and writes the PROXY protocol header (HAProxy's, v1 and
 //! v2) that a proxy puts in front of a connection's own bytes; [`http`]
-//! reads the head of an HTTP/1.x request, for the metrics responder.
+//! reads the head of an HTTP/1.x request, for the metrics responder;
+//! [`cidr`] reads blocks of addresses (`10.0.0.0/8`), for lists of trusted
+//! sources.
 //!
 //! Build a codec from a CLI spec:
 //!
@@ -23,6 +25,7 @@
 //! assert_eq!(frame.len, 4);
 //! ```
 
+pub mod cidr;
 mod delimited;
 mod fixed;
 mod framing;

@@ -266,6 +266,23 @@ pub fn decode_with_max(
     }
 }
 
+/// Whether `buf` starts with a PROXY header's signature (`PROXY ` for
+/// version 1, the 12 bytes of [`V2_SIGNATURE`] for version 2): `None` while
+/// it is too short to tell (a strict prefix of one). What a listener that
+/// believes no header from this peer uses to tell a header sent anyway
+/// from the peer's own bytes.
+pub fn has_signature(buf: &[u8]) -> Option<bool> {
+    let signatures: [&[u8]; 2] = [V1_PREFIX, &V2_SIGNATURE];
+    let mut undecided = false;
+    for signature in signatures {
+        if buf.starts_with(signature) {
+            return Some(true);
+        }
+        undecided |= starts_like(buf, signature);
+    }
+    (!undecided).then_some(false)
+}
+
 /// Whether `buf` is a prefix of `expected` or starts with it.
 fn starts_like(buf: &[u8], expected: &[u8]) -> bool {
     let n = buf.len().min(expected.len());
@@ -669,6 +686,24 @@ mod tests {
                 source: addr(source),
                 destination: addr(destination),
             }),
+        }
+    }
+
+    #[test]
+    fn a_signature_is_told_from_a_client_s_own_bytes_as_soon_as_it_can_be() {
+        let mut v2 = Vec::new();
+        encode_v2_local(&mut v2);
+        for header in [&b"PROXY TCP4 1.3.3.7 10.0.0.1 31337 80\r\n"[..], &v2[..]] {
+            let signature = if header[0] == b'P' { 6 } else { 12 };
+            for n in 0..signature {
+                assert_eq!(has_signature(&header[..n]), None, "{n} bytes");
+            }
+            assert_eq!(has_signature(&header[..signature]), Some(true));
+            assert_eq!(has_signature(header), Some(true));
+        }
+        let own: [&[u8]; 4] = [b"PING\r\n", b"\r\n\r\nhello", b"\x16\x03\x01", b"PROXY_"];
+        for own in own {
+            assert_eq!(has_signature(own), Some(false), "{own:?}");
         }
     }
 

@@ -9,26 +9,29 @@
 //!
 //! One accepted past its limit — `Config::max_conns`, or for the metrics
 //! listener a small cap of its own, neither counting the other's — is
-//! closed at once; the refusals for `max_conns` are logged a line a second
-//! at most, each line with how many it stands for.
+//! closed at once, as is one over the limits of its source
+//! (`Config::per_source`, checked here unless a PROXY header is to name
+//! the source: then once it has). The refusals for `max_conns` and the
+//! limits per source are logged a line a second at most, each line with
+//! how many it stands for.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use log::{debug, warn};
+use log::{Level, debug, log_enabled, warn};
 
 use super::Reactor;
 use super::callback::Callback;
 use super::close::CloseReason;
-use super::conn::Phase;
+use super::conn::{Phase, ProxyStep};
 use super::kernel::{Handles, Kernel};
 use super::listeners::{Accepted, Serve};
 use super::scrape::MAX_METRICS_CONNS;
 use super::service::Service;
-use super::state::State;
+use super::state::{Over, State};
 use super::timer::{ConnTimer, TimerKind};
-use super::tls::Tls;
+use super::tls::{ServerTls, Tls};
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
 use crate::sys::Addr;
@@ -87,11 +90,13 @@ pub(super) fn admit<O: Os>(
     if state.refused(&serve, &peer) {
         return None;
     }
-    let (tls, proxied, metrics) = match serve {
-        Serve::Service => (None, state.config.proxy_protocol, false),
-        Serve::Tls(tls) => (Some(tls), state.config.proxy_protocol, false),
-        Serve::Metrics => (None, false, true),
+    let (tls, metrics) = match serve {
+        Serve::Service => (None, false),
+        Serve::Tls(tls) => (Some(tls), false),
+        Serve::Metrics => (None, true),
     };
+    let proxied = !metrics && state.config.expects_proxy_from(&peer);
+    let per_source = count_source_now(state, &peer, metrics || proxied)?;
     let first = if tls.is_some() || proxied {
         First::Handshake
     } else {
@@ -103,17 +108,60 @@ pub(super) fn admit<O: Os>(
         },
         First::Open => Phase::Open,
     };
-    let id = book(state, kernel, socket, peer.clone(), phase)
-        .map_err(|e| warn!("setting up {peer}: {e}"))
-        .ok()?;
+    let id = match book(state, kernel, socket, peer.clone(), phase) {
+        Ok(id) => id,
+        Err(e) => {
+            warn!("setting up {peer}: {e}");
+            if per_source == PerSource::Counted {
+                state.release_source(peer.ip());
+            }
+            return None;
+        }
+    };
     debug!("accepted {id} from {peer}");
     trace_io!(state.config.trace, "{id} accept from {peer}");
     if let Some(conn) = state.conns.live_mut(id) {
-        conn.flags.awaiting_proxy = proxied;
+        conn.flags.proxy = if proxied {
+            ProxyStep::Awaiting
+        } else if state.config.proxy_protocol && !metrics {
+            // Not believed, a header is still looked for (`handshake.rs`).
+            ProxyStep::Sniffing
+        } else {
+            ProxyStep::Done
+        };
     }
     if metrics {
         state.admit_metrics(id);
     }
+    start_tls(state, kernel, id, first, tls)
+}
+
+/// Counts a new connection against the limits of its source now, unless
+/// told to `skip` it: a metrics connection, or one whose PROXY header is to
+/// name its source (counted once it has). `None` if it was refused: it is
+/// closed here.
+fn count_source_now(state: &mut State, peer: &Addr, skip: bool) -> Option<PerSource> {
+    if skip {
+        return Some(PerSource::Unlimited);
+    }
+    match state.admit_source(peer, None) {
+        PerSource::Refused => {
+            state.stats.count_close(CloseReason::Limit);
+            None
+        }
+        admitted => Some(admitted),
+    }
+}
+
+/// Sets `id`'s handshake timer if it has first steps, and its TLS stage if
+/// it has one; `None` if that could not be made (then it is aborted).
+fn start_tls<O: Os>(
+    state: &mut State,
+    kernel: &mut Kernel<O>,
+    id: ConnId,
+    first: First,
+    tls: Option<ServerTls>,
+) -> Option<(ConnId, First)> {
     if let First::Handshake = first {
         let due = state.stamp.after(state.config.handshake_timeout);
         state.add_conn_timer(due, id, ConnTimer::Handshake);
@@ -126,7 +174,7 @@ pub(super) fn admit<O: Os>(
             Some((id, first))
         }
         Err(e) => {
-            warn!("{id} from {peer}: TLS: {e}");
+            warn!("{id} {}: TLS: {e}", state.peer_label(id));
             state.abort(id, CloseReason::Error(e.kind()));
             None
         }
@@ -279,51 +327,104 @@ impl State {
                 self.stats.metrics_refused += 1;
                 debug!("rejected {peer}: {MAX_METRICS_CONNS} metrics connections are open");
             }
-            Serve::Service | Serve::Tls(_) => self.log_refusal(peer),
+            Serve::Service | Serve::Tls(_) => self.log_refusal(Over::MaxConns, peer, None),
         }
         true
     }
 
-    /// A connection refused for `max_conns`: logged at once if none was in
-    /// the last second, else summed up in the next line, so that a flood of
-    /// refusals costs a line a second.
-    fn log_refusal(&mut self, peer: &Addr) {
-        let max = self.config.max_conns;
-        debug!("rejected {peer}: at the limit of {max} connections");
-        if self.admission.reported_at.is_some() {
-            self.admission.unreported += 1;
+    /// Counts a new connection from `peer` against the limits of its
+    /// source; one refused is counted and logged (the caller closes it).
+    /// `id` if it is booked already (its PROXY header named `peer`).
+    pub(super) fn admit_source(&mut self, peer: &Addr, id: Option<ConnId>) -> PerSource {
+        let (Some(sources), Some(source)) = (&self.config.per_source, peer.ip()) else {
+            return PerSource::Unlimited;
+        };
+        let mut table = sources.table();
+        let admitted = table.admit(source.ip(), self.now);
+        self.stats.source_entries = table.len();
+        drop(table);
+        match admitted {
+            Ok(()) => PerSource::Counted,
+            Err(refusal) => {
+                self.stats.source_refused += 1;
+                self.log_refusal(Over::Source(refusal), peer, id);
+                PerSource::Refused
+            }
+        }
+    }
+
+    /// A connection from `source` that [`admit_source`](Self::admit_source)
+    /// counted has closed.
+    pub(super) fn release_source(&mut self, source: Option<SocketAddr>) {
+        let (Some(sources), Some(source)) = (&self.config.per_source, source) else {
+            return;
+        };
+        let mut table = sources.table();
+        table.release(source.ip());
+        self.stats.source_entries = table.len();
+    }
+
+    /// A connection from `peer` (booked as `id`, if it is) refused,
+    /// `over` says for what: logged at once if none was in the last
+    /// second, else summed up in the next line, so that a flood of
+    /// refusals costs a line a second (and no formatting).
+    fn log_refusal(&mut self, over: Over, peer: &Addr, id: Option<ConnId>) {
+        let quiet = self.admission.reported_at.is_some();
+        if quiet && !log_enabled!(Level::Debug) {
+            self.admission.unreported[over.slot()] += 1;
             return;
         }
-        warn!(
-            "refused 1 connection over --max-conns {max} (from {peer}); \
-             more are summed up once a second"
-        );
+        let who = match id {
+            Some(id) => self.peer_label(id).to_string(),
+            None => format!("from {peer}"),
+        };
+        let why = over.describe(&self.config);
+        debug!("rejected {who}: {why}");
+        if quiet {
+            self.admission.unreported[over.slot()] += 1;
+            return;
+        }
+        warn!("refused 1 connection {why} ({who}); more are summed up once a second");
         self.admission.reported_at = Some(self.now);
         self.timers
             .add(self.now + REFUSAL_REPORT_EVERY, TimerKind::RefusalReport);
     }
 
-    /// The refusals since the last line, in one line; a second without any
-    /// ends the reports until the next refusal.
+    /// The refusals since the last line, a line for each cause; a second
+    /// without any ends the reports until the next refusal.
     pub(super) fn report_refusals(&mut self) {
         let Some(since) = self.admission.reported_at else {
             return;
         };
-        let n = std::mem::take(&mut self.admission.unreported);
-        if n == 0 {
+        let counts = std::mem::take(&mut self.admission.unreported);
+        if counts.iter().all(|&n| n == 0) {
             self.admission.reported_at = None;
             return;
         }
-        let s = if n == 1 { "" } else { "s" };
         let secs = self.now.saturating_duration_since(since).as_secs_f64();
-        warn!(
-            "refused {n} connection{s} over --max-conns {} in the last {secs:.1}s",
-            self.config.max_conns
-        );
+        for over in Over::ALL {
+            let n = counts[over.slot()];
+            if n > 0 {
+                let s = if n == 1 { "" } else { "s" };
+                let why = over.describe(&self.config);
+                warn!("refused {n} connection{s} {why} in the last {secs:.1}s");
+            }
+        }
         self.admission.reported_at = Some(self.now);
         self.timers
             .add(self.now + REFUSAL_REPORT_EVERY, TimerKind::RefusalReport);
     }
+}
+
+/// What the limits per source made of a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PerSource {
+    /// No limits, or a peer with no IP address (Unix-domain).
+    Unlimited,
+    /// Counted against its source until it closes.
+    Counted,
+    /// Refused (counted and logged).
+    Refused,
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::sys::SocketOptions;
+use super::sources::Sources;
+use crate::codec::cidr::{self, Cidr};
+use crate::sys::{Addr, SocketOptions};
 
 /// Knobs of a reactor. The defaults suit an echo server with many connections.
 ///
@@ -109,6 +111,14 @@ pub struct Config {
     /// protocol header (v1 or v2), before TLS if any: the client it names
     /// is the connection's peer. One without a valid header is closed.
     pub proxy_protocol: bool,
+    /// With `proxy_protocol`: the sources whose headers are believed. Empty:
+    /// every source must send one (and is believed). Otherwise only these
+    /// must; any other is served as a direct client, under its own
+    /// address, and one that sends a header anyway is closed.
+    pub proxy_from: Vec<Cidr>,
+    /// Limits on each client address (the one a trusted PROXY header
+    /// names), counted in one table by every reactor given a clone.
+    pub per_source: Option<Sources>,
     /// Options for every accepted socket.
     pub socket: SocketOptions,
 }
@@ -135,7 +145,22 @@ impl Default for Config {
             busy_poll: None,
             hold_replies: 32,
             proxy_protocol: false,
+            proxy_from: Vec::new(),
+            per_source: None,
             socket: SocketOptions::default(),
         }
+    }
+}
+
+impl Config {
+    /// Whether a connection from `peer` starts with a PROXY header: on a
+    /// PROXY listener, from a trusted source. A Unix-domain peer has no
+    /// address to match a list against.
+    pub(crate) fn expects_proxy_from(&self, peer: &Addr) -> bool {
+        self.proxy_protocol
+            && (self.proxy_from.is_empty()
+                || peer
+                    .ip()
+                    .is_some_and(|ip| cidr::any_contains(&self.proxy_from, ip.ip())))
     }
 }

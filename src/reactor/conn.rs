@@ -80,8 +80,8 @@ pub(crate) struct Flags {
     pub(crate) reset: bool,
     /// A graceful shutdown ended its input.
     pub(crate) shut_down: bool,
-    /// Accepted on a PROXY protocol listener, its header not read yet.
-    pub(crate) awaiting_proxy: bool,
+    /// Where it is with the PROXY protocol header.
+    pub(crate) proxy: ProxyStep,
     /// Accepted on the metrics listener: answered by the reactor, never
     /// seen by the service.
     pub(crate) metrics: bool,
@@ -92,6 +92,21 @@ pub(crate) struct Flags {
     /// Its input is to be spliced to its peer once a read fills a whole
     /// chunk (`Context::splice_bulk`).
     pub(crate) splice_bulk: bool,
+}
+
+/// What an accepted connection owes or may not send of the PROXY
+/// protocol: one byte for what two flags would say.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProxyStep {
+    /// Nothing (anymore).
+    #[default]
+    Done,
+    /// Accepted on a PROXY protocol listener from a source it believes:
+    /// its header is not read yet.
+    Awaiting,
+    /// Accepted from a source outside `Config::proxy_from`: its first
+    /// bytes are to be checked for a header it may not send.
+    Sniffing,
 }
 
 /// A connection as the reactor keeps its books, in the slab: what the
@@ -148,6 +163,9 @@ struct Rare {
     /// A TLS connection's protocol, cipher suite, SNI and ALPN, once its
     /// handshake is done.
     tls: Option<Box<str>>,
+    /// The socket's own peer, when a PROXY header named another: the
+    /// balancer it came through.
+    via: Option<Addr>,
 }
 
 /// What only a connection's setup, its log lines and the connection table
@@ -325,6 +343,24 @@ impl Connection {
 
     pub(crate) fn set_tls(&mut self, summary: String) {
         self.rare().tls = Some(summary.into());
+    }
+
+    /// Whether it was counted against the limits of its source (if there
+    /// are any, and it has an IP address): every connection accepted for
+    /// the service is, at accept or once its PROXY header is read, unless
+    /// it was refused — and then it never got past either. Told from the
+    /// flags, as a flag of its own would cost every connection 8 bytes.
+    pub(crate) fn counted_per_source(&self) -> bool {
+        !self.flags.outbound && !self.flags.metrics && self.flags.proxy != ProxyStep::Awaiting
+    }
+
+    /// The balancer a PROXY header came through, when it named a client.
+    pub(crate) fn via(&self) -> Option<&Addr> {
+        self.rare.as_ref()?.via.as_ref()
+    }
+
+    pub(crate) fn set_via(&mut self, balancer: Addr) {
+        self.rare().via = Some(balancer);
     }
 
     /// Whether its input goes straight to a peer by splice(2).

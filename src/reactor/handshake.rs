@@ -17,15 +17,22 @@
 //! exactly its bytes taken from the socket, so whatever the client sent
 //! after it (its first request, or its TLS ClientHello) is still in the
 //! socket for the next stage.
+//!
+//! With a list of trusted sources (`Config::proxy_from`), only those owe a
+//! header; the client it names is then counted against the limits per
+//! source. Any other source is a direct client, whose first bytes are
+//! looked at (peeked at before TLS, or in its first read in plaintext) for
+//! a header it may not send.
 
 use std::io;
 
 use log::{debug, warn};
 
 use super::Reactor;
+use super::accept::PerSource;
 use super::callback::Callback;
 use super::close::CloseReason;
-use super::conn::Phase;
+use super::conn::{Phase, ProxyStep};
 use super::kernel::{Handles, Kernel, Stage};
 use super::service::Service;
 use super::state::State;
@@ -41,6 +48,10 @@ enum Step {
     /// Waiting for the peer's next bytes.
     Waiting,
     Failed(io::Error),
+    /// Refused: over the limits of the source its header named, or a
+    /// header from a source not trusted to send one. Aborted already,
+    /// counted and logged as such.
+    Refused,
 }
 
 /// A PROXY header that is not one.
@@ -63,6 +74,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 failed(&mut self.state, id, e);
                 self.apply();
             }
+            Step::Refused => self.apply(),
         }
     }
 }
@@ -73,11 +85,13 @@ fn step<O: Os>(state: &mut State, kernel: &mut Kernel<O>, id: ConnId) -> Step {
     let Some(conn) = state.conns.live(id) else {
         return Step::Waiting;
     };
-    if conn.flags.awaiting_proxy {
-        match read_proxy_header(state, kernel, id) {
-            Step::Done => {}
-            other => return other,
-        }
+    let first = match conn.flags.proxy {
+        ProxyStep::Awaiting => read_proxy_header(state, kernel, id),
+        ProxyStep::Sniffing => sniff_before_tls(state, kernel, id),
+        ProxyStep::Done => Step::Done,
+    };
+    if !matches!(first, Step::Done) {
+        return first;
     }
     let Some(handles) = kernel.handles_mut(id) else {
         return Step::Waiting;
@@ -134,7 +148,7 @@ fn read_proxy_header<O: Os>(state: &mut State, kernel: &Kernel<O>, id: ConnId) -
         Err(e) => return reading_header_failed(&e),
     }
     proxy_header_read(state, id, &header);
-    Step::Done
+    admit_named_source(state, id)
 }
 
 fn proxy_header_read(state: &mut State, id: ConnId, header: &ProxyHeader) {
@@ -142,7 +156,6 @@ fn proxy_header_read(state: &mut State, id: ConnId, header: &ProxyHeader) {
     let Some(conn) = state.conns.live_mut(id) else {
         return;
     };
-    conn.flags.awaiting_proxy = false;
     // Activity, but not bytes of the stream: those counters leave out
     // what the reactor alone reads, as they leave out TLS handshakes.
     conn.last_active = stamp;
@@ -155,6 +168,9 @@ fn proxy_header_read(state: &mut State, id: ConnId, header: &ProxyHeader) {
             "{id}: PROXY {} header: client {client} via {via}",
             header.version
         );
+        if let Some(conn) = state.conns.live_mut(id) {
+            conn.set_via(via);
+        }
     }
     trace_io!(
         state.config.trace,
@@ -162,6 +178,76 @@ fn proxy_header_read(state: &mut State, id: ConnId, header: &ProxyHeader) {
         header.version,
         state.peer_label(id)
     );
+}
+
+/// Counts `id` against the limits of the source its header named (for a
+/// LOCAL or UNKNOWN one, the balancer's own address).
+fn admit_named_source(state: &mut State, id: ConnId) -> Step {
+    let Some(peer) = state.peer(id).cloned() else {
+        return Step::Waiting;
+    };
+    if state.admit_source(&peer, Some(id)) == PerSource::Refused {
+        // Still awaiting its header as far as its close can tell: not
+        // counted, so not released.
+        state.abort(id, CloseReason::Limit);
+        return Step::Refused;
+    }
+    if let Some(conn) = state.conns.live_mut(id) {
+        conn.flags.proxy = ProxyStep::Done;
+    }
+    Step::Done
+}
+
+/// A source outside `Config::proxy_from` is served as a direct client;
+/// `first`, the first bytes read from it (peeked at, for TLS), are checked
+/// for a PROXY header all the same: one that sends a header anyway is
+/// closed, logged with its own address, and counted. True if it was. In
+/// plaintext, bytes too few to tell (a strict prefix of a signature) pass:
+/// a header trickled in such pieces reaches the service as data, never
+/// believed.
+pub(super) fn untrusted_header(state: &mut State, id: ConnId, first: &[u8]) -> bool {
+    let Some(conn) = state.conns.live_mut(id) else {
+        return false;
+    };
+    conn.flags.proxy = ProxyStep::Done;
+    if proxy::has_signature(first) != Some(true) {
+        return false;
+    }
+    state.stats.proxy_untrusted += 1;
+    warn!(
+        "{id} {}: a PROXY header from a source not in --proxy-protocol-from; closing",
+        state.peer_label(id)
+    );
+    state.abort(id, CloseReason::Protocol);
+    true
+}
+
+/// A TLS client from a source outside `Config::proxy_from`: its first
+/// bytes are peeked at for a PROXY header it may not send, before they go
+/// to TLS. A ClientHello's first byte tells it apart.
+fn sniff_before_tls<O: Os>(state: &mut State, kernel: &Kernel<O>, id: ConnId) -> Step {
+    let (Some(conn), Some(handles)) = (state.conns.live(id), kernel.handles(id)) else {
+        return Step::Waiting;
+    };
+    let peer_fin = conn.flags.peer_fin;
+    let mut buf = [0; proxy::V2_SIGNATURE.len()];
+    state.stats.reads += 1;
+    let n = match handles.socket.peek(&mut buf) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            state.stats.eagain_reads += 1;
+            return Step::Waiting;
+        }
+        // An end or an error is TLS's to meet.
+        Ok(0) | Err(_) => 0,
+        Ok(n) => n,
+    };
+    if n > 0 && proxy::has_signature(&buf[..n]).is_none() && !peer_fin {
+        return Step::Waiting;
+    }
+    match untrusted_header(state, id, &buf[..n]) {
+        true => Step::Refused,
+        false => Step::Done,
+    }
 }
 
 /// The first steps are done: true if the service is to hear of `id` now.

@@ -21,7 +21,7 @@ use log::{debug, warn};
 use super::buffer::Arena;
 use super::callback::Callback;
 use super::close::CloseReason;
-use super::conn::{Connection, Reading, Writing};
+use super::conn::{Connection, ProxyStep, Reading, Writing};
 use super::kernel::Kernel;
 use super::service::Service;
 use super::state::State;
@@ -29,7 +29,7 @@ use super::stats::Stats;
 use super::timer::Stamp;
 use super::token::ConnId;
 use super::trace::trace_io;
-use super::{Reactor, output, scrape, splice};
+use super::{Reactor, handshake, output, scrape, splice};
 use crate::sys::os::Os;
 
 /// What one read of a connection gave.
@@ -62,8 +62,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 discard(&mut self.state, &mut self.kernel, &mut self.arena, id);
                 return self.apply();
             }
-            let metrics = conn.flags.metrics;
-            if conn.is_spliced() && conn.input().is_empty() {
+            let (metrics, sniff) = (conn.flags.metrics, conn.flags.proxy == ProxyStep::Sniffing);
+            // Its first bytes are looked at before any go by splice.
+            if conn.is_spliced() && conn.input().is_empty() && !sniff {
                 return match splice::read(&mut self.state, &mut self.kernel, id) {
                     splice::Read::Ended => self.input_ended(id),
                     splice::Read::Drained => {
@@ -84,6 +85,14 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 let (state, kernel, arena) = (&mut self.state, &self.kernel, &self.arena);
                 scrape::answer(state, kernel, arena, &self.service, id, range);
                 self.apply();
+            } else if sniff
+                && handshake::untrusted_header(
+                    &mut self.state,
+                    id,
+                    &self.arena.bytes[range.clone()],
+                )
+            {
+                return self.apply();
             } else {
                 self.call(Callback::Data(id, range));
             }

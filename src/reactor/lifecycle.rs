@@ -21,6 +21,7 @@ use super::timer::TimerKind;
 use super::token::{ConnId, Token};
 use super::trace::trace_io;
 use super::{Reactor, accept, output, splice};
+use crate::sys::Addr;
 use crate::sys::os::{Os, Register, Stream};
 
 impl<S: Service, O: Os> Reactor<S, O> {
@@ -88,6 +89,10 @@ impl<S: Service, O: Os> Reactor<S, O> {
         state.stats.active -= 1;
         if conn.flags.metrics {
             state.admission.metrics_open -= 1;
+        }
+        if conn.counted_per_source() {
+            let source = state.peer(id).and_then(Addr::ip);
+            state.release_source(source);
         }
         state.stats.count_close(reason);
         state.dead.push(id);

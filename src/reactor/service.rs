@@ -1,6 +1,7 @@
 //! What a service sees: connection ids, their bytes, and a [`Context`] to act
 //! through. No file descriptors, no readiness flags.
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -517,6 +518,14 @@ impl<'a> Context<'a> {
     /// The address of `id`'s peer; still known during `on_close`.
     pub fn peer_addr(&self, id: ConnId) -> Option<&Addr> {
         self.state.peer(id)
+    }
+
+    /// `id`'s peer as the reactor's log lines name it: `from ADDR` (`to
+    /// ADDR` for a connection the service opened), and for a client a
+    /// PROXY header named, the balancer it came through: `from
+    /// 1.3.3.7:31337 via 10.0.0.5:41000`.
+    pub fn peer_label(&self, id: ConnId) -> impl fmt::Display + '_ {
+        self.state.peer_label(id)
     }
 
     /// Stops reading from `id` until [`resume_read`](Self::resume_read).

@@ -17,6 +17,7 @@ use super::config::Config;
 use super::conn::{About, Connection, Phase};
 use super::handle::Command;
 use super::reply::Replies;
+use super::sources::{Refusal, Sources};
 use super::stats::{ConnInfo, Stats};
 use super::timer::{ConnTimer, Stamp, TimerKind, Timers};
 use super::tls::Tls;
@@ -40,10 +41,58 @@ pub(crate) struct Admission {
     /// Metrics connections open: a budget of their own, not counted against
     /// `max_conns`.
     pub(crate) metrics_open: usize,
-    /// Connections refused for `max_conns` since the last line about them.
-    pub(crate) unreported: u64,
+    /// Connections refused since the last line about them, by what for
+    /// ([`Over::slot`]).
+    pub(crate) unreported: [u64; Over::COUNT],
     /// When that line was written, while its report timer is set.
     pub(crate) reported_at: Option<Instant>,
+}
+
+/// What a new connection was refused for, as the refusal lines say.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Over {
+    MaxConns,
+    Source(Refusal),
+}
+
+impl Over {
+    pub(crate) const COUNT: usize = 4;
+
+    pub(crate) const ALL: [Over; Over::COUNT] = [
+        Over::MaxConns,
+        Over::Source(Refusal::Conns),
+        Over::Source(Refusal::Rate),
+        Over::Source(Refusal::TableFull),
+    ];
+
+    pub(crate) fn slot(self) -> usize {
+        match self {
+            Over::MaxConns => 0,
+            Over::Source(Refusal::Conns) => 1,
+            Over::Source(Refusal::Rate) => 2,
+            Over::Source(Refusal::TableFull) => 3,
+        }
+    }
+
+    /// `over --max-conns 10`, and so on.
+    pub(crate) fn describe(self, config: &Config) -> String {
+        let limits = config.per_source.as_ref().map(Sources::limits);
+        let (max, rate, capacity) =
+            limits.map_or((None, None, 0), |l| (l.max_conns, l.rate, l.capacity));
+        let shown = |n: Option<u32>| n.map_or("-".to_string(), |n| n.to_string());
+        match self {
+            Over::MaxConns => format!("over --max-conns {}", config.max_conns),
+            Over::Source(Refusal::Conns) => {
+                format!("over --max-conns-per-source {}", shown(max))
+            }
+            Over::Source(Refusal::Rate) => {
+                format!("over --conn-rate-per-source {}/s", shown(rate))
+            }
+            Over::Source(Refusal::TableFull) => format!(
+                "from a new source: all {capacity} sources of the per-source table have connections open"
+            ),
+        }
+    }
 }
 
 /// What the warning about connections paused for the output budget
@@ -244,19 +293,24 @@ impl State {
     }
 
     /// `id`'s peer for a log line: `from ADDR` for a connection we
-    /// accepted, `to ADDR` for one we opened (`?` once its slot is free).
+    /// accepted, `to ADDR` for one we opened (`?` once its slot is free);
+    /// a client a PROXY header named comes with the balancer it came
+    /// through (`from 1.3.3.7:31337 via 10.0.0.5:41000`).
     pub(crate) fn peer_label(&self, id: ConnId) -> impl fmt::Display + '_ {
-        struct Label<'a>(&'static str, Option<&'a Addr>);
+        struct Label<'a>(&'static str, Option<&'a Addr>, Option<&'a Addr>);
         impl fmt::Display for Label<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self.1 {
-                    Some(addr) => write!(f, "{} {addr}", self.0),
-                    None => f.write_str("?"),
+                match (self.1, self.2) {
+                    (Some(addr), Some(via)) => write!(f, "{} {addr} via {via}", self.0),
+                    (Some(addr), None) => write!(f, "{} {addr}", self.0),
+                    (None, _) => f.write_str("?"),
                 }
             }
         }
-        let outbound = self.conns.get(id).is_some_and(|c| c.flags.outbound);
-        Label(if outbound { "to" } else { "from" }, self.peer(id))
+        let conn = self.conns.get(id);
+        let outbound = conn.is_some_and(|c| c.flags.outbound);
+        let via = conn.and_then(Connection::via);
+        Label(if outbound { "to" } else { "from" }, self.peer(id), via)
     }
 
     /// Sets `id`'s timer `what` for `at`.

@@ -203,6 +203,16 @@ declare_stats! {
     /// Connections closed for lack of a valid PROXY header.
     /// Timed out included.
     pub proxy_failures: u64 = counter "sockloop_proxy_failures_total";
+    /// PROXY headers refused: sent by a source outside --proxy-protocol-from.
+    /// Each closed its connection, with a warn line naming the real source.
+    pub proxy_untrusted: u64 = counter "sockloop_proxy_untrusted_total", line "; untrusted PROXY headers {}";
+    /// Connections refused by the limits per source (--max-conns-per-source, --conn-rate-per-source).
+    /// Also counted as closes for `limit`.
+    pub source_refused: u64 = counter "sockloop_source_refusals_total", line "; refused per source {}";
+    /// Sources in the per-source table now.
+    /// One table serves every reactor: summed, the largest of their
+    /// readings is shown.
+    pub source_entries: usize = peak "sockloop_source_table_entries";
     /// Metrics connections closed at once: as many as taken were open.
     pub metrics_refused: u64 = counter "sockloop_metrics_refused_total";
     /// Metrics connections closed without a whole request head in time.

@@ -11,7 +11,7 @@ use std::io;
 use log::warn;
 
 use super::close::CloseReason;
-use super::conn::Phase;
+use super::conn::{Phase, ProxyStep};
 use super::scrape::METRICS_DEADLINE;
 use super::state::State;
 use super::timer::ConnTimer;
@@ -108,7 +108,7 @@ impl State {
         if !matches!(conn.phase, Phase::Handshaking { .. }) {
             return;
         }
-        let step = if conn.flags.awaiting_proxy {
+        let step = if conn.flags.proxy == ProxyStep::Awaiting {
             "PROXY header"
         } else {
             "TLS handshake"
@@ -161,7 +161,7 @@ impl State {
     /// step it was.
     pub(crate) fn count_handshake_failure(&mut self, id: ConnId) {
         match self.conns.live(id) {
-            Some(conn) if conn.flags.awaiting_proxy => self.stats.proxy_failures += 1,
+            Some(conn) if conn.flags.proxy == ProxyStep::Awaiting => self.stats.proxy_failures += 1,
             Some(_) => self.stats.tls_failures += 1,
             None => {}
         }

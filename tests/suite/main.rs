@@ -37,4 +37,5 @@ mod sim_props;
 mod threads;
 mod tls;
 mod tour;
+mod trust;
 mod upgrade;
