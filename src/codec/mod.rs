@@ -7,7 +7,8 @@
 //!
 //! [`proxy`] reads and writes the PROXY protocol header (HAProxy's, v1 and
 //! v2) that a proxy puts in front of a connection's own bytes; [`http`]
-//! reads the head of an HTTP/1.x request, for the metrics responder.
+//! reads the head of an HTTP/1.x request, for the metrics responder;
+//! [`x509`] reads the names in a certificate, for TLS.
 //!
 //! Build a codec from a CLI spec:
 //!
@@ -31,6 +32,7 @@ pub mod http;
 mod length;
 pub mod proxy;
 mod raw;
+pub mod x509;
 
 use std::fmt;
 use std::ops::Range;
