@@ -148,6 +148,8 @@ struct Rare {
     /// A TLS connection's protocol, cipher suite, SNI and ALPN, once its
     /// handshake is done.
     tls: Option<Box<str>>,
+    /// Who the client's verified certificate says it is (`--tls-client-ca`).
+    identity: Option<Box<str>>,
 }
 
 /// What only a connection's setup, its log lines and the connection table
@@ -325,6 +327,15 @@ impl Connection {
 
     pub(crate) fn set_tls(&mut self, summary: String) {
         self.rare().tls = Some(summary.into());
+    }
+
+    /// Who the client's verified certificate says it is, if it showed one.
+    pub(crate) fn identity(&self) -> Option<&str> {
+        self.rare.as_ref()?.identity.as_deref()
+    }
+
+    pub(crate) fn set_identity(&mut self, identity: String) {
+        self.rare().identity = Some(identity.into());
     }
 
     /// Whether its input goes straight to a peer by splice(2).

@@ -244,19 +244,30 @@ impl State {
     }
 
     /// `id`'s peer for a log line: `from ADDR` for a connection we
-    /// accepted, `to ADDR` for one we opened (`?` once its slot is free).
+    /// accepted, `to ADDR` for one we opened (`?` once its slot is free);
+    /// then `as "NAME"` for a client whose certificate named it.
     pub(crate) fn peer_label(&self, id: ConnId) -> impl fmt::Display + '_ {
-        struct Label<'a>(&'static str, Option<&'a Addr>);
+        struct Label<'a>(&'static str, Option<&'a Addr>, Option<&'a str>);
         impl fmt::Display for Label<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 match self.1 {
-                    Some(addr) => write!(f, "{} {addr}", self.0),
-                    None => f.write_str("?"),
+                    Some(addr) => write!(f, "{} {addr}", self.0)?,
+                    None => f.write_str("?")?,
+                }
+                match self.2 {
+                    Some(identity) => write!(f, " as {identity:?}"),
+                    None => Ok(()),
                 }
             }
         }
-        let outbound = self.conns.get(id).is_some_and(|c| c.flags.outbound);
-        Label(if outbound { "to" } else { "from" }, self.peer(id))
+        let conn = self.conns.get(id);
+        let outbound = conn.is_some_and(|c| c.flags.outbound);
+        let identity = conn.and_then(|c| c.identity());
+        Label(
+            if outbound { "to" } else { "from" },
+            self.peer(id),
+            identity,
+        )
     }
 
     /// Sets `id`'s timer `what` for `at`.
@@ -392,6 +403,7 @@ impl State {
                 reading: c.wants_read(),
                 state: c.state(),
                 tls: c.tls().map(str::to_string),
+                identity: c.identity().map(str::to_string),
             })
             .collect()
     }
