@@ -56,10 +56,14 @@ pub struct Plan {
 
 /// A TLS listener's settings, as files.
 pub struct ListenerTls {
-    /// The certificate chain (PEM).
-    pub cert: PathBuf,
-    /// Its private key (PEM).
-    pub key: PathBuf,
+    /// Certificate chains and their private keys (PEM), the first served
+    /// unless another's names match the name a client asks for.
+    pub certs: Vec<(PathBuf, PathBuf)>,
+    /// More pairs, after those: each `NAME.pem` and `NAME.key` in this
+    /// directory, by name.
+    pub cert_dir: Option<PathBuf>,
+    /// Ask every client for a certificate signed by a CA in this PEM file.
+    pub client_ca: Option<PathBuf>,
     /// ALPN protocols to offer, most preferred first.
     pub alpn: Vec<String>,
 }

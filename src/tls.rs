@@ -1,24 +1,36 @@
 //! TLS settings from files, as the command line needs them: a server's
-//! certificate and key, a client's trust (a CA file, or none at all), ALPN,
-//! and a self-signed certificate for trying it out.
+//! certificates and keys (several, picked by the name a client asks for),
+//! the CA its clients' certificates must be signed by, if any; a client's
+//! trust (a CA file, or none at all) and the certificate it presents, if
+//! any; ALPN, and a self-signed certificate for trying it out.
 //!
 //! The reactor itself only takes rustls's `ServerConfig` and `ClientConfig`
 //! ([`Reactor::listen_as`](crate::reactor::Reactor::listen_as) with [`Serve::Tls`](crate::reactor::Serve::Tls),
 //! [`Context::connect_tls`](crate::reactor::Context::connect_tls)); this is
 //! one way to make them. The crypto is rustls's `ring` provider.
 
+mod by_name;
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::WantsClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, ring};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::sign::CertifiedKey;
+use rustls::{
+    ClientConfig, ConfigBuilder, DigitallySignedStruct, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 
 use crate::sys::Addr;
+use by_name::CertsByName;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
@@ -38,20 +50,97 @@ fn certificates(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
+fn private_key(path: &Path) -> io::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| invalid(format!("{}: {e}", path.display())))
+}
+
+/// The certificates of a PEM file, as roots to check a peer's chain against.
+fn roots(path: &Path) -> io::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    }
+    Ok(roots)
+}
+
+/// A certificate chain and private key (PEM files), as files name them.
+pub type CertKeyFiles = (PathBuf, PathBuf);
+
 /// A server's settings: its certificate chain and private key (PEM files),
 /// and the ALPN protocols it offers, most preferred first.
 pub fn server_config(cert: &Path, key: &Path, alpn: &[String]) -> io::Result<Arc<ServerConfig>> {
-    let chain = certificates(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| invalid(format!("{}: {e}", key.display())))?;
-    let mut config = ServerConfig::builder_with_provider(provider())
+    server_config_for(&[(cert.to_owned(), key.to_owned())], None, alpn)
+}
+
+/// A server's settings: its certificates (`(chain, key)` PEM files; the
+/// one whose SAN DNS names match the name a client asks for is served,
+/// exactly or by a wildcard, and the first otherwise); with `client_ca`,
+/// every client must present a certificate signed by one in that PEM
+/// file; and the ALPN protocols it offers, most preferred first.
+pub fn server_config_for(
+    pairs: &[CertKeyFiles],
+    client_ca: Option<&Path>,
+    alpn: &[String],
+) -> io::Result<Arc<ServerConfig>> {
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(invalid)?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| invalid(format!("{}: {e}", cert.display())))?;
+        .map_err(invalid)?;
+    let builder = match client_ca {
+        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca)?),
+        None => builder.with_no_client_auth(),
+    };
+    let keys = pairs
+        .iter()
+        .map(|(cert, key)| Ok((certified_key(cert, key)?, cert.display().to_string())))
+        .collect::<io::Result<_>>()?;
+    let mut config = builder.with_cert_resolver(Arc::new(CertsByName::new(keys)?));
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// The certificates in `dir`, each `NAME.pem` (a chain) with the private
+/// key in `NAME.key` beside it, in the order of their names. A `.pem`
+/// without its key is an error that names both, and so is a directory
+/// without a pair.
+pub fn pairs_in(dir: &Path) -> io::Result<Vec<CertKeyFiles>> {
+    let mut certs: Vec<PathBuf> = (fs::read_dir(dir).map_err(|e| with_path(dir, e))?)
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "pem"))
+        .collect();
+    certs.sort();
+    let mut pairs = Vec::with_capacity(certs.len());
+    for cert in certs {
+        let key = cert.with_extension("key");
+        if !key.is_file() {
+            let (cert, key) = (cert.display(), key.display());
+            return Err(invalid(format!("{cert}: its key {key} is not there")));
+        }
+        pairs.push((cert, key));
+    }
+    if pairs.is_empty() {
+        let dir = dir.display();
+        return Err(invalid(format!(
+            "{dir}: no NAME.pem with its NAME.key in it"
+        )));
+    }
+    Ok(pairs)
+}
+
+/// A chain and the private key of its first certificate, checked to match.
+fn certified_key(cert: &Path, key: &Path) -> io::Result<Arc<CertifiedKey>> {
+    CertifiedKey::from_der(certificates(cert)?, private_key(key)?, &provider())
+        .map(Arc::new)
+        .map_err(|e| invalid(format!("{} with {}: {e}", cert.display(), key.display())))
+}
+
+/// Asks every client for a certificate and takes only those that chain
+/// to a certificate in `ca`.
+fn client_verifier(ca: &Path) -> io::Result<Arc<dyn ClientCertVerifier>> {
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+        .build()
+        .map_err(|e| invalid(format!("{}: {e}", ca.display())))
 }
 
 /// Whom a client trusts.
@@ -68,28 +157,44 @@ pub enum Trust {
 
 /// A client's settings: whom it trusts and the ALPN protocols it offers.
 pub fn client_config(trust: &Trust, alpn: &[String]) -> io::Result<Arc<ClientConfig>> {
+    client_config_presenting(trust, alpn, None)
+}
+
+/// A client's settings: whom it trusts, the ALPN protocols it offers, and
+/// the certificate it presents to a server that asks for one (`(chain,
+/// key)` PEM files), if any.
+pub fn client_config_presenting(
+    trust: &Trust,
+    alpn: &[String],
+    cert: Option<&CertKeyFiles>,
+) -> io::Result<Arc<ClientConfig>> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(invalid)?;
-    let mut config = match trust {
-        Trust::Roots(path) => {
-            let mut roots = RootCertStore::empty();
-            for cert in certificates(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
+    let builder = match trust {
+        Trust::Roots(path) => builder.with_root_certificates(roots(path)?),
         Trust::Anyone => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(
                 provider().signature_verification_algorithms,
-            )))
-            .with_no_client_auth(),
+            ))),
     };
+    let mut config = presenting(builder, cert)?;
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// A client's settings with the certificate it presents, if any.
+fn presenting(
+    builder: ConfigBuilder<ClientConfig, WantsClientCert>,
+    cert: Option<&CertKeyFiles>,
+) -> io::Result<ClientConfig> {
+    let Some((chain, key)) = cert else {
+        return Ok(builder.with_no_client_auth());
+    };
+    builder
+        .with_client_auth_cert(certificates(chain)?, private_key(key)?)
+        .map_err(|e| invalid(format!("{} with {}: {e}", chain.display(), key.display())))
 }
 
 /// The name a client checks the server's certificate against.
@@ -237,6 +342,38 @@ mod tests {
         assert!(
             server_config(&key, &cert, &[]).is_err(),
             "key and cert swapped"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_of_pairs_is_read_in_the_order_of_their_names() {
+        let dir = std::env::temp_dir().join(format!("sockloop-tls-pairs-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let error = pairs_in(&dir).unwrap_err().to_string();
+        assert!(
+            error.ends_with("no NAME.pem with its NAME.key in it"),
+            "{error}"
+        );
+        for file in ["b.pem", "b.key", "a.pem", "a.key", "notes.txt"] {
+            fs::write(dir.join(file), "").unwrap();
+        }
+        let pairs = pairs_in(&dir).unwrap();
+        let names: Vec<_> = (pairs.iter())
+            .map(|(c, k)| (c.file_name().unwrap(), k.file_name().unwrap()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("a.pem".as_ref(), "a.key".as_ref()),
+                ("b.pem".as_ref(), "b.key".as_ref())
+            ]
+        );
+        fs::write(dir.join("c.pem"), "").unwrap();
+        let error = pairs_in(&dir).unwrap_err().to_string();
+        assert!(
+            error.contains("c.pem: its key") && error.contains("c.key"),
+            "{error}"
         );
         fs::remove_dir_all(&dir).unwrap();
     }

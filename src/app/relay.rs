@@ -225,7 +225,7 @@ impl Relay {
 struct Pair {
     /// `None` once the client's side has closed.
     client: Option<ConnId>,
-    client_addr: Addr,
+    client_addr: ClientAddr,
     /// The upstream it goes to (an index into the pool), or last tried.
     upstream: usize,
     /// The upstream connection, connecting or up; `None` once closed.
@@ -246,6 +246,22 @@ struct Connecting {
     fin: bool,
 }
 
+/// A client's address and, if its TLS certificate named it, who it is:
+/// how log lines name the client, and what its PROXY header says.
+struct ClientAddr {
+    addr: Addr,
+    identity: Option<Box<str>>,
+}
+
+impl fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.identity {
+            Some(identity) => write!(f, "{} as {identity:?}", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
 /// One side of a pair: the key of the pair it belongs to.
 pub struct Side {
     pair: usize,
@@ -260,14 +276,32 @@ impl Relay {
         })
     }
 
+    /// The PROXY header of `version` for pair `key`'s upstream: in v2, for
+    /// a client that came over TLS, with the SSL field (its TLS version and
+    /// the name on its certificate) that HAProxy's `send-proxy-v2-ssl-cn`
+    /// sends.
+    fn proxy_header(&self, ctx: &Context<'_>, key: usize, version: Version) -> Vec<u8> {
+        let client = &self.pairs[key].client_addr;
+        let addresses = self.proxy_addresses(&client.addr);
+        let tls = self.pairs[key].client.and_then(|id| ctx.tls(id));
+        let mut out = Vec::new();
+        match (version, addresses, tls) {
+            (Version::V2, Some(a), Some(tls)) => {
+                let version = openssl_version_name(tls);
+                let ssl = proxy::Ssl::of_client(version.as_deref(), client.identity.as_deref());
+                proxy::encode_v2_with_ssl(a.source, a.destination, &ssl, &mut out);
+            }
+            _ => proxy::encode(version, addresses, &mut out),
+        }
+        out
+    }
+
     /// Starts pair `key`'s upstream connect on the next upstream it has not
     /// tried, queueing the PROXY header, what the client has sent so far and
     /// its FIN. False once every upstream has been tried. A connect that
     /// fails, even at once, is heard of in `on_connect_failed`.
     fn connect_next(&mut self, ctx: &mut Context<'_>, key: usize) -> bool {
-        let header = self
-            .send_proxy
-            .map(|v| (v, self.proxy_addresses(&self.pairs[key].client_addr)));
+        let header = self.send_proxy.map(|v| self.proxy_header(ctx, key, v));
         let pair = &mut self.pairs[key];
         let (Some(client), Some(connecting)) = (pair.client, pair.connecting.as_mut()) else {
             return false;
@@ -294,8 +328,8 @@ impl Relay {
         self.connecting.insert(up, key);
         ctx.link(client, up);
         // The connection is not up: all of this is queued, in this order.
-        if let Some((version, addresses)) = header {
-            ctx.write_with(up, |out| proxy::encode(version, addresses, out));
+        if let Some(header) = header {
+            ctx.write(up, &header);
         }
         if !connecting.early.is_empty() {
             ctx.write(up, &connecting.early);
@@ -395,7 +429,10 @@ impl Service for Relay {
         self.take_newer_set();
         let key = self.pairs.insert(Pair {
             client: Some(id),
-            client_addr: addr.clone(),
+            client_addr: ClientAddr {
+                addr: addr.clone(),
+                identity: ctx.peer_identity(id).map(Box::from),
+            },
             upstream: 0,
             upstream_conn: None,
             connecting: Some(Connecting::default()),
@@ -571,6 +608,15 @@ impl Service for Relay {
 }
 
 /// A connection's TLS summary (protocol, suite, SNI, ALPN) for a log line.
+/// The TLS version at the front of a TLS summary (`TLSv1_3 …`), as
+/// OpenSSL names it (`TLSv1.3`): what receivers of PROXY headers expect.
+fn openssl_version_name(summary: &str) -> Option<String> {
+    let version = summary.split(' ').next()?;
+    version
+        .starts_with("TLSv")
+        .then(|| version.replace('_', "."))
+}
+
 fn tls_note(summary: Option<&str>) -> String {
     summary.map_or_else(String::new, |s| format!(" ({s})"))
 }

@@ -190,12 +190,31 @@ impl TlsArgs {
     /// towards its upstreams.
     fn check(&self, upstream_tls: bool) -> Result<(), Usage> {
         if self.on() {
-            tls::available("--tls-cert")?;
+            let flag = if self.tls_cert.is_empty() {
+                "--tls-cert-dir"
+            } else {
+                "--tls-cert"
+            };
+            tls::available(flag)?;
+        }
+        if let (Some(ca), false) = (&self.tls_client_ca, self.on()) {
+            return refuse(format!(
+                "--tls-client-ca {} needs a TLS listener to ask clients for certificates: \
+                 --tls-cert and --tls-key, or --tls-cert-dir",
+                ca.display()
+            ));
+        }
+        let (certs, keys) = (self.tls_cert.len(), self.tls_key.len());
+        if certs != keys {
+            return refuse(format!(
+                "--tls-cert is given {certs} times and --tls-key {keys}: \
+                 each certificate needs its key (the Nth key goes with the Nth certificate)"
+            ));
         }
         if !self.alpn.is_empty() && !self.on() && !upstream_tls {
             return refuse(format!(
-                "--alpn {} needs TLS to offer it in: --tls-cert and --tls-key \
-                 (or, in a relay, --upstream-tls)",
+                "--alpn {} needs TLS to offer it in: --tls-cert and --tls-key, \
+                 or --tls-cert-dir (or, in a relay, --upstream-tls)",
                 self.alpn.join(",")
             ));
         }

@@ -52,14 +52,16 @@ pub(super) struct UpstreamTls {
 impl UpstreamTls {
     /// Trusting the certificates in `roots` (`None`: any), checking them for
     /// `name` (`None`: each upstream's IP address), offering `alpn` where the
-    /// client agreed on none with the relay.
+    /// client agreed on none with the relay, presenting `cert` (chain, key)
+    /// to upstreams that ask for a client certificate.
     pub(super) fn new(
         roots: Option<&Path>,
         name: Option<&str>,
         alpn: &[String],
+        cert: Option<&(PathBuf, PathBuf)>,
     ) -> io::Result<UpstreamTls> {
         Ok(UpstreamTls {
-            config: tls::client_config(&trust(roots), alpn)?,
+            config: tls::client_config_presenting(&trust(roots), alpn, cert)?,
             name: name.map(tls::server_name).transpose()?,
         })
     }
@@ -127,6 +129,32 @@ mod tests {
                     "a b",
                 ],
                 "--upstream-name",
+            ),
+            (
+                &[
+                    "echo",
+                    "--tls-cert",
+                    "a.pem",
+                    "--tls-key",
+                    "a.key",
+                    "--tls-cert",
+                    "b.pem",
+                ],
+                "--tls-cert is given 2 times and --tls-key 1",
+            ),
+            (
+                &["echo", "--tls-client-ca", "ca.pem"],
+                "--tls-client-ca ca.pem needs a TLS listener",
+            ),
+            (
+                &[
+                    "echo",
+                    "--tls-cert-dir",
+                    "certs",
+                    "--tls-client-ca",
+                    "ca.pem",
+                ],
+                "",
             ),
         ]);
     }

@@ -19,12 +19,24 @@ use crate::server::ListenerTls;
 /// TLS on a server's listener.
 #[derive(Args)]
 pub(super) struct TlsArgs {
-    /// Serve TLS with this certificate chain (PEM; `sockloop cert` makes one).
+    /// Serve TLS with this certificate chain (PEM; `sockloop cert` makes
+    /// one). Repeat, each with its --tls-key, for several: the one whose
+    /// names match the name a client asks for (SNI; exactly, then by a
+    /// wildcard) is served, the first otherwise.
     #[arg(long, requires = "tls_key")]
-    pub(super) tls_cert: Option<PathBuf>,
-    /// The private key of --tls-cert (PEM).
+    pub(super) tls_cert: Vec<PathBuf>,
+    /// The private key of --tls-cert (PEM); the Nth key goes with the Nth
+    /// certificate.
     #[arg(long, requires = "tls_cert")]
-    pub(super) tls_key: Option<PathBuf>,
+    pub(super) tls_key: Vec<PathBuf>,
+    /// Serve TLS with each NAME.pem (a certificate chain) and NAME.key in
+    /// DIR too, in the order of their names, after those of --tls-cert.
+    #[arg(long, value_name = "DIR")]
+    pub(super) tls_cert_dir: Option<PathBuf>,
+    /// Ask every TLS client for a certificate signed by a CA in this PEM
+    /// file, and refuse those without one (mutual TLS).
+    #[arg(long, value_name = "PEM")]
+    pub(super) tls_client_ca: Option<PathBuf>,
     /// ALPN protocols to offer, most preferred first (e.g. h2,http/1.1).
     #[arg(long, value_delimiter = ',')]
     pub(super) alpn: Vec<String>,
@@ -37,14 +49,17 @@ pub(super) struct TlsArgs {
 impl TlsArgs {
     /// Whether the listener serves TLS.
     pub(super) fn on(&self) -> bool {
-        self.tls_cert.is_some()
+        !self.tls_cert.is_empty() || self.tls_cert_dir.is_some()
     }
 
     /// The listener's TLS settings, if it serves TLS.
     pub(super) fn listener(&self) -> Option<ListenerTls> {
-        Some(ListenerTls {
-            cert: self.tls_cert.clone()?,
-            key: self.tls_key.clone()?,
+        self.on().then(|| ListenerTls {
+            certs: (self.tls_cert.iter().cloned())
+                .zip(self.tls_key.iter().cloned())
+                .collect(),
+            cert_dir: self.tls_cert_dir.clone(),
+            client_ca: self.tls_client_ca.clone(),
             alpn: self.alpn.clone(),
         })
     }
@@ -99,6 +114,13 @@ pub(super) struct UpstreamTlsArgs {
     /// (default: the upstream's IP address).
     #[arg(long, value_name = "NAME", requires = "upstream_tls")]
     pub(super) upstream_name: Option<String>,
+    /// With --upstream-tls: present this certificate chain (PEM) to
+    /// upstreams that ask for one.
+    #[arg(long, value_name = "PEM", requires_all = ["upstream_tls", "upstream_key"])]
+    pub(super) upstream_cert: Option<PathBuf>,
+    /// The private key of --upstream-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "upstream_cert")]
+    pub(super) upstream_key: Option<PathBuf>,
 }
 
 impl UpstreamTlsArgs {
@@ -114,7 +136,8 @@ impl UpstreamTlsArgs {
             return Ok(None);
         }
         let name = self.upstream_name.as_deref();
-        UpstreamTls::new(self.roots()?, name, alpn).map(Some)
+        let cert = (self.upstream_cert.clone()).zip(self.upstream_key.clone());
+        UpstreamTls::new(self.roots()?, name, alpn, cert.as_ref()).map(Some)
     }
 
     /// Whom to trust: the certificates of `--upstream-ca` (`Some`), or

@@ -39,7 +39,12 @@ pub(super) enum UpstreamTls {}
 
 impl UpstreamTls {
     /// Fails: no TLS to speak.
-    pub(super) fn new(_: Option<&Path>, _: Option<&str>, _: &[String]) -> io::Result<UpstreamTls> {
+    pub(super) fn new(
+        _: Option<&Path>,
+        _: Option<&str>,
+        _: &[String],
+        _: Option<&(PathBuf, PathBuf)>,
+    ) -> io::Result<UpstreamTls> {
         Err(no_tls("--upstream-tls").into())
     }
 
@@ -69,6 +74,10 @@ mod tests {
             (
                 &["echo", "--tls-cert", "c.pem", "--tls-key", "k.pem"],
                 "--tls-cert needs TLS, and this build has none",
+            ),
+            (
+                &["echo", "--tls-cert-dir", "certs"],
+                "--tls-cert-dir needs TLS, and this build has none",
             ),
             (
                 &[

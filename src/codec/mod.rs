@@ -9,7 +9,7 @@
 //! v2) that a proxy puts in front of a connection's own bytes; [`http`]
 //! reads the head of an HTTP/1.x request, for the metrics responder;
 //! [`cidr`] reads blocks of addresses (`10.0.0.0/8`), for lists of trusted
-//! sources.
+//! sources. [`x509`] reads the names in a certificate, for TLS.
 //!
 //! Build a codec from a CLI spec:
 //!
@@ -34,6 +34,7 @@ pub mod http;
 mod length;
 pub mod proxy;
 mod raw;
+pub mod x509;
 
 use std::fmt;
 use std::ops::Range;

@@ -38,7 +38,9 @@
 //!   for `UNSPEC`, UDP and `AF_UNIX`, all without an address: the receiver
 //!   uses the connection's own, as the specification says it may; the
 //!   type-length-value fields after the addresses are walked and
-//!   bounds-checked but not kept, except that a `CRC32C` one is verified.
+//!   bounds-checked but not kept, except that a `CRC32C` one is verified;
+//!   [`v2_ssl`] reads the `SSL` one (the client's TLS, and the name in its
+//!   certificate) from a decoded header, which [`encode_v2_with_ssl`] writes.
 //!
 //! Anything else — another version or command, a family outside the
 //! specification's table, a length too short for its addresses or longer
@@ -47,6 +49,7 @@
 use std::fmt;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
 use std::str::FromStr;
 
 /// The longest version 1 header, CRLF included (the specification's bound:
@@ -72,6 +75,24 @@ const V1_PREFIX: &[u8] = b"PROXY ";
 const CMD_LOCAL: u8 = 0x0;
 const CMD_PROXY: u8 = 0x1;
 const TLV_CRC32C: u8 = 0x03;
+/// `PP2_TYPE_SSL`: what the proxy knows of the client's TLS.
+pub const TLV_SSL: u8 = 0x20;
+/// `PP2_SUBTYPE_SSL_VERSION`, inside the SSL field: `TLSv1.3`, say.
+pub const SUBTYPE_SSL_VERSION: u8 = 0x21;
+/// `PP2_SUBTYPE_SSL_CN`, inside the SSL field: the name on the client's certificate.
+pub const SUBTYPE_SSL_CN: u8 = 0x22;
+/// A bit of the SSL field's `client` byte: the client spoke TLS.
+pub const CLIENT_SSL: u8 = 0x01;
+/// A bit of the SSL field's `client` byte: it presented a certificate on
+/// this connection.
+pub const CLIENT_CERT_CONN: u8 = 0x02;
+/// A bit of the SSL field's `client` byte: it presented one in this TLS
+/// session (on this connection or on the one it resumed).
+pub const CLIENT_CERT_SESS: u8 = 0x04;
+/// The longest name [`encode_v2_with_ssl`] puts in `SSL_CN`: a longer one
+/// is left out rather than risk a header its receiver refuses as too long
+/// (ours take 4 KiB; a certificate's CN is 64 characters at most).
+pub const MAX_SSL_CN_LEN: usize = 1024;
 
 /// Which of the two header formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -522,19 +543,25 @@ fn v2_addresses(fam: u8, block: &[u8]) -> Option<Addresses> {
     })
 }
 
+/// The type-length-value field at offset `at` of `header`, which must end
+/// by `end`: its type and where its value lies.
+fn tlv_at(header: &[u8], at: usize, end: usize) -> Result<(u8, Range<usize>), ProxyError> {
+    let Some(&[kind, hi, lo]) = header[..end].get(at..at + 3) else {
+        return Err(ProxyError::BadTlv { at });
+    };
+    let value = at + 3..at + 3 + usize::from(u16::from_be_bytes([hi, lo]));
+    if value.end > end {
+        return Err(ProxyError::BadTlv { at });
+    }
+    Ok((kind, value))
+}
+
 /// Walks the type-length-value fields from offset `start` of `header` to its
 /// end: each must fit, and a `CRC32C` one must match.
 fn check_tlvs(header: &[u8], start: usize) -> Result<(), ProxyError> {
     let mut at = start;
     while at < header.len() {
-        let Some(&[kind, hi, lo]) = header.get(at..at + 3) else {
-            return Err(ProxyError::BadTlv { at });
-        };
-        let value = at + 3;
-        let end = value + usize::from(u16::from_be_bytes([hi, lo]));
-        if end > header.len() {
-            return Err(ProxyError::BadTlv { at });
-        }
+        let (kind, Range { start: value, end }) = tlv_at(header, at, header.len())?;
         if kind == TLV_CRC32C {
             let Ok(sent) = <[u8; 4]>::try_from(&header[value..end]) else {
                 return Err(ProxyError::BadTlv { at });
@@ -668,6 +695,125 @@ pub fn encode(version: Version, addresses: Option<Addresses>, out: &mut Vec<u8>)
         (Version::V2, Some(a)) => encode_v2(a.source, a.destination, out),
         (Version::V2, None) => encode_v2_local(out),
     }
+}
+
+/// A version 2 header's SSL field (`PP2_TYPE_SSL`): the client's TLS, as
+/// the proxy that terminated it saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ssl<'a> {
+    /// [`CLIENT_SSL`], [`CLIENT_CERT_CONN`], [`CLIENT_CERT_SESS`] bits.
+    pub client: u8,
+    /// 0 if the client presented a certificate and it was verified,
+    /// anything else otherwise.
+    pub verify: u32,
+    /// `SSL_VERSION`: the protocol, as OpenSSL names it (`TLSv1.3`).
+    pub version: Option<&'a str>,
+    /// `SSL_CN`: the name on the client's certificate.
+    pub cn: Option<&'a str>,
+}
+
+impl<'a> Ssl<'a> {
+    /// The field for a TLS client that spoke `version` and, if it
+    /// presented a certificate that was verified, is `identity`; as HAProxy
+    /// sends it with `send-proxy-v2-ssl-cn`.
+    pub fn of_client(version: Option<&'a str>, identity: Option<&'a str>) -> Ssl<'a> {
+        let certified = identity.is_some();
+        Ssl {
+            client: CLIENT_SSL
+                | if certified {
+                    CLIENT_CERT_CONN | CLIENT_CERT_SESS
+                } else {
+                    0
+                },
+            verify: u32::from(!certified),
+            version,
+            cn: identity.filter(|cn| cn.len() <= MAX_SSL_CN_LEN),
+        }
+    }
+}
+
+/// Appends the version 2 header (`PROXY` command, TCP) for a client at
+/// `source` that connected to `destination`, as [`encode_v2`] does, with
+/// the SSL field `ssl` after the addresses (a text in it longer than
+/// [`MAX_SSL_CN_LEN`] is left out).
+pub fn encode_v2_with_ssl(
+    source: SocketAddr,
+    destination: SocketAddr,
+    ssl: &Ssl<'_>,
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
+    encode_v2(source, destination, out);
+    let field = out.len();
+    out.extend_from_slice(&[TLV_SSL, 0, 0, ssl.client]);
+    out.extend_from_slice(&ssl.verify.to_be_bytes());
+    let subfields = [(SUBTYPE_SSL_VERSION, ssl.version), (SUBTYPE_SSL_CN, ssl.cn)];
+    for (kind, value) in subfields {
+        if let Some(value) = value.filter(|v| v.len() <= MAX_SSL_CN_LEN) {
+            out.push(kind);
+            out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+            out.extend_from_slice(value.as_bytes());
+        }
+    }
+    // Both lengths fit: at most 8 + 2 × (3 + 1024) bytes were added.
+    let value_len = (out.len() - field - 3) as u16;
+    out[field + 1..field + 3].copy_from_slice(&value_len.to_be_bytes());
+    let header_len = (out.len() - start - V2_FIXED_LEN) as u16;
+    out[start + 14..start + 16].copy_from_slice(&header_len.to_be_bytes());
+}
+
+/// The SSL field of the version 2 header at the front of `buf` (one that
+/// [`decode`] accepted); `None` if it has none, or is a `LOCAL` one (whose
+/// fields are not a client's), or is not all in `buf`. Its sub-fields must
+/// fit and its texts be UTF-8; those other than `SSL_VERSION` and `SSL_CN`
+/// are skipped.
+pub fn v2_ssl(buf: &[u8]) -> Result<Option<Ssl<'_>>, ProxyError> {
+    let Some(fixed) = decode_v2_fixed(buf, usize::MAX)? else {
+        return Ok(None);
+    };
+    let Some(header) = buf.get(..fixed.total) else {
+        return Ok(None);
+    };
+    if fixed.command == Command::Local {
+        return Ok(None);
+    }
+    let mut at = V2_FIXED_LEN + fixed.addresses_len;
+    while at < header.len() {
+        let (kind, value) = tlv_at(header, at, header.len())?;
+        if kind == TLV_SSL {
+            return ssl_field(header, at, value).map(Some);
+        }
+        at = value.end;
+    }
+    Ok(None)
+}
+
+/// The SSL field at `at` of `header`, its value at `value`.
+fn ssl_field(header: &[u8], at: usize, value: Range<usize>) -> Result<Ssl<'_>, ProxyError> {
+    let head = header[value.clone()].get(..5);
+    let Some(&[client, v0, v1, v2, v3]) = head else {
+        return Err(ProxyError::BadTlv { at });
+    };
+    let mut ssl = Ssl {
+        client,
+        verify: u32::from_be_bytes([v0, v1, v2, v3]),
+        version: None,
+        cn: None,
+    };
+    let mut sub = value.start + 5;
+    while sub < value.end {
+        let (kind, text) = tlv_at(header, sub, value.end)?;
+        let text_at = |range: Range<usize>| {
+            std::str::from_utf8(&header[range]).map_err(|_| ProxyError::BadTlv { at: sub })
+        };
+        match kind {
+            SUBTYPE_SSL_VERSION => ssl.version = Some(text_at(text.clone())?),
+            SUBTYPE_SSL_CN => ssl.cn = Some(text_at(text.clone())?),
+            _ => {}
+        }
+        sub = text.end;
+    }
+    Ok(ssl)
 }
 
 #[cfg(test)]
@@ -1043,6 +1189,77 @@ mod tests {
         encode_v2(v4, v6, &mut out);
         let expected = proxied(Version::V2, "[::ffff:127.0.0.1]:5000", "[::1]:80");
         assert_eq!(decode(&out), Ok(Some((expected, 52))));
+    }
+
+    #[test]
+    fn an_ssl_field_goes_out_as_haproxy_sends_it_and_comes_back() {
+        let ssl = Ssl::of_client(Some("TLSv1.3"), Some("alice"));
+        let (source, destination) = (addr("192.168.0.1:56324"), addr("192.168.0.11:443"));
+        let mut out = b"before".to_vec();
+        encode_v2_with_ssl(source, destination, &ssl, &mut out);
+        let wire = &out[6..];
+        let mut expected = V2_TCP4.to_vec();
+        expected[15] = 12 + 3 + 5 + 3 + 7 + 3 + 5;
+        expected.extend_from_slice(&[0x20, 0, 23, 0x07, 0, 0, 0, 0]);
+        expected.extend_from_slice(b"\x21\x00\x07TLSv1.3\x22\x00\x05alice");
+        assert_eq!(wire, expected);
+        let header = proxied(Version::V2, "192.168.0.1:56324", "192.168.0.11:443");
+        decodes_only_whole(wire, Ok(Some((header, wire.len()))));
+        assert_eq!(v2_ssl(wire), Ok(Some(ssl)));
+        assert_eq!(v2_ssl(&wire[..wire.len() - 1]), Ok(None), "not all in");
+
+        let anonymous = Ssl::of_client(Some("TLSv1.2"), None);
+        assert_eq!((anonymous.client, anonymous.verify), (CLIENT_SSL, 1));
+        let mut out = Vec::new();
+        encode_v2_with_ssl(addr("[::1]:1"), addr("127.0.0.1:2"), &anonymous, &mut out);
+        assert_eq!(v2_ssl(&out), Ok(Some(anonymous)));
+        let header = proxied(Version::V2, "[::1]:1", "[::ffff:127.0.0.1]:2");
+        assert_eq!(decode(&out), Ok(Some((header, out.len()))));
+    }
+
+    #[test]
+    fn a_name_too_long_for_ssl_cn_is_left_out() {
+        let long = "x".repeat(MAX_SSL_CN_LEN + 1);
+        let ssl = Ssl::of_client(Some("TLSv1.3"), Some(&long));
+        assert_eq!(ssl.cn, None);
+        assert_eq!(ssl.client, CLIENT_SSL | CLIENT_CERT_CONN | CLIENT_CERT_SESS);
+        let most = "y".repeat(MAX_SSL_CN_LEN);
+        let ssl = Ssl {
+            cn: Some(&most),
+            ..ssl
+        };
+        let mut out = Vec::new();
+        encode_v2_with_ssl(addr("[::1]:1"), addr("[::1]:2"), &ssl, &mut out);
+        assert!(out.len() <= V2_MAX_LEN);
+        assert_eq!(v2_ssl(&out), Ok(Some(ssl)));
+    }
+
+    #[test]
+    fn ssl_fields_are_read_only_where_they_are_well_formed() {
+        assert_eq!(v2_ssl(&V2_TCP4), Ok(None), "no fields at all");
+        let other_fields = with_tlvs(b"\x01\x00\x02h2");
+        assert_eq!(v2_ssl(&other_fields), Ok(None));
+        // Four bytes: no room for the verify word.
+        let short = with_tlvs(&[0x20, 0, 4, 1, 0, 0, 0]);
+        assert_eq!(v2_ssl(&short), Err(ProxyError::BadTlv { at: 28 }));
+        // A sub-field running past the SSL field's end, into the next field.
+        let past = with_tlvs(b"\x20\x00\x08\x01\x00\x00\x00\x00\x21\x00\x02\x04\x00\x00");
+        assert_eq!(v2_ssl(&past), Err(ProxyError::BadTlv { at: 36 }));
+        let not_utf8 = with_tlvs(b"\x20\x00\x09\x05\x00\x00\x00\x00\x22\x00\x01\xff");
+        assert_eq!(v2_ssl(&not_utf8), Err(ProxyError::BadTlv { at: 36 }));
+        // Unknown sub-fields (a cipher, 0x23) are skipped.
+        let cipher = with_tlvs(b"\x20\x00\x0b\x01\x00\x00\x00\x01\x23\x00\x03AES");
+        let ssl = Ssl {
+            client: CLIENT_SSL,
+            verify: 1,
+            version: None,
+            cn: None,
+        };
+        assert_eq!(v2_ssl(&cipher), Ok(Some(ssl)));
+        let mut local = cipher.clone();
+        local[12] = 0x20;
+        assert_eq!(v2_ssl(&local), Ok(None), "LOCAL: not the client's");
+        assert_eq!(v2_ssl(b"PROXY UNKNOWN\r\n"), Err(ProxyError::NotProxy));
     }
 
     #[test]

@@ -166,6 +166,8 @@ struct Rare {
     /// The socket's own peer, when a PROXY header named another: the
     /// balancer it came through.
     via: Option<Addr>,
+    /// Who the client's verified certificate says it is (`--tls-client-ca`).
+    identity: Option<Box<str>>,
 }
 
 /// What only a connection's setup, its log lines and the connection table
@@ -361,6 +363,15 @@ impl Connection {
 
     pub(crate) fn set_via(&mut self, balancer: Addr) {
         self.rare().via = Some(balancer);
+    }
+
+    /// Who the client's verified certificate says it is, if it showed one.
+    pub(crate) fn identity(&self) -> Option<&str> {
+        self.rare.as_ref()?.identity.as_deref()
+    }
+
+    pub(crate) fn set_identity(&mut self, identity: String) {
+        self.rare().identity = Some(identity.into());
     }
 
     /// Whether its input goes straight to a peer by splice(2).

@@ -36,6 +36,7 @@ use super::conn::{Phase, ProxyStep};
 use super::kernel::{Handles, Kernel, Stage};
 use super::service::Service;
 use super::state::State;
+use super::tls::is_client_cert_refusal;
 use super::token::ConnId;
 use super::trace::trace_io;
 use crate::codec::proxy::{self, ProxyHeader};
@@ -100,10 +101,15 @@ fn step<O: Os>(state: &mut State, kernel: &mut Kernel<O>, id: ConnId) -> Step {
         Some(Stage::Tls(tls)) => match tls.handshake(&handles.socket) {
             Ok(false) => Step::Waiting,
             Ok(true) => Step::Done,
-            Err(e) => Step::Failed(io::Error::new(
-                e.kind(),
-                format!("TLS handshake failed: {e}"),
-            )),
+            Err(e) => {
+                if is_client_cert_refusal(&e) {
+                    state.stats.tls_client_refusals += 1;
+                }
+                Step::Failed(io::Error::new(
+                    e.kind(),
+                    format!("TLS handshake failed: {e}"),
+                ))
+            }
         },
         _ => Step::Done,
     }
@@ -272,6 +278,11 @@ fn done<O: Os>(state: &mut State, kernel: &Kernel<O>, id: ConnId) -> bool {
         let summary = tls.describe();
         trace_io!(state.config.trace, "{id} tls {summary}");
         conn.set_tls(summary);
+        if let Some(identity) = tls.peer_identity() {
+            state.stats.tls_client_certs += 1;
+            debug!("{id}: client certificate of {identity:?}");
+            conn.set_identity(identity);
+        }
     }
     true
 }

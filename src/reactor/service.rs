@@ -515,6 +515,14 @@ impl<'a> Context<'a> {
         self.tls(id)?.split_once(" alpn=").map(|(_, alpn)| alpn)
     }
 
+    /// Who `id`'s client is, as its TLS certificate says (its subject CN,
+    /// or its first SAN), on a listener that asks for one
+    /// (`--tls-client-ca`); the certificate was verified in the handshake.
+    /// `None` for every other connection.
+    pub fn peer_identity(&self, id: ConnId) -> Option<&str> {
+        self.state.conns.get(id)?.identity()
+    }
+
     /// The address of `id`'s peer; still known during `on_close`.
     pub fn peer_addr(&self, id: ConnId) -> Option<&Addr> {
         self.state.peer(id)

@@ -295,22 +295,38 @@ impl State {
     /// `id`'s peer for a log line: `from ADDR` for a connection we
     /// accepted, `to ADDR` for one we opened (`?` once its slot is free);
     /// a client a PROXY header named comes with the balancer it came
-    /// through (`from 1.3.3.7:31337 via 10.0.0.5:41000`).
+    /// through (`from 1.3.3.7:31337 via 10.0.0.5:41000`), then `as "NAME"`
+    /// for a client whose certificate named it.
     pub(crate) fn peer_label(&self, id: ConnId) -> impl fmt::Display + '_ {
-        struct Label<'a>(&'static str, Option<&'a Addr>, Option<&'a Addr>);
+        struct Label<'a> {
+            direction: &'static str,
+            peer: Option<&'a Addr>,
+            via: Option<&'a Addr>,
+            identity: Option<&'a str>,
+        }
         impl fmt::Display for Label<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match (self.1, self.2) {
-                    (Some(addr), Some(via)) => write!(f, "{} {addr} via {via}", self.0),
-                    (Some(addr), None) => write!(f, "{} {addr}", self.0),
-                    (None, _) => f.write_str("?"),
+                let Some(peer) = self.peer else {
+                    return f.write_str("?");
+                };
+                write!(f, "{} {peer}", self.direction)?;
+                if let Some(via) = self.via {
+                    write!(f, " via {via}")?;
+                }
+                match self.identity {
+                    Some(identity) => write!(f, " as {identity:?}"),
+                    None => Ok(()),
                 }
             }
         }
         let conn = self.conns.get(id);
         let outbound = conn.is_some_and(|c| c.flags.outbound);
-        let via = conn.and_then(Connection::via);
-        Label(if outbound { "to" } else { "from" }, self.peer(id), via)
+        Label {
+            direction: if outbound { "to" } else { "from" },
+            peer: self.peer(id),
+            via: conn.and_then(Connection::via),
+            identity: conn.and_then(Connection::identity),
+        }
     }
 
     /// Sets `id`'s timer `what` for `at`.
@@ -446,6 +462,7 @@ impl State {
                 reading: c.wants_read(),
                 state: c.state(),
                 tls: c.tls().map(str::to_string),
+                identity: c.identity().map(str::to_string),
             })
             .collect()
     }

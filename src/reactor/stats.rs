@@ -198,6 +198,13 @@ declare_stats! {
     pub tls_handshakes: u64 = counter "sockloop_tls_handshakes_total";
     /// TLS handshakes that failed or timed out.
     pub tls_failures: u64 = counter "sockloop_tls_failures_total";
+    /// TLS clients whose certificate was verified (--tls-client-ca).
+    /// Their identities are in the connection table and in log lines,
+    /// not labels here: any name the CA signs would be a series of its own.
+    pub tls_client_certs: u64 = counter "sockloop_tls_client_certs_total";
+    /// TLS clients refused for their certificate: none, or not signed by --tls-client-ca.
+    /// Counted in `tls_failures` too.
+    pub tls_client_refusals: u64 = counter "sockloop_tls_client_refusals_total";
     /// PROXY protocol headers read.
     pub proxy_headers: u64 = counter "sockloop_proxy_headers_total";
     /// Connections closed for lack of a valid PROXY header.
@@ -277,6 +284,9 @@ pub struct ConnInfo {
     /// For a TLS connection: the protocol, cipher suite, server name (SNI)
     /// and ALPN protocol, as far as they are known.
     pub tls: Option<String>,
+    /// For a TLS client that showed a verified certificate: who it says
+    /// it is (shown after the TLS summary, as `client="NAME"`).
+    pub identity: Option<String>,
 }
 
 /// The connection table, like a tiny `ss`.
@@ -297,7 +307,7 @@ pub fn format_tables(reactors: &[&[ConnInfo]]) -> String {
                 1 => c.id.to_string(),
                 _ => format!("{reactor}/{}", c.id),
             };
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "{:<10} {:<40} {:>8.1}s {:>12} {:>12} {:>10} {:<14} {}",
                 id,
@@ -309,6 +319,13 @@ pub fn format_tables(reactors: &[&[ConnInfo]]) -> String {
                 c.state,
                 c.tls.as_deref().unwrap_or("-")
             );
+            match &c.identity {
+                // Quoted and escaped: the name is what a certificate says.
+                Some(identity) => {
+                    let _ = writeln!(out, " client={identity:?}");
+                }
+                None => out.push('\n'),
+            }
         }
     }
     let total: usize = reactors.iter().map(|conns| conns.len()).sum();

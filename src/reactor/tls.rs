@@ -55,6 +55,29 @@ fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+/// A client a server refused for its certificate (none, or one not signed
+/// by the CA it trusts): the error inside the `io::Error`, so that the
+/// reactor can count it apart from other failed handshakes.
+#[derive(Debug)]
+struct ClientCertRefused(rustls::Error);
+
+impl std::fmt::Display for ClientCertRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            rustls::Error::NoCertificatesPresented => f.write_str("client certificate: none sent"),
+            other => write!(f, "client certificate refused: {other}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientCertRefused {}
+
+/// Whether a handshake failed because the client's certificate was refused.
+pub(crate) fn is_client_cert_refusal(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<ClientCertRefused>())
+}
+
 impl Tls {
     pub(crate) fn server(config: Arc<ServerConfig>) -> io::Result<Tls> {
         let conn = ServerConnection::new(config).map_err(tls_error)?;
@@ -99,7 +122,34 @@ impl Tls {
     fn process(&mut self, socket: &impl Stream) -> io::Result<()> {
         let processed = self.conn.process_new_packets();
         let _ = self.flush(socket);
-        processed.map(drop).map_err(tls_error)
+        processed.map(drop).map_err(|e| self.error(e))
+    }
+
+    /// What went wrong; on a server, a certificate error is about the
+    /// client's certificate.
+    fn error(&self, e: rustls::Error) -> io::Error {
+        let server = matches!(self.conn, Connection::Server(_));
+        match e {
+            rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_)
+                if server =>
+            {
+                io::Error::new(io::ErrorKind::PermissionDenied, ClientCertRefused(e))
+            }
+            e => tls_error(e),
+        }
+    }
+
+    /// On a server that asked for client certificates: who the client's
+    /// certificate, verified, says it is (its subject CN, or its first
+    /// SAN; see [`Names::identity`](crate::codec::x509::Names::identity)).
+    /// `None` on a client: the server's certificate may not have been
+    /// verified (`--insecure`).
+    pub(crate) fn peer_identity(&self) -> Option<String> {
+        let Connection::Server(server) = &self.conn else {
+            return None;
+        };
+        let cert = server.peer_certificates()?.first()?;
+        crate::codec::x509::names(cert)?.identity()
     }
 
     /// Plaintext into `buf`, as a socket read: `Ok(0)` once the peer has

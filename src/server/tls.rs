@@ -15,6 +15,11 @@ pub(super) fn adopt<S: Service>(
     listener: Listener,
     tls: &ListenerTls,
 ) -> io::Result<Addr> {
-    let config = sockloop::tls::server_config(&tls.cert, &tls.key, &tls.alpn)?;
+    let mut certs = tls.certs.clone();
+    if let Some(dir) = &tls.cert_dir {
+        certs.extend(sockloop::tls::pairs_in(dir)?);
+    }
+    let client_ca = tls.client_ca.as_deref();
+    let config = sockloop::tls::server_config_for(&certs, client_ca, &tls.alpn)?;
     reactor.adopt(listener, Serve::Tls(config))
 }

@@ -18,14 +18,24 @@ pub(super) fn adopt<S: Service>(
     no_tls(tls)
 }
 
-fn no_tls(ListenerTls { cert, key, alpn }: &ListenerTls) -> io::Result<Addr> {
+fn no_tls(tls: &ListenerTls) -> io::Result<Addr> {
+    let ListenerTls {
+        certs,
+        cert_dir,
+        client_ca,
+        alpn,
+    } = tls;
+    let files: Vec<String> = (certs.iter().map(|(c, _)| c))
+        .chain(cert_dir)
+        .chain(client_ca)
+        .map(|path| path.display().to_string())
+        .collect();
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         format!(
-            "TLS with {} and {} (ALPN {alpn:?}): this build has none \
+            "TLS with {} (ALPN {alpn:?}): this build has none \
              (it was built without the `tls` feature)",
-            cert.display(),
-            key.display()
+            files.join(", ")
         ),
     ))
 }

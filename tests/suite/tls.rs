@@ -62,7 +62,7 @@ fn start(args: &[&str], log: &LogFile) -> Server {
 }
 
 /// Runs `script` with python3, `args` after it; its stdout.
-fn python(script: &str, args: &[&str]) -> String {
+pub(crate) fn python(script: &str, args: &[&str]) -> String {
     let out = Command::new("python3")
         .arg("-c")
         .arg(script)
@@ -453,7 +453,7 @@ fn relay_failing_over(
 
 /// The `/metrics` page of a server started with `--metrics`, found where
 /// its log says.
-fn metrics_page(log: &LogFile) -> String {
+pub(crate) fn metrics_page(log: &LogFile) -> String {
     let addr = wait_until("the metrics address in the log", || {
         let log = log.read();
         let rest = log.split("metrics on http://").nth(1)?;
