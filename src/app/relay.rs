@@ -315,7 +315,8 @@ impl Relay {
             Some(tls) => match tls.connect(ctx, addr, client) {
                 Ok(up) => up,
                 Err(e) => {
-                    warn!("relay {} → {addr}: no TLS session: {e}", pair.client_addr);
+                    let from = ctx.peer_label(client);
+                    warn!("relay {client} {from} → {addr}: no TLS session: {e}");
                     return false;
                 }
             },
@@ -382,8 +383,8 @@ impl Relay {
         };
         if let Err(e) = spliced {
             warn!(
-                "relay {} → {addr}: no splice ({e}), copying instead",
-                pair.client_addr
+                "relay {client} {} → {addr}: no splice ({e}), copying instead",
+                ctx.peer_label(client)
             );
             // It will not come back for the next pair.
             if e.kind() == io::ErrorKind::Unsupported {
