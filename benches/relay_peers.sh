@@ -91,29 +91,10 @@ taskset -c 1 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appe
 UPSTREAM_PIDS+=($!)
 
 NGINX_PORT=$(free_port)
-mkdir -p "$WORK/www" "$WORK/nginx"
-head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    # wrk keeps its connections: one connection, many requests.
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        root $WORK/www;
-    }
-}
-EOF
-taskset -c 1 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
-UPSTREAM_PIDS+=($!)
+# wrk keeps its connections: one connection, many requests.
+start_nginx "$NGINX_PORT" "    keepalive_requests 1000000;
+    keepalive_timeout 60s;"
+UPSTREAM_PIDS+=("$NGINX_PID")
 
 IPERF_PORT=$(free_port)
 taskset -c 1 iperf3 -s -B 127.0.0.1 -p "$IPERF_PORT" >"$WORK/iperf3.log" 2>&1 &
@@ -129,21 +110,7 @@ start_proxy() {
     case $name in
     haproxy)
         PROXY_PORT=$(free_port)
-        cat >"$WORK/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 8000
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-frontend relay
-    bind 127.0.0.1:$PROXY_PORT
-    default_backend upstream
-backend upstream
-    server s1 127.0.0.1:$upstream
-EOF
+        haproxy_config "$WORK/haproxy.cfg" "$PROXY_PORT" "$upstream"
         # -db: foreground, no master process: the pid is the proxy itself.
         taskset -c 0 haproxy -db -f "$WORK/haproxy.cfg" >"$out" 2>"$WORK/proxy.log" &
         PROXY_PID=$!

@@ -42,6 +42,11 @@ pub(crate) enum Reading {
     /// Shutting down: the service still gets the `left` bytes that had
     /// arrived before the shutdown, and no more.
     Draining { left: u32 },
+    /// Shutting down before the peer sent a byte: a client that has just
+    /// connected, its request on the way. Its first read still goes to the
+    /// service, and its input ends after it (the shutdown timeout bounds
+    /// the wait).
+    AwaitingFirst,
     /// Shutting down, the service has had its last input (or the metrics
     /// responder has answered): whatever the peer still sends is read and
     /// dropped until it closes, so that closing with unread input does not
@@ -382,7 +387,10 @@ impl Connection {
     /// Whether its input goes to the service now.
     pub(crate) fn wants_read(&self) -> bool {
         self.phase == Phase::Open
-            && matches!(self.reading, Reading::Open | Reading::Draining { .. })
+            && matches!(
+                self.reading,
+                Reading::Open | Reading::Draining { .. } | Reading::AwaitingFirst
+            )
             && !self.flags.paused
             && !self.flags.backpressured
     }
@@ -420,7 +428,7 @@ impl Connection {
             (Phase::Handshaking { .. }, ..) => "handshaking",
             (_, Reading::Discarding, _) => "lingering",
             (Phase::Closing | Phase::Aborting(_) | Phase::Closed, ..) => "closing",
-            (_, Reading::Draining { .. }, _) => "draining",
+            (_, Reading::Draining { .. } | Reading::AwaitingFirst, _) => "draining",
             _ if self.flags.backpressured => "backpressured",
             _ if self.flags.paused => "paused",
             (_, Reading::Ended, _) => "read-closed",

@@ -192,11 +192,14 @@ fn read_once<O: Os>(
 fn received(conn: &mut Connection, stats: &mut Stats, now: Stamp, n: usize) -> bool {
     conn.received(n, now);
     stats.bytes_in += n as u64;
-    if let Reading::Draining { left } = &mut conn.reading {
-        *left = left.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
-        return *left == 0;
+    match &mut conn.reading {
+        Reading::Draining { left } => {
+            *left = left.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
+            *left == 0
+        }
+        Reading::AwaitingFirst => true,
+        _ => false,
     }
-    false
 }
 
 /// Where the next read into the arena goes: a read chunk of room, made

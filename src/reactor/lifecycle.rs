@@ -131,7 +131,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
     /// timeout passes. A second call stops at once.
     ///
     /// The input of every accepted connection ends once it has delivered
-    /// what had arrived before now. Connections we opened (a relay's
+    /// what had arrived before now, or if nothing has arrived since it was
+    /// accepted, its first read. Connections we opened (a relay's
     /// upstreams) end with those they serve.
     pub fn shutdown(&mut self) {
         let state = &mut self.state;
@@ -165,6 +166,10 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 continue;
             };
             match socket.unread_len() {
+                // Accepted, nothing sent yet: under a load of new
+                // connections its request is on the way, and a FIN now
+                // would fail it.
+                Ok(0) if conn.bytes_in == 0 => conn.reading = Reading::AwaitingFirst,
                 Ok(0) | Err(_) => {
                     self.state.end_input(id);
                     self.input_ended(id);

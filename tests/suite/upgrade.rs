@@ -91,13 +91,20 @@ impl Drop for Serving {
 /// upgrade is complete: the file names another process, and the old one has
 /// drained and ended. Returns the new process's id.
 fn upgrade(pid_file: &Path) -> i32 {
+    let (old, new) = hand_over(pid_file);
+    wait_until("the old process to end", || is_gone(old).then_some(()));
+    new
+}
+
+/// Sends SIGUSR2 to the process the pid file names and waits until the
+/// file names another process: the old id and the new.
+fn hand_over(pid_file: &Path) -> (i32, i32) {
     let old = pid_in(pid_file).expect("a pid in the pid file");
     kill(Pid::from_raw(old), Signal::SIGUSR2).expect("SIGUSR2");
     let new = wait_until("a new pid in the pid file", || {
         pid_in(pid_file).filter(|&pid| pid != old)
     });
-    wait_until("the old process to end", || is_gone(old).then_some(()));
-    new
+    (old, new)
 }
 
 /// What the clients saw, all threads together.
@@ -290,6 +297,39 @@ fn five_upgrades_under_load_lose_no_connection_and_cut_no_reply_short() {
     assert_eq!(log.matches("is ready; this one drains").count(), 5, "{log}");
     // A new process tells nobody but its predecessor it is ready.
     assert!(!log.contains("telling the service manager"), "{log}");
+}
+
+/// Under a load of new connections, some are always between their accept
+/// and their first bytes when the drain begins: the old process accepted
+/// them, their request is on its way. It is answered like any other.
+#[test]
+fn a_client_accepted_by_the_old_process_and_silent_until_its_drain_is_answered() {
+    let dir = TempDir::new("upgrade-silent");
+    let pid_file = dir.join("pid");
+    let log = LogFile::new("upgrade-silent");
+    let server = Server::start(
+        &[],
+        &["echo", "--pid-file", pid_file.to_str().unwrap()],
+        log.stdio(),
+    );
+    let _serving = Serving(pid_file.clone());
+    let mut silent = connect(server.addr()).expect("connect");
+    // Accepted in order: once a later client is echoed, the silent one is
+    // the old process's.
+    assert_eq!(echo_all(server.connect(), b"later\n"), b"later\n");
+    let (old, _) = hand_over(&pid_file);
+    wait_until("the old process to drain", || {
+        log.read()
+            .contains("shutting down: 1 connections")
+            .then_some(())
+    });
+    match ask(&mut silent, b"first request\n") {
+        Ok(Reply::Answered) => {}
+        Ok(Reply::ClosedBefore) => panic!("closed before its first request was answered"),
+        Err(e) => panic!("{e}"),
+    }
+    drop(silent);
+    wait_until("the old process to end", || is_gone(old).then_some(()));
 }
 
 #[test]
