@@ -42,8 +42,9 @@ pub(crate) enum Reading {
     /// Shutting down: the service still gets the `left` bytes that had
     /// arrived before the shutdown, and no more.
     Draining { left: u32 },
-    /// Shutting down before the peer sent a byte: a client that has just
-    /// connected, its request on the way. Its first read still goes to the
+    /// Shutting down before the peer sent a byte to the service: a client
+    /// that has just connected (or finished its PROXY header or TLS
+    /// handshake), its request on the way. Its first read still goes to the
     /// service, and its input ends after it (the shutdown timeout bounds
     /// the wait).
     AwaitingFirst,

@@ -32,7 +32,7 @@ use super::Reactor;
 use super::accept::PerSource;
 use super::callback::Callback;
 use super::close::CloseReason;
-use super::conn::{Phase, ProxyStep};
+use super::conn::{Phase, ProxyStep, Reading};
 use super::kernel::{Handles, Kernel, Stage};
 use super::service::Service;
 use super::state::State;
@@ -269,6 +269,11 @@ fn done<O: Os>(state: &mut State, kernel: &Kernel<O>, id: ConnId) -> bool {
     } else {
         Phase::Open
     };
+    // Accepted before a shutdown, its request still on the way: the
+    // first read gives it, then the input ends (`Reactor::shutdown`).
+    if state.shutting_down && !conn.flags.outbound && conn.reading == Reading::Open {
+        conn.reading = Reading::AwaitingFirst;
+    }
     if conn.flags.outbound {
         // Its connect counts once it can carry bytes.
         state.stats.connected += 1;

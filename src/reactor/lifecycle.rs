@@ -132,7 +132,8 @@ impl<S: Service, O: Os> Reactor<S, O> {
     ///
     /// The input of every accepted connection ends once it has delivered
     /// what had arrived before now, or if nothing has arrived since it was
-    /// accepted, its first read. Connections we opened (a relay's
+    /// accepted, its first read (after its PROXY header and TLS handshake,
+    /// if it still owes them). Connections we opened (a relay's
     /// upstreams) end with those they serve.
     pub fn shutdown(&mut self) {
         let state = &mut self.state;
@@ -154,11 +155,9 @@ impl<S: Service, O: Os> Reactor<S, O> {
             let Some(conn) = self.state.conns.live_mut(id) else {
                 continue;
             };
-            // A client still in its TLS handshake has asked for nothing yet.
-            if !conn.flags.outbound && matches!(conn.phase, Phase::Handshaking { .. }) {
-                self.close(id, CloseReason::Shutdown);
-                continue;
-            }
+            // A client still owing its PROXY header or in its TLS
+            // handshake has its request on the way: once its first steps
+            // are done, it is served as one that had sent nothing yet.
             if conn.flags.outbound || conn.phase != Phase::Open || conn.reading != Reading::Open {
                 continue;
             }

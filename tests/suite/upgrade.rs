@@ -304,25 +304,41 @@ fn five_upgrades_under_load_lose_no_connection_and_cut_no_reply_short() {
 /// them, their request is on its way. It is answered like any other.
 #[test]
 fn a_client_accepted_by_the_old_process_and_silent_until_its_drain_is_answered() {
+    silent_until_the_drain_and_answered(&[], b"");
+}
+
+/// The same for a client that still owed its PROXY header: its first steps
+/// are finished during the drain, not cut short (the TLS handshake is the
+/// same step).
+#[test]
+fn a_client_owing_its_proxy_header_when_the_drain_begins_is_answered() {
+    let header = b"PROXY TCP4 192.0.2.1 192.0.2.2 4000 80\r\n";
+    silent_until_the_drain_and_answered(&["--proxy-protocol"], header);
+}
+
+/// Opens a connection that says nothing, upgrades, and once the old
+/// process drains sends `first` (what it owes before any request) and a
+/// request, which must be answered.
+fn silent_until_the_drain_and_answered(args: &[&str], first: &[u8]) {
     let dir = TempDir::new("upgrade-silent");
     let pid_file = dir.join("pid");
     let log = LogFile::new("upgrade-silent");
-    let server = Server::start(
-        &[],
-        &["echo", "--pid-file", pid_file.to_str().unwrap()],
-        log.stdio(),
-    );
+    let mut server_args = vec!["echo", "--pid-file", pid_file.to_str().unwrap()];
+    server_args.extend_from_slice(args);
+    let server = Server::start(&[], &server_args, log.stdio());
     let _serving = Serving(pid_file.clone());
     let mut silent = connect(server.addr()).expect("connect");
     // Accepted in order: once a later client is echoed, the silent one is
     // the old process's.
-    assert_eq!(echo_all(server.connect(), b"later\n"), b"later\n");
+    let later = [first, b"later\n"].concat();
+    assert_eq!(echo_all(server.connect(), &later), b"later\n");
     let (old, _) = hand_over(&pid_file);
     wait_until("the old process to drain", || {
         log.read()
             .contains("shutting down: 1 connections")
             .then_some(())
     });
+    silent.write_all(first).expect("write what it owes first");
     match ask(&mut silent, b"first request\n") {
         Ok(Reply::Answered) => {}
         Ok(Reply::ClosedBefore) => panic!("closed before its first request was answered"),
