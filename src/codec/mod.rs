@@ -7,7 +7,9 @@
 //!
 //! [`proxy`] reads and writes the PROXY protocol header (HAProxy's, v1 and
 //! v2) that a proxy puts in front of a connection's own bytes; [`http`]
-//! reads the head of an HTTP/1.x request, for the metrics responder.
+//! reads the head of an HTTP/1.x request, for the metrics responder;
+//! [`client_hello`] reads the server name of a TLS ClientHello, for a relay
+//! that routes by it without terminating TLS.
 //!
 //! Build a codec from a CLI spec:
 //!
@@ -23,6 +25,7 @@
 //! assert_eq!(frame.len, 4);
 //! ```
 
+pub mod client_hello;
 mod delimited;
 mod fixed;
 mod framing;

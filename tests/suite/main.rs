@@ -18,6 +18,7 @@ mod addresses;
 mod bench;
 mod binary;
 mod charts;
+mod client_hello;
 mod codec_props;
 mod echo;
 mod framed;
