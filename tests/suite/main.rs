@@ -35,6 +35,7 @@ mod relay;
 mod relay_upstreams;
 mod reload;
 mod sim_props;
+mod sni_routing;
 mod threads;
 mod tls;
 mod tour;
