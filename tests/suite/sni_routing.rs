@@ -174,6 +174,21 @@ fn route_sni_sends_each_name_to_the_server_whose_certificate_it_verifies() {
     assert!(lines[4].starts_with("a.test not verified"), "{out}");
 }
 
+#[test]
+fn a_routed_client_is_spliced_after_its_hello() {
+    let (a, b) = (NamedEcho::start("a.test"), NamedEcho::start("b.test"));
+    let (route_a, route_b) = (a.route(), b.route());
+    let args = ["relay", "--route-sni", &route_a, "--route-sni", &route_b];
+    let (relay, metrics, _log) = with_metrics(&[&args[..], &["--splice", "always"]].concat());
+    let out = python_clients(relay.port, &[("a.test", &a.ca()), ("b.test", &b.ca())]);
+    assert_eq!(
+        out,
+        "a.test verified and echoed\nb.test verified and echoed\n"
+    );
+    let spliced = value(&scrape(&metrics), "sockloop_spliced_bytes_total");
+    assert!(spliced > 0.0, "nothing spliced");
+}
+
 /// The first flight of a rustls client asking for `name`, trusting `ca`:
 /// its ClientHello, and the connection to carry on with.
 fn rustls_hello(name: &str, ca: &Path) -> (ClientConnection, Vec<u8>) {
