@@ -29,14 +29,23 @@
 //!   its newer set when its reactor is woken, or at its next client at the
 //!   latest: new clients go to the new set,
 //!   pairs open keep the upstream they have, and a connect in progress that
-//!   fails is tried again on the new set's upstreams.
+//!   fails is tried again on the new set's upstreams;
+//! - given [`SniRoutes`] ([`Relay::by_server_name`]), nothing is connected
+//!   for a client until its TLS ClientHello is whole: its server name picks
+//!   the upstreams (an exact name, else a wildcard, else the default ones),
+//!   and every byte is relayed untouched, the hello included. A client
+//!   whose hello is not one, or whose name has no route and no default, is
+//!   closed, logged and counted. The hello is held as a partial message,
+//!   so the reactor's frame timeout closes a client that stalls in it.
 
+mod sni;
 // TLS towards the upstreams (and `Relay::with_upstream_tls`), or, built
 // without the `tls` feature, a kind of upstream TLS that no relay has.
 #[cfg_attr(not(feature = "tls"), path = "relay/tls_off.rs")]
 mod tls;
 mod upstreams;
 
+pub use sni::SniRoutes;
 pub use upstreams::{CurrentUpstreams, UpstreamSet, UpstreamsError, parse_upstreams};
 
 use std::cell::OnceCell;
@@ -50,8 +59,12 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use slab::Slab;
 
+use crate::codec::client_hello;
 use crate::codec::proxy::{self, Addresses, Version};
 use crate::reactor::{Addr, CloseReason, ConnId, Context, MetricKind, MetricsText, Service};
+
+/// The pool of the default upstreams (`--upstream`), first in `pools`.
+const DEFAULT_POOL: usize = 0;
 
 /// How long an upstream is skipped after a failed connect, unless told
 /// otherwise ([`Relay::with_down_time`]).
@@ -122,7 +135,16 @@ impl FromStr for SpliceMode {
 /// The relay service: pairs each client with an upstream connection of its
 /// own and carries bytes, FINs and failures between the two.
 pub struct Relay {
-    pool: Pool,
+    /// The default upstreams first ([`DEFAULT_POOL`]), then those of each
+    /// SNI route, in the order of [`SniRoutes::targets`].
+    pools: Vec<Pool>,
+    /// Where a client goes by the server name of its ClientHello, if the
+    /// relay routes by it.
+    routes: Option<SniRoutes>,
+    /// Clients closed because their first bytes were no ClientHello.
+    bad_hellos: u64,
+    /// Clients closed because no route took their server name.
+    unrouted: u64,
     /// Move bytes with splice(2) once both sides are up, where the OS can.
     splice: Option<SpliceMode>,
     /// The PROXY protocol header each upstream connection starts with, if any.
@@ -144,8 +166,28 @@ impl Relay {
     /// `upstreams` must not be empty.
     pub fn new(upstreams: Vec<Addr>) -> Relay {
         assert!(!upstreams.is_empty(), "a relay needs an upstream");
+        Relay::with_pools(upstreams, None)
+    }
+
+    /// A relay that reads each client's TLS ClientHello before it
+    /// connects, and sends it to the upstreams `routes` gives its server
+    /// name, else to `default` (round-robin, or by
+    /// [`with_balance`](Self::with_balance), as those of each route).
+    /// `default` may be empty: then a client whose name has no route is
+    /// closed. `routes` must not be empty.
+    pub fn by_server_name(routes: SniRoutes, default: Vec<Addr>) -> Relay {
+        assert!(!routes.is_empty(), "a relay by server name needs a route");
+        Relay::with_pools(default, Some(routes))
+    }
+
+    fn with_pools(default: Vec<Addr>, routes: Option<SniRoutes>) -> Relay {
+        let pool = |addrs| Pool::new(addrs, Balance::RoundRobin, DEFAULT_DOWN_TIME);
+        let routed = routes.iter().flat_map(|r| r.targets().iter().cloned());
         Relay {
-            pool: Pool::new(upstreams, Balance::RoundRobin, DEFAULT_DOWN_TIME),
+            pools: std::iter::once(default).chain(routed).map(pool).collect(),
+            routes,
+            bad_hellos: 0,
+            unrouted: 0,
             splice: None,
             send_proxy: None,
             listen_addr: OnceCell::new(),
@@ -181,7 +223,9 @@ impl Relay {
 
     /// Picks each client's upstream by `balance` (round-robin by default).
     pub fn with_balance(mut self, balance: Balance) -> Relay {
-        self.pool.balance = balance;
+        for pool in &mut self.pools {
+            pool.balance = balance;
+        }
         self
     }
 
@@ -189,7 +233,9 @@ impl Relay {
     /// while it keeps failing, up to [`MAX_DOWN_FACTOR`] times); zero never
     /// skips one. [`DEFAULT_DOWN_TIME`] by default.
     pub fn with_down_time(mut self, down_time: Duration) -> Relay {
-        self.pool.down_time = down_time;
+        for pool in &mut self.pools {
+            pool.down_time = down_time;
+        }
         self
     }
 
@@ -226,7 +272,11 @@ struct Pair {
     /// `None` once the client's side has closed.
     client: Option<ConnId>,
     client_addr: ClientAddr,
-    /// The upstream it goes to (an index into the pool), or last tried.
+    /// Its ClientHello is awaited: nothing is connected yet.
+    awaiting_hello: bool,
+    /// The pool its upstreams come from (an index into `pools`).
+    pool: usize,
+    /// The upstream it goes to (a key of its pool), or last tried.
     upstream: usize,
     /// The upstream connection, connecting or up; `None` once closed.
     upstream_conn: Option<ConnId>,
@@ -306,11 +356,12 @@ impl Relay {
         let (Some(client), Some(connecting)) = (pair.client, pair.connecting.as_mut()) else {
             return false;
         };
-        let Some(i) = self.pool.pick(ctx.now(), &connecting.tried) else {
+        let pool = &mut self.pools[pair.pool];
+        let Some(i) = pool.pick(ctx.now(), &connecting.tried) else {
             return false;
         };
         connecting.tried.push(i);
-        let addr = &self.pool.upstreams[&i].addr;
+        let addr = &pool.upstreams[&i].addr;
         let up = match &mut self.tls {
             Some(tls) => match tls.connect(ctx, addr, client) {
                 Ok(up) => up,
@@ -323,7 +374,7 @@ impl Relay {
             None => ctx.connect(addr, None),
         };
         debug!("{client} from {} → {up} to {addr}", pair.client_addr);
-        self.pool.upstream(i).pairs += 1;
+        pool.upstream(i).pairs += 1;
         pair.upstream = i;
         pair.upstream_conn = Some(up);
         self.connecting.insert(up, key);
@@ -338,7 +389,7 @@ impl Relay {
         if connecting.fin {
             ctx.shutdown_write(up);
         }
-        if !self.pool.untried_left(&connecting.tried) {
+        if !pool.untried_left(&connecting.tried) {
             // No other upstream to fall back on: no copy needed.
             connecting.early = Vec::new();
         }
@@ -350,9 +401,10 @@ impl Relay {
         let Some(reloads) = &self.reloads else {
             return;
         };
-        if reloads.generation() > self.pool.generation {
+        let pool = &mut self.pools[DEFAULT_POOL];
+        if reloads.generation() > pool.generation {
             let set = reloads.latest();
-            self.pool.replace(&set.addrs, set.generation);
+            pool.replace(&set.addrs, set.generation);
             debug!("upstreams of generation {} taken", set.generation);
         }
     }
@@ -361,7 +413,7 @@ impl Relay {
     fn upstream_up(&mut self, ctx: &mut Context<'_>, id: ConnId, addr: &Addr, key: usize) -> Side {
         let pair = &mut self.pairs[key];
         pair.connecting = None;
-        if let Some(failed) = self.pool.succeeded(pair.upstream) {
+        if let Some(failed) = self.pools[pair.pool].succeeded(pair.upstream) {
             info!("upstream {addr} is back, after {failed} failed connects");
         }
         let Some(client) = pair.client else {
@@ -392,6 +444,85 @@ impl Relay {
             }
         }
         Side { pair: key }
+    }
+}
+
+/// Where a client routed by its ClientHello stands after its latest bytes.
+enum Routing {
+    /// The hello is not whole yet: its bytes stay unconsumed.
+    Incomplete,
+    /// Its upstream is connecting: its bytes go there.
+    Connecting,
+    /// Closed: no hello, or nowhere to go.
+    Refused,
+}
+
+impl Relay {
+    /// Pair `key`'s `client` has sent `input`, and nothing is connected for
+    /// it yet: once `input` holds its whole ClientHello, the server name
+    /// picks a pool and the connect starts.
+    fn route_by_hello(
+        &mut self,
+        ctx: &mut Context<'_>,
+        client: ConnId,
+        key: usize,
+        input: &[u8],
+    ) -> Routing {
+        let client_addr = &self.pairs[key].client_addr;
+        let hello = match client_hello::decode(input) {
+            Ok(None) => return Routing::Incomplete,
+            Ok(Some(hello)) => hello,
+            Err(e) => {
+                self.bad_hellos += 1;
+                warn!("relay {client_addr}: {e}; closing");
+                ctx.abort(client, CloseReason::Protocol);
+                return Routing::Refused;
+            }
+        };
+        let name = hello.server_name.as_deref();
+        let Some(pool) = self.pool_for(name) else {
+            self.unrouted += 1;
+            let name = name.map_or_else(|| "none".to_owned(), |n| format!("`{n}`"));
+            warn!(
+                "relay {client_addr}: no route for server name {name} and no default upstream; closing"
+            );
+            ctx.abort(client, CloseReason::Local);
+            return Routing::Refused;
+        };
+        debug!("relay {client_addr}: server name {name:?}");
+        let pair = &mut self.pairs[key];
+        pair.awaiting_hello = false;
+        pair.pool = pool;
+        if !self.connect_next(ctx, key) {
+            ctx.abort(client, CloseReason::Local);
+            return Routing::Refused;
+        }
+        Routing::Connecting
+    }
+
+    /// The pool for a client asking for `name`: its route's, else the
+    /// default one unless that is empty.
+    fn pool_for(&self, name: Option<&str>) -> Option<usize> {
+        let routes = self.routes.as_ref()?;
+        let routed = name.and_then(|name| routes.route(name));
+        let default = (!self.pools[DEFAULT_POOL].current.is_empty()).then_some(DEFAULT_POOL);
+        // Routes' pools follow the default one.
+        routed.map(|i| i + 1).or(default)
+    }
+
+    fn write_sni_metrics(&self, out: &mut MetricsText) {
+        out.single(
+            "sockloop_sni_bad_hellos_total",
+            MetricKind::Counter,
+            "Clients closed because their first bytes were not a TLS ClientHello the relay reads.",
+            self.bad_hellos,
+        );
+        out.single(
+            "sockloop_sni_unrouted_total",
+            MetricKind::Counter,
+            "Clients closed because no --route-sni took their server name and there is no default upstream.",
+            self.unrouted,
+        );
     }
 }
 
@@ -434,10 +565,16 @@ impl Service for Relay {
                 addr: addr.clone(),
                 identity: ctx.peer_identity(id).map(Box::from),
             },
+            awaiting_hello: self.routes.is_some(),
+            pool: DEFAULT_POOL,
             upstream: 0,
             upstream_conn: None,
             connecting: Some(Connecting::default()),
         });
+        if self.routes.is_some() {
+            // Its ClientHello says where it goes.
+            return Some(Side { pair: key });
+        }
         if !self.connect_next(ctx, key) {
             // Only a TLS session that would not start; its close removes the pair.
             ctx.abort(id, CloseReason::Local);
@@ -452,14 +589,15 @@ impl Service for Relay {
         let pair = &mut self.pairs[key];
         let i = pair.upstream;
         pair.upstream_conn = None;
-        let upstream = self.pool.upstreams[&i].addr.clone();
+        let pool = &mut self.pools[pair.pool];
+        let upstream = pool.upstreams[&i].addr.clone();
         // The reactor gave it up (a shutdown's deadline), the upstream did not fail.
         let abandoned = error.kind() == io::ErrorKind::ConnectionAborted;
         if !abandoned && blames_upstream(error.kind()) {
-            self.pool.failed(i, ctx.now(), &error);
+            pool.failed(i, ctx.now(), &error);
         }
         // Last: an upstream of an older set goes with its last pair.
-        self.pool.detach(i);
+        pool.detach(i);
         if !abandoned && self.connect_next(ctx, key) {
             debug!(
                 "relay {} → {upstream}: {error}; trying the next upstream",
@@ -492,12 +630,24 @@ impl Service for Relay {
         side: &mut Option<Side>,
         input: &[u8],
     ) -> usize {
-        let Some(pair) = side.as_ref().and_then(|s| self.pairs.get_mut(s.pair)) else {
+        let Some(key) = side
+            .as_ref()
+            .map(|s| s.pair)
+            .filter(|&k| self.pairs.contains(k))
+        else {
             return input.len();
         };
+        if self.pairs[key].awaiting_hello {
+            match self.route_by_hello(ctx, id, key, input) {
+                Routing::Incomplete => return 0,
+                Routing::Refused => return input.len(),
+                Routing::Connecting => {}
+            }
+        }
+        let pair = &mut self.pairs[key];
         let peer = if pair.client == Some(id) {
             if let Some(connecting) = &mut pair.connecting
-                && self.pool.untried_left(&connecting.tried)
+                && self.pools[pair.pool].untried_left(&connecting.tried)
             {
                 connecting.early.extend_from_slice(input);
             }
@@ -521,6 +671,13 @@ impl Service for Relay {
         let Some(pair) = side.as_ref().and_then(|s| self.pairs.get_mut(s.pair)) else {
             return ctx.close(id);
         };
+        if pair.awaiting_hello {
+            debug!(
+                "relay {}: closed before its whole ClientHello",
+                pair.client_addr
+            );
+            return ctx.close(id);
+        }
         let peer = if pair.client == Some(id) {
             if let Some(connecting) = &mut pair.connecting {
                 connecting.fin = true;
@@ -555,13 +712,13 @@ impl Service for Relay {
                 && let Some(up) = pair.upstream_conn.take()
             {
                 self.connecting.remove(&up);
-                self.pool.detach(pair.upstream);
+                self.pools[pair.pool].detach(pair.upstream);
                 ctx.abort(up, reason);
             }
             pair.upstream_conn
         } else {
             pair.upstream_conn = None;
-            self.pool.detach(pair.upstream);
+            self.pools[pair.pool].detach(pair.upstream);
             pair.client
         };
         if pair.client.is_none() && pair.upstream_conn.is_none() {
@@ -592,12 +749,13 @@ impl Service for Relay {
     }
 
     fn metrics(&self, now: Instant, out: &mut MetricsText) {
-        self.pool.write_metrics(now, out);
+        let default = &self.pools[DEFAULT_POOL];
+        default.write_metrics(now, out);
         out.single(
             "sockloop_upstreams_generation",
             MetricKind::Gauge,
             "The set of upstreams new clients go to: 1 at start, +1 per reload taken.",
-            self.pool.generation,
+            default.generation,
         );
         out.single(
             "sockloop_upstreams_reloads_rejected_total",
@@ -605,6 +763,9 @@ impl Service for Relay {
             "Reloads of the upstreams file refused (unreadable, or a bad line): the set stayed.",
             self.reloads.as_ref().map_or(0, |r| r.rejected()),
         );
+        if self.routes.is_some() {
+            self.write_sni_metrics(out);
+        }
     }
 }
 

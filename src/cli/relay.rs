@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::Args;
 use log::{info, warn};
-use sockloop::app::relay::{Balance, CurrentUpstreams, Relay, SpliceMode, parse_upstreams};
+use sockloop::app::relay::{
+    Balance, CurrentUpstreams, Relay, SniRoutes, SpliceMode, parse_upstreams,
+};
 use sockloop::codec::proxy::Version as ProxyVersion;
 use sockloop::reactor::Config;
 use sockloop::sys::{self, Addr};
@@ -28,7 +30,9 @@ pub(super) struct RelayArgs {
     pub(super) server: ServerArgs,
     /// Where to connect each client (IP:PORT, [IPv6]:PORT, HOST:PORT or
     /// unix:PATH); repeat for several, picked by --balance.
-    #[arg(long, required_unless_present = "upstreams_file", value_parser = parse_addr)]
+    /// With --route-sni: where names without a route go.
+    #[arg(long, required_unless_present_any = ["upstreams_file", "route_sni"],
+          value_parser = parse_addr)]
     pub(super) upstream: Vec<Addr>,
     /// Read the upstreams from FILE, one a line (`#` comments, blank lines
     /// allowed), instead of --upstream; SIGHUP reads it again: new clients
@@ -62,14 +66,40 @@ pub(super) struct RelayArgs {
     pub(super) splice: Option<SpliceMode>,
     #[command(flatten)]
     pub(super) upstream_tls: UpstreamTlsArgs,
+    /// Route TLS clients by the server name of their ClientHello, without
+    /// terminating TLS: NAME is a DNS name or `*.example.test` (one label;
+    /// an exact name wins); repeat for more names, or more upstreams of
+    /// one. Names without a route go to --upstream; without one, they are
+    /// closed. A hello not whole within --handshake-timeout is closed.
+    #[arg(long, value_name = "NAME=UPSTREAM", value_parser = parse_route,
+          conflicts_with_all = ["tls_cert", "upstream_tls"])]
+    pub(super) route_sni: Vec<(String, Addr)>,
+}
+
+/// `NAME=UPSTREAM` of --route-sni; the name is checked by [`SniRoutes::add`].
+fn parse_route(text: &str) -> Result<(String, Addr), String> {
+    let (name, upstream) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=UPSTREAM"))?;
+    Ok((name.to_owned(), parse_addr(upstream)?))
 }
 
 impl RelayArgs {
     /// The relay each reactor runs (each balances its own clients over the
     /// upstreams of `current`, taking each newer set), speaking `tls` to
     /// them if given.
-    fn relay(&self, current: &Arc<CurrentUpstreams>, tls: Option<&UpstreamTls>) -> Relay {
-        let relay = Relay::new(current.latest().addrs.clone())
+    fn relay(
+        &self,
+        current: &Arc<CurrentUpstreams>,
+        routes: Option<&SniRoutes>,
+        tls: Option<&UpstreamTls>,
+    ) -> Relay {
+        let default = current.latest().addrs.clone();
+        let relay = match routes {
+            Some(routes) => Relay::by_server_name(routes.clone(), default),
+            None => Relay::new(default),
+        };
+        let relay = relay
             .with_reloads(current.clone())
             .with_balance(self.balance)
             .with_down_time(self.upstream_down_time);
@@ -89,8 +119,11 @@ impl RelayArgs {
 
     /// Runs the relay until it is told to stop.
     pub(super) fn run(&self) -> io::Result<()> {
+        let routes = self.sni_routes()?;
         let config = Config {
             connect_timeout: self.connect_timeout,
+            // A ClientHello is held as a partial message until it is whole.
+            frame_timeout: routes.as_ref().map(|_| self.server.tls.handshake_timeout),
             ..self.server.config()
         };
         let tls = self.upstream_tls.settings(&self.server.tls.alpn)?;
@@ -99,7 +132,7 @@ impl RelayArgs {
             None => self.upstream.clone(),
         };
         let current = Arc::new(CurrentUpstreams::new(upstreams));
-        let make = || self.relay(&current, tls.as_ref());
+        let make = || self.relay(&current, routes.as_ref(), tls.as_ref());
         // Two sockets per client; splice adds a pipe (two descriptors) each way,
         // with `auto` only for the directions that carry bulk data.
         let fds_per_client = match self.splice {
@@ -113,6 +146,8 @@ impl RelayArgs {
             None => "--upstream ".to_owned(),
         };
         refuse_own_upstream(&server.local, &current.latest().addrs, &origin)?;
+        let routed = self.route_sni.iter().map(|(_, upstream)| upstream.clone());
+        refuse_own_upstream(&server.local, &routed.collect::<Vec<_>>(), "--route-sni ")?;
         if let Some(file) = &self.upstreams_file {
             plan.threads.reload = Some(reload_on_hangup(file, current, &server.local));
         }
@@ -121,6 +156,20 @@ impl RelayArgs {
             reactor.service().set_listen_addr(server.local.clone());
         }
         server.run(&plan.threads)
+    }
+
+    /// The routes of --route-sni, if any; an error names the one refused.
+    fn sni_routes(&self) -> Result<Option<SniRoutes>, Usage> {
+        if self.route_sni.is_empty() {
+            return Ok(None);
+        }
+        let mut routes = SniRoutes::new();
+        for (name, upstream) in &self.route_sni {
+            routes
+                .add(name, upstream.clone())
+                .map_err(|e| Usage(format!("--route-sni {name}={upstream}: {e}")))?;
+        }
+        Ok(Some(routes))
     }
 }
 

@@ -223,3 +223,51 @@ pub fn proxy(data: &[u8]) {
         assert_eq!(back.command, proxy::Command::Local);
     }
 }
+
+/// The whole input is what a TLS client sent first. Checks that
+/// [`decode`](super::client_hello::decode) decides once and for all, as
+/// [`proxy`] checks its decoder: `Ok(None)` for every prefix up to some
+/// length (always fewer bytes than the cap), then one and the same result
+/// for every longer prefix; that a hello it accepts ends where its last
+/// record does, exactly there; and that its server name, written into a
+/// hello of its own (in one record and in records of 7 bytes), reads back
+/// the same.
+pub fn client_hello(data: &[u8]) {
+    use super::client_hello::{self, DEFAULT_MAX_LEN};
+
+    let whole = client_hello::decode(data);
+    let Some((decided, first)) =
+        (0..=data.len()).find_map(|k| match client_hello::decode(&data[..k]) {
+            Ok(None) => {
+                assert!(k < DEFAULT_MAX_LEN, "{k} bytes buffered undecided");
+                None
+            }
+            decided => Some((k, decided)),
+        })
+    else {
+        assert_eq!(whole, Ok(None));
+        return;
+    };
+    for k in (decided + 1..=data.len()).take(8).chain([data.len()]) {
+        assert_eq!(
+            client_hello::decode(&data[..k]),
+            first,
+            "prefix of {k} bytes"
+        );
+    }
+    assert_eq!(whole, first);
+    let Ok(Some(hello)) = first else {
+        return;
+    };
+    assert_eq!(hello.len, decided, "a hello ends where it was decided");
+    for record_len in [16384, 7] {
+        let mut wire = Vec::new();
+        client_hello::encode(hello.server_name.as_deref(), &[], record_len, &mut wire);
+        let again = client_hello::decode(&wire);
+        assert_eq!(
+            again.map(|h| h.and_then(|h| h.server_name)),
+            Ok(hello.server_name.clone()),
+            "{hello:?} re-encoded as {wire:?}"
+        );
+    }
+}

@@ -10,6 +10,8 @@
 //! reads the head of an HTTP/1.x request, for the metrics responder;
 //! [`cidr`] reads blocks of addresses (`10.0.0.0/8`), for lists of trusted
 //! sources. [`x509`] reads the names in a certificate, for TLS.
+//! [`client_hello`] reads the server name of a TLS ClientHello, for a relay
+//! that routes by it without terminating TLS.
 //!
 //! Build a codec from a CLI spec:
 //!
@@ -26,6 +28,7 @@
 //! ```
 
 pub mod cidr;
+pub mod client_hello;
 mod delimited;
 mod fixed;
 mod framing;

@@ -50,6 +50,14 @@ fn proxy_corpus() {
     assert!(replay("proxy", fuzz::proxy) > 0, "seed corpus missing");
 }
 
+#[test]
+fn client_hello_corpus() {
+    assert!(
+        replay("client_hello", fuzz::client_hello) > 0,
+        "seed corpus missing"
+    );
+}
+
 /// `fuzz/` is a workspace of its own, with its own `Cargo.lock`. When the
 /// library gains a dependency, that lock file lacks it, and the next `cargo
 /// fuzz build` rewrites the committed file.
