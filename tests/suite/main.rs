@@ -26,6 +26,7 @@ mod hostile_peers;
 mod hub;
 mod lifecycle;
 mod metrics;
+mod netns;
 mod ordering;
 mod partial_input;
 mod proxy_listener;
