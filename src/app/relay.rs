@@ -731,14 +731,20 @@ impl Service for Relay {
             // Both directions finished: the other side winds down by itself.
             CloseReason::Peer => ctx.close(peer),
             // A stream cut short on one side (a TLS one without its
-            // close_notify too) must not look complete on the other.
-            CloseReason::Error(_) | CloseReason::TlsTruncated => {
+            // close_notify, one whose peer vanished) must not look
+            // complete on the other.
+            CloseReason::Error(_) | CloseReason::TlsTruncated | CloseReason::TcpTimeout => {
                 warn!(
                     "relay: {id} ({}) {reason}; resetting {peer} ({})",
                     addr_or_unknown(ctx.peer_addr(id)),
                     addr_or_unknown(ctx.peer_addr(peer)),
                 );
-                ctx.reset(peer, reason);
+                // The kernel gave up on one peer, not on both.
+                let cut_short = match reason {
+                    CloseReason::TcpTimeout => CloseReason::Error(io::ErrorKind::TimedOut),
+                    reason => reason,
+                };
+                ctx.reset(peer, cut_short);
             }
             _ => ctx.abort(peer, reason),
         }

@@ -86,6 +86,15 @@ impl ServerArgs {
                 "--pin needs sched_setaffinity(2), which only Linux has: run without it",
             );
         }
+        if let Some(timeout) = self.tcp_user_timeout.and_then(nonzero)
+            && !sys::USER_TIMEOUT
+        {
+            return refuse(format!(
+                "--tcp-user-timeout {timeout:?} needs TCP_USER_TIMEOUT, which only Linux has: \
+                 run without it (--tcp-keepalive finds dead peers of idle connections, \
+                 --write-timeout those that owe output)"
+            ));
+        }
         let count = self.reactors();
         let passed = self.passed.borrow();
         // Passed sockets are shared by the reactors (a dup each), Unix-domain too.
@@ -444,6 +453,18 @@ mod tests {
                 ],
                 "--proxy-protocol-from with a unix: listener",
             ),
+        ]);
+    }
+
+    #[test]
+    fn a_user_timeout_is_refused_where_the_os_has_none() {
+        let refused = match sockloop::sys::USER_TIMEOUT {
+            true => "",
+            false => "--tcp-user-timeout 5s needs TCP_USER_TIMEOUT",
+        };
+        assert_refusals(&[
+            (&["echo", "--tcp-user-timeout", "5s"], refused),
+            (&["echo", "--tcp-user-timeout", "0"], ""),
         ]);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use log::info;
 use sockloop::codec::cidr::{Cidr, CidrError};
-use sockloop::sys::Addr;
+use sockloop::sys::{Addr, Keepalive};
 
 /// Wraps a value parser to refuse zero, for knobs where it means nothing sensible.
 pub(super) fn refuse_zero<T: Default + PartialEq + 'static>(
@@ -96,6 +96,54 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("too long: {text:?}"))
 }
 
+/// The largest keepalive time and count Linux takes (`MAX_TCP_KEEPIDLE`,
+/// `MAX_TCP_KEEPINTVL`, `MAX_TCP_KEEPCNT`).
+const MOST_KEEPALIVE_SECONDS: u64 = 32767;
+const MOST_KEEPALIVE_PROBES: u32 = 127;
+
+/// Parses `IDLE` or `IDLE,INTERVAL,COUNT` (`60s,10s,6`), or `off` (`0`),
+/// which is an idle time of zero.
+pub(super) fn parse_keepalive(text: &str) -> Result<Keepalive, String> {
+    let text = text.trim();
+    if text == "off" || text == "0" {
+        let idle = Duration::ZERO;
+        return Ok(Keepalive { idle, probes: None });
+    }
+    let parts: Vec<&str> = text.split(',').collect();
+    let (idle, probes) = match parts[..] {
+        [idle] => (keepalive_time(idle)?, None),
+        [idle, interval, count] => {
+            let count = count
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=MOST_KEEPALIVE_PROBES).contains(n))
+                .ok_or_else(|| format!("COUNT {count:?}: 1 to {MOST_KEEPALIVE_PROBES} probes"))?;
+            let probes = (keepalive_time(interval)?, count);
+            (keepalive_time(idle)?, Some(probes))
+        }
+        _ => {
+            return Err(format!(
+                "{text:?}: IDLE or IDLE,INTERVAL,COUNT (60s,10s,6), or off"
+            ));
+        }
+    };
+    Ok(Keepalive { idle, probes })
+}
+
+/// A keepalive time: the kernel counts whole seconds, from one.
+fn keepalive_time(text: &str) -> Result<Duration, String> {
+    let time = parse_duration(text)?;
+    let whole = time.subsec_nanos() == 0 && (1..=MOST_KEEPALIVE_SECONDS).contains(&time.as_secs());
+    if !whole {
+        return Err(format!(
+            "{:?}: keepalive times are whole seconds, 1s to {MOST_KEEPALIVE_SECONDS}s",
+            text.trim()
+        ));
+    }
+    Ok(time)
+}
+
 /// A duration flag where 0 means "never": `None` for 0.
 pub(super) fn nonzero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
@@ -175,6 +223,36 @@ mod tests {
         assert_eq!(parse_cidr("fd00::/8").unwrap().to_string(), "fd00::/8");
         assert!(parse_cidr("10.0.0.0/40").is_err());
         assert!(parse_cidr("lb.example").is_err());
+    }
+
+    #[test]
+    fn keepalive_takes_an_idle_time_or_all_three_in_whole_seconds() {
+        let secs = Duration::from_secs;
+        let probes = Some((secs(10), 6));
+        let full = Keepalive {
+            idle: secs(60),
+            probes,
+        };
+        assert_eq!(parse_keepalive("60s,10s,6"), Ok(full));
+        assert_eq!(parse_keepalive(" 1m, 10 ,6"), Ok(full));
+        let idle_only = Keepalive {
+            idle: secs(30),
+            probes: None,
+        };
+        assert_eq!(parse_keepalive("30s"), Ok(idle_only));
+        assert_eq!(parse_keepalive("off").map(|k| k.idle), Ok(Duration::ZERO));
+        assert_eq!(parse_keepalive("0").map(|k| k.idle), Ok(Duration::ZERO));
+        for bad in [
+            "500ms",
+            "1500ms",
+            "60s,10s",
+            "60s,10s,0",
+            "60s,10s,200",
+            "10h",
+            "1s,1s,x",
+        ] {
+            assert!(parse_keepalive(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

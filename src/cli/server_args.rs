@@ -10,12 +10,12 @@ use clap::Args;
 use sockloop::codec::cidr::Cidr;
 use sockloop::codec::{Codec, Framing};
 use sockloop::reactor::{Config, SourceLimits, Sources};
-use sockloop::sys::{Addr, PassedListener, SocketOptions};
+use sockloop::sys::{self, Addr, Keepalive, PassedListener, SocketOptions};
 use sockloop::threads;
 
 use super::parse::{
-    nonzero, parse_addr, parse_cidr, parse_count, parse_duration, parse_rate, parse_size,
-    parse_u32, refuse_zero,
+    nonzero, parse_addr, parse_cidr, parse_count, parse_duration, parse_keepalive, parse_rate,
+    parse_size, parse_u32, refuse_zero,
 };
 use super::tls_args::TlsArgs;
 use super::usage::Usage;
@@ -92,6 +92,17 @@ pub(super) struct ServerArgs {
     /// SO_SNDBUF for accepted sockets.
     #[arg(long, value_parser = refuse_zero(parse_size))]
     pub(super) sndbuf: Option<usize>,
+    /// Keepalive probes on connections silent for IDLE: every INTERVAL,
+    /// COUNT of them unanswered end the connection (whole seconds, e.g.
+    /// 60s,10s,6; IDLE alone keeps the kernel's INTERVAL and COUNT; off).
+    #[arg(long, value_name = "IDLE[,INTERVAL,COUNT]", default_value = DEFAULT_KEEPALIVE,
+          value_parser = parse_keepalive)]
+    pub(super) tcp_keepalive: Keepalive,
+    /// Sent data unacknowledged this long ends the connection
+    /// (TCP_USER_TIMEOUT, Linux): a peer gone, or one whose window stays
+    /// shut. Default: --write-timeout's value (0 = off).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub(super) tcp_user_timeout: Option<Duration>,
     #[command(flatten)]
     pub(super) tls: TlsArgs,
     /// Expect a PROXY protocol header (v1 or v2, as HAProxy's send-proxy
@@ -160,6 +171,8 @@ impl ServerArgs {
                 nodelay: !self.no_nodelay,
                 recv_buffer: self.rcvbuf,
                 send_buffer: self.sndbuf,
+                keepalive: Some(self.tcp_keepalive).filter(|k| !k.idle.is_zero()),
+                user_timeout: self.user_timeout(),
             },
             ..Config::default()
         }
@@ -173,6 +186,14 @@ impl ServerArgs {
             rate,
             capacity: self.source_table_size,
         })
+    }
+
+    /// `--tcp-user-timeout`, by default the write timeout: a peer that
+    /// takes nothing for that long is given up on either way. None where
+    /// the OS has no such timer (an explicit one is refused there).
+    pub(super) fn user_timeout(&self) -> Option<Duration> {
+        let timeout = self.tcp_user_timeout.unwrap_or(self.write_timeout);
+        nonzero(timeout).filter(|_| sys::USER_TIMEOUT)
     }
 
     /// What the start-up is to make: listeners, reactors, threads. It
@@ -199,6 +220,11 @@ impl ServerArgs {
 pub(super) fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// `--tcp-keepalive`'s default: a dead peer of an idle connection is found
+/// within two minutes, even with `--idle-timeout 0`; a live one never ends
+/// by it (its kernel answers the probes).
+const DEFAULT_KEEPALIVE: &str = "60s,10s,6";
 
 /// `DEFAULT_MAX_FRAME_LEN` as `--help` shows it.
 const DEFAULT_MAX_FRAME: &str = "8MiB";
@@ -241,9 +267,42 @@ impl FrameLimits {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
     use sockloop::codec::DEFAULT_MAX_FRAME_LEN;
 
+    use super::super::{Cli, Command};
     use super::*;
+
+    fn socket_options(args: &[&str]) -> SocketOptions {
+        let cli = Cli::try_parse_from([&["sockloop", "echo"], args].concat()).unwrap();
+        let Command::Echo(echo) = cli.command else {
+            unreachable!("an echo command line")
+        };
+        echo.server.config().socket
+    }
+
+    #[test]
+    fn the_user_timeout_follows_the_write_timeout_unless_given() {
+        let secs = |n| sys::USER_TIMEOUT.then(|| Duration::from_secs(n));
+        assert_eq!(socket_options(&[]).user_timeout, secs(30));
+        assert_eq!(
+            socket_options(&["--write-timeout", "5s"]).user_timeout,
+            secs(5)
+        );
+        assert_eq!(socket_options(&["--write-timeout", "0"]).user_timeout, None);
+        let given = ["--write-timeout", "0", "--tcp-user-timeout", "7s"];
+        assert_eq!(socket_options(&given).user_timeout, secs(7));
+        let off = ["--tcp-user-timeout", "0"];
+        assert_eq!(socket_options(&off).user_timeout, None);
+    }
+
+    #[test]
+    fn keepalive_is_on_by_default_and_off_says_so() {
+        let probes = Some((Duration::from_secs(10), 6));
+        let on = socket_options(&[]).keepalive.unwrap();
+        assert_eq!((on.idle, on.probes), (Duration::from_secs(60), probes));
+        assert_eq!(socket_options(&["--tcp-keepalive", "off"]).keepalive, None);
+    }
 
     #[test]
     fn the_max_frame_default_shown_is_the_real_one() {

@@ -33,10 +33,14 @@ pub enum CloseReason {
     /// Shed, its backlog among the largest, when the output of all the
     /// reactor's connections passed [`Config::max_buffered`](super::Config::max_buffered).
     OverBudget,
+    /// The kernel gave up on the peer (`ETIMEDOUT` on a read or write):
+    /// keepalive probes went unanswered, or sent data stayed unacknowledged
+    /// past the user timeout (or the kernel's own retransmission limit).
+    TcpTimeout,
 }
 
 impl CloseReason {
-    pub(crate) const COUNT: usize = 12;
+    pub(crate) const COUNT: usize = 13;
 
     pub(crate) fn slot(self) -> usize {
         match self {
@@ -52,6 +56,16 @@ impl CloseReason {
             CloseReason::HandshakeTimeout => 9,
             CloseReason::TlsTruncated => 10,
             CloseReason::OverBudget => 11,
+            CloseReason::TcpTimeout => 12,
+        }
+    }
+
+    /// Why a read, write or pending socket error of `kind` ends a
+    /// connection: a timeout there is the kernel's verdict on the peer.
+    pub(crate) fn failed(kind: io::ErrorKind) -> CloseReason {
+        match kind {
+            io::ErrorKind::TimedOut => CloseReason::TcpTimeout,
+            kind => CloseReason::Error(kind),
         }
     }
 
@@ -69,6 +83,7 @@ impl CloseReason {
         "handshake-timeout",
         "tls-truncated",
         "over-budget",
+        "tcp-timeout",
     ];
 }
 
@@ -87,6 +102,10 @@ impl fmt::Display for CloseReason {
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::TlsTruncated => f.write_str("TLS stream cut short (no close_notify)"),
             CloseReason::OverBudget => f.write_str("over the output budget"),
+            CloseReason::TcpTimeout => f.write_str(
+                "the kernel gave up on the peer (keepalive probes unanswered, \
+                 or data unacknowledged past the user timeout)",
+            ),
         }
     }
 }

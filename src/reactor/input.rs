@@ -253,7 +253,7 @@ impl State {
                 warn!("{id} {}: TLS: {e}; closing", self.peer_label(id));
                 CloseReason::Error(e.kind())
             }
-            kind => CloseReason::Error(kind),
+            kind => CloseReason::failed(kind),
         };
         self.abort(id, reason);
     }

@@ -32,7 +32,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
         if let Some(id) = self.state.replies.serving
             && let Err(e) = output::hold_reply(&mut self.state, &mut self.kernel, &self.arena, id)
         {
-            self.close(id, CloseReason::Error(e.kind()));
+            self.close(id, CloseReason::failed(e.kind()));
         }
         if self.state.replies.forward.is_some() {
             output::send_forward(&mut self.state, &mut self.kernel, &self.arena);
@@ -53,7 +53,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 continue;
             }
             if let Err(e) = output::flush(&mut self.state, &mut self.kernel, &self.arena, id) {
-                self.close(id, CloseReason::Error(e.kind()));
+                self.close(id, CloseReason::failed(e.kind()));
                 continue;
             }
             if self.state.pending_output(id) == Some(0) {
@@ -96,7 +96,11 @@ impl<S: Service, O: Os> Reactor<S, O> {
         }
         state.stats.count_close(reason);
         state.dead.push(id);
-        debug!("closed {id} ({}): {reason}", state.peer_label(id));
+        match reason {
+            // Nobody else hears of a peer that vanished: no FIN, no RST.
+            CloseReason::TcpTimeout => warn!("closed {id} ({}): {reason}", state.peer_label(id)),
+            _ => debug!("closed {id} ({}): {reason}", state.peer_label(id)),
+        }
         trace_io!(state.config.trace, "{id} close: {reason}");
         let error = state.take_connect_error(id);
         self.call(Callback::Closed(id, reason, error));
@@ -260,6 +264,6 @@ impl State {
 fn failed_ending(reading: Reading, error: io::Error) -> CloseReason {
     match reading {
         Reading::Ended => CloseReason::Peer,
-        _ => CloseReason::Error(error.kind()),
+        _ => CloseReason::failed(error.kind()),
     }
 }

@@ -401,7 +401,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             // A reset or similar: nothing more can be sent or received.
             let error = self.kernel.socket(id).and_then(Stream::take_error);
             let kind = error.map_or(io::ErrorKind::ConnectionReset, |e| e.kind());
-            self.close(id, CloseReason::Error(kind));
+            self.close(id, CloseReason::failed(kind));
             return self.apply();
         }
         if event.is_writable() {

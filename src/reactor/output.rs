@@ -223,7 +223,7 @@ pub(super) fn send_forward<O: Os>(state: &mut State, kernel: &mut Kernel<O>, are
             }
             state.after_write(id);
         }
-        Err(e) => state.abort(id, CloseReason::Error(e.kind())),
+        Err(e) => state.abort(id, CloseReason::failed(e.kind())),
     }
 }
 
@@ -261,7 +261,7 @@ pub(super) fn send_held_replies<O: Os>(
     for i in 0..state.replies.held.len() {
         let id = state.replies.held[i].id;
         if let Err(e) = send_held_reply(state, kernel, arena, id) {
-            state.abort(id, CloseReason::Error(e.kind()));
+            state.abort(id, CloseReason::failed(e.kind()));
         }
     }
     state.replies.clear();

@@ -190,7 +190,7 @@ pub(super) fn read<O: Os>(state: &mut State, kernel: &mut Kernel<O>, id: ConnId)
 /// peer.
 pub(super) fn pump<O: Os>(state: &mut State, kernel: &mut Kernel<O>, src: ConnId) {
     if let Err((dst, e)) = drain_pipe(state, kernel, src) {
-        state.abort(dst, CloseReason::Error(e.kind()));
+        state.abort(dst, CloseReason::failed(e.kind()));
     }
 }
 

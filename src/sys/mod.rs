@@ -25,6 +25,10 @@
 //! the parent's side of both, [`spawn_with_listeners`] and
 //! [`NotifyListener`], for a server that hands its sockets to a successor.
 //!
+//! [`Keepalive`] and the user timeout of [`SocketOptions`] are the
+//! kernel's dead-peer timers; [`KEEPALIVE_TIMES`] and [`USER_TIMEOUT`] say
+//! what this OS sets per socket.
+//!
 //! Backends, picked at compile time: `linux/` (epoll, eventfd, signalfd,
 //! splice) and `bsd/` (kqueue on macOS, iOS, FreeBSD, OpenBSD, NetBSD and
 //! DragonFly). What all Unixes share, sockets first, is in `unix/`.
@@ -39,12 +43,12 @@ mod addr;
 pub use addr::{Addr, AddrParseError};
 
 pub mod os;
-pub use os::{AcceptError, Interest, ListenOptions, Os, SignalKind, SocketOptions};
+pub use os::{AcceptError, Interest, Keepalive, ListenOptions, Os, SignalKind, SocketOptions};
 
 mod unix;
 pub use unix::{
-    Child, Notifier, NotifyListener, PassedListener, is_own_address, open_fifo_for_writing,
-    spawn_with_listeners, take_passed_listeners,
+    Child, KEEPALIVE_TIMES, Notifier, NotifyListener, PassedListener, USER_TIMEOUT, is_own_address,
+    open_fifo_for_writing, spawn_with_listeners, take_passed_listeners,
 };
 pub use unix::{
     Listener, Socket, SpareFd, ephemeral_ports, grow_fd_table, open_descriptors, raise_fd_limit,

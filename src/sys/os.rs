@@ -209,6 +209,27 @@ pub struct SocketOptions {
     pub recv_buffer: Option<usize>,
     /// `SO_SNDBUF`, when set.
     pub send_buffer: Option<usize>,
+    /// Keepalive probes (TCP only), when set: the kernel asks a peer that
+    /// has been silent for a while whether it is still there, and ends the
+    /// connection (`ETIMEDOUT`) when nobody answers. A live peer's kernel
+    /// answers for it, however stuck its application.
+    pub keepalive: Option<Keepalive>,
+    /// `TCP_USER_TIMEOUT` (TCP only, where [`USER_TIMEOUT`](super::USER_TIMEOUT)
+    /// says the OS has it), when set: data sent and not acknowledged for
+    /// this long ends the connection (`ETIMEDOUT`). A peer that is gone
+    /// goes; so does a live one whose receive window stayed shut that long.
+    pub user_timeout: Option<Duration>,
+}
+
+/// When the kernel probes an idle TCP connection, and how long it waits
+/// for an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Silence before the first probe; the kernel counts whole seconds.
+    pub idle: Duration,
+    /// The time between probes and how many go unanswered before the
+    /// connection ends; `None` leaves both to the kernel (Linux: 75 s, 9).
+    pub probes: Option<(Duration, u32)>,
 }
 
 impl Default for SocketOptions {
@@ -217,6 +238,8 @@ impl Default for SocketOptions {
             nodelay: true,
             recv_buffer: None,
             send_buffer: None,
+            keepalive: None,
+            user_timeout: None,
         }
     }
 }

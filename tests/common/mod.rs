@@ -421,7 +421,8 @@ impl Server {
 /// A child's stderr, read line by line on a thread of its own (so the child
 /// never blocks on it), for tests that wait for a log line.
 pub struct LogLines {
-    lines: std::sync::mpsc::Receiver<String>,
+    /// Each line with when it came.
+    lines: std::sync::mpsc::Receiver<(Instant, String)>,
     /// Every line received so far, for failure messages.
     pub seen: Vec<String>,
 }
@@ -431,7 +432,7 @@ impl LogLines {
         let (tx, lines) = std::sync::mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
+                if tx.send((Instant::now(), line)).is_err() {
                     break;
                 }
             }
@@ -444,14 +445,19 @@ impl LogLines {
 
     /// The next line that holds `needle`; panics after `IO_TIMEOUT`.
     pub fn wait_for(&mut self, needle: &str) -> String {
+        self.wait_for_at(needle).1
+    }
+
+    /// As [`wait_for`](Self::wait_for), with when the line came.
+    pub fn wait_for_at(&mut self, needle: &str) -> (Instant, String) {
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) => {
+                Ok((at, line)) => {
                     self.seen.push(line.clone());
                     if line.contains(needle) {
-                        return line;
+                        return (at, line);
                     }
                 }
                 Err(_) => panic!("no line with {needle:?} in:\n{}", self.seen.join("\n")),

@@ -28,6 +28,7 @@ mod hub;
 mod lifecycle;
 mod metrics;
 mod mtls;
+mod netns;
 mod ordering;
 mod partial_input;
 mod proxy_listener;

@@ -31,6 +31,7 @@ mod process;
     reason = "adopting accepted descriptors, FIONREAD, sockaddr casts"
 )]
 mod socket;
+mod tcp_timers;
 #[allow(
     unsafe_code,
     reason = "read(2) and send(2) through syscall(2), on Linux"
@@ -47,6 +48,7 @@ pub use process::{
     SpareFd, grow_fd_table, open_descriptors, raise_fd_limit, spawn_without_signals,
 };
 pub use socket::{Listener, Socket};
+pub use tcp_timers::{KEEPALIVE_TIMES, USER_TIMEOUT};
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;

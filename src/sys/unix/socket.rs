@@ -17,7 +17,7 @@ use nix::sys::socket::{
 
 use super::birth::{SEND_FLAGS, SOCKET_FLAGS, accept_raw, prepare};
 use super::retry;
-use super::transfer;
+use super::{tcp_timers, transfer};
 use crate::sys::Addr;
 use crate::sys::os::{AcceptError, Listen, ListenOptions, SocketOptions, Stream};
 
@@ -239,8 +239,8 @@ impl Stream for Socket {
     }
 
     fn apply(&self, options: &SocketOptions) -> io::Result<()> {
-        if options.nodelay && self.tcp {
-            socket::setsockopt(&self.fd, sockopt::TcpNoDelay, &true)?;
+        if self.tcp {
+            apply_tcp(&self.fd, options)?;
         }
         if let Some(size) = options.recv_buffer {
             socket::setsockopt(&self.fd, sockopt::RcvBuf, &size)?;
@@ -301,6 +301,20 @@ impl Stream for Socket {
         socket::shutdown(self.fd.as_raw_fd(), Shutdown::Write)?;
         Ok(())
     }
+}
+
+/// The options only TCP has: Nagle's algorithm and the dead-peer timers.
+fn apply_tcp(fd: &OwnedFd, options: &SocketOptions) -> io::Result<()> {
+    if options.nodelay {
+        socket::setsockopt(fd, sockopt::TcpNoDelay, &true)?;
+    }
+    if let Some(keepalive) = &options.keepalive {
+        tcp_timers::set_keepalive(fd, keepalive)?;
+    }
+    if let Some(timeout) = options.user_timeout {
+        tcp_timers::set_user_timeout(fd, timeout)?;
+    }
+    Ok(())
 }
 
 impl AsFd for Socket {
