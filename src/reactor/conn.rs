@@ -333,6 +333,12 @@ impl Connection {
         self.rare().spliced_to = Some(peer);
     }
 
+    /// Both directions are over and nothing of its input waits in a pipe
+    /// for its peer: nothing is left for its socket to do.
+    pub(crate) fn is_done(&self) -> bool {
+        self.writing == Writing::Finished && self.reading == Reading::Ended && self.piped() == 0
+    }
+
     /// Bytes of its input in the pipe to its splice peer.
     pub(crate) fn piped(&self) -> usize {
         self.rare.as_ref().map_or(0, |r| r.piped)

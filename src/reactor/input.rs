@@ -121,12 +121,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             self.call(Callback::ReadClosed(id));
         }
         // Both directions are done: nothing is left for this socket.
-        if self
-            .state
-            .conns
-            .live(id)
-            .is_some_and(|c| c.writing == Writing::Finished && c.reading == Reading::Ended)
-        {
+        if self.state.conns.live(id).is_some_and(Connection::is_done) {
             self.close(id, CloseReason::Peer);
             self.apply();
         }

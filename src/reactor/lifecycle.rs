@@ -227,7 +227,7 @@ fn finish_flushed<O: Os>(state: &mut State, kernel: &mut Kernel<O>, id: ConnId) 
         if fin_then_wait {
             return state.schedule_read(id);
         }
-        if reading == Reading::Ended {
+        if conn.is_done() {
             return state.abort(id, CloseReason::Peer);
         }
     }

@@ -229,6 +229,8 @@ fn drain_pipe<O: Os>(
     }
     let moved = from.piped() > pipe.len();
     from.set_piped(pipe.len());
+    // Its last bytes were all it waited for (`Connection::is_done`).
+    let done = from.is_done() && from.phase == Phase::Open;
     if from.piped() >= state.config.read_chunk {
         // A chunk waits for the peer: that is enough in flight.
         from.flags.backpressured = true;
@@ -239,6 +241,9 @@ fn drain_pipe<O: Os>(
     if pipe.is_empty() {
         // A FIN may have been waiting for these bytes.
         state.defer(dst);
+    }
+    if done {
+        state.abort(src, CloseReason::Peer);
     }
     Ok(())
 }

@@ -729,3 +729,37 @@ fn splice_auto_makes_a_pipe_only_for_a_direction_that_carries_bulk_data() {
         (fds() == before).then_some(())
     });
 }
+
+/// The upstream's last bytes can still be in the splice pipe when its FIN
+/// is read (the client takes them slowly): the pair is done only once
+/// they are out. Closing the upstream then dropped them, and the client
+/// got a clean EOF short of the stream (seen under packet loss first).
+#[test]
+#[cfg_attr(not(target_os = "linux"), ignore = "splice(2) is Linux-only")]
+fn the_bytes_left_in_the_pipe_at_the_upstreams_fin_reach_a_slow_client() {
+    let echo = Server::start(&[], &["echo"], Stdio::null());
+    let (relay, _log) = relay_binary(&[echo.addr()], &["--splice", "always", "--sndbuf", "16384"]);
+    let data = Rng::new(3).bytes(1 << 20);
+    let client = relay.connect();
+    setsockopt(&client, sockopt::RcvBuf, &16384).unwrap();
+    let mut writer = client.try_clone().unwrap();
+    let sent = data.clone();
+    let writing = thread::spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut reader = client;
+    let mut back = Vec::with_capacity(data.len());
+    let mut piece = [0; 4096];
+    loop {
+        match reader.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => back.extend_from_slice(&piece[..n]),
+            Err(e) => panic!("read after {} bytes: {e}", back.len()),
+        }
+        thread::sleep(Duration::from_micros(200));
+    }
+    writing.join().unwrap();
+    assert_eq!(back.len(), data.len(), "a clean EOF short of the stream");
+    assert!(back == data, "bytes altered");
+}
