@@ -150,7 +150,8 @@ pub enum AcceptError {
 
 /// A connected stream socket, non-blocking and close-on-exec before the
 /// caller sees it. A write to a peer that has gone is `EPIPE`, never a
-/// process-killing `SIGPIPE`.
+/// process-killing `SIGPIPE`, and a read, peek or write never returns
+/// `EINTR`: one a signal interrupts is made again.
 pub trait Stream: Sized {
     /// Starts a connect to `addr`, from `local` if given (to spread clients
     /// over source addresses); it is up once the socket turns writable with

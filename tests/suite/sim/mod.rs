@@ -49,6 +49,10 @@ pub enum Fault {
     Refused,
     /// The clock jumps this many milliseconds at the next wait.
     Jump(u64),
+    /// A new client connects to the first listener in the middle of this
+    /// call, while the reactor is at work: the test adopts it from
+    /// [`World::take_arrivals`].
+    Arrive,
 }
 
 /// Which end of a simulated connection.
@@ -71,12 +75,58 @@ struct End {
     connecting: bool,
     /// The reactor's descriptor for it, if the reactor holds it.
     fd: Option<u32>,
+    /// What the reactor did with it, for the checks.
+    served: Served,
+    /// What the last peek showed: bytes a read then takes whole, whatever
+    /// the faults (a kernel returns what it has).
+    peeked: usize,
+}
+
+/// What the reactor did with one end of a connection: the facts a property
+/// needs to say what it owed, and when.
+#[derive(Debug, Clone, Default)]
+pub struct Served {
+    /// Bytes the reactor read from it.
+    pub read: usize,
+    /// When the reactor last moved a byte in or out of it.
+    pub last_io: Duration,
+    /// When the reactor accepted it, and how many bytes it had read from
+    /// each end by then (by [`EndId`]).
+    pub accepted: Option<(Duration, Vec<usize>)>,
+    /// When the reactor read its EOF or let go of it (whichever came
+    /// first), and how many bytes it had read from each end by then.
+    pub left: Option<(Duration, Vec<usize>)>,
+    /// When the reactor let go of it (deregistered it).
+    pub closed_at: Option<Duration>,
+    /// The peer's address the reactor was given at accept.
+    pub peer: Option<Addr>,
+    /// The address of the listener it was accepted on.
+    pub listener: Option<Addr>,
+}
+
+/// What a world's upstream does behind an outgoing connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamKind {
+    /// Echoes what it reads, and answers FIN with FIN.
+    Echo,
+    /// Refuses every connect.
+    Refuse,
+    /// Never answers a connect (a host that is down): only a timeout ends it.
+    Silent,
+    /// Echoes this many bytes, then resets the connection.
+    ResetAfter(usize),
+    /// Echoes this many bytes, then sends FIN and drops what it reads.
+    FinAfter(usize),
+    /// Accepts, then never reads or writes again.
+    Stall,
 }
 
 /// A peer the test plays.
+#[derive(Debug)]
 pub struct Client {
     pub end: EndId,
     pub received: Vec<u8>,
+    /// The server's FIN came, before any reset.
     pub eof: bool,
     pub reset: bool,
 }
@@ -112,11 +162,33 @@ pub struct SimEvent {
     error: bool,
 }
 
-/// Services the world runs by itself behind an outgoing connect: each
-/// echoes what it reads, and answers FIN with FIN.
+/// A service the world runs by itself behind an outgoing connect.
 struct Upstream {
     addr: Addr,
-    refuse: bool,
+    kind: UpstreamKind,
+}
+
+/// One connection the world serves as an upstream: the end it holds,
+/// how it behaves, and the bytes it has echoed.
+#[derive(Clone, Copy)]
+struct UpstreamConn {
+    end: EndId,
+    kind: UpstreamKind,
+    echoed: usize,
+}
+
+/// A client the world keeps sending for, at every call the reactor makes:
+/// a sender that never pauses. The test owns its [`Client`] and learns
+/// what was sent with [`World::take_flooded`].
+#[derive(Clone, Copy)]
+struct Flood {
+    end: EndId,
+    index: usize,
+    stream: fn(usize, usize) -> u8,
+    sent: usize,
+    taken: usize,
+    /// It stops once it has sent this much of its stream.
+    limit: usize,
 }
 
 pub struct World {
@@ -126,23 +198,31 @@ pub struct World {
     fds: BTreeMap<u32, FdObj>,
     fd_limit: usize,
     listeners: HashMap<u32, ListenerState>,
-    registered: HashMap<u32, u64>,
-    pending: Vec<(u64, Flags)>,
-    wake_token: u64,
-    woken: Arc<AtomicBool>,
+    /// Each registered descriptor's poller and token: several reactors
+    /// (each with its own poller) may share one world.
+    registered: HashMap<u32, (u32, u64)>,
+    /// Readiness not yet reported, by poller and token.
+    pending: Vec<(u32, u64, Flags)>,
     /// Signals raised and not yet taken, reported with `signal_token` once
     /// the reactor takes signals.
     signals: VecDeque<SignalKind>,
-    signal_token: Option<u64>,
+    signal_token: Option<(u32, u64)>,
     upstreams: Vec<Upstream>,
     /// Ends the world serves itself (behind outgoing connects).
-    echoing: Vec<EndId>,
+    echoing: Vec<UpstreamConn>,
+    floods: Vec<Flood>,
+    /// Clients that connected during a call ([`Fault::Arrive`]).
+    arrivals: Vec<Client>,
     faults: VecDeque<(u64, Fault)>,
     calls: u64,
     /// Calls since the test last looked, to bound the work of one turn.
     pub calls_this_turn: u64,
     /// Descriptors used after they were closed, or never opened.
     pub misuse: Vec<String>,
+    /// Each wait: the clock once it returned, and how much of its advance
+    /// was a [`Fault::Jump`] rather than the sleep the reactor asked for.
+    pub waits: Vec<(Duration, Duration)>,
+
     next_port: u16,
     buffer: usize,
 }
@@ -171,16 +251,17 @@ impl World {
             listeners: HashMap::new(),
             registered: HashMap::new(),
             pending: Vec::new(),
-            wake_token: u64::MAX,
-            woken: Arc::new(AtomicBool::new(false)),
             signals: VecDeque::new(),
             signal_token: None,
             upstreams: Vec::new(),
             echoing: Vec::new(),
+            floods: Vec::new(),
+            arrivals: Vec::new(),
             faults: faults.into(),
             calls: 0,
             calls_this_turn: 0,
             misuse: Vec::new(),
+            waits: Vec::new(),
             next_port: 40000,
             buffer,
         };
@@ -205,16 +286,68 @@ impl World {
     }
 
     /// Counts a call and takes the fault scripted for it, if any.
+    /// Peers that act mid-turn do so here: the senders that never pause
+    /// top up, and a client scripted to arrive connects.
     fn call(&mut self) -> Option<Fault> {
         self.calls += 1;
         self.calls_this_turn += 1;
-        match self.faults.front() {
+        self.top_up_floods();
+        let fault = match self.faults.front() {
             Some(&(at, fault)) if at <= self.calls => {
                 self.faults.pop_front();
                 Some(fault)
             }
             _ => None,
+        };
+        if fault == Some(Fault::Arrive) {
+            self.arrive();
+            return None;
         }
+        fault
+    }
+
+    /// A client connects to the first listener, if there is one and its
+    /// queue has room.
+    fn arrive(&mut self) {
+        let first = self.listeners.iter().min_by_key(|(fd, _)| **fd);
+        let Some(addr) = first.map(|(_, l)| l.addr.clone()) else {
+            return;
+        };
+        if let Some(client) = self.connect_client(&addr) {
+            self.arrivals.push(client);
+        }
+    }
+
+    /// Every sender that never pauses sends what fits of its stream (a
+    /// little at a time: it is a peer on a network, not a memcpy).
+    fn top_up_floods(&mut self) {
+        for i in 0..self.floods.len() {
+            let Flood {
+                end,
+                index,
+                stream,
+                sent,
+                limit,
+                ..
+            } = self.floods[i];
+            let peer = self.ends[end].peer;
+            let gone = self.ends[end].error.is_some() || self.ends[end].fin_out;
+            if gone || self.ends[end].closed || self.ends[peer].closed || sent >= limit {
+                continue;
+            }
+            let bytes: Vec<u8> = (sent..limit.min(sent + 97))
+                .map(|at| stream(index, at))
+                .collect();
+            if let Ok(n) = self.send(end, &bytes, None) {
+                self.floods[i].sent += n;
+            }
+        }
+    }
+
+    /// What the reactor has read from every end so far, and when.
+    fn snapshot(&self) -> (Duration, Vec<usize>) {
+        let read = self.ends.iter().map(|e| e.served.read).collect();
+        (self.elapsed, read)
     }
 
     fn alloc_fd(&mut self, obj: FdObj) -> io::Result<u32> {
@@ -255,6 +388,8 @@ impl World {
                 closed: false,
                 connecting: false,
                 fd: None,
+                served: Served::default(),
+                peeked: 0,
             });
         }
         (a, b)
@@ -268,17 +403,21 @@ impl World {
     }
 
     fn raise_fd(&mut self, fd: u32, flags: Flags) {
-        let Some(&token) = self.registered.get(&fd) else {
+        let Some(&(poller, token)) = self.registered.get(&fd) else {
             return;
         };
-        match self.pending.iter_mut().find(|(t, _)| *t == token) {
-            Some((_, f)) => {
+        match self
+            .pending
+            .iter_mut()
+            .find(|(p, t, _)| (*p, *t) == (poller, token))
+        {
+            Some((_, _, f)) => {
                 f.readable |= flags.readable;
                 f.writable |= flags.writable;
                 f.read_closed |= flags.read_closed;
                 f.error |= flags.error;
             }
-            None => self.pending.push((token, flags)),
+            None => self.pending.push((poller, token, flags)),
         }
     }
 
@@ -422,7 +561,8 @@ impl World {
     pub fn client_read(&mut self, client: &mut Client, max: usize) {
         let mut buf = vec![0; max];
         match self.recv(client.end, &mut buf, None) {
-            Ok(0) => client.eof = true,
+            // After a reset, reads end as at EOF; but the stream was cut.
+            Ok(0) => client.eof |= !client.reset,
             Ok(n) => client.received.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => client.reset = true,
@@ -437,6 +577,70 @@ impl World {
         self.ends[client.end].reset_on_close = true;
         self.close_end(client.end);
         client.reset = true;
+    }
+
+    /// `client`, having sent `sent` bytes of its stream (`stream(index,
+    /// at)` for byte `at`), sends the rest up to `limit` at every call the
+    /// reactor makes from now on, as fast as it is taken, unless it says
+    /// FIN or is reset.
+    pub fn flood(
+        &mut self,
+        client: &Client,
+        stream: (usize, fn(usize, usize) -> u8),
+        sent: usize,
+        limit: usize,
+    ) {
+        if self.floods.iter().any(|f| f.end == client.end) {
+            return;
+        }
+        self.floods.push(Flood {
+            end: client.end,
+            index: stream.0,
+            stream: stream.1,
+            sent,
+            taken: sent,
+            limit,
+        });
+    }
+
+    /// `client` sends no more by itself.
+    pub fn stop_flood(&mut self, client: &Client) {
+        for f in self.floods.iter_mut().filter(|f| f.end == client.end) {
+            f.limit = f.sent;
+        }
+    }
+
+    /// Every sender that never paused pauses now.
+    pub fn stop_floods(&mut self) {
+        self.floods.retain(|f| f.sent != f.taken);
+        for f in &mut self.floods {
+            f.limit = f.sent;
+        }
+    }
+
+    /// Bytes the world sent for `client` since the last time it was asked.
+    pub fn take_flooded(&mut self, client: &Client) -> usize {
+        let Some(f) = self.floods.iter_mut().find(|f| f.end == client.end) else {
+            return 0;
+        };
+        let new = f.sent - f.taken;
+        f.taken = f.sent;
+        new
+    }
+
+    /// Clients that connected during the reactor's calls since last asked.
+    pub fn take_arrivals(&mut self) -> Vec<Client> {
+        std::mem::take(&mut self.arrivals)
+    }
+
+    /// What the reactor did with its end of `client`.
+    pub fn served(&self, client: &Client) -> &Served {
+        &self.ends[self.ends[client.end].peer].served
+    }
+
+    /// The end the reactor holds (or held) of `client`'s connection.
+    pub fn server_end(&self, client: &Client) -> EndId {
+        self.ends[client.end].peer
     }
 
     /// Whether the reactor has closed its end of `client`.
@@ -456,47 +660,122 @@ impl World {
 
     /// An upstream the world serves itself at `addr`: it echoes, or refuses.
     pub fn add_upstream(&mut self, addr: Addr, refuse: bool) {
-        self.upstreams.push(Upstream { addr, refuse });
+        let kind = if refuse {
+            UpstreamKind::Refuse
+        } else {
+            UpstreamKind::Echo
+        };
+        self.add_upstream_of(addr, kind);
     }
 
-    /// The world's own upstreams do their work: accept, echo, FIN.
+    /// An upstream the world serves itself at `addr`, behaving as `kind`.
+    pub fn add_upstream_of(&mut self, addr: Addr, kind: UpstreamKind) {
+        self.upstreams.push(Upstream { addr, kind });
+    }
+
+    /// The world's own upstreams do their work: accept, echo, FIN, reset.
     pub fn run_upstreams(&mut self) {
         for i in 0..self.echoing.len() {
-            let e = self.echoing[i];
-            let peer = self.ends[e].peer;
-            if self.ends[peer].connecting {
-                self.ends[peer].connecting = false;
-                let up = Flags {
-                    writable: true,
-                    ..Flags::default()
-                };
-                self.raise(peer, up);
-            }
-            let mut buf = [0; 4096];
-            while let Ok(n) = self.recv(e, &mut buf, None) {
-                if n == 0 {
+            self.serve_upstream(i);
+        }
+    }
+
+    fn serve_upstream(&mut self, i: usize) {
+        let UpstreamConn {
+            end: e,
+            kind,
+            mut echoed,
+        } = self.echoing[i];
+        let peer = self.ends[e].peer;
+        if self.ends[e].closed {
+            return;
+        }
+        if self.ends[peer].connecting {
+            self.ends[peer].connecting = false;
+            let up = Flags {
+                writable: true,
+                ..Flags::default()
+            };
+            self.raise(peer, up);
+        }
+        let limit = match kind {
+            UpstreamKind::ResetAfter(n) | UpstreamKind::FinAfter(n) => n,
+            UpstreamKind::Stall => return,
+            _ => usize::MAX,
+        };
+        let mut buf = [0; 4096];
+        while echoed < limit {
+            let want = (limit - echoed).min(buf.len());
+            let n = match self.recv(e, &mut buf[..want], None) {
+                Ok(0) => {
                     self.fin(e);
                     break;
                 }
-                match self.send(e, &buf[..n], None) {
-                    // What does not fit waits in the echoing end's inbox.
-                    Ok(sent) if sent == n => {}
-                    Ok(sent) => {
-                        self.push_back(e, &buf[sent..n]);
-                        break;
-                    }
-                    Err(_) => {
-                        self.push_back(e, &buf[..n]);
-                        break;
-                    }
-                }
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            let sent = self.send(e, &buf[..n], None).unwrap_or(0);
+            echoed += sent;
+            if sent < n {
+                // What does not fit waits in the echoing end's inbox.
+                self.push_back(e, &buf[sent..n]);
+                break;
             }
+        }
+        self.echoing[i].echoed = echoed;
+        if echoed < limit {
+            return;
+        }
+        if let UpstreamKind::ResetAfter(_) = kind {
+            self.ends[e].reset_on_close = true;
+            self.close_end(e);
+        } else {
+            self.fin(e);
+            while let Ok(1..) = self.recv(e, &mut buf, None) {}
         }
     }
 
     fn push_back(&mut self, e: EndId, bytes: &[u8]) {
         for &b in bytes.iter().rev() {
             self.ends[e].inbox.push_front(b);
+        }
+    }
+
+    /// Up to `room` of the events waiting for `poller`, oldest first.
+    fn take_events(&mut self, poller: u32, room: usize) -> Vec<SimEvent> {
+        let mut events = Vec::new();
+        self.pending.retain(|&(p, token, f)| {
+            if p != poller || events.len() >= room {
+                return true;
+            }
+            events.push(SimEvent {
+                token,
+                readable: f.readable,
+                writable: f.writable,
+                read_closed: f.read_closed,
+                error: f.error,
+            });
+            false
+        });
+        events
+    }
+
+    /// What a wait's `fault` does to the events it reports to `poller`.
+    fn distort(&self, poller: u32, fault: Option<Fault>, events: &mut Vec<SimEvent>) {
+        match fault {
+            Some(Fault::Spurious) => {
+                let mine = self.registered.values().filter(|&&(p, _)| p == poller);
+                if let Some(&(_, token)) = mine.min() {
+                    events.push(SimEvent {
+                        readable: true,
+                        writable: true,
+                        ..SimEvent::only(token)
+                    });
+                }
+            }
+            Some(Fault::Duplicate) => events.extend(events.first().copied()),
+            Some(Fault::Reverse) => events.reverse(),
+            _ => {}
         }
     }
 
@@ -507,6 +786,16 @@ impl World {
 
     pub fn open_fds(&self) -> usize {
         self.fds.len()
+    }
+
+    /// Connections the reactor accepted and has not let go of.
+    pub fn accepted_open(&self) -> usize {
+        let open = |e: &&End| e.fd.is_some() && e.served.closed_at.is_none();
+        self.ends
+            .iter()
+            .filter(open)
+            .filter(|e| e.served.accepted.is_some())
+            .count()
     }
 
     fn client_addr(&mut self) -> Addr {
@@ -548,6 +837,9 @@ pub struct Sim;
 
 pub struct SimPoller {
     fd: u32,
+    wake_token: u64,
+    /// Most events one wait returns: the rest stay queued, as in a kernel.
+    capacity: usize,
     events: Vec<SimEvent>,
     woken: Arc<AtomicBool>,
 }
@@ -593,7 +885,7 @@ impl Register<SimListener> for SimPoller {
     fn register(&self, l: &SimListener, token: u64, _: Interest) -> io::Result<()> {
         world(|w| {
             w.call();
-            w.registered.insert(l.fd, token);
+            w.registered.insert(l.fd, (self.fd, token));
             if w.listeners
                 .get(&l.fd)
                 .is_some_and(|s| !s.backlog.is_empty())
@@ -624,7 +916,7 @@ impl Register<SimSocket> for SimPoller {
             let Some(e) = w.end_of(s.fd) else {
                 return Err(ebadf());
             };
-            w.registered.insert(s.fd, token);
+            w.registered.insert(s.fd, (self.fd, token));
             // As epoll does on registration: what is true now is reported.
             let end = &w.ends[e];
             let peer = &w.ends[end.peer];
@@ -646,6 +938,12 @@ impl Register<SimSocket> for SimPoller {
                 w.misuse
                     .push(format!("deregister of fd {}, not registered", s.fd));
             }
+            if let Some(e) = w.end_of(s.fd) {
+                let snapshot = w.snapshot();
+                let served = &mut w.ends[e].served;
+                served.closed_at = Some(snapshot.0);
+                served.left.get_or_insert(snapshot);
+            }
             Ok(())
         })
     }
@@ -656,6 +954,7 @@ impl Drop for SimPoller {
         let _ = WORLD.try_with(|w| {
             if let Some(w) = w.borrow_mut().as_mut() {
                 w.fds.remove(&self.fd);
+                w.pending.retain(|&(p, _, _)| p != self.fd);
             }
         });
     }
@@ -668,62 +967,55 @@ impl Poll for SimPoller {
     fn new(capacity: usize, wake_token: u64) -> io::Result<SimPoller> {
         world(|w| {
             let fd = w.alloc_fd(FdObj::Poller)?;
-            w.wake_token = wake_token;
             Ok(SimPoller {
                 fd,
+                wake_token,
+                capacity: capacity.max(1),
                 events: Vec::with_capacity(capacity),
-                woken: w.woken.clone(),
+                woken: Arc::new(AtomicBool::new(false)),
             })
         })
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         let woken = self.woken.swap(false, Ordering::AcqRel);
-        self.events = world(|w| {
+        let me = self.fd;
+        let events = world(|w| {
             let fault = w.call();
-            if let Some(Fault::Jump(ms)) = fault {
-                w.elapsed += Duration::from_millis(ms);
-            }
-            if fault == Some(Fault::Interrupted) {
-                return Vec::new();
-            }
-            let signalled = w.signal_token.filter(|_| !w.signals.is_empty());
-            if w.pending.is_empty() && !woken && signalled.is_none() {
+            let jump = match fault {
+                Some(Fault::Jump(ms)) => Duration::from_millis(ms),
+                _ => Duration::ZERO,
+            };
+            w.elapsed += jump;
+            let signalled = w
+                .signal_token
+                .filter(|&(p, _)| p == me && !w.signals.is_empty());
+            let ready = w.pending.iter().any(|&(p, _, _)| p == me);
+            let quiet = !ready && !woken && signalled.is_none();
+            if quiet && fault != Some(Fault::Interrupted) {
                 // Nothing to report: the time the caller would sleep passes.
                 w.elapsed += timeout.unwrap_or(Duration::ZERO);
-                return Vec::new();
             }
-            let mut events: Vec<SimEvent> = w
-                .pending
-                .drain(..)
-                .map(|(token, f)| SimEvent {
-                    token,
-                    readable: f.readable,
-                    writable: f.writable,
-                    read_closed: f.read_closed,
-                    error: f.error,
-                })
-                .collect();
+            w.waits.push((w.elapsed, jump));
+            if quiet || fault == Some(Fault::Interrupted) {
+                return None;
+            }
+            // The wake-up and the signals first: what does not fit of the
+            // rest waits for the next wait.
+            let extra = usize::from(woken) + usize::from(signalled.is_some());
+            let mut events = w.take_events(me, self.capacity.saturating_sub(extra));
             if woken {
-                events.push(SimEvent::only(w.wake_token));
+                events.push(SimEvent::only(self.wake_token));
             }
-            events.extend(signalled.map(SimEvent::only));
-            match fault {
-                Some(Fault::Spurious) => {
-                    if let Some(&token) = w.registered.values().min() {
-                        events.push(SimEvent {
-                            readable: true,
-                            writable: true,
-                            ..SimEvent::only(token)
-                        });
-                    }
-                }
-                Some(Fault::Duplicate) => events.push(events[0]),
-                Some(Fault::Reverse) => events.reverse(),
-                _ => {}
-            }
-            events
+            events.extend(signalled.map(|(_, token)| SimEvent::only(token)));
+            w.distort(me, fault, &mut events);
+            Some(events)
         });
+        // A wake-up not reported stays for the next wait.
+        if woken && events.is_none() {
+            self.woken.store(true, Ordering::Release);
+        }
+        self.events = events.unwrap_or_default();
         Ok(self.events.len())
     }
 
@@ -820,7 +1112,11 @@ impl Listen for SimListener {
                 .alloc_fd(FdObj::Socket(end))
                 .map_err(AcceptError::OutOfDescriptors)?;
             w.ends[end].fd = Some(fd);
+            let snapshot = w.snapshot();
+            w.ends[end].served.accepted = Some(snapshot);
             let peer = w.client_addr();
+            w.ends[end].served.peer = Some(peer.clone());
+            w.ends[end].served.listener = Some(self.addr.clone());
             Ok((SimSocket { fd }, peer))
         })
     }
@@ -868,23 +1164,27 @@ impl Stream for SimSocket {
             if let Some(Fault::Refused) = w.call() {
                 return Err(io::ErrorKind::ConnectionRefused.into());
             }
-            let Some(refuse) = w
-                .upstreams
-                .iter()
-                .find(|u| &u.addr == addr)
-                .map(|u| u.refuse)
-            else {
+            let Some(kind) = w.upstreams.iter().find(|u| &u.addr == addr).map(|u| u.kind) else {
                 return Err(io::ErrorKind::ConnectionRefused.into());
             };
             let (ours, theirs) = w.new_pair();
             let fd = w.alloc_fd(FdObj::Socket(ours))?;
             w.ends[ours].fd = Some(fd);
-            if refuse {
-                w.ends[ours].error = Some(io::ErrorKind::ConnectionRefused);
-                w.ends[theirs].closed = true;
-            } else {
-                w.ends[ours].connecting = true;
-                w.echoing.push(theirs);
+            match kind {
+                UpstreamKind::Refuse => {
+                    w.ends[ours].error = Some(io::ErrorKind::ConnectionRefused);
+                    w.ends[theirs].closed = true;
+                }
+                // Nobody answers: the connect stays in progress.
+                UpstreamKind::Silent => w.ends[ours].connecting = true,
+                _ => {
+                    w.ends[ours].connecting = true;
+                    w.echoing.push(UpstreamConn {
+                        end: theirs,
+                        kind,
+                        echoed: 0,
+                    });
+                }
             }
             Ok(SimSocket { fd })
         })
@@ -901,10 +1201,24 @@ impl Stream for SimSocket {
                 readable: true,
                 ..Flags::default()
             };
-            match io_fault(w, e, again) {
-                Ok(limit) => w.recv(e, buf, limit),
+            let peeked = std::mem::take(&mut w.ends[e].peeked);
+            let read = match io_fault(w, e, again) {
+                Ok(limit) => w.recv(e, buf, limit.map(|n| n.max(peeked))),
+                Err(()) if peeked > 0 => w.recv(e, buf, None),
                 Err(()) => Err(io::ErrorKind::WouldBlock.into()),
+            };
+            match read {
+                Ok(0) => {
+                    let snapshot = w.snapshot();
+                    w.ends[e].served.left.get_or_insert(snapshot);
+                }
+                Ok(n) => {
+                    w.ends[e].served.read += n;
+                    w.ends[e].served.last_io = w.elapsed;
+                }
+                Err(_) => {}
             }
+            read
         })
     }
 
@@ -924,6 +1238,7 @@ impl Stream for SimSocket {
             for (slot, byte) in buf.iter_mut().zip(end.inbox.iter()) {
                 *slot = *byte;
             }
+            w.ends[e].peeked = n;
             Ok(n)
         })
     }
@@ -941,10 +1256,14 @@ impl Stream for SimSocket {
                 writable: true,
                 ..Flags::default()
             };
-            match io_fault(w, e, again) {
+            let wrote = match io_fault(w, e, again) {
                 Ok(limit) => w.send(e, buf, limit),
                 Err(()) => Err(io::ErrorKind::WouldBlock.into()),
+            };
+            if let Ok(1..) = wrote {
+                w.ends[e].served.last_io = w.elapsed;
             }
+            wrote
         })
     }
 
@@ -995,6 +1314,11 @@ impl Drop for SimSocket {
             if let Some(w) = w.borrow_mut().as_mut() {
                 if let Some(FdObj::Socket(e)) = w.fds.get(&self.fd) {
                     let e = *e;
+                    // One never registered (refused at once) closes here.
+                    let snapshot = w.snapshot();
+                    let served = &mut w.ends[e].served;
+                    served.closed_at.get_or_insert(snapshot.0);
+                    served.left.get_or_insert(snapshot);
                     w.ends[e].fd = None;
                     w.close_end(e);
                 }
@@ -1027,8 +1351,8 @@ impl Splice for SimPipe {
 impl SignalSource for SimSignals {
     type Poller = SimPoller;
 
-    fn new(_: &SimPoller, token: u64) -> io::Result<SimSignals> {
-        world(|w| w.signal_token = Some(token));
+    fn new(poller: &SimPoller, token: u64) -> io::Result<SimSignals> {
+        world(|w| w.signal_token = Some((poller.fd, token)));
         Ok(SimSignals)
     }
 
