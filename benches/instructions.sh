@@ -7,28 +7,35 @@
 #
 # Usage: benches/instructions.sh NAME=BINARY [NAME=BINARY...]
 #   ROUNDS=3 (default); OUT=dir keeps each run's cachegrind file (default
-#   target/instructions); needs valgrind.
+#   target/instructions); needs valgrind. SERVER_ARGS are added to each
+#   server's command line; LOAD replaces the load's flags (default
+#   '--conns 1000 --size 64 --mode pingpong'). For TLS, say:
+#   SERVER_ARGS='--tls-cert C --tls-key K' LOAD='--conns 100 --size 1024
+#   --mode pingpong --tls --ca C'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --bin sockloop
 LOADGEN=${CARGO_TARGET_DIR:-target}/release/sockloop
 OUT=${OUT:-${CARGO_TARGET_DIR:-target}/instructions}
 ROUNDS=${ROUNDS:-3}
+LOAD=${LOAD:---conns 1000 --size 64 --mode pingpong}
 mkdir -p "$OUT"
 : > "$OUT/raw.txt"
 
 # Prints "instructions messages" for one run of build $2 loaded for $3 seconds.
 run_one() {
     local log="$OUT/$1.$3.$4"
+    # shellcheck disable=SC2086 # the extra arguments are meant to split into words
     taskset -c 0 valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file="$log.cg" \
-        "$2" echo --listen 127.0.0.1:0 --idle-timeout 0 --write-timeout 0 >"$log.out" 2>"$log.err" &
+        "$2" echo --listen 127.0.0.1:0 --idle-timeout 0 --write-timeout 0 ${SERVER_ARGS:-} >"$log.out" 2>"$log.err" &
     local server=$! addr=""
     for _ in $(seq 1 300); do
         addr=$(grep -o -m1 'listening on [^ ,]*' "$log.out" | awk '{print $3}') || true
         [ -n "$addr" ] && break
         sleep 0.1
     done
-    taskset -c 1 "$LOADGEN" bench --target "$addr" --conns 1000 --size 64 --mode pingpong \
+    # shellcheck disable=SC2086 # as above
+    taskset -c 1 "$LOADGEN" bench --target "$addr" $LOAD \
         --duration "$3s" --warmup 1s --json >"$log.json" 2>"$log.bench"
     kill -TERM "$server"
     wait "$server" || true

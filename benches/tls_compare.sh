@@ -8,6 +8,8 @@
 # bench can, each a full TLS handshake; its connecting phase is the table).
 #
 # Usage: benches/tls_compare.sh     ROUNDS=5 SECS=3 CONNS=2000 KEEP=dir
+#   BEFORE=path adds that build of sockloop (an older one, say) to the
+#   rounds as sockloop_tls_before, for a before and after in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,9 @@ export BASE=tokio_rustls
 # Of compare.sh's servers only sockloop (plain) runs; these two join it.
 export SKIP='^(tokio_current_thread|tokio_multi_thread|threads|epoll_floor)$'
 export EXTRA="sockloop_tls|$OUT/sockloop echo --listen 127.0.0.1:0 --idle-timeout 0 --write-timeout 0 --tls-cert $C --tls-key $K|--tls --ca $C;tokio_rustls|$OUT/examples/echo_tokio_rustls 127.0.0.1:0 $C $K|--tls --ca $C"
+if [ -n "${BEFORE:-}" ]; then
+    EXTRA="$EXTRA;sockloop_tls_before|$BEFORE echo --listen 127.0.0.1:0 --idle-timeout 0 --write-timeout 0 --tls-cert $C --tls-key $K|--tls --ca $C"
+fi
 
 run() {
     echo

@@ -168,16 +168,17 @@ fn read_once<O: Os>(
         }
     };
     trace_io!(state.config.trace, "{id} read {n}");
+    // A short read emptied the socket; edge-triggering reports the next
+    // bytes, so another read would only say EAGAIN. Unless a FIN is
+    // queued, or TLS holds the session's end: that read is how we see it.
+    let more = n == max || peer_fin || handles.end_unread();
     let last = received(conn, &mut state.stats, state.stamp, n);
     if n == max {
         splice::if_bulk(state, kernel, id);
     }
-    // A short read emptied the socket; edge-triggering reports the next
-    // bytes, so another read would only say EAGAIN. Unless a FIN is
-    // queued: that read is how we see it.
     Read::Data {
         range: room.start..room.start + n,
-        more: n == max || peer_fin,
+        more,
         last,
     }
 }

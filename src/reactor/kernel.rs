@@ -49,6 +49,16 @@ impl<O: Os> Handles<O> {
         }
     }
 
+    /// Whether a short read still left something to read: the end of a
+    /// TLS session, when its close_notify came with the last plaintext.
+    #[inline]
+    pub(crate) fn end_unread(&self) -> bool {
+        match self.stage.as_deref() {
+            Some(Stage::Tls(tls)) => tls.end_unread(),
+            _ => false,
+        }
+    }
+
     /// Sends what TLS holds ready; whether anything is still unsent.
     pub(crate) fn flush_tls(&mut self) -> io::Result<bool> {
         match self.stage.as_deref_mut() {

@@ -25,11 +25,22 @@ pub type ServerTls = Arc<ServerConfig>;
 /// Ciphertext rustls may hold unsent before a write takes no more.
 const BUFFER_LIMIT: usize = 64 << 10;
 
+/// The most plaintext one record carries: no more than its ciphertext
+/// payload, which TLS caps at 2^14 + 2048 bytes.
+const RECORD_PLAINTEXT_MAX: usize = (16 << 10) + 2048;
+
+/// Below this much spare room in the caller's buffer, ciphertext goes
+/// through rustls's own buffer (4 KiB a read) instead.
+const DIRECT_READ_MIN: usize = 4 << 10;
+
 /// The TLS state of one connection.
 pub(crate) struct Tls {
     conn: Connection,
     /// Our close_notify is queued.
     closing: bool,
+    /// The peer's close_notify came with the plaintext the last read
+    /// returned: the next read returns the end.
+    end_unread: bool,
 }
 
 /// A socket seen as `io::Read` / `io::Write`, for rustls.
@@ -46,8 +57,22 @@ impl<S: Stream> Write for Wire<'_, S> {
         self.0.write(buf)
     }
 
+    // rustls hands over every record it holds at once: one syscall for all.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0.write_vectored(bufs)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// A socket with nothing more to read.
+struct Drained;
+
+impl Read for Drained {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
     }
 }
 
@@ -94,6 +119,7 @@ impl Tls {
         Tls {
             conn,
             closing: false,
+            end_unread: false,
         }
     }
 
@@ -159,14 +185,23 @@ impl Tls {
     /// it is returned first).
     pub(crate) fn read(&mut self, socket: &impl Stream, buf: &mut [u8]) -> io::Result<usize> {
         let mut filled = 0;
+        let mut drained = false;
         loop {
             match self.conn.reader().read(&mut buf[filled..]) {
-                Ok(0) => return Ok(filled),
+                Ok(0) => {
+                    self.end_unread = filled > 0;
+                    return Ok(filled);
+                }
                 Ok(n) => {
                     filled += n;
                     if filled == buf.len() {
                         return Ok(filled);
                     }
+                    // Until rustls holds none: `read_direct` counts on it.
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && drained => {
+                    return if filled > 0 { Ok(filled) } else { Err(e) };
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // rustls says so again on the next read.
@@ -175,14 +210,84 @@ impl Tls {
                 }
                 Err(e) => return Err(e),
             }
-            match self.conn.read_tls(&mut Wire(socket)) {
-                // The TCP FIN: the reader says how the session ended.
-                Ok(0) => {}
-                Ok(_) => self.process(socket)?,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && filled > 0 => return Ok(filled),
-                Err(e) => return Err(e),
+            let spare = (buf.len() - filled).saturating_sub(RECORD_PLAINTEXT_MAX);
+            drained = if spare >= DIRECT_READ_MIN {
+                self.read_direct(socket, buf, &mut filled, spare)?
+            } else {
+                self.read_through_rustls(socket)?
+            };
+        }
+    }
+
+    /// One read of ciphertext from the socket into the last `spare` bytes
+    /// of `buf`, handed to rustls piece by piece, each piece's plaintext
+    /// going to `buf` at `filled`: one syscall for several records, where
+    /// rustls reading the socket itself grows its buffer 4 KiB a read (a
+    /// 16 KiB record took five reads, and a sixth to find the socket empty,
+    /// which a short read here says already). The plaintext cannot
+    /// overtake the ciphertext not yet handed over: a record's plaintext is
+    /// shorter than the record, and `spare` leaves room for a record rustls
+    /// held part of already. Whether the socket is drained.
+    fn read_direct(
+        &mut self,
+        socket: &impl Stream,
+        buf: &mut [u8],
+        filled: &mut usize,
+        spare: usize,
+    ) -> io::Result<bool> {
+        let start = buf.len() - spare;
+        let end = match socket.read(&mut buf[start..]) {
+            // The TCP FIN: the reader says how the session ended.
+            Ok(0) => return self.conn.read_tls(&mut io::empty()).map(|_| false),
+            Ok(n) => start + n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        let mut fed = start;
+        while fed < end {
+            let took = self.conn.read_tls(&mut &buf[fed..end])?;
+            if took == 0 {
+                // A close_notify came: what follows it is to be ignored.
+                break;
+            }
+            fed += took;
+            self.process(socket)?;
+            *filled += self.take_plaintext(&mut buf[*filled..fed]);
+        }
+        let drained = end - start < spare;
+        if drained {
+            // As when its own read finds the socket empty: rustls gives back
+            // what it grew its buffer to for a large record, unless it holds
+            // part of one, so that an idle connection keeps 4 KiB there.
+            let _ = self.conn.read_tls(&mut Drained);
+        }
+        Ok(drained)
+    }
+
+    /// One read of rustls's own from the socket, for when `buf` has too
+    /// little room left for [`read_direct`](Self::read_direct). Whether
+    /// the socket is drained.
+    fn read_through_rustls(&mut self, socket: &impl Stream) -> io::Result<bool> {
+        match self.conn.read_tls(&mut Wire(socket)) {
+            // The TCP FIN: the reader says how the session ended.
+            Ok(0) => Ok(false),
+            Ok(_) => self.process(socket).map(|()| false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves the plaintext rustls holds into `buf`, as much as fits; what
+    /// the reader says besides (an end, an error) it says again later.
+    fn take_plaintext(&mut self, buf: &mut [u8]) -> usize {
+        let mut taken = 0;
+        while taken < buf.len() {
+            match self.conn.reader().read(&mut buf[taken..]) {
+                Ok(n) if n > 0 => taken += n,
+                _ => break,
             }
         }
+        taken
     }
 
     /// Encrypts what of `data` fits in rustls's buffer and sends what the
@@ -207,6 +312,12 @@ impl Tls {
             }
         }
         Ok(())
+    }
+
+    /// Whether the last read, though short, left the end of the session
+    /// to be read: nothing in the socket would report it.
+    pub(crate) fn end_unread(&self) -> bool {
+        self.end_unread
     }
 
     /// Whether records wait for the socket to take them.

@@ -39,6 +39,10 @@ impl Tls {
         match *self {}
     }
 
+    pub(crate) fn end_unread(&self) -> bool {
+        match *self {}
+    }
+
     pub(crate) fn has_unsent(&self) -> bool {
         match *self {}
     }

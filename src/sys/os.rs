@@ -165,6 +165,14 @@ pub trait Stream: Sized {
     fn peek(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// What the kernel takes now.
     fn write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// As `write`, from `bufs` in order, in one call where the OS has one
+    /// (by default, the first buffer that is not empty).
+    fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match bufs.iter().find(|b| !b.is_empty()) {
+            Some(buf) => self.write(buf),
+            None => Ok(0),
+        }
+    }
     /// The pending socket error, clearing it.
     fn take_error(&self) -> Option<io::Error>;
     /// Bytes received and not read yet.

@@ -191,8 +191,10 @@ fn openssl_s_client_completes_a_handshake_and_gets_its_line_back() {
     stop(server, &log);
 }
 
+type TlsClient = StreamOwned<ClientConnection, TcpStream>;
+
 /// A TLS client of this crate's making, trusting `cafile`.
-fn tls_client(addr: SocketAddr, cafile: &Path) -> StreamOwned<ClientConnection, TcpStream> {
+fn tls_client(addr: SocketAddr, cafile: &Path) -> TlsClient {
     let config = client_config(&Trust::Roots(cafile.to_owned()), &[]).unwrap();
     let conn = ClientConnection::new(config, server_name("localhost").unwrap()).unwrap();
     let stream = TcpStream::connect(addr).unwrap();
@@ -569,13 +571,20 @@ fn a_tls_client_that_ends_without_close_notify_reaches_the_upstream_as_a_reset()
     );
 }
 
-#[test]
-fn garbage_after_the_handshake_is_a_warning_that_names_the_peer() {
-    let certs = CertDir::new("garbage");
-    let log = LogFile::new("tls-garbage");
+/// A TLS echo (its certificates kept until dropped) and a client of it past
+/// its handshake, with 100 bytes of `seed`'s pattern echoed.
+fn echo_and_client(name: &str, seed: u64) -> (CertDir, LogFile, Server, TlsClient) {
+    let certs = CertDir::new(name);
+    let log = LogFile::new(&format!("tls-{name}"));
     let server = certs.serve(&["echo"], &log);
     let mut client = tls_client(server.addr(), &certs.cert());
-    echo_checked(&mut client, 1, 100);
+    echo_checked(&mut client, seed, 100);
+    (certs, log, server, client)
+}
+
+#[test]
+fn garbage_after_the_handshake_is_a_warning_that_names_the_peer() {
+    let (_certs, log, server, mut client) = echo_and_client("garbage", 1);
     // An application data record that no key decrypts.
     let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x40];
     record.extend(Rng::new(2).bytes(0x40));
@@ -656,4 +665,44 @@ fn cert_refuses_a_name_no_certificate_can_carry() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What `client` has queued for the wire, encrypted.
+fn queued_records(client: &mut ClientConnection) -> Vec<u8> {
+    let mut wire = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut wire).unwrap();
+    }
+    wire
+}
+
+/// The close_notify comes in the same read as the records before it; the
+/// server must see it then, not wait for a FIN that this client (as one
+/// doing an orderly TLS shutdown) sends only after the server's close_notify.
+/// The records are cut inside a header and inside a record on the way.
+#[test]
+fn a_close_notify_read_with_the_data_before_it_ends_the_session() {
+    let (_certs, log, server, mut client) = echo_and_client("cuts", 3);
+    let data = Rng::new(4).bytes(40 << 10);
+    client.conn.writer().write_all(&data).unwrap();
+    let mut wire = queued_records(&mut client.conn);
+    client.conn.send_close_notify();
+    wire.extend(queued_records(&mut client.conn));
+    // Past close_notify the server must ignore this, longer than any read
+    // rustls takes at once.
+    wire.extend(Rng::new(5).bytes(20 << 10));
+    // Within a header, within a record, then the rest at once; the pauses
+    // let each part arrive as a read of its own.
+    for part in [&wire[..3], &wire[3..9000], &wire[9000..]] {
+        client.sock.write_all(part).unwrap();
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut back = Vec::new();
+    client
+        .read_to_end(&mut back)
+        .expect("the echo, then the server's close_notify");
+    assert!(back == data, "{} bytes back of {}", back.len(), data.len());
+    stop(server, &log);
+    let log = log.read();
+    assert!(!log.contains("WARN"), "{log}");
 }

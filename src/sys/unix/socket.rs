@@ -268,6 +268,12 @@ impl Stream for Socket {
         })?)
     }
 
+    fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        Ok(retry(|| {
+            socket::sendmsg::<()>(self.fd.as_raw_fd(), bufs, &[], SEND_FLAGS, None)
+        })?)
+    }
+
     fn take_error(&self) -> Option<io::Error> {
         match socket::getsockopt(&self.fd, sockopt::SocketError) {
             Ok(0) => None,
