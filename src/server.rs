@@ -20,6 +20,7 @@ mod pid_file;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use log::{info, warn};
 use pid_file::PidFile;
@@ -52,6 +53,8 @@ pub struct Plan {
     pub threads: threads::Options,
     /// Where to write this process's id once it listens.
     pub pid_file: Option<PathBuf>,
+    /// How long a process started by SIGUSR2 has to say it serves.
+    pub ready_timeout: Duration,
 }
 
 /// A TLS listener's settings, as files.
@@ -128,7 +131,7 @@ pub fn bind<S: Service>(
     info!("accept queue: backlog {backlog} ({note})");
     log_listeners(plan, &addr);
     listen_metrics(&mut reactors[0], plan, &options, &mut handed_over)?;
-    supervisor.upgrade_on_usr2(Upgrade::new(handed_over)?);
+    supervisor.upgrade_on_usr2(Upgrade::new(handed_over, plan.ready_timeout)?);
     log_room(fd_limit, fds_per_client);
     let pid_file = plan.pid_file.as_deref().map(PidFile::write).transpose()?;
     Ok(Bound {

@@ -138,6 +138,10 @@ pub(super) struct ServerArgs {
     /// still holds ours); SIGUSR2's new process writes its own there.
     #[arg(long, value_name = "PATH")]
     pub(super) pid_file: Option<PathBuf>,
+    /// On SIGUSR2: how long the new process has to say it serves; one that
+    /// takes longer is killed, and this one serves on.
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = refuse_zero(parse_duration))]
+    pub(super) ready_timeout: Duration,
 }
 
 impl ServerArgs {
@@ -212,6 +216,7 @@ impl ServerArgs {
                 reload: None,
             },
             pid_file: self.pid_file.clone(),
+            ready_timeout: self.ready_timeout,
         }
     }
 }

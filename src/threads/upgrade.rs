@@ -14,9 +14,6 @@ use std::time::{Duration, Instant};
 
 use crate::sys::{Child, Listener, NotifyListener, spawn_with_listeners};
 
-/// How long a new process has to say `READY=1`.
-const READY_WITHIN: Duration = Duration::from_secs(10);
-
 /// How often, while waiting, to look whether the new process has ended.
 const LOOK_EVERY: Duration = Duration::from_millis(50);
 
@@ -26,6 +23,8 @@ pub struct Upgrade {
     args: Vec<OsString>,
     /// Every listening socket, with its name for `LISTEN_FDNAMES`.
     listeners: Vec<(String, Listener)>,
+    /// How long the new process has to say `READY=1`.
+    ready_within: Duration,
 }
 
 impl Upgrade {
@@ -38,7 +37,7 @@ impl Upgrade {
     /// (found on `PATH`) it is [`env::current_exe`], read now — after the
     /// file is replaced, Linux's `/proc/self/exe` names the old, deleted
     /// one.
-    pub fn new(listeners: Vec<(String, Listener)>) -> io::Result<Upgrade> {
+    pub fn new(listeners: Vec<(String, Listener)>, ready_within: Duration) -> io::Result<Upgrade> {
         let mut args = env::args_os();
         let program = program_path(
             args.next().map(PathBuf::from),
@@ -49,6 +48,7 @@ impl Upgrade {
             program,
             args: args.collect(),
             listeners,
+            ready_within,
         })
     }
 
@@ -70,7 +70,7 @@ impl Upgrade {
             spawn_with_listeners(&self.program, &self.args, &passed, notify.path(), manager)
                 .map_err(|e| format!("starting {program}: {e}"))?;
         let pid = child.id();
-        let deadline = Instant::now() + READY_WITHIN;
+        let deadline = Instant::now() + self.ready_within;
         let not_ready = loop {
             match notify.wait_ready(pid, LOOK_EVERY) {
                 Ok(true) => return Ok(pid),
@@ -79,7 +79,7 @@ impl Upgrade {
             }
             match child.try_wait() {
                 Ok(None) if Instant::now() < deadline => {}
-                Ok(None) => break format!("not ready within {READY_WITHIN:?}"),
+                Ok(None) => break format!("not ready within {:?}", self.ready_within),
                 Ok(Some(status)) => {
                     return Err(format!(
                         "{program} (process {pid}) exited with status {status} before it was ready"

@@ -385,7 +385,8 @@ fn upgrade_to_a_script(dir: &TempDir, body: &str) -> (Server, String, PathBuf, P
     // The copy in the place of the binary the helper names ($1).
     let exec_copy = format!("shift; exec '{copy_arg}' \"$@\"");
     let prefix = ["sh", "-c", &exec_copy, "sh"];
-    let args = ["echo", "--pid-file", pid_arg];
+    // The wait for a new process that never gets ready, made short.
+    let args = ["echo", "--pid-file", pid_arg, "--ready-timeout", "1s"];
     let mut server = Server::start(&prefix, &args, Stdio::piped());
     let mut log = LogLines::new(server.take_stderr());
     // Installed as installers do: written beside it, renamed over it.
@@ -423,7 +424,7 @@ fn a_new_process_that_never_says_ready_is_killed_and_the_old_one_serves_on() {
     let dir = TempDir::new("late-upgrade");
     // exec: the process the server started is the one that hangs.
     let (server, why, pid_file, _) = upgrade_to_a_script(&dir, "exec sleep 60");
-    assert!(why.contains("not ready within 10s; killed"), "{why}");
+    assert!(why.contains("not ready within 1s; killed"), "{why}");
     let hung: i32 = why
         .split("(process ")
         .nth(1)
