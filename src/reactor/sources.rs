@@ -173,7 +173,7 @@ impl SourceTable {
     }
 }
 
-/// One [`SourceTable`], shared by whoever holds a clone: every reactor of
+/// One `SourceTable`, shared by whoever holds a clone: every reactor of
 /// a server counts against the same limits.
 #[derive(Clone)]
 pub struct Sources(Arc<Mutex<SourceTable>>);
