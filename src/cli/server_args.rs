@@ -100,7 +100,7 @@ pub(super) struct ServerArgs {
     pub(super) tcp_keepalive: Keepalive,
     /// Sent data unacknowledged this long ends the connection
     /// (TCP_USER_TIMEOUT, Linux): a peer gone, or one whose window stays
-    /// shut. Default: --write-timeout's value (0 = off).
+    /// shut. Default: twice --write-timeout's value (0 = off).
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub(super) tcp_user_timeout: Option<Duration>,
     #[command(flatten)]
@@ -192,11 +192,14 @@ impl ServerArgs {
         })
     }
 
-    /// `--tcp-user-timeout`, by default the write timeout: a peer that
-    /// takes nothing for that long is given up on either way. None where
-    /// the OS has no such timer (an explicit one is refused there).
+    /// `--tcp-user-timeout`, by default twice the write timeout: a live
+    /// peer that takes too little of its backlog is the write timeout's to
+    /// close, under its own reason, before the kernel's timer could race
+    /// it; the kernel's is the backstop for what the write timeout cannot
+    /// see (all that is owed already in the kernel). None where the OS has
+    /// no such timer (an explicit one is refused there).
     pub(super) fn user_timeout(&self) -> Option<Duration> {
-        let timeout = self.tcp_user_timeout.unwrap_or(self.write_timeout);
+        let timeout = self.tcp_user_timeout.unwrap_or(2 * self.write_timeout);
         nonzero(timeout).filter(|_| sys::USER_TIMEOUT)
     }
 
@@ -287,12 +290,12 @@ mod tests {
     }
 
     #[test]
-    fn the_user_timeout_follows_the_write_timeout_unless_given() {
+    fn the_user_timeout_is_twice_the_write_timeout_unless_given() {
         let secs = |n| sys::USER_TIMEOUT.then(|| Duration::from_secs(n));
-        assert_eq!(socket_options(&[]).user_timeout, secs(30));
+        assert_eq!(socket_options(&[]).user_timeout, secs(60));
         assert_eq!(
             socket_options(&["--write-timeout", "5s"]).user_timeout,
-            secs(5)
+            secs(10)
         );
         assert_eq!(socket_options(&["--write-timeout", "0"]).user_timeout, None);
         let given = ["--write-timeout", "0", "--tcp-user-timeout", "7s"];
