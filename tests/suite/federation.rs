@@ -431,3 +431,19 @@ fn sigterm_closes_the_links_without_waiting_out_the_shutdown_timeout() {
         log.seen
     );
 }
+
+/// A quiet channel is no idle connection: the links say PING every third
+/// of the idle timeout, so the timeout never closes them.
+#[test]
+#[ignore = "needs redis-server (apt-get install -y redis-server)"]
+fn quiet_links_outlive_the_idle_timeout() {
+    let redis = Redis::on_port();
+    let hub = Hub::start(&redis.url("quiet"), &["--idle-timeout", "200ms"]);
+    hub.wait_linked();
+    // Five idle timeouts with nothing published.
+    thread::sleep(Duration::from_secs(1));
+    assert_eq!(hub.federation("link_up"), 1);
+    assert_eq!(hub.federation("reconnects_total"), 0);
+    let closed_idle = "sockloop_closed_by_reason_total{reason=\"idle\"}";
+    assert_eq!(hub.metric(closed_idle), 0);
+}
