@@ -447,3 +447,29 @@ fn quiet_links_outlive_the_idle_timeout() {
     let closed_idle = "sockloop_closed_by_reason_total{reason=\"idle\"}";
     assert_eq!(hub.metric(closed_idle), 0);
 }
+
+/// A message on the channel that no hub published is dropped and counted:
+/// the hub's clients never see it.
+#[test]
+#[ignore = "needs redis-server (apt-get install -y redis-server)"]
+fn a_message_not_from_a_hub_is_counted_and_never_delivered() {
+    let redis = Redis::on_port();
+    let url = redis.url("chat");
+    let (listening, speaking) = (Hub::start(&url, &[]), Hub::start(&url, &[]));
+    listening.wait_linked();
+    speaking.wait_linked();
+    let subscriber = listening.connect();
+    listening.wait_clients(1);
+    let mut outsider = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    let junk = "*3\r\n$7\r\nPUBLISH\r\n$4\r\nchat\r\n$13\r\nnot a frame\r\n\r\n";
+    outsider.write_all(junk.as_bytes()).unwrap();
+    wait_until("the junk to be counted", || {
+        (listening.federation("foreign_total") == 1).then_some(())
+    });
+    let mut publisher = speaking.connect();
+    speaking.wait_clients(1);
+    publish(&mut publisher, "s", 0..1);
+    let mut first = String::new();
+    BufReader::new(subscriber).read_line(&mut first).unwrap();
+    assert_eq!(first, "s 0\n", "the junk was delivered");
+}
