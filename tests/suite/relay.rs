@@ -479,6 +479,46 @@ fn an_upstream_reset_reaches_the_client_as_a_reset() {
     }
 }
 
+/// An upstream that answers half and then never reads again is cut by the
+/// write timeout once the client's bytes for it back up; the client must
+/// see its answer cut short (a reset), not a clean end of it.
+#[test]
+fn an_upstream_cut_by_the_write_timeout_reaches_the_client_as_a_reset() {
+    for &splice in SPLICE_MODES {
+        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = upstream.local_addr().unwrap();
+        let config = Config {
+            write_timeout: Some(Duration::from_millis(300)),
+            ..Config::default()
+        };
+        let relay = TestServer::start(config, move || relay_to(vec![addr], splice));
+        let mut client = relay.connect();
+        client.write_all(b"request").unwrap();
+        let (mut up, _) = upstream.accept().unwrap();
+        let mut request = [0; 7];
+        up.read_exact(&mut request).unwrap();
+        up.write_all(b"half an ans").unwrap();
+        let mut got = [0; 11];
+        client.read_exact(&mut got).unwrap();
+        // The upstream reads no more: what the client sends now fills its
+        // socket, then the relay's output to it, and stays there.
+        let mut writer = client.try_clone().unwrap();
+        writer.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        let flood = thread::spawn(move || {
+            let chunk = vec![7; 64 << 10];
+            while writer.write_all(&chunk).is_ok() {}
+        });
+        let mut rest = [0; 8];
+        let end = client.read(&mut rest);
+        flood.join().unwrap();
+        assert!(
+            matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "splice {splice}: the client saw {end:?}, not a reset"
+        );
+        drop(up);
+    }
+}
+
 /// The first `len` bytes an upstream connection gets.
 fn read_exactly(stream: &mut TcpStream, len: usize) -> Vec<u8> {
     let mut got = vec![0; len];
