@@ -411,11 +411,6 @@ impl Server {
         let kib = value.strip_suffix("kB").expect("a size in kB");
         kib.trim().parse::<u64>().unwrap() * 1024
     }
-
-    /// CPU time (user and system) the server has used so far.
-    pub fn cpu_time(&self) -> Duration {
-        sockloop::sys::cpu_time(self.child.id()).expect("the server's CPU time")
-    }
 }
 
 /// A child's stderr, read line by line on a thread of its own (so the child
@@ -464,6 +459,27 @@ impl LogLines {
             }
         }
     }
+}
+
+/// How many times a server started with `--stats-interval 1s` waited for
+/// events between its next two reports (`waits N` in each, a running
+/// total). A loop that waits only when there is something to do waits a
+/// handful of times a second (about once per event it is sent); one that
+/// spins, thousands: a count, not a clock, tells them apart on a loaded
+/// machine too.
+pub fn waits_between_reports(log: &mut LogLines) -> u64 {
+    let mut waits = || -> u64 {
+        let line = log.wait_for("; waits ");
+        let count = line
+            .split("; waits ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next());
+        count
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count of waits in {line:?}"))
+    };
+    let first = waits();
+    waits() - first
 }
 
 /// Reads `pipe` to its end on a thread of its own, so that a child that
