@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::common::{
-    Exited, IO_TIMEOUT, LogFile, Server, round_trip, sockloop, stream_through_sigterm, wait_until,
+    Exited, IO_TIMEOUT, LogFile, Server, free_port, round_trip, sockloop, stream_through_sigterm,
+    wait_until,
 };
 
 const PY_ECHO_CLIENT: &str = r#"
@@ -265,12 +266,6 @@ fn run_to_exit(args: &[&str]) -> Exited {
     let mut command = sockloop(&[], args);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     Server::spawn(&mut command).finish()
-}
-
-/// A port nothing listens on just now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 #[test]
