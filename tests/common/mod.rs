@@ -21,6 +21,8 @@ use nix::unistd::Pid;
 use sockloop::reactor::{Addr, Config, Handle, Reactor, Service, Stats};
 use sockloop::sys::{ListenOptions, raise_fd_limit};
 
+pub mod haproxy;
+
 /// Bound on any single blocking socket call in a test: a hang fails instead of stalling CI.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -162,6 +164,12 @@ pub fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A port nothing listens on just now, on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 /// splitmix64: fast, seeded, good enough to make every test's bytes distinct.

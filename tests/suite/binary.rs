@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::common::{
-    Exited, IO_TIMEOUT, LogFile, LogLines, Server, round_trip, sockloop, stream_through_sigterm,
-    wait_until, waits_between_reports,
+    Exited, IO_TIMEOUT, LogFile, LogLines, Server, free_port, round_trip, sockloop,
+    stream_through_sigterm, wait_until, waits_between_reports,
 };
 
 const PY_ECHO_CLIENT: &str = r#"
@@ -273,12 +273,6 @@ fn run_to_exit(args: &[&str]) -> Exited {
     let mut command = sockloop(&[], args);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     Server::spawn(&mut command).finish()
-}
-
-/// A port nothing listens on just now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 #[test]
