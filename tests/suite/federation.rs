@@ -18,13 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::common::{LogLines, Server, connect_tiny, wait_until};
+use crate::common::{LogLines, Server, connect_tiny, free_port, wait_until};
 use crate::metrics::{scrape, value, with_metrics};
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 /// A `redis-server` of the test's own, on 127.0.0.1:`port` or on a Unix
 /// socket in its directory; killed, and its directory removed, on drop.
