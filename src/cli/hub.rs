@@ -63,8 +63,6 @@ impl HubArgs {
             let federations = Federation::for_reactors(settings, &codec, server.reactors.len());
             for (reactor, federation) in server.reactors.iter_mut().zip(federations) {
                 reactor.service_mut().federate(federation);
-                // The hub opens its links when first woken.
-                reactor.handle().wake()?;
             }
         }
         server.run(&plan.threads)

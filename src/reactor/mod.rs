@@ -268,8 +268,10 @@ impl<S: Service, O: Os> Reactor<S, O> {
         !self.state.stopped
     }
 
-    /// Runs until stopped, or until a graceful shutdown has closed every connection.
+    /// Tells the service it starts ([`Service::on_start`]), then runs until
+    /// stopped, or until a graceful shutdown has closed every connection.
     pub fn run(&mut self) -> io::Result<()> {
+        self.call(Callback::Start);
         while self.is_running() {
             self.turn()?;
         }

@@ -167,6 +167,14 @@ pub trait Service {
         let _ = (ctx, id, conn, tag);
     }
 
+    /// The reactor begins to run ([`Reactor::run`](super::Reactor::run)):
+    /// a service that is a client too opens its first connections here (one
+    /// that fails at once is reported to
+    /// [`on_connect_failed`](Self::on_connect_failed) as any other).
+    fn on_start(&mut self, ctx: &mut Context<'_>) {
+        let _ = ctx;
+    }
+
     /// An alarm set with [`Context::set_alarm`] went off. Unlike
     /// [`on_timer`](Self::on_timer) it belongs to no connection: a client
     /// waiting to try a connect again has none while it waits.

@@ -219,7 +219,6 @@ pub struct Federation {
     /// Checks that a push's frames decode whole before they go out.
     codec: Codec,
     links: Links,
-    started: bool,
     /// The process is shutting down: no more connects.
     stopping: bool,
     backoff: Duration,
@@ -255,7 +254,6 @@ impl Federation {
                 reactor: u32::try_from(i).unwrap_or(u32::MAX),
                 codec: codec.clone(),
                 links: Links::default(),
-                started: false,
                 stopping: false,
                 backoff: FIRST_BACKOFF,
                 outage: None,
@@ -278,12 +276,9 @@ impl Federation {
         &self.counters
     }
 
-    /// Opens the links, the first time only (the hub's first wake-up).
+    /// Opens the links (the reactor starts to run).
     pub fn start(&mut self, ctx: &mut Context<'_>) {
-        if !self.started {
-            self.started = true;
-            self.connect(ctx);
-        }
+        self.connect(ctx);
     }
 
     fn connect(&mut self, ctx: &mut Context<'_>) {

@@ -231,8 +231,7 @@ impl Hub {
 
     /// Joins this hub to hubs of other processes through Redis (one
     /// [`Federation`] per reactor, from [`Federation::for_reactors`]). The
-    /// links open at the hub's first wake-up: wake its reactor once, through
-    /// a [`Handle`], before it runs.
+    /// links open when the reactor starts to run.
     pub fn federate(&mut self, federation: Federation) {
         self.federation = Some(federation);
     }
@@ -449,13 +448,16 @@ impl Service for Hub {
         }
     }
 
-    /// Batches from publishers on other reactors, and word that every slow
-    /// subscriber there has caught up. The first wake-up opens the links
-    /// to Redis, if federated.
-    fn on_wake(&mut self, ctx: &mut Context<'_>) {
+    /// A federated hub opens its links to Redis.
+    fn on_start(&mut self, ctx: &mut Context<'_>) {
         if let Some(federation) = &mut self.federation {
             federation.start(ctx);
         }
+    }
+
+    /// Batches from publishers on other reactors, and word that every slow
+    /// subscriber there has caught up.
+    fn on_wake(&mut self, ctx: &mut Context<'_>) {
         let Some(mesh) = &mut self.mesh else {
             return;
         };
