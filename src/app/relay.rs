@@ -724,41 +724,8 @@ impl Service for Relay {
         if pair.client.is_none() && pair.upstream_conn.is_none() {
             self.pairs.remove(key);
         }
-        let Some(peer) = peer else {
-            return;
-        };
-        match reason {
-            // Both directions finished: the other side winds down by itself.
-            CloseReason::Peer => ctx.close(peer),
-            // Nothing was in flight (idle), or the relay itself or the
-            // shutdown ended the pair: the other side is closed alike.
-            CloseReason::Idle | CloseReason::Local | CloseReason::Shutdown => {
-                ctx.abort(peer, reason);
-            }
-            // A stream cut short on one side (a TLS one without its
-            // close_notify, one whose peer vanished, one that stopped
-            // reading or was shed) must not look complete on the other.
-            CloseReason::Error(_)
-            | CloseReason::TlsTruncated
-            | CloseReason::TcpTimeout
-            | CloseReason::WriteTimeout
-            | CloseReason::OverBudget
-            | CloseReason::Protocol
-            | CloseReason::FrameTimeout
-            | CloseReason::HandshakeTimeout
-            | CloseReason::Limit => {
-                warn!(
-                    "relay: {id} ({}) {reason}; resetting {peer} ({})",
-                    addr_or_unknown(ctx.peer_addr(id)),
-                    addr_or_unknown(ctx.peer_addr(peer)),
-                );
-                // The kernel gave up on one peer, not on both.
-                let cut_short = match reason {
-                    CloseReason::TcpTimeout => CloseReason::Error(io::ErrorKind::TimedOut),
-                    reason => reason,
-                };
-                ctx.reset(peer, cut_short);
-            }
+        if let Some(peer) = peer {
+            end_the_other_side(ctx, id, peer, reason);
         }
     }
 
@@ -799,6 +766,44 @@ fn openssl_version_name(summary: &str) -> Option<String> {
 
 fn tls_note(summary: Option<&str>) -> String {
     summary.map_or_else(String::new, |s| format!(" ({s})"))
+}
+
+/// Ends `peer` now that its other side `id` closed for `reason`: as that
+/// side did, unless it was cut short, which `peer` must see as a reset.
+fn end_the_other_side(ctx: &mut Context<'_>, id: ConnId, peer: ConnId, reason: CloseReason) {
+    match reason {
+        // Both directions finished: the other side winds down by itself.
+        CloseReason::Peer => ctx.close(peer),
+        // Nothing was in flight (idle), or the relay itself or the
+        // shutdown ended the pair: the other side is closed alike.
+        CloseReason::Idle | CloseReason::Local | CloseReason::Shutdown => {
+            ctx.abort(peer, reason);
+        }
+        // A stream cut short on one side (a TLS one without its
+        // close_notify, one whose peer vanished, one that stopped
+        // reading or was shed) must not look complete on the other.
+        CloseReason::Error(_)
+        | CloseReason::TlsTruncated
+        | CloseReason::TcpTimeout
+        | CloseReason::WriteTimeout
+        | CloseReason::OverBudget
+        | CloseReason::Protocol
+        | CloseReason::FrameTimeout
+        | CloseReason::HandshakeTimeout
+        | CloseReason::Limit => {
+            warn!(
+                "relay: {id} ({}) {reason}; resetting {peer} ({})",
+                addr_or_unknown(ctx.peer_addr(id)),
+                addr_or_unknown(ctx.peer_addr(peer)),
+            );
+            // The kernel gave up on one peer, not on both.
+            let cut_short = match reason {
+                CloseReason::TcpTimeout => CloseReason::Error(io::ErrorKind::TimedOut),
+                reason => reason,
+            };
+            ctx.reset(peer, cut_short);
+        }
+    }
 }
 
 fn addr_or_unknown(addr: Option<&Addr>) -> String {
