@@ -14,7 +14,7 @@ use std::time::Duration;
 use nix::sys::socket::{setsockopt, sockopt};
 use sockloop::app::echo::Echo;
 use sockloop::app::relay::{Relay, SpliceMode};
-use sockloop::reactor::{Addr, CloseReason, Config};
+use sockloop::reactor::{Addr, CloseReason, Config, SocketOptions};
 
 use crate::common::{
     IO_TIMEOUT, LogFile, LogLines, Rng, Server, SlowUpstream, TestServer, bulk_round_trip,
@@ -490,44 +490,80 @@ fn an_upstream_reset_reaches_the_client_as_a_reset() {
     }
 }
 
-/// An upstream that answers half and then never reads again is cut by the
-/// write timeout once the client's bytes for it back up; the client must
-/// see its answer cut short (a reset), not a clean end of it.
+/// A relay (write timeout 300 ms) whose client was answered "half an ans"
+/// by an upstream that reads nothing more: returns the client, the
+/// upstream's socket (to keep it open) and the relay. The upstream's
+/// receive buffer and the relay's send buffers are small, so that what the
+/// kernel holds runs out early and the rest waits in the relay, where its
+/// write timeout sees it.
+fn half_answered(splice: bool) -> (TcpStream, TcpStream, TestServer) {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    setsockopt(&upstream, sockopt::RcvBuf, &4096).unwrap();
+    let addr = upstream.local_addr().unwrap();
+    let config = Config {
+        write_timeout: Some(Duration::from_millis(300)),
+        socket: SocketOptions {
+            send_buffer: Some(16384),
+            ..SocketOptions::default()
+        },
+        ..Config::default()
+    };
+    let relay = TestServer::start(config, move || relay_to(vec![addr], splice));
+    let mut client = relay.connect();
+    client.write_all(b"request").unwrap();
+    let (mut up, _) = upstream.accept().unwrap();
+    let mut request = [0; 7];
+    up.read_exact(&mut request).unwrap();
+    up.write_all(b"half an ans").unwrap();
+    let mut got = [0; 11];
+    client.read_exact(&mut got).unwrap();
+    (client, up, relay)
+}
+
+/// The upstream reads no more, so the client's next 512 KiB back up in the
+/// relay's output to it until the write timeout cuts it; the client must
+/// see its answer cut short (a reset), not a clean end. The relay takes in
+/// all 512 KiB (under its high watermark), so it closes the client with no
+/// input unread: a close with unread input resets whatever was asked, which
+/// would hide a FIN.
 #[test]
 fn an_upstream_cut_by_the_write_timeout_reaches_the_client_as_a_reset() {
-    for &splice in SPLICE_MODES {
-        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = upstream.local_addr().unwrap();
-        let config = Config {
-            write_timeout: Some(Duration::from_millis(300)),
-            ..Config::default()
-        };
-        let relay = TestServer::start(config, move || relay_to(vec![addr], splice));
-        let mut client = relay.connect();
-        client.write_all(b"request").unwrap();
-        let (mut up, _) = upstream.accept().unwrap();
-        let mut request = [0; 7];
-        up.read_exact(&mut request).unwrap();
-        up.write_all(b"half an ans").unwrap();
-        let mut got = [0; 11];
-        client.read_exact(&mut got).unwrap();
-        // The upstream reads no more: what the client sends now fills its
-        // socket, then the relay's output to it, and stays there.
-        let mut writer = client.try_clone().unwrap();
-        writer.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        let flood = thread::spawn(move || {
-            let chunk = vec![7; 64 << 10];
-            while writer.write_all(&chunk).is_ok() {}
-        });
-        let mut rest = [0; 8];
-        let end = client.read(&mut rest);
-        flood.join().unwrap();
-        assert!(
-            matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
-            "splice {splice}: the client saw {end:?}, not a reset"
-        );
-        drop(up);
-    }
+    let (mut client, _up, relay) = half_answered(false);
+    client.write_all(&[7; 512 << 10]).unwrap();
+    let end = client.read(&mut [0; 8]);
+    assert!(
+        matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the client saw {end:?}, not a reset"
+    );
+    assert_eq!(relay.stats().closed_by(CloseReason::WriteTimeout), 2);
+}
+
+/// As above through a pipe: bytes that wait in the pipe are owed to the
+/// upstream as its output is, so the write timeout cuts it there too.
+/// The client sends until its writes fail; a reset reaches whichever of
+/// its reader and writer asks first (the error is reported once).
+#[test]
+#[cfg_attr(not(target_os = "linux"), ignore = "splice(2) is Linux-only")]
+fn an_upstream_that_stops_taking_the_pipe_is_cut_by_the_write_timeout() {
+    let (mut client, _up, relay) = half_answered(true);
+    let mut writer = client.try_clone().unwrap();
+    writer.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let flood = thread::spawn(move || {
+        let chunk = vec![7; 64 << 10];
+        loop {
+            if let Err(e) = writer.write_all(&chunk) {
+                return e.kind();
+            }
+        }
+    });
+    let end = client.read(&mut [0; 8]);
+    let write_end = flood.join().unwrap();
+    let reset = |kind| kind == std::io::ErrorKind::ConnectionReset;
+    assert!(
+        matches!(&end, Err(e) if reset(e.kind())) || (matches!(end, Ok(0)) && reset(write_end)),
+        "the client read {end:?} and its writes ended with {write_end:?}: no reset"
+    );
+    assert_eq!(relay.stats().closed_by(CloseReason::WriteTimeout), 2);
 }
 
 /// The first `len` bytes an upstream connection gets.
