@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use log::info;
+use sockloop::app::hub::federation::Target;
 use sockloop::codec::cidr::{Cidr, CidrError};
 use sockloop::sys::{Addr, Keepalive};
 
@@ -46,6 +47,38 @@ pub(super) fn parse_rate(text: &str) -> Result<u32, String> {
 /// bare address (one host).
 pub(super) fn parse_cidr(text: &str) -> Result<Cidr, String> {
     text.parse().map_err(|e: CidrError| e.to_string())
+}
+
+/// The port Redis listens on unless told otherwise.
+const REDIS_PORT: u16 = 6379;
+
+/// Parses `redis://HOST[:PORT]/CHANNEL` or `unix:PATH/CHANNEL` (a Redis
+/// Unix socket): the channel is the last `/` segment, non-empty and
+/// without whitespace. A host name is looked up now.
+pub(super) fn parse_federate(text: &str) -> Result<Target, String> {
+    let expected = "expected redis://HOST:PORT/CHANNEL or unix:PATH/CHANNEL";
+    let (server, channel) = text
+        .rsplit_once('/')
+        .ok_or_else(|| format!("no channel in {text:?}: {expected}"))?;
+    if channel.is_empty() || channel.contains(char::is_whitespace) {
+        let why = "the channel (after the last /) must be non-empty, without whitespace";
+        return Err(format!("{why}: {text:?}"));
+    }
+    let addr = if let Some(host) = server.strip_prefix("redis://") {
+        let has_port = host.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']'));
+        let host = match has_port {
+            true => host.to_owned(),
+            false => format!("{host}:{REDIS_PORT}"),
+        };
+        let found = Addr::resolve(&host).map_err(|e| e.to_string())?;
+        found.into_iter().next().ok_or("no address")?
+    } else if server.starts_with("unix:") {
+        server.parse().map_err(|e: sockloop::sys::AddrParseError| e.to_string())?
+    } else {
+        return Err(format!("{text:?}: {expected}"));
+    };
+    let channel = channel.to_owned();
+    Ok(Target { addr, channel })
 }
 
 /// `text` split where its leading digits end: `("64", "KiB")`.
@@ -183,6 +216,28 @@ pub(super) fn parse_plot_path(text: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_federate_url_names_a_server_and_a_channel() {
+        let tcp = parse_federate("redis://127.0.0.1:6380/chat").unwrap();
+        assert_eq!(tcp.addr, "127.0.0.1:6380".parse().unwrap());
+        assert_eq!(tcp.channel, "chat");
+        let default_port = parse_federate("redis://[::1]/news").unwrap();
+        assert_eq!(default_port.addr, "[::1]:6379".parse().unwrap());
+        let unix = parse_federate("unix:/run/redis/redis.sock/chat").unwrap();
+        assert_eq!(unix.addr, "unix:/run/redis/redis.sock".parse().unwrap());
+        assert_eq!(unix.channel, "chat");
+        for bad in [
+            "redis://127.0.0.1:6379",
+            "redis://127.0.0.1:6379/",
+            "redis://127.0.0.1:6379/two words",
+            "unix:/chat",
+            "http://127.0.0.1:6379/chat",
+            "127.0.0.1:6379/chat",
+        ] {
+            assert!(parse_federate(bad).is_err(), "{bad} was taken");
+        }
+    }
 
     #[test]
     fn a_plot_goes_to_a_file_in_a_directory_that_exists() {

@@ -12,6 +12,8 @@
 //! sources. [`x509`] reads the names in a certificate, for TLS.
 //! [`client_hello`] reads the server name of a TLS ClientHello, for a relay
 //! that routes by it without terminating TLS.
+//! [`resp`] writes Redis commands and reads its replies and pushed
+//! messages (RESP2), for hubs federated through Redis pub/sub.
 //!
 //! Build a codec from a CLI spec:
 //!
@@ -37,6 +39,7 @@ pub mod http;
 mod length;
 pub mod proxy;
 mod raw;
+pub mod resp;
 pub mod x509;
 
 use std::fmt;

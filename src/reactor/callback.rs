@@ -27,6 +27,8 @@ pub(super) enum Callback {
     ReadClosed(ConnId),
     /// `on_timer`, with the service's tag.
     Timer(ConnId, u64),
+    /// `on_alarm`, with the service's tag.
+    Alarm(u64),
     /// `on_drained`: the backlog it watched is down to the low watermark.
     Drained(ConnId),
     /// `on_close`, or for a connect that never came up `on_connect_failed`
@@ -81,6 +83,7 @@ fn not_data<S: Service>(
                 service.on_timer(ctx, id, service_conn, tag);
             }
         }
+        Callback::Alarm(tag) => service.on_alarm(&mut Context::new(state, &arena.bytes), tag),
         Callback::Drained(id) => {
             if let (Some(service_conn), Some(_)) = (slot(service_conns, id), state.conns.live(id)) {
                 let ctx = &mut Context::new(state, &arena.bytes);
@@ -188,5 +191,52 @@ fn closed<S: Service>(
             io::Error::new(io::ErrorKind::ConnectionAborted, why)
         });
         service.on_connect_failed(ctx, id, error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::reactor::{Addr, Config, ConnId, Context, Reactor, Service};
+
+    /// Sets two alarms when first woken, cancels one, and notes what fires.
+    #[derive(Default)]
+    struct Alarms {
+        fired: Vec<u64>,
+    }
+
+    impl Service for Alarms {
+        type Conn = ();
+
+        fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: &Addr) {}
+
+        fn on_data(&mut self, _: &mut Context<'_>, _: ConnId, _: &mut (), input: &[u8]) -> usize {
+            input.len()
+        }
+
+        fn on_wake(&mut self, ctx: &mut Context<'_>) {
+            ctx.set_alarm(Duration::from_millis(20), 1);
+            let cancelled = ctx.set_alarm(Duration::from_millis(5), 2);
+            ctx.cancel_timer(cancelled);
+        }
+
+        fn on_alarm(&mut self, _: &mut Context<'_>, tag: u64) {
+            self.fired.push(tag);
+        }
+    }
+
+    #[test]
+    fn an_alarm_fires_without_a_connection_and_a_cancelled_one_never() {
+        let mut reactor = Reactor::new(Config::default(), Alarms::default()).unwrap();
+        reactor.handle().wake().unwrap();
+        for _ in 0..100 {
+            if !reactor.service().fired.is_empty() {
+                break;
+            }
+            reactor.turn().unwrap();
+        }
+        assert_eq!(reactor.service().fired, [1]);
+        assert_eq!(reactor.stats().connected, 0);
     }
 }

@@ -112,6 +112,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
             match kind {
                 TimerKind::Conn(id, what) => self.state.conn_timer_fired(id, what),
                 TimerKind::Service(id, tag) => self.call(Callback::Timer(id, tag)),
+                TimerKind::Alarm(tag) => self.call(Callback::Alarm(tag)),
                 TimerKind::ResumeAccept(i) => {
                     if self.listeners.resume(i) {
                         self.state.scheduled.push_back(Token::Listener(i));

@@ -167,6 +167,13 @@ pub trait Service {
         let _ = (ctx, id, conn, tag);
     }
 
+    /// An alarm set with [`Context::set_alarm`] went off. Unlike
+    /// [`on_timer`](Self::on_timer) it belongs to no connection: a client
+    /// waiting to try a connect again has none while it waits.
+    fn on_alarm(&mut self, ctx: &mut Context<'_>, tag: u64) {
+        let _ = (ctx, tag);
+    }
+
     /// Another thread woke this reactor through a [`Handle`](super::Handle)
     /// ([`Handle::wake`](super::Handle::wake), or any query): a service fed
     /// from other threads takes here what they left for it.
@@ -572,6 +579,14 @@ impl<'a> Context<'a> {
         self.state.conns.live(id)?;
         let at = self.state.now + after;
         Some(self.state.timers.add(at, TimerKind::Service(id, tag)))
+    }
+
+    /// Calls [`Service::on_alarm`] with `tag` after `after`: a timer of the
+    /// service's own, for no connection. Cancel it with
+    /// [`cancel_timer`](Self::cancel_timer).
+    pub fn set_alarm(&mut self, after: Duration, tag: u64) -> TimerId {
+        let at = self.state.now + after;
+        self.state.timers.add(at, TimerKind::Alarm(tag))
     }
 
     /// Cancels a timer; one that has fired already is left alone.

@@ -59,6 +59,8 @@ pub(crate) enum TimerKind {
     Conn(ConnId, ConnTimer),
     /// Set by the service, for one of its connections.
     Service(ConnId, u64),
+    /// Set by the service for no connection ([`Context::set_alarm`](super::Context::set_alarm)).
+    Alarm(u64),
     /// Accepting was paused after the process ran out of file descriptors.
     ResumeAccept(usize),
     ShutdownDeadline,

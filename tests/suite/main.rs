@@ -21,6 +21,7 @@ mod charts;
 mod client_hello;
 mod codec_props;
 mod echo;
+mod federation;
 mod framed;
 mod fuzz_corpus;
 mod hostile_peers;

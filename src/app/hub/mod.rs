@@ -25,6 +25,9 @@
 //! there, and fans them out to its own subscribers in the order they came.
 //! Each sender lives on one reactor and fills each inbox in its own order,
 //! so order per sender holds across reactors too.
+//!
+//! Past one machine, [`Hub::federate`] joins hubs of several processes
+//! through a Redis pub/sub channel: see [`federation`].
 
 use std::fmt;
 use std::mem;
@@ -35,9 +38,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use log::{info, warn};
 use slab::Slab;
 
+use self::federation::{Federation, Link};
 use super::frames;
 use crate::codec::{Codec, Encoder};
+use crate::metrics::MetricsText;
 use crate::reactor::{Addr, CloseReason, ConnId, Context, Handle, Service};
+
+mod envelope;
+pub mod federation;
 
 /// What to do with a subscriber whose backlog is over the high watermark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +94,8 @@ pub struct Hub {
     held: Vec<ConnId>,
     /// The hubs of the other reactors, if there are any.
     mesh: Option<Mesh>,
+    /// The hubs of other processes, through Redis, if asked for.
+    federation: Option<Federation>,
 }
 
 /// Every client of this reactor, and what the slow policy needs.
@@ -110,8 +120,16 @@ struct Subscriber {
     behind: bool,
 }
 
-/// Per-connection state: the decoder (it keeps scan state) and the slab key.
-pub struct HubConn {
+/// Per-connection state: a client, or one of the links to Redis.
+pub enum HubConn {
+    /// A client: a publisher and a subscriber.
+    Client(Client),
+    /// A connection of the hub's own to Redis.
+    Link(Link),
+}
+
+/// A client's decoder (it keeps scan state) and slab key.
+pub struct Client {
     codec: Codec,
     key: usize,
     peer: Addr,
@@ -207,7 +225,16 @@ impl Hub {
             encoded: Vec::new(),
             held: Vec::new(),
             mesh: None,
+            federation: None,
         }
+    }
+
+    /// Joins this hub to hubs of other processes through Redis (one
+    /// [`Federation`] per reactor, from [`Federation::for_reactors`]). The
+    /// links open at the hub's first wake-up: wake its reactor once, through
+    /// a [`Handle`], before it runs.
+    pub fn federate(&mut self, federation: Federation) {
+        self.federation = Some(federation);
     }
 
     /// Joins hubs that each run on their own reactor, with each reactor's
@@ -329,45 +356,35 @@ impl Subscribers {
     }
 }
 
-impl Service for Hub {
-    type Conn = HubConn;
-
-    fn on_connect(&mut self, _ctx: &mut Context<'_>, id: ConnId, peer: &Addr) -> HubConn {
-        let key = self.subscribers.all.insert(Subscriber {
-            id,
-            peer: peer.clone(),
-            dropped: 0,
-            behind: false,
-        });
-        HubConn {
-            codec: self.codec.clone(),
-            key,
-            peer: peer.clone(),
-        }
-    }
-
-    fn on_data(
+impl Hub {
+    /// A client's frames: to every other subscriber here, to the other
+    /// reactors, and to Redis.
+    #[inline]
+    fn client_data(
         &mut self,
         ctx: &mut Context<'_>,
         id: ConnId,
-        conn: &mut HubConn,
+        client: &mut Client,
         input: &[u8],
     ) -> usize {
         self.encoded.clear();
         let encoded = &mut self.encoded;
-        let done = frames::decode_all(&mut conn.codec, input, |codec, payload| {
+        let done = frames::decode_all(&mut client.codec, input, |codec, payload| {
             codec.encode(payload, encoded)
         });
         // Frames that decoded before an error are whole: they still go out.
         if done.frames > 0 {
             ctx.count_frames(done.frames, 0);
             let subscribers = &mut self.subscribers;
-            subscribers.fan_out(ctx, Some(conn.key), &self.encoded, done.frames);
+            subscribers.fan_out(ctx, Some(client.key), &self.encoded, done.frames);
             if let Some(mesh) = &self.mesh {
                 mesh.publish(&Batch {
                     bytes: Arc::from(&self.encoded[..]),
                     frames: done.frames,
                 });
+            }
+            if let Some(federation) = &mut self.federation {
+                federation.publish(ctx, &self.encoded, done.frames);
             }
             if subscribers.policy == SlowPolicy::Block
                 && subscribers.slow.load(Ordering::SeqCst) > 0
@@ -378,10 +395,56 @@ impl Service for Hub {
         }
         done.consumed(ctx, id, input)
     }
+}
+
+impl Service for Hub {
+    type Conn = HubConn;
+
+    fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, peer: &Addr) -> HubConn {
+        if let Some(link) = self.federation.as_mut().and_then(|f| f.connected(ctx, id)) {
+            return HubConn::Link(link);
+        }
+        let key = self.subscribers.all.insert(Subscriber {
+            id,
+            peer: peer.clone(),
+            dropped: 0,
+            behind: false,
+        });
+        HubConn::Client(Client {
+            codec: self.codec.clone(),
+            key,
+            peer: peer.clone(),
+        })
+    }
+
+    fn on_data(
+        &mut self,
+        ctx: &mut Context<'_>,
+        id: ConnId,
+        conn: &mut HubConn,
+        input: &[u8],
+    ) -> usize {
+        match conn {
+            HubConn::Client(client) => self.client_data(ctx, id, client, input),
+            HubConn::Link(link) => match &mut self.federation {
+                Some(federation) => {
+                    let subscribers = &mut self.subscribers;
+                    federation.on_data(ctx, id, *link, input, |ctx, encoded, frames| {
+                        subscribers.fan_out(ctx, None, encoded, frames);
+                    })
+                }
+                None => input.len(),
+            },
+        }
+    }
 
     /// Batches from publishers on other reactors, and word that every slow
-    /// subscriber there has caught up.
+    /// subscriber there has caught up. The first wake-up opens the links
+    /// to Redis, if federated.
     fn on_wake(&mut self, ctx: &mut Context<'_>) {
+        if let Some(federation) = &mut self.federation {
+            federation.start(ctx);
+        }
         let Some(mesh) = &mut self.mesh else {
             return;
         };
@@ -394,12 +457,20 @@ impl Service for Hub {
         self.release_held(ctx);
     }
 
+    fn on_alarm(&mut self, ctx: &mut Context<'_>, tag: u64) {
+        if let Some(federation) = &mut self.federation {
+            federation.on_alarm(ctx, tag);
+        }
+    }
+
     fn on_drained(&mut self, ctx: &mut Context<'_>, _id: ConnId, conn: &mut HubConn) {
-        self.not_slow(ctx, conn.key);
+        if let HubConn::Client(client) = conn {
+            self.not_slow(ctx, client.key);
+        }
     }
 
     /// FIN means the client is leaving: it gets what is already queued for
-    /// it, then closes.
+    /// it, then closes. Redis closing a link is a link lost, in `on_close`.
     fn on_read_closed(
         &mut self,
         ctx: &mut Context<'_>,
@@ -407,19 +478,45 @@ impl Service for Hub {
         conn: &mut HubConn,
         unconsumed: &[u8],
     ) {
-        frames::finish(ctx, id, &mut conn.codec, &conn.peer, unconsumed);
+        match conn {
+            HubConn::Client(client) => {
+                frames::finish(ctx, id, &mut client.codec, &client.peer, unconsumed);
+            }
+            HubConn::Link(_) => ctx.close(id),
+        }
     }
 
-    fn on_close(&mut self, ctx: &mut Context<'_>, id: ConnId, conn: HubConn, _reason: CloseReason) {
+    fn on_connect_failed(&mut self, ctx: &mut Context<'_>, id: ConnId, error: std::io::Error) {
+        if let Some(federation) = &mut self.federation {
+            federation.lost(ctx, id, &error);
+        }
+    }
+
+    fn on_close(&mut self, ctx: &mut Context<'_>, id: ConnId, conn: HubConn, reason: CloseReason) {
+        let client = match conn {
+            HubConn::Client(client) => client,
+            HubConn::Link(_) => {
+                if let Some(federation) = &mut self.federation {
+                    federation.lost(ctx, id, &reason);
+                }
+                return;
+            }
+        };
         // A slow subscriber that leaves holds nobody back any more.
-        self.not_slow(ctx, conn.key);
-        if let Some(sub) = self.subscribers.all.try_remove(conn.key)
+        self.not_slow(ctx, client.key);
+        if let Some(sub) = self.subscribers.all.try_remove(client.key)
             && sub.dropped > 0
         {
             info!(
                 "{id} ({}) left; {} frames were dropped for it",
-                conn.peer, sub.dropped
+                client.peer, sub.dropped
             );
+        }
+    }
+
+    fn metrics(&self, _now: std::time::Instant, out: &mut MetricsText) {
+        if let Some(federation) = &self.federation {
+            federation.counters().write_metrics(out);
         }
     }
 }

@@ -1,0 +1,368 @@
+//! `hub --federate`: hubs in separate processes joined through a Redis
+//! pub/sub channel. Every frame reaches every client of every hub but its
+//! sender, once and in order per sender; when Redis goes away, local
+//! delivery goes on, the links come back by themselves, and every frame a
+//! hub's clients missed is counted in its `frames_missed_total`.
+//!
+//! The tests with a real `redis-server` are ignored unless asked for, as
+//! .ci/run does once it has installed it:
+//! `cargo test --test suite -- --ignored federation::`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crate::common::{LogLines, Server, wait_until};
+use crate::metrics::{scrape, value, with_metrics};
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A `redis-server` of the test's own, on 127.0.0.1:`port` or on a Unix
+/// socket in its directory; killed, and its directory removed, on drop.
+struct Redis {
+    child: Option<Child>,
+    dir: PathBuf,
+    /// 0 for a Unix socket.
+    port: u16,
+}
+
+impl Redis {
+    fn on_port() -> Redis {
+        Redis::start(free_port())
+    }
+
+    fn on_socket() -> Redis {
+        Redis::start(0)
+    }
+
+    fn start(port: u16) -> Redis {
+        let name = format!("sockloop-redis-{}-{}", std::process::id(), free_port());
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = Redis {
+            child: None,
+            dir,
+            port,
+        };
+        redis.run();
+        redis
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("redis.sock")
+    }
+
+    /// Starts the server (again, after [`kill`](Self::kill): same port or
+    /// socket) and waits until it answers a PING.
+    fn run(&mut self) {
+        let mut command = Command::new("redis-server");
+        let port = self.port.to_string();
+        command.args(["--bind", "127.0.0.1", "--port", &port]);
+        command.args(["--save", "", "--appendonly", "no", "--dir"]);
+        command.arg(&self.dir);
+        if self.port == 0 {
+            command.arg("--unixsocket").arg(self.socket());
+        }
+        let log = std::fs::File::create(self.dir.join("redis.log")).unwrap();
+        command.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        let child = command
+            .spawn()
+            .expect("redis-server on PATH (apt-get install -y redis-server)");
+        self.child = Some(child);
+        wait_until("redis-server to answer", || self.ping().then_some(()));
+    }
+
+    fn ping(&self) -> bool {
+        let answer = || -> std::io::Result<String> {
+            let mut line = String::new();
+            if self.port == 0 {
+                let mut stream = std::os::unix::net::UnixStream::connect(self.socket())?;
+                stream.write_all(b"PING\r\n")?;
+                BufReader::new(stream).read_line(&mut line)?;
+            } else {
+                let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+                stream.write_all(b"PING\r\n")?;
+                BufReader::new(stream).read_line(&mut line)?;
+            }
+            Ok(line)
+        };
+        answer().is_ok_and(|line| line == "+PONG\r\n")
+    }
+
+    fn url(&self, channel: &str) -> String {
+        match self.port {
+            0 => format!("unix:{}/{channel}", self.socket().display()),
+            port => format!("redis://127.0.0.1:{port}/{channel}"),
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `hub --framing lines --federate URL` with one reactor, its metrics
+/// and its log.
+struct Hub {
+    server: Server,
+    metrics: String,
+    log: LogLines,
+}
+
+impl Hub {
+    fn start(url: &str, extra: &[&str]) -> Hub {
+        let args = ["hub", "--framing", "lines", "--threads", "1", "--federate", url];
+        let (server, metrics, log) = with_metrics(&[&args[..], extra].concat());
+        Hub {
+            server,
+            metrics,
+            log,
+        }
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        value(&scrape(&self.metrics), name) as u64
+    }
+
+    fn federation(&self, counter: &str) -> u64 {
+        self.metric(&format!("sockloop_federation_{counter}"))
+    }
+
+    fn wait_linked(&self) {
+        wait_until("the links to Redis to be up", || {
+            (self.federation("link_up") == 1).then_some(())
+        });
+    }
+
+    /// Waits until the hub has `clients` of its own (besides its two links
+    /// and the scrape asking): a frame published then reaches them all.
+    fn wait_clients(&self, clients: u64) {
+        wait_until("the hub to take its clients", || {
+            (self.metric("sockloop_active_connections") == clients + 3).then_some(())
+        });
+    }
+
+    fn connect(&self) -> TcpStream {
+        self.server.connect()
+    }
+}
+
+/// The frames one client received, in order: (sender, sequence number).
+type Received = Arc<Mutex<Vec<(String, u64)>>>;
+
+/// Reads `client`'s frames on a thread of its own until it has the end
+/// line (`SENDER end`) of each of `senders`.
+fn read_frames(client: TcpStream, senders: &[&str]) -> (Received, thread::JoinHandle<()>) {
+    let received = Received::default();
+    let mut waiting: Vec<String> = senders.iter().map(|s| s.to_string()).collect();
+    let into = Arc::clone(&received);
+    let reader = thread::spawn(move || {
+        let mut lines = BufReader::new(client).lines();
+        while !waiting.is_empty() {
+            let line = lines.next().expect("a line before EOF").expect("a line in time");
+            let (sender, seq) = line.split_once(' ').expect("SENDER SEQ");
+            if seq == "end" {
+                waiting.retain(|s| s != sender);
+            } else {
+                let seq = seq.parse().expect("a sequence number");
+                into.lock().unwrap().push((sender.to_owned(), seq));
+            }
+        }
+    });
+    (received, reader)
+}
+
+/// `sender`'s frames `seqs`, one write each, so that they go out in many
+/// batches.
+fn publish(client: &mut TcpStream, sender: &str, seqs: std::ops::Range<u64>) {
+    for seq in seqs {
+        client.write_all(format!("{sender} {seq}\n").as_bytes()).unwrap();
+    }
+}
+
+/// The sequence numbers of `sender` in what a client received.
+fn from(received: &Received, sender: &str) -> Vec<u64> {
+    let received = received.lock().unwrap();
+    received
+        .iter()
+        .filter(|(s, _)| s == sender)
+        .map(|&(_, seq)| seq)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs redis-server (apt-get install -y redis-server)"]
+fn every_frame_reaches_every_other_client_of_three_hubs_once_and_in_order() {
+    const FRAMES: u64 = 300;
+    let redis = Redis::on_socket();
+    let url = redis.url("chat");
+    let hubs: Vec<Hub> = (0..3).map(|_| Hub::start(&url, &[])).collect();
+    for hub in &hubs {
+        hub.wait_linked();
+    }
+    // Publishers a0 and a1 on the first hub, b0 on the second; each reads
+    // too. Two readers only on each hub, and the first hub's one.
+    let senders = [("a0", 0), ("a1", 0), ("b0", 1)];
+    let mut publishers: Vec<(&str, TcpStream)> = senders
+        .iter()
+        .map(|&(name, hub)| (name, hubs[hub].connect()))
+        .collect();
+    let readers_on = [1, 2, 2];
+    let mut readers = Vec::new();
+    for (hub, &count) in hubs.iter().zip(&readers_on) {
+        for _ in 0..count {
+            readers.push((String::new(), hub.connect()));
+        }
+    }
+    for (i, hub) in hubs.iter().enumerate() {
+        let publishing = senders.iter().filter(|&&(_, on)| on == i).count();
+        hub.wait_clients((readers_on[i] + publishing) as u64);
+    }
+    let names: Vec<&str> = senders.iter().map(|&(name, _)| name).collect();
+    let mut reading = Vec::new();
+    for (name, client) in &publishers {
+        let others: Vec<&str> = names.iter().copied().filter(|n| n != name).collect();
+        let client = client.try_clone().unwrap();
+        reading.push((name.to_string(), read_frames(client, &others)));
+    }
+    for (name, client) in readers {
+        reading.push((name, read_frames(client, &names)));
+    }
+    thread::scope(|s| {
+        for (name, client) in &mut publishers {
+            s.spawn(move || {
+                publish(client, name, 0..FRAMES);
+                client.write_all(format!("{name} end\n").as_bytes()).unwrap();
+            });
+        }
+    });
+    for (me, (received, reader)) in reading {
+        reader.join().expect("a reader");
+        for sender in names.iter().filter(|&&n| n != me) {
+            let seqs = from(&received, sender);
+            assert_eq!(
+                seqs,
+                (0..FRAMES).collect::<Vec<_>>(),
+                "{me:?} from {sender}: each frame once, in order"
+            );
+        }
+        assert!(from(&received, &me).is_empty(), "{me} got its own frames");
+    }
+    for hub in &hubs {
+        for counter in ["frames_missed_total", "frames_dropped_total", "foreign_total"] {
+            assert_eq!(hub.federation(counter), 0, "{counter}");
+        }
+    }
+    // Each of b0's frames went to the other two hubs, each of a0's and a1's too.
+    assert_eq!(hubs[1].federation("frames_out_total"), FRAMES);
+    assert_eq!(hubs[2].federation("frames_in_total"), 3 * FRAMES);
+}
+
+#[test]
+#[ignore = "needs redis-server (apt-get install -y redis-server)"]
+fn when_redis_restarts_local_delivery_goes_on_and_every_missed_frame_is_counted() {
+    let mut redis = Redis::on_port();
+    let url = redis.url("news");
+    // The publisher's hub keeps at most 2 KiB for Redis: a few dozen frames.
+    let mut hubs = vec![Hub::start(&url, &["--federate-buffer", "2K"])];
+    hubs.push(Hub::start(&url, &[]));
+    hubs.push(Hub::start(&url, &[]));
+    for hub in &hubs {
+        hub.wait_linked();
+    }
+    let mut publisher = hubs[0].connect();
+    let subscribers: Vec<_> = hubs.iter().map(|hub| hub.connect()).collect();
+    hubs[0].wait_clients(2);
+    hubs[1].wait_clients(1);
+    hubs[2].wait_clients(1);
+    let reading: Vec<_> = subscribers
+        .into_iter()
+        .map(|client| read_frames(client, &["p"]))
+        .collect();
+    let have = |hub: usize, seq: u64| from(&reading[hub].0, "p").contains(&seq);
+
+    publish(&mut publisher, "p", 0..100);
+    wait_until("the other hubs to have the first frames", || {
+        (have(1, 99) && have(2, 99)).then_some(())
+    });
+    redis.kill();
+    hubs[0].log.wait_for("federation: lost");
+    publish(&mut publisher, "p", 100..400);
+    wait_until("the local subscriber to have them all", || {
+        have(0, 399).then_some(())
+    });
+    redis.run();
+    for hub in &hubs {
+        hub.wait_linked();
+    }
+    // After the return, until both other hubs have heard again.
+    let mut next = 400;
+    while !(have(1, next - 1) && have(2, next - 1)) {
+        assert!(next < 2400, "frames after Redis came back never arrived");
+        publish(&mut publisher, "p", next..next + 1);
+        next += 1;
+        thread::sleep(Duration::from_millis(5));
+    }
+    publisher.write_all(b"p end\n").unwrap();
+    let (local, others) = reading.split_first().unwrap();
+    local.1.join().expect("the local reader");
+    assert_eq!(
+        from(&local.0, "p"),
+        (0..next).collect::<Vec<_>>(),
+        "local delivery stopped"
+    );
+    let dropped = hubs[0].federation("frames_dropped_total");
+    assert!(dropped > 0, "the 2 KiB queue held all 300 frames");
+    for (hub, (received, reader)) in hubs[1..].iter().zip(others) {
+        reader.join().expect("a reader");
+        let seqs = from(received, "p");
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order: {seqs:?}");
+        assert!(seqs.starts_with(&(0..100).collect::<Vec<_>>()));
+        assert_eq!(seqs.last(), Some(&(next - 1)));
+        let missed = next - seqs.len() as u64;
+        assert_eq!(hub.federation("frames_missed_total"), missed);
+        assert!(dropped <= missed, "dropped {dropped}, missed {missed}");
+        assert!(hub.federation("reconnects_total") >= 1);
+    }
+    assert!(hubs[0].federation("reconnects_total") >= 1);
+}
+
+/// Without Redis, a federated hub serves its own clients as any hub, and
+/// says that the link is down.
+#[test]
+fn with_nothing_at_the_federate_address_local_clients_are_served() {
+    let url = format!("redis://127.0.0.1:{}/chat", free_port());
+    let mut hub = Hub::start(&url, &[]);
+    hub.log.wait_for("federation: lost redis://127.0.0.1");
+    let mut first = hub.connect();
+    let mut second = hub.connect();
+    // The second's hello reaches the first: both are in.
+    second.write_all(b"hello\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&first).read_line(&mut line).unwrap();
+    assert_eq!(line, "hello\n");
+    first.write_all(b"hi there\n").unwrap();
+    line.clear();
+    BufReader::new(&second).read_line(&mut line).unwrap();
+    assert_eq!(line, "hi there\n");
+    assert_eq!(hub.federation("link_up"), 0);
+    assert_eq!(hub.federation("reconnects_total"), 0);
+    assert_eq!(hub.federation("frames_out_total"), 0);
+}
