@@ -303,7 +303,7 @@ def wait_for_hubs(metrics_ports, on_hub, link_metric):
             scrapes[i] += 1
             counters = scrape(port)
             accepted = counters.get("sockloop_accepted_total", 0) - scrapes[i]
-            if accepted >= on_hub[i] and counters.get(link_metric) == 1:
+            if accepted >= on_hub[i] and counters.get(link_metric, 0) >= 1:
                 break
             if time.monotonic() > deadline:
                 raise RunFailed(f"hub {i}: {accepted:.0f} of {on_hub[i]} subscribers accepted, "

@@ -112,11 +112,15 @@ start_server() {
     esac
 }
 
-# Stops the servers, last started first (the hubs before their Redis).
+# Stops the servers all at once: a federated hub waits --shutdown-timeout
+# (5 s) for its links to Redis, which Redis's own exit closes.
 stop_server() {
-    local i
-    for ((i = ${#SERVER_PIDS[@]} - 1; i >= 0; i--)); do
-        stop_pid "${SERVER_PIDS[i]}"
+    local pid
+    for pid in "${SERVER_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${SERVER_PIDS[@]}"; do
+        stop_pid "$pid"
     done
     SERVER_PIDS=()
 }
