@@ -6,7 +6,9 @@
                    [--seconds D] [--server-pids PID[,PID...]]
                    [--metrics-ports M[,M...] --link-metric NAME]
       prints one JSON line: protocol, subscribers, published, delivered,
-      seconds, delivered_per_sec, server_cpu_s, cpu_s_per_m, errors
+      seconds, delivered_per_sec, server_cpu_s, cpu_s_per_m, client_cpu_s
+      (this process's, over the same window: near `seconds`, the client
+      was the limit), errors
   hub_peers.py table RESULTS
       medians (min-max) over the rounds, per subscriber count, and ratios
       to NATS and to Redis
@@ -410,15 +412,17 @@ class Run:
         self.blocks.forget_below(self.slowest() // BLOCK)
 
     def measure(self):
-        """Publishes and checks until the window closes: (messages, seconds, CPU s)."""
+        """Publishes and checks until the window closes: (messages, seconds,
+        the servers' CPU s, the client's CPU s)."""
         pids = self.args.server_pids
-        end = window_start = cpu_start = deadline = None
+        end = window_start = cpu_start = client_start = deadline = None
         while True:
             now = time.monotonic()
             slowest = self.slowest()
             # The window opens once message 0 is everywhere (Redis: and confirmed).
             if window_start is None and slowest >= 1 and self.confirmed_up_to(1):
                 window_start, cpu_start = now, server_cpu(pids)
+                client_start = time.process_time()
                 deadline = now + self.args.seconds
             if deadline is not None and end is None and now >= deadline:
                 end = -(-self.sent // self.blocks.pub_len)  # finish the message being sent
@@ -434,9 +438,9 @@ class Run:
             except BlockingIOError:
                 pass
             self.wait(self.want_write(limit))
-        cpu_end = server_cpu(pids)
+        cpu_end, client = server_cpu(pids), time.process_time() - client_start
         seconds = time.monotonic() - window_start
-        return end - 1, seconds, None if cpu_start is None else cpu_end - cpu_start
+        return end - 1, seconds, None if cpu_start is None else cpu_end - cpu_start, client
 
     def close(self):
         for s in self.subs:
@@ -448,7 +452,7 @@ def run(args):
     proto = {"lines": Lines, "redis": lambda: Redis(args.subscribers), "nats": Nats}[args.protocol]()
     try:
         bench = Run(args, proto)
-        published, seconds, cpu = bench.measure()
+        published, seconds, cpu, client_cpu = bench.measure()
     except (RunFailed, OSError) as e:
         print(json.dumps({"protocol": args.protocol, "subscribers": args.subscribers,
                           "errors": 1, "error": str(e)}))
@@ -464,6 +468,7 @@ def run(args):
         "delivered_per_sec": delivered / seconds,
         "server_cpu_s": cpu,
         "cpu_s_per_m": None if cpu is None else cpu / (delivered / 1e6),
+        "client_cpu_s": round(client_cpu, 3),
         "errors": 0,
     }))
 
