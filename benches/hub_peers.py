@@ -505,6 +505,27 @@ def table(path):
                     b = med(base, field)
                     row.append(f"{m / b:.2f}×" if b else "–")
             print("| " + " | ".join(row) + " |")
+        per_round_ratios(these, servers, [b for b, _ in bases])
+
+
+def per_round_ratios(runs, servers, bases):
+    """CPU per message over a base's in the same round (the k-th run of
+    each: rounds interleave the servers), which the machine's load moves
+    less than either figure."""
+    def cpu(server):
+        return [r["cpu_s_per_m"] for r in runs if r["server"] == server and r.get("cpu_s_per_m")]
+
+    lines = []
+    for base in bases:
+        for server in servers:
+            pairs = list(zip(cpu(server), cpu(base)))
+            if server in bases or not pairs:
+                continue
+            ratios = [a / b for a, b in pairs]
+            lines.append(f"{server}/{base} {statistics.median(ratios):.2f}× "
+                         f"({min(ratios):.2f}–{max(ratios):.2f})")
+    if lines:
+        print("\nServer CPU per message, per-round ratios, median (min–max): " + "; ".join(lines) + ".")
 
 
 def port_list(text):
