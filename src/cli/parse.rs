@@ -73,7 +73,9 @@ pub(super) fn parse_federate(text: &str) -> Result<Target, String> {
         let found = Addr::resolve(&host).map_err(|e| e.to_string())?;
         found.into_iter().next().ok_or("no address")?
     } else if server.starts_with("unix:") {
-        server.parse().map_err(|e: sockloop::sys::AddrParseError| e.to_string())?
+        server
+            .parse()
+            .map_err(|e: sockloop::sys::AddrParseError| e.to_string())?
     } else {
         return Err(format!("{text:?}: {expected}"));
     };

@@ -71,7 +71,10 @@ impl Redis {
             command.arg("--unixsocket").arg(self.socket());
         }
         let log = std::fs::File::create(self.dir.join("redis.log")).unwrap();
-        command.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
         let child = command
             .spawn()
             .expect("redis-server on PATH (apt-get install -y redis-server)");
@@ -128,7 +131,15 @@ struct Hub {
 
 impl Hub {
     fn start(url: &str, extra: &[&str]) -> Hub {
-        let args = ["hub", "--framing", "lines", "--threads", "1", "--federate", url];
+        let args = [
+            "hub",
+            "--framing",
+            "lines",
+            "--threads",
+            "1",
+            "--federate",
+            url,
+        ];
         let (server, metrics, log) = with_metrics(&[&args[..], extra].concat());
         Hub {
             server,
@@ -176,7 +187,10 @@ fn read_frames(client: TcpStream, senders: &[&str]) -> (Received, thread::JoinHa
     let reader = thread::spawn(move || {
         let mut lines = BufReader::new(client).lines();
         while !waiting.is_empty() {
-            let line = lines.next().expect("a line before EOF").expect("a line in time");
+            let line = lines
+                .next()
+                .expect("a line before EOF")
+                .expect("a line in time");
             let (sender, seq) = line.split_once(' ').expect("SENDER SEQ");
             if seq == "end" {
                 waiting.retain(|s| s != sender);
@@ -193,7 +207,9 @@ fn read_frames(client: TcpStream, senders: &[&str]) -> (Received, thread::JoinHa
 /// batches.
 fn publish(client: &mut TcpStream, sender: &str, seqs: std::ops::Range<u64>) {
     for seq in seqs {
-        client.write_all(format!("{sender} {seq}\n").as_bytes()).unwrap();
+        client
+            .write_all(format!("{sender} {seq}\n").as_bytes())
+            .unwrap();
     }
 }
 
@@ -249,7 +265,9 @@ fn every_frame_reaches_every_other_client_of_three_hubs_once_and_in_order() {
         for (name, client) in &mut publishers {
             s.spawn(move || {
                 publish(client, name, 0..FRAMES);
-                client.write_all(format!("{name} end\n").as_bytes()).unwrap();
+                client
+                    .write_all(format!("{name} end\n").as_bytes())
+                    .unwrap();
             });
         }
     });
@@ -266,13 +284,17 @@ fn every_frame_reaches_every_other_client_of_three_hubs_once_and_in_order() {
         assert!(from(&received, &me).is_empty(), "{me} got its own frames");
     }
     for hub in &hubs {
-        for counter in ["frames_missed_total", "frames_dropped_total", "foreign_total"] {
+        for counter in [
+            "frames_missed_total",
+            "frames_dropped_total",
+            "foreign_total",
+        ] {
             assert_eq!(hub.federation(counter), 0, "{counter}");
         }
     }
-    // Each of b0's frames went to the other two hubs, each of a0's and a1's too.
-    assert_eq!(hubs[1].federation("frames_out_total"), FRAMES);
-    assert_eq!(hubs[2].federation("frames_in_total"), 3 * FRAMES);
+    // b0's frames and its end line went out, and all three senders' came in.
+    assert_eq!(hubs[1].federation("frames_out_total"), FRAMES + 1);
+    assert_eq!(hubs[2].federation("frames_in_total"), 3 * (FRAMES + 1));
 }
 
 #[test]
@@ -292,11 +314,11 @@ fn when_redis_restarts_local_delivery_goes_on_and_every_missed_frame_is_counted(
     hubs[0].wait_clients(2);
     hubs[1].wait_clients(1);
     hubs[2].wait_clients(1);
-    let reading: Vec<_> = subscribers
+    let (received, mut readers): (Vec<_>, Vec<_>) = subscribers
         .into_iter()
         .map(|client| read_frames(client, &["p"]))
-        .collect();
-    let have = |hub: usize, seq: u64| from(&reading[hub].0, "p").contains(&seq);
+        .unzip();
+    let have = |hub: usize, seq: u64| from(&received[hub], "p").contains(&seq);
 
     publish(&mut publisher, "p", 0..100);
     wait_until("the other hubs to have the first frames", || {
@@ -304,36 +326,40 @@ fn when_redis_restarts_local_delivery_goes_on_and_every_missed_frame_is_counted(
     });
     redis.kill();
     hubs[0].log.wait_for("federation: lost");
-    publish(&mut publisher, "p", 100..400);
+    // Some 7 KiB of frames while Redis is away.
+    publish(&mut publisher, "p", 100..1100);
     wait_until("the local subscriber to have them all", || {
-        have(0, 399).then_some(())
+        have(0, 1099).then_some(())
     });
     redis.run();
     for hub in &hubs {
         hub.wait_linked();
     }
     // After the return, until both other hubs have heard again.
-    let mut next = 400;
+    let mut next = 1100;
     while !(have(1, next - 1) && have(2, next - 1)) {
-        assert!(next < 2400, "frames after Redis came back never arrived");
+        assert!(next < 3100, "frames after Redis came back never arrived");
         publish(&mut publisher, "p", next..next + 1);
         next += 1;
         thread::sleep(Duration::from_millis(5));
     }
     publisher.write_all(b"p end\n").unwrap();
-    let (local, others) = reading.split_first().unwrap();
-    local.1.join().expect("the local reader");
+    for reader in readers.drain(..) {
+        reader.join().expect("a reader");
+    }
     assert_eq!(
-        from(&local.0, "p"),
+        from(&received[0], "p"),
         (0..next).collect::<Vec<_>>(),
         "local delivery stopped"
     );
     let dropped = hubs[0].federation("frames_dropped_total");
-    assert!(dropped > 0, "the 2 KiB queue held all 300 frames");
-    for (hub, (received, reader)) in hubs[1..].iter().zip(others) {
-        reader.join().expect("a reader");
+    assert!(dropped > 0, "the 2 KiB queue held all 7 KiB of frames");
+    for (hub, received) in hubs[1..].iter().zip(&received[1..]) {
         let seqs = from(received, "p");
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order: {seqs:?}");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "out of order: {seqs:?}"
+        );
         assert!(seqs.starts_with(&(0..100).collect::<Vec<_>>()));
         assert_eq!(seqs.last(), Some(&(next - 1)));
         let missed = next - seqs.len() as u64;

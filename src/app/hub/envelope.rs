@@ -12,6 +12,8 @@
 //! Numbers are big-endian; the whole header is [`HEADER_LEN`] bytes. A
 //! payload that does not start with it was not published by a hub.
 
+use std::collections::HashMap;
+
 /// The magic and version at the front of every payload.
 const MAGIC: [u8; 4] = *b"SLF1";
 
@@ -64,6 +66,26 @@ impl Header {
     }
 }
 
+/// The next sequence number expected from each origin (instance,
+/// reactor), to count the frames that never came.
+#[derive(Debug, Default)]
+pub struct Gaps {
+    expected: HashMap<(u64, u32), u64>,
+}
+
+impl Gaps {
+    /// Notes that the batch `header` describes came; returns how many
+    /// frames of its origin were skipped before it. An origin's first batch
+    /// skips none: frames from before the receiver listened are not missed.
+    pub fn missed_before(&mut self, header: &Header) -> u64 {
+        let origin = (header.instance, header.reactor);
+        let expected = self.expected.entry(origin).or_insert(header.first);
+        let missed = header.first.saturating_sub(*expected);
+        *expected = header.first + header.frames;
+        missed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -94,6 +116,28 @@ mod tests {
             }
             prop_assert_eq!(Header::decode(&payload), None);
         }
+    }
+
+    #[test]
+    fn gaps_are_counted_per_origin_from_its_first_batch() {
+        let batch = |instance, reactor, first, frames| Header {
+            instance,
+            reactor,
+            first,
+            frames,
+        };
+        let mut gaps = Gaps::default();
+        assert_eq!(gaps.missed_before(&batch(7, 0, 40, 5)), 0, "joined late");
+        assert_eq!(gaps.missed_before(&batch(7, 0, 45, 1)), 0);
+        assert_eq!(gaps.missed_before(&batch(7, 1, 0, 3)), 0, "another reactor");
+        assert_eq!(gaps.missed_before(&batch(7, 0, 50, 2)), 4);
+        assert_eq!(
+            gaps.missed_before(&batch(9, 0, 10, 1)),
+            0,
+            "another instance"
+        );
+        assert_eq!(gaps.missed_before(&batch(7, 1, 3, 1)), 0);
+        assert_eq!(gaps.missed_before(&batch(7, 0, 52, 1)), 0);
     }
 
     #[test]

@@ -38,7 +38,6 @@
 //! link has not sent yet: Redis reading slowly never holds local delivery
 //! back.
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
@@ -48,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use super::envelope::{HEADER_LEN, Header};
+use super::envelope::{Gaps, HEADER_LEN, Header};
 use super::frames;
 use crate::codec::Codec;
 use crate::codec::resp::{self, Reply};
@@ -121,25 +120,48 @@ impl Counters {
     /// Adds the federation's families to a metrics page.
     pub fn write_metrics(&self, out: &mut MetricsText) {
         let families: [(&str, MetricKind, &str, &AtomicU64); 7] = [
-            ("sockloop_federation_link_up", MetricKind::Gauge,
-             "Reactors whose two links to Redis are up (the subscription confirmed), summed.",
-             &self.links_up),
-            ("sockloop_federation_frames_out_total", MetricKind::Counter,
-             "Frames of local clients handed to the publish link.", &self.frames_out),
-            ("sockloop_federation_frames_in_total", MetricKind::Counter,
-             "Frames from other instances delivered to local subscribers, counted once per reactor.",
-             &self.frames_in),
-            ("sockloop_federation_frames_dropped_total", MetricKind::Counter,
-             "Frames of local clients not published: the --federate-buffer queue was full.",
-             &self.dropped),
-            ("sockloop_federation_frames_missed_total", MetricKind::Counter,
-             "Frames of other instances never received: gaps in their sequence numbers.",
-             &self.missed),
-            ("sockloop_federation_foreign_total", MetricKind::Counter,
-             "Pushes on the channel not published by a hub with this framing, dropped.",
-             &self.foreign),
-            ("sockloop_federation_reconnects_total", MetricKind::Counter,
-             "Times the links came back after Redis went away.", &self.reconnects),
+            (
+                "sockloop_federation_link_up",
+                MetricKind::Gauge,
+                "Reactors whose two links to Redis are up (the subscription confirmed), summed.",
+                &self.links_up,
+            ),
+            (
+                "sockloop_federation_frames_out_total",
+                MetricKind::Counter,
+                "Frames of local clients handed to the publish link.",
+                &self.frames_out,
+            ),
+            (
+                "sockloop_federation_frames_in_total",
+                MetricKind::Counter,
+                "Frames from other instances delivered to local subscribers, counted once per reactor.",
+                &self.frames_in,
+            ),
+            (
+                "sockloop_federation_frames_dropped_total",
+                MetricKind::Counter,
+                "Frames of local clients not published: the --federate-buffer queue was full.",
+                &self.dropped,
+            ),
+            (
+                "sockloop_federation_frames_missed_total",
+                MetricKind::Counter,
+                "Frames of other instances never received: gaps in their sequence numbers.",
+                &self.missed,
+            ),
+            (
+                "sockloop_federation_foreign_total",
+                MetricKind::Counter,
+                "Pushes on the channel not published by a hub with this framing, dropped.",
+                &self.foreign,
+            ),
+            (
+                "sockloop_federation_reconnects_total",
+                MetricKind::Counter,
+                "Times the links came back after Redis went away.",
+                &self.reconnects,
+            ),
         ];
         for (name, kind, help, value) in families {
             out.single(name, kind, help, value.load(Ordering::Relaxed));
@@ -167,7 +189,8 @@ struct Links {
 
 impl Links {
     fn up(&self) -> Option<ConnId> {
-        self.publish.filter(|_| self.publish_open && self.subscribed)
+        self.publish
+            .filter(|_| self.publish_open && self.subscribed)
     }
 
     fn role(&self, id: ConnId) -> Option<Link> {
@@ -205,8 +228,7 @@ pub struct Federation {
     queued_frames: u64,
     /// The sequence number of the next frame this reactor publishes.
     next_seq: u64,
-    /// The next sequence number expected from each (instance, reactor).
-    expected: HashMap<(u64, u32), u64>,
+    gaps: Gaps,
     /// This reactor's share of the counters, for its own log lines.
     dropped: u64,
     foreign: u64,
@@ -238,7 +260,7 @@ impl Federation {
                 queue: Vec::new(),
                 queued_frames: 0,
                 next_seq: 0,
-                expected: HashMap::new(),
+                gaps: Gaps::default(),
                 dropped: 0,
                 foreign: 0,
                 errors: 0,
@@ -335,7 +357,10 @@ impl Federation {
         if self.links.up().is_some() {
             self.counters.links_up.fetch_sub(1, Ordering::Relaxed);
         }
-        for other in [self.links.publish, self.links.subscribe].into_iter().flatten() {
+        for other in [self.links.publish, self.links.subscribe]
+            .into_iter()
+            .flatten()
+        {
             if other != id {
                 ctx.abort(other, CloseReason::Local);
             }
@@ -490,7 +515,10 @@ impl Federation {
             },
             Reply::Error(e) => {
                 let e = String::from_utf8_lossy(e);
-                warn!("federation: {} refused SUBSCRIBE: {e}", self.settings.target);
+                warn!(
+                    "federation: {} refused SUBSCRIBE: {e}",
+                    self.settings.target
+                );
                 ctx.abort(id, CloseReason::Protocol);
             }
             _ => {}
@@ -515,12 +543,7 @@ impl Federation {
             self.foreign(payload.len());
             return;
         };
-        let expected = self
-            .expected
-            .entry((header.instance, header.reactor))
-            .or_insert(header.first);
-        let missed = header.first.saturating_sub(*expected);
-        *expected = header.first + header.frames;
+        let missed = self.gaps.missed_before(&header);
         Counters::add(&self.counters.missed, missed);
         Counters::add(&self.counters.frames_in, header.frames);
         deliver(ctx, body, header.frames);
