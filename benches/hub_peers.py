@@ -6,7 +6,8 @@
                    [--seconds D] [--server-pids PID[,PID...]]
                    [--metrics-ports M[,M...] --link-metric NAME]
       prints one JSON line: protocol, subscribers, published, delivered,
-      seconds, delivered_per_sec, server_cpu_s, cpu_s_per_m, client_cpu_s
+      seconds, delivered_per_sec, server_cpu_s (and per PID:
+      server_cpu_s_each), cpu_s_per_m, client_cpu_s
       (this process's, over the same window: near `seconds`, the client
       was the limit), errors
   hub_peers.py table RESULTS
@@ -273,11 +274,12 @@ class Subscriber:
 
 
 def server_cpu(pids):
-    total = 0.0
+    """Each process's CPU seconds so far (utime+stime)."""
+    each = []
     for pid in pids:
         fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total if pids else None
+        each.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return each
 
 
 def connect(port):
@@ -440,7 +442,7 @@ class Run:
             self.wait(self.want_write(limit))
         cpu_end, client = server_cpu(pids), time.process_time() - client_start
         seconds = time.monotonic() - window_start
-        return end - 1, seconds, None if cpu_start is None else cpu_end - cpu_start, client
+        return end - 1, seconds, [b - a for a, b in zip(cpu_start, cpu_end)], client
 
     def close(self):
         for s in self.subs:
@@ -452,13 +454,14 @@ def run(args):
     proto = {"lines": Lines, "redis": lambda: Redis(args.subscribers), "nats": Nats}[args.protocol]()
     try:
         bench = Run(args, proto)
-        published, seconds, cpu, client_cpu = bench.measure()
+        published, seconds, cpu_each, client_cpu = bench.measure()
     except (RunFailed, OSError) as e:
         print(json.dumps({"protocol": args.protocol, "subscribers": args.subscribers,
                           "errors": 1, "error": str(e)}))
         sys.exit(1)
     bench.close()
     delivered = published * args.subscribers  # message 0 opened the window
+    cpu = sum(cpu_each) if cpu_each else None
     print(json.dumps({
         "protocol": args.protocol,
         "subscribers": args.subscribers,
@@ -467,6 +470,7 @@ def run(args):
         "seconds": round(seconds, 3),
         "delivered_per_sec": delivered / seconds,
         "server_cpu_s": cpu,
+        "server_cpu_s_each": [round(c, 2) for c in cpu_each],
         "cpu_s_per_m": None if cpu is None else cpu / (delivered / 1e6),
         "client_cpu_s": round(client_cpu, 3),
         "errors": 0,
