@@ -493,7 +493,7 @@ def table(path):
             return statistics.median(v) if v else None
 
         vs = "".join(f" vs {name} |" for _, name in bases)
-        print(f"\n{subscribers} subscribers\n")
+        print(f"\n{subscribers:,} subscribers\n")
         print(f"| server | runs | messages delivered/s median (min–max) |{vs} "
               f"server CPU s per M messages median (min–max) |{vs}")
         print("|---|---:|" + "---:|" * (2 + 2 * len(bases)))
