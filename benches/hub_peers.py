@@ -9,7 +9,7 @@
       seconds, delivered_per_sec, server_cpu_s (and per PID:
       server_cpu_s_each), cpu_s_per_m, client_cpu_s
       (this process's, over the same window: near `seconds`, the client
-      was the limit), errors
+      was the limit), pings_answered, errors
   hub_peers.py table RESULTS
       medians (min-max) over the rounds, per subscriber count, and ratios
       to NATS and to Redis
@@ -90,6 +90,7 @@ class Lines:
     pub_head, pub_tail = b"", b"\n"
     sub_head, sub_tail = b"", b"\n"
     confirms = False  # the publisher hears that each message was delivered
+    pings = 0  # server PINGs answered (NATS)
 
     def greet_subscribers(self, socks):
         pass
@@ -192,10 +193,12 @@ class Nats(Lines):
             if line != b"PING":
                 raise RunFailed(f"the publisher was sent {line[:80]!r}")
             self.owed += 1
+            self.pings += 1
         return 0
 
     def control(self, data):
         if data.startswith(self.PING):
+            self.pings += 1
             return len(self.PING)
         return 0 if self.PING.startswith(data) else None
 
@@ -473,6 +476,7 @@ def run(args):
         "server_cpu_s_each": [round(c, 2) for c in cpu_each],
         "cpu_s_per_m": None if cpu is None else cpu / (delivered / 1e6),
         "client_cpu_s": round(client_cpu, 3),
+        "pings_answered": proto.pings,
         "errors": 0,
     }))
 
