@@ -36,6 +36,8 @@ pub(super) enum Callback {
     Closed(ConnId, CloseReason, Option<io::Error>),
     /// `on_wake`: another thread woke the reactor.
     Wake,
+    /// `on_shutdown`: a graceful shutdown began.
+    Shutdown,
 }
 
 impl<S: Service, O: Os> Reactor<S, O> {
@@ -94,6 +96,7 @@ fn not_data<S: Service>(
             closed(service, service_conns, state, arena, id, reason, error);
         }
         Callback::Wake => service.on_wake(&mut Context::new(state, &arena.bytes)),
+        Callback::Shutdown => service.on_shutdown(&mut Context::new(state, &arena.bytes)),
     }
 }
 

@@ -186,6 +186,7 @@ impl<S: Service, O: Os> Reactor<S, O> {
                 }
             }
         }
+        self.call(Callback::Shutdown);
         if self.state.stats.active == 0 {
             self.state.stopped = true;
         }

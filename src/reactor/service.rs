@@ -174,6 +174,15 @@ pub trait Service {
         let _ = (ctx, tag);
     }
 
+    /// A graceful shutdown began: listeners are closed, and the run ends
+    /// once every connection has. Connections the service opened for
+    /// itself, that serve no client (links to a broker, say), are the
+    /// service's to close here: the shutdown waits for them until its
+    /// timeout otherwise.
+    fn on_shutdown(&mut self, ctx: &mut Context<'_>) {
+        let _ = ctx;
+    }
+
     /// Another thread woke this reactor through a [`Handle`](super::Handle)
     /// ([`Handle::wake`](super::Handle::wake), or any query): a service fed
     /// from other threads takes here what they left for it.

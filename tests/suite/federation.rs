@@ -12,6 +12,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::Signal;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -121,6 +123,19 @@ impl Drop for Redis {
     }
 }
 
+/// The arguments of a line hub with one reactor, federated through `url`.
+fn hub_args(url: &str) -> [&str; 7] {
+    [
+        "hub",
+        "--framing",
+        "lines",
+        "--threads",
+        "1",
+        "--federate",
+        url,
+    ]
+}
+
 /// A `hub --framing lines --federate URL` with one reactor, its metrics
 /// and its log.
 struct Hub {
@@ -131,16 +146,7 @@ struct Hub {
 
 impl Hub {
     fn start(url: &str, extra: &[&str]) -> Hub {
-        let args = [
-            "hub",
-            "--framing",
-            "lines",
-            "--threads",
-            "1",
-            "--federate",
-            url,
-        ];
-        let (server, metrics, log) = with_metrics(&[&args[..], extra].concat());
+        let (server, metrics, log) = with_metrics(&[&hub_args(url)[..], extra].concat());
         Hub {
             server,
             metrics,
@@ -391,4 +397,53 @@ fn with_nothing_at_the_federate_address_local_clients_are_served() {
     assert_eq!(hub.federation("link_up"), 0);
     assert_eq!(hub.federation("reconnects_total"), 0);
     assert_eq!(hub.federation("frames_out_total"), 0);
+}
+
+/// The links serve no client: a graceful shutdown closes them rather than
+/// wait out its timeout for them. Before the fix, SIGTERM took the whole
+/// `--shutdown-timeout` and ended with "shutdown timeout: closing 2
+/// connections".
+#[test]
+fn sigterm_closes_the_links_without_waiting_out_the_shutdown_timeout() {
+    // Takes the links' connections and says nothing: links that never end
+    // by themselves.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let url = format!("redis://127.0.0.1:{port}/chat");
+    let mut hub = Server::start(
+        &[],
+        &[&hub_args(&url)[..], &["--shutdown-timeout", "3s"]].concat(),
+        Stdio::piped(),
+    );
+    let mut log = LogLines::new(hub.take_stderr());
+    silent.set_nonblocking(true).unwrap();
+    let mut links = Vec::new();
+    wait_until("both links to connect", || {
+        links.extend(silent.accept().ok());
+        (links.len() == 2).then_some(())
+    });
+    hub.signal(Signal::SIGTERM);
+    log.wait_for("stopped:");
+    assert!(hub.wait_exit().success());
+    assert!(
+        !log.seen.iter().any(|l| l.contains("shutdown timeout")),
+        "{:?}",
+        log.seen
+    );
+}
+
+/// A quiet channel is no idle connection: the links say PING every third
+/// of the idle timeout, so the timeout never closes them.
+#[test]
+#[ignore = "needs redis-server (apt-get install -y redis-server)"]
+fn quiet_links_outlive_the_idle_timeout() {
+    let redis = Redis::on_port();
+    let hub = Hub::start(&redis.url("quiet"), &["--idle-timeout", "200ms"]);
+    hub.wait_linked();
+    // Five idle timeouts with nothing published.
+    thread::sleep(Duration::from_secs(1));
+    assert_eq!(hub.federation("link_up"), 1);
+    assert_eq!(hub.federation("reconnects_total"), 0);
+    let closed_idle = "sockloop_closed_by_reason_total{reason=\"idle\"}";
+    assert_eq!(hub.metric(closed_idle), 0);
 }

@@ -220,6 +220,8 @@ pub struct Federation {
     codec: Codec,
     links: Links,
     started: bool,
+    /// The process is shutting down: no more connects.
+    stopping: bool,
     backoff: Duration,
     outage: Option<Outage>,
     alarm: Option<TimerId>,
@@ -254,6 +256,7 @@ impl Federation {
                 codec: codec.clone(),
                 links: Links::default(),
                 started: false,
+                stopping: false,
                 backoff: FIRST_BACKOFF,
                 outage: None,
                 alarm: None,
@@ -348,11 +351,26 @@ impl Federation {
         self.alarm = Some(ctx.set_alarm(after, tag));
     }
 
+    /// The process is shutting down: the links close once what is queued
+    /// on them is sent, and are not opened again.
+    pub fn stop(&mut self, ctx: &mut Context<'_>) {
+        self.stopping = true;
+        if let Some(alarm) = self.alarm.take() {
+            ctx.cancel_timer(alarm);
+        }
+        for link in [self.links.publish, self.links.subscribe]
+            .into_iter()
+            .flatten()
+        {
+            ctx.close(link);
+        }
+    }
+
     /// A link closed (`why` says how) or never came up: both go, and a
     /// connect is tried again after the back-off.
     pub fn lost(&mut self, ctx: &mut Context<'_>, id: ConnId, why: &dyn fmt::Display) {
-        if self.links.role(id).is_none() {
-            return; // the other half of links already given up
+        if self.stopping || self.links.role(id).is_none() {
+            return; // shutting down, or the other half of links given up
         }
         if self.links.up().is_some() {
             self.counters.links_up.fetch_sub(1, Ordering::Relaxed);

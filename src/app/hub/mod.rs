@@ -457,6 +457,14 @@ impl Service for Hub {
         self.release_held(ctx);
     }
 
+    /// The links to Redis serve no client: they close (after the
+    /// `PUBLISH`es queued on them) rather than hold the shutdown back.
+    fn on_shutdown(&mut self, ctx: &mut Context<'_>) {
+        if let Some(federation) = &mut self.federation {
+            federation.stop(ctx);
+        }
+    }
+
     fn on_alarm(&mut self, ctx: &mut Context<'_>, tag: u64) {
         if let Some(federation) = &mut self.federation {
             federation.on_alarm(ctx, tag);
