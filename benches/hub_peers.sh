@@ -112,8 +112,8 @@ start_server() {
     esac
 }
 
-# Stops the servers all at once: a federated hub waits --shutdown-timeout
-# (5 s) for its links to Redis, which Redis's own exit closes.
+# Stops the servers, signalled together and then reaped: four processes
+# for `federated`, each with its own shutdown.
 stop_server() {
     local pid
     for pid in "${SERVER_PIDS[@]}"; do
