@@ -173,6 +173,33 @@ pub fn fixed(data: &[u8]) {
     check(&codec, stream, *seed, usize::from(*max_chunk) + 1, true);
 }
 
+/// What `decode` decides on `data`: the shortest prefix it does not call
+/// incomplete, and its answer there, or `None` if even the whole input is
+/// incomplete. Asserts that it decides within `cap` bytes and, since the
+/// decoders keep no state, that more bytes behind the decision (the next
+/// eight prefixes and the whole input) change nothing.
+fn decided_once<'a, T, E>(
+    data: &'a [u8],
+    cap: usize,
+    decode: impl Fn(&'a [u8]) -> Result<Option<T>, E>,
+) -> Option<(usize, Result<Option<T>, E>)>
+where
+    T: PartialEq + std::fmt::Debug,
+    E: PartialEq + std::fmt::Debug,
+{
+    let (decided, first) = (0..=data.len()).find_map(|k| match decode(&data[..k]) {
+        Ok(None) => {
+            assert!(k < cap, "{k} bytes buffered undecided, cap {cap}");
+            None
+        }
+        decided => Some((k, decided)),
+    })?;
+    for k in (decided + 1..=data.len()).take(8).chain([data.len()]) {
+        assert_eq!(decode(&data[..k]), first, "prefix of {k} bytes");
+    }
+    Some((decided, first))
+}
+
 /// The whole input is what a peer sent first on a connection that must
 /// start with a PROXY header. Checks that [`decode`](super::proxy::decode)
 /// decides once and for all: `Ok(None)` for every prefix up to some length
@@ -188,23 +215,7 @@ pub fn proxy(data: &[u8]) {
     } else {
         V2_MAX_LEN
     };
-    let whole = proxy::decode(data);
-    let Some((decided, first)) = (0..=data.len()).find_map(|k| match proxy::decode(&data[..k]) {
-        Ok(None) => {
-            assert!(k < cap, "{k} bytes buffered undecided, cap {cap}");
-            None
-        }
-        decided => Some((k, decided)),
-    }) else {
-        assert_eq!(whole, Ok(None));
-        return;
-    };
-    // Stateless, so more bytes behind the decision change nothing.
-    for k in (decided + 1..=data.len()).take(8).chain([data.len()]) {
-        assert_eq!(proxy::decode(&data[..k]), first, "prefix of {k} bytes");
-    }
-    assert_eq!(whole, first);
-    let Ok(Some((header, len))) = first else {
+    let Some((decided, Ok(Some((header, len))))) = decided_once(data, cap, proxy::decode) else {
         return;
     };
     assert_eq!(len, decided, "a header ends where it was decided");
@@ -235,28 +246,9 @@ pub fn proxy(data: &[u8]) {
 pub fn client_hello(data: &[u8]) {
     use super::client_hello::{self, DEFAULT_MAX_LEN};
 
-    let whole = client_hello::decode(data);
-    let Some((decided, first)) =
-        (0..=data.len()).find_map(|k| match client_hello::decode(&data[..k]) {
-            Ok(None) => {
-                assert!(k < DEFAULT_MAX_LEN, "{k} bytes buffered undecided");
-                None
-            }
-            decided => Some((k, decided)),
-        })
+    let Some((decided, Ok(Some(hello)))) =
+        decided_once(data, DEFAULT_MAX_LEN, client_hello::decode)
     else {
-        assert_eq!(whole, Ok(None));
-        return;
-    };
-    for k in (decided + 1..=data.len()).take(8).chain([data.len()]) {
-        assert_eq!(
-            client_hello::decode(&data[..k]),
-            first,
-            "prefix of {k} bytes"
-        );
-    }
-    assert_eq!(whole, first);
-    let Ok(Some(hello)) = first else {
         return;
     };
     assert_eq!(hello.len, decided, "a hello ends where it was decided");
@@ -270,4 +262,38 @@ pub fn client_hello(data: &[u8]) {
             "{hello:?} re-encoded as {wire:?}"
         );
     }
+}
+
+/// The whole input is what a Redis server sent. Checks that
+/// [`decode`](super::resp::decode) decides once and for all, as [`proxy`]
+/// checks its decoder: `Ok(None)` for every prefix up to some length, then
+/// one and the same result for every longer prefix; that a reply it
+/// accepts ends exactly there, within the input, and re-encodes to bytes
+/// that decode to the same reply; and that the input, cut at its zero
+/// bytes, is a command whose encoding decodes back to its arguments.
+pub fn resp(data: &[u8]) {
+    use super::resp::{self, Reply};
+
+    let args: Vec<&[u8]> = data.split(|&b| b == 0).collect();
+    let mut command = Vec::new();
+    resp::encode_command(&mut command, &args);
+    let bulks = args.iter().map(|arg| Reply::Bulk(arg)).collect();
+    assert_eq!(
+        resp::decode(&command),
+        Ok(Some((Reply::Array(bulks), command.len())))
+    );
+
+    // No cap: a bulk string may keep a decoder waiting up to MAX_BULK.
+    let Some((decided, Ok(Some((reply, len))))) = decided_once(data, usize::MAX, resp::decode)
+    else {
+        return;
+    };
+    assert_eq!(len, decided, "a reply ends where it was decided");
+    let mut wire = Vec::new();
+    resp::encode_reply(&mut wire, &reply);
+    assert_eq!(
+        resp::decode(&wire),
+        Ok(Some((reply.clone(), wire.len()))),
+        "{reply:?} re-encoded as {wire:?}"
+    );
 }

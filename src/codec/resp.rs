@@ -20,6 +20,10 @@
 //! to a buffer, [`decode`] looks at the front of a connection's input and
 //! says `Ok(None)` (not complete yet: call again with more), the value and
 //! how many bytes it took, or a [`RespError`] (close the connection).
+//! What a server can make us buffer is bounded: a bulk string by
+//! [`MAX_BULK`], an array by [`MAX_ELEMENTS`] and [`MAX_DEPTH`], a header
+//! line (`:`, `$`, `*`) by 32 bytes and a simple string or error by 64 KiB
+//! before their CRLF.
 //!
 //! ```
 //! use sockloop::codec::resp::{self, Reply};
@@ -152,18 +156,9 @@ pub fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
 /// `Error` holding CR or LF is written as given and will not decode.
 pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply<'_>) {
     match reply {
-        Reply::Simple(text) | Reply::Error(text) => {
-            out.push(if matches!(reply, Reply::Simple(_)) {
-                b'+'
-            } else {
-                b'-'
-            });
-            out.extend_from_slice(text);
-            out.extend_from_slice(b"\r\n");
-        }
-        Reply::Integer(n) => {
-            out.extend_from_slice(format!(":{n}\r\n").as_bytes());
-        }
+        Reply::Simple(text) => push_line(out, b'+', text),
+        Reply::Error(text) => push_line(out, b'-', text),
+        Reply::Integer(n) => push_line(out, b':', n.to_string().as_bytes()),
         Reply::Bulk(payload) => push_bulk(out, payload),
         Reply::Nil => out.extend_from_slice(b"$-1\r\n"),
         Reply::Array(elements) => {
@@ -173,6 +168,12 @@ pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply<'_>) {
             }
         }
     }
+}
+
+fn push_line(out: &mut Vec<u8>, kind: u8, text: &[u8]) {
+    out.push(kind);
+    out.extend_from_slice(text);
+    out.extend_from_slice(b"\r\n");
 }
 
 fn push_bulk(out: &mut Vec<u8>, payload: &[u8]) {
@@ -195,9 +196,7 @@ fn push_header(out: &mut Vec<u8>, kind: u8, n: usize) {
             break;
         }
     }
-    out.push(kind);
-    out.extend_from_slice(&digits[start..]);
-    out.extend_from_slice(b"\r\n");
+    push_line(out, kind, &digits[start..]);
 }
 
 /// Decodes one reply from the front of `input`: `Ok(Some((reply, len)))`

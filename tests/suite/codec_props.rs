@@ -1,12 +1,14 @@
 //! Property tests: every codec, fed the way the reactor feeds it (append a read,
 //! decode until `None`, consume `len`), gives back exactly the frames that were
 //! encoded, however the stream is split; and no input makes a decoder panic or
-//! hold more than its bound. The same for an HTTP request head.
+//! hold more than its bound. The same for an HTTP request head, and for
+//! RESP replies (Redis's protocol).
 
 use proptest::prelude::*;
 use proptest::sample::select;
 use sockloop::codec::fuzz::{Feed, feed};
 use sockloop::codec::http::decode_request_head;
+use sockloop::codec::resp::{self, Reply};
 use sockloop::codec::{
     Codec, Decoder, DelimitedCodec, Encoder, Endian, FixedCodec, FrameError, Framing, LengthCodec,
     RawCodec,
@@ -284,5 +286,151 @@ proptest! {
                 decided.get_or_insert(end);
             }
         }
+    }
+}
+
+/// A RESP reply that owns its bytes, so that proptest can make one and a
+/// decoded one can outlive the buffer it borrowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tree {
+    Simple(Vec<u8>),
+    Error(Vec<u8>),
+    Integer(i64),
+    Bulk(Vec<u8>),
+    Nil,
+    Array(Vec<Tree>),
+}
+
+impl Tree {
+    fn of(reply: &Reply<'_>) -> Self {
+        match reply {
+            Reply::Simple(text) => Self::Simple(text.to_vec()),
+            Reply::Error(text) => Self::Error(text.to_vec()),
+            Reply::Integer(n) => Self::Integer(*n),
+            Reply::Bulk(payload) => Self::Bulk(payload.to_vec()),
+            Reply::Nil => Self::Nil,
+            Reply::Array(elements) => Self::Array(elements.iter().map(Self::of).collect()),
+        }
+    }
+
+    fn reply(&self) -> Reply<'_> {
+        match self {
+            Self::Simple(text) => Reply::Simple(text),
+            Self::Error(text) => Reply::Error(text),
+            Self::Integer(n) => Reply::Integer(*n),
+            Self::Bulk(payload) => Reply::Bulk(payload),
+            Self::Nil => Reply::Nil,
+            Self::Array(elements) => Reply::Array(elements.iter().map(Self::reply).collect()),
+        }
+    }
+
+    fn wire(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        resp::encode_reply(&mut out, &self.reply());
+        out
+    }
+}
+
+/// Trees up to `resp::MAX_DEPTH` arrays deep, with lines and payloads that
+/// hold RESP's own bytes.
+fn tree() -> impl Strategy<Value = Tree> {
+    let text = prop::collection::vec(select(b"OKER -:*$0".to_vec()), 0..20);
+    let leaf = prop_oneof![
+        text.clone().prop_map(Tree::Simple),
+        text.prop_map(Tree::Error),
+        any::<i64>().prop_map(Tree::Integer),
+        prop::collection::vec(stream_byte(), 0..80).prop_map(Tree::Bulk),
+        Just(Tree::Nil),
+    ];
+    leaf.prop_recursive(resp::MAX_DEPTH as u32, 64, 6, |inner| {
+        prop::collection::vec(inner, 0..6).prop_map(Tree::Array)
+    })
+}
+
+/// Pieces of RESP, whole and broken, to make arbitrary streams of.
+fn resp_piece() -> impl Strategy<Value = &'static [u8]> {
+    select(vec![
+        &b"*2\r\n"[..],
+        b"*-1\r\n",
+        b"*1",
+        b"$3\r\n",
+        b"$-1\r\n",
+        b"$-2",
+        b"abc",
+        b"\r\n",
+        b"\r",
+        b"\n",
+        b":-12\r\n",
+        b":99999999999999999999",
+        b"+OK\r\n",
+        b"-ERR x\r\n",
+        b"?",
+        b"00000000",
+    ])
+}
+
+proptest! {
+    /// An encoded tree is not taken before its last byte, is taken whole
+    /// at it, and is taken the same with more bytes behind it.
+    #[test]
+    fn a_resp_reply_is_taken_whole_and_never_early(tree in tree(), tail in resp_piece()) {
+        let wire = tree.wire();
+        for k in 0..wire.len() {
+            prop_assert_eq!(resp::decode(&wire[..k]), Ok(None), "prefix of {}", k);
+        }
+        let expected = Ok(Some((tree.reply(), wire.len())));
+        prop_assert_eq!(&resp::decode(&wire), &expected);
+        let followed = [&wire[..], tail].concat();
+        prop_assert_eq!(&resp::decode(&followed), &expected);
+    }
+
+    /// Replies in a row, however the stream is cut into reads, decode to
+    /// the same trees in the same order.
+    #[test]
+    fn resp_replies_in_a_row_decode_in_order_however_cut(
+        trees in prop::collection::vec(tree(), 0..6),
+        chunking in chunking(),
+    ) {
+        let wire: Vec<u8> = trees.iter().flat_map(Tree::wire).collect();
+        let mut decoded = Vec::new();
+        let mut buf = Vec::new();
+        let mut rest = &wire[..];
+        let mut sizes = chunking.sizes();
+        while !rest.is_empty() {
+            let n = sizes.next().unwrap_or(rest.len()).clamp(1, rest.len());
+            buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            while let Some((reply, len)) = resp::decode(&buf).expect("encoded replies decode") {
+                decoded.push(Tree::of(&reply));
+                buf.drain(..len);
+            }
+        }
+        prop_assert!(buf.is_empty());
+        prop_assert_eq!(decoded, trees);
+    }
+
+    /// A command is an array of bulk strings equal to its arguments.
+    #[test]
+    fn a_resp_command_decodes_as_its_arguments(
+        args in prop::collection::vec(prop::collection::vec(stream_byte(), 0..40), 0..8),
+    ) {
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        let mut wire = Vec::new();
+        resp::encode_command(&mut wire, &args);
+        let bulks = args.iter().map(|arg| Reply::Bulk(arg)).collect();
+        prop_assert_eq!(resp::decode(&wire), Ok(Some((Reply::Array(bulks), wire.len()))));
+    }
+
+    /// Arbitrary streams, mostly of RESP's pieces: the fuzz body's checks
+    /// (no panic, decided once, a reply within the input that re-encodes
+    /// to itself) hold.
+    #[test]
+    fn arbitrary_resp_bytes_are_decided_once(
+        pieces in prop::collection::vec(prop_oneof![
+            4 => resp_piece().prop_map(<[u8]>::to_vec),
+            1 => prop::collection::vec(any::<u8>(), 1..4),
+        ], 0..30),
+    ) {
+        sockloop::codec::fuzz::resp(&pieces.concat());
     }
 }

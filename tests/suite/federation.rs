@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::common::{LogLines, Server, wait_until};
+use crate::common::{LogLines, Server, connect_tiny, wait_until};
 use crate::metrics::{scrape, value, with_metrics};
 
 fn free_port() -> u16 {
@@ -446,4 +446,121 @@ fn quiet_links_outlive_the_idle_timeout() {
     assert_eq!(hub.federation("reconnects_total"), 0);
     let closed_idle = "sockloop_closed_by_reason_total{reason=\"idle\"}";
     assert_eq!(hub.metric(closed_idle), 0);
+}
+
+/// A message on the channel that no hub published is dropped and counted:
+/// the hub's clients never see it.
+#[test]
+#[ignore = "needs redis-server (apt-get install -y redis-server)"]
+fn a_message_not_from_a_hub_is_counted_and_never_delivered() {
+    let redis = Redis::on_port();
+    let url = redis.url("chat");
+    let (listening, speaking) = (Hub::start(&url, &[]), Hub::start(&url, &[]));
+    listening.wait_linked();
+    speaking.wait_linked();
+    let subscriber = listening.connect();
+    listening.wait_clients(1);
+    let mut outsider = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    let junk = "*3\r\n$7\r\nPUBLISH\r\n$4\r\nchat\r\n$13\r\nnot a frame\r\n\r\n";
+    outsider.write_all(junk.as_bytes()).unwrap();
+    wait_until("the junk to be counted", || {
+        (listening.federation("foreign_total") == 1).then_some(())
+    });
+    let mut publisher = speaking.connect();
+    speaking.wait_clients(1);
+    publish(&mut publisher, "s", 0..1);
+    let mut first = String::new();
+    BufReader::new(subscriber).read_line(&mut first).unwrap();
+    assert_eq!(first, "s 0\n", "the junk was delivered");
+}
+
+/// A message as Redis pushes it to a subscriber of `channel`: a batch of
+/// `frames` lines from instance 1, reactor 0, the first numbered `first`.
+fn push(channel: &str, first: u64, lines: &[u8], frames: u64) -> Vec<u8> {
+    let mut payload = b"SLF1".to_vec();
+    for field in [
+        &1u64.to_be_bytes()[..],
+        &0u32.to_be_bytes(),
+        &first.to_be_bytes(),
+        &frames.to_be_bytes(),
+    ] {
+        payload.extend_from_slice(field);
+    }
+    payload.extend_from_slice(lines);
+    let head = format!(
+        "*3\r\n$7\r\nmessage\r\n${}\r\n{channel}\r\n${}\r\n",
+        channel.len(),
+        payload.len()
+    );
+    [head.as_bytes(), &payload, b"\r\n"].concat()
+}
+
+/// Under `--slow-policy block` the other instances are publishers too: while
+/// a subscriber is slow the subscribe link is not read, so its backlog stays
+/// near the high watermark. Before the fix the hub read on and queued every
+/// frame from Redis for the slow subscriber (4 MB here).
+#[test]
+fn under_the_block_policy_a_slow_subscriber_holds_the_subscribe_link_back() {
+    const BATCHES: u64 = 400;
+    const PER_BATCH: u64 = 100;
+    // A stand-in for Redis: confirms the subscription, then pushes.
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}/chat", fake.local_addr().unwrap());
+    let hub = Hub::start(
+        &url,
+        &[
+            "--slow-policy",
+            "block",
+            "--high-watermark",
+            "64K",
+            "--sndbuf",
+            "16K",
+        ],
+    );
+    fake.set_nonblocking(true).unwrap();
+    let mut links = Vec::new();
+    wait_until("both links to connect", || {
+        links.extend(fake.accept().ok().map(|(stream, _)| stream));
+        (links.len() == 2).then_some(())
+    });
+    let mut peek = [0; 16];
+    let mut subscribe = wait_until("SUBSCRIBE", || {
+        let said = |s: &TcpStream| {
+            s.set_nonblocking(true).is_ok() && s.peek(&mut peek).is_ok_and(|n| n > 0)
+        };
+        links.iter().position(said).map(|i| links.swap_remove(i))
+    });
+    subscribe.set_nonblocking(false).unwrap();
+    subscribe
+        .write_all(b"*3\r\n$9\r\nsubscribe\r\n$4\r\nchat\r\n:1\r\n")
+        .unwrap();
+    hub.wait_linked();
+    let slow = connect_tiny(hub.server.addr());
+    hub.wait_clients(1);
+    let line = |seq: u64| format!("{seq:099}\n");
+    let pushing = thread::spawn(move || {
+        for batch in 0..BATCHES {
+            let first = batch * PER_BATCH;
+            let lines: String = (first..first + PER_BATCH).map(line).collect();
+            subscribe
+                .write_all(&push("chat", first, lines.as_bytes(), PER_BATCH))
+                .unwrap();
+        }
+        subscribe
+    });
+    let mut log = hub.log;
+    log.wait_for("publishers wait until it catches up");
+    // Time for the hub to go wrong: read on and queue it all for `slow`.
+    thread::sleep(Duration::from_millis(500));
+    let mut lines = BufReader::new(slow).lines();
+    for seq in 0..BATCHES * PER_BATCH {
+        let got = lines.next().expect("a line").expect("a line in time");
+        assert_eq!(got, line(seq).trim_end(), "lost or out of order");
+    }
+    drop(pushing.join().expect("the pushes"));
+    let peak = value(&scrape(&hub.metrics), "sockloop_peak_pending_output_bytes");
+    assert!(
+        peak < (1 << 20) as f64,
+        "a backlog of {peak} bytes for the slow subscriber"
+    );
 }

@@ -58,6 +58,11 @@ fn client_hello_corpus() {
     );
 }
 
+#[test]
+fn resp_corpus() {
+    assert!(replay("resp", fuzz::resp) > 0, "seed corpus missing");
+}
+
 /// `fuzz/` is a workspace of its own, with its own `Cargo.lock`. When the
 /// library gains a dependency, that lock file lacks it, and the next `cargo
 /// fuzz build` rewrites the committed file.

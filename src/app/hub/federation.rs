@@ -10,7 +10,7 @@
 //! and frames between the reactors of one process still go through the
 //! in-process mesh.
 //!
-//! A payload is a header (see [`envelope`](super::envelope): the process's
+//! A payload is a header (`src/app/hub/envelope.rs`: the process's
 //! random instance id, the reactor, the sequence number of the batch's
 //! first frame, the frame count) and the frames exactly as the hub sends
 //! them to its clients. A process skips the pushes of its own instance (its

@@ -386,14 +386,21 @@ impl Hub {
             if let Some(federation) = &mut self.federation {
                 federation.publish(ctx, &self.encoded, done.frames);
             }
-            if subscribers.policy == SlowPolicy::Block
-                && subscribers.slow.load(Ordering::SeqCst) > 0
-            {
-                ctx.pause_read(id);
-                self.held.push(id);
-            }
+            self.hold_if_blocked(ctx, id);
         }
         done.consumed(ctx, id, input)
+    }
+
+    /// Under [`SlowPolicy::Block`], while a subscriber is slow, `id` — a
+    /// publisher, or the subscribe link, through which the other instances
+    /// publish — is not read. Redis keeps what it cannot send a held link,
+    /// up to its own limit for subscribers, past which it closes the link.
+    fn hold_if_blocked(&mut self, ctx: &mut Context<'_>, id: ConnId) {
+        let subscribers = &self.subscribers;
+        if subscribers.policy == SlowPolicy::Block && subscribers.slow.load(Ordering::SeqCst) > 0 {
+            ctx.pause_read(id);
+            self.held.push(id);
+        }
     }
 }
 
@@ -426,15 +433,19 @@ impl Service for Hub {
     ) -> usize {
         match conn {
             HubConn::Client(client) => self.client_data(ctx, id, client, input),
-            HubConn::Link(link) => match &mut self.federation {
-                Some(federation) => {
-                    let subscribers = &mut self.subscribers;
-                    federation.on_data(ctx, id, *link, input, |ctx, encoded, frames| {
-                        subscribers.fan_out(ctx, None, encoded, frames);
-                    })
+            HubConn::Link(link) => {
+                let Some(federation) = &mut self.federation else {
+                    return input.len();
+                };
+                let subscribers = &mut self.subscribers;
+                let used = federation.on_data(ctx, id, *link, input, |ctx, encoded, frames| {
+                    subscribers.fan_out(ctx, None, encoded, frames);
+                });
+                if *link == Link::Subscribe {
+                    self.hold_if_blocked(ctx, id);
                 }
-                None => input.len(),
-            },
+                used
+            }
         }
     }
 
