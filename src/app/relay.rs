@@ -730,10 +730,23 @@ impl Service for Relay {
         match reason {
             // Both directions finished: the other side winds down by itself.
             CloseReason::Peer => ctx.close(peer),
+            // Nothing was in flight (idle), or the relay itself or the
+            // shutdown ended the pair: the other side is closed alike.
+            CloseReason::Idle | CloseReason::Local | CloseReason::Shutdown => {
+                ctx.abort(peer, reason);
+            }
             // A stream cut short on one side (a TLS one without its
-            // close_notify, one whose peer vanished) must not look
-            // complete on the other.
-            CloseReason::Error(_) | CloseReason::TlsTruncated | CloseReason::TcpTimeout => {
+            // close_notify, one whose peer vanished, one that stopped
+            // reading or was shed) must not look complete on the other.
+            CloseReason::Error(_)
+            | CloseReason::TlsTruncated
+            | CloseReason::TcpTimeout
+            | CloseReason::WriteTimeout
+            | CloseReason::OverBudget
+            | CloseReason::Protocol
+            | CloseReason::FrameTimeout
+            | CloseReason::HandshakeTimeout
+            | CloseReason::Limit => {
                 warn!(
                     "relay: {id} ({}) {reason}; resetting {peer} ({})",
                     addr_or_unknown(ctx.peer_addr(id)),
@@ -746,7 +759,6 @@ impl Service for Relay {
                 };
                 ctx.reset(peer, cut_short);
             }
-            _ => ctx.abort(peer, reason),
         }
     }
 

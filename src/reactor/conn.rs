@@ -291,20 +291,19 @@ impl Connection {
         }
     }
 
-    /// The `bytes_out` the write timer waits for, while there is output.
-    pub(crate) fn drain_target(&self) -> Option<u64> {
+    /// The `bytes_out` the write timer waits for. A backlog freed while
+    /// the timer ran (all taken, then more owed) owes nothing by it.
+    pub(crate) fn drain_target(&self) -> u64 {
         self.backlog
             .as_ref()
-            .filter(|b| !b.output.is_empty())
-            .map(|b| b.drain_target)
+            .map_or(self.bytes_out, |b| b.drain_target)
     }
 
-    /// The write timer is set: everything owed now must be taken by its deadline.
-    pub(crate) fn owe_by_deadline(&mut self) {
-        let owed = self.bytes_out + self.output().len() as u64;
-        if let Some(b) = &mut self.backlog {
-            b.drain_target = owed;
-        }
+    /// The write timer is set: the `owed` bytes (its output, and any in its
+    /// splice peer's pipe) must be taken by its deadline.
+    pub(crate) fn owe_by_deadline(&mut self, owed: usize) {
+        let target = self.bytes_out + owed as u64;
+        self.backlog().drain_target = target;
     }
 
     pub(crate) fn partial_since(&self) -> Option<Stamp> {

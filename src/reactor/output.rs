@@ -19,7 +19,6 @@ use super::conn::Phase;
 use super::kernel::{Handles, Kernel};
 use super::state::State;
 use super::stats::Stats;
-use super::timer::ConnTimer;
 use super::token::ConnId;
 use super::trace::trace_io;
 use crate::sys::os::Os;
@@ -90,16 +89,8 @@ impl State {
             self.drain_watch.swap_remove(i);
             self.drained.push(id);
         }
-        let Some(conn) = self.conns.live_mut(id) else {
-            return;
-        };
-        if pending > 0
-            && !conn.flags.write_timer
-            && let Some(timeout) = self.config.write_timeout
-        {
-            conn.flags.write_timer = true;
-            conn.owe_by_deadline();
-            self.add_conn_timer(self.stamp.after(timeout), id, ConnTimer::Write);
+        if pending > 0 && self.conns.live(id).is_some_and(|c| !c.flags.write_timer) {
+            self.arm_write_timer(id);
         }
     }
 

@@ -241,6 +241,9 @@ fn drain_pipe<O: Os>(
     if pipe.is_empty() {
         // A FIN may have been waiting for these bytes.
         state.defer(dst);
+    } else {
+        // `dst` owes these bytes as it would its own output.
+        state.arm_write_timer(dst);
     }
     if done {
         state.abort(src, CloseReason::Peer);

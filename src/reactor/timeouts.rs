@@ -56,22 +56,52 @@ impl State {
     /// the timer was set: taking a byte now and then does not renew it.
     /// What was queued since is owed by the next deadline.
     fn write_timer_fired(&mut self, id: ConnId) {
-        let now = self.stamp;
-        let (Some(conn), Some(timeout)) = (self.conns.live_mut(id), self.config.write_timeout)
-        else {
+        let owed = self.owed(id);
+        let Some(conn) = self.conns.live_mut(id) else {
             return;
         };
         conn.flags.write_timer = false;
-        let Some(target) = conn.drain_target() else {
-            return; // nothing is owed
-        };
-        if conn.bytes_out < target {
+        if owed == 0 {
+            return;
+        }
+        if conn.bytes_out < conn.drain_target() {
             self.abort(id, CloseReason::WriteTimeout);
         } else {
-            conn.flags.write_timer = true;
-            conn.owe_by_deadline();
-            self.add_conn_timer(now.after(timeout), id, ConnTimer::Write);
+            self.arm_write_timer(id);
         }
+    }
+
+    /// Starts `id`'s write timer unless it runs already: what it is owed
+    /// now must be taken by the deadline.
+    pub(crate) fn arm_write_timer(&mut self, id: ConnId) {
+        let Some(timeout) = self.config.write_timeout else {
+            return;
+        };
+        let owed = self.owed(id);
+        let at = self.stamp.after(timeout);
+        let Some(conn) = self.conns.live_mut(id) else {
+            return;
+        };
+        if owed == 0 || conn.flags.write_timer {
+            return;
+        }
+        conn.flags.write_timer = true;
+        conn.owe_by_deadline(owed);
+        self.add_conn_timer(at, id, ConnTimer::Write);
+    }
+
+    /// What `id`'s peer has yet to take: its output, and what waits for
+    /// it in the pipe of the connection spliced into it.
+    fn owed(&self, id: ConnId) -> usize {
+        let Some(conn) = self.conns.live(id) else {
+            return 0;
+        };
+        let piped = conn
+            .spliced_to()
+            .and_then(|src| self.conns.live(src))
+            .filter(|src| src.spliced_to() == Some(id))
+            .map_or(0, |src| src.piped());
+        conn.output().len() + piped
     }
 
     /// A frame still incomplete `Config::frame_timeout` after its first

@@ -21,6 +21,8 @@ use nix::unistd::Pid;
 use sockloop::reactor::{Addr, Config, Handle, Reactor, Service, Stats};
 use sockloop::sys::{ListenOptions, raise_fd_limit};
 
+pub mod haproxy;
+
 /// Bound on any single blocking socket call in a test: a hang fails instead of stalling CI.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -162,6 +164,12 @@ pub fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A port nothing listens on just now, on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 /// splitmix64: fast, seeded, good enough to make every test's bytes distinct.
@@ -411,11 +419,6 @@ impl Server {
         let kib = value.strip_suffix("kB").expect("a size in kB");
         kib.trim().parse::<u64>().unwrap() * 1024
     }
-
-    /// CPU time (user and system) the server has used so far.
-    pub fn cpu_time(&self) -> Duration {
-        sockloop::sys::cpu_time(self.child.id()).expect("the server's CPU time")
-    }
 }
 
 /// A child's stderr, read line by line on a thread of its own (so the child
@@ -464,6 +467,27 @@ impl LogLines {
             }
         }
     }
+}
+
+/// How many times a server started with `--stats-interval 1s` waited for
+/// events between its next two reports (`waits N` in each, a running
+/// total). A loop that waits only when there is something to do waits a
+/// handful of times a second (about once per event it is sent); one that
+/// spins, thousands: a count, not a clock, tells them apart on a loaded
+/// machine too.
+pub fn waits_between_reports(log: &mut LogLines) -> u64 {
+    let mut waits = || -> u64 {
+        let line = log.wait_for("; waits ");
+        let count = line
+            .split("; waits ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next());
+        count
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count of waits in {line:?}"))
+    };
+    let first = waits();
+    waits() - first
 }
 
 /// Reads `pipe` to its end on a thread of its own, so that a child that

@@ -18,13 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::common::{LogLines, Server, connect_tiny, wait_until};
+use crate::common::{LogLines, Server, connect_tiny, free_port, wait_until};
 use crate::metrics::{scrape, value, with_metrics};
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 /// A `redis-server` of the test's own, on 127.0.0.1:`port` or on a Unix
 /// socket in its directory; killed, and its directory removed, on drop.
@@ -154,6 +149,13 @@ impl Hub {
         }
     }
 
+    /// As [`start`](Self::start), once its links are up.
+    fn linked(url: &str, extra: &[&str]) -> Hub {
+        let hub = Hub::start(url, extra);
+        hub.wait_linked();
+        hub
+    }
+
     fn metric(&self, name: &str) -> u64 {
         value(&scrape(&self.metrics), name) as u64
     }
@@ -229,16 +231,40 @@ fn from(received: &Received, sender: &str) -> Vec<u64> {
         .collect()
 }
 
+/// What a run without an outage never counts.
+const NO_LOSS: [&str; 3] = [
+    "frames_missed_total",
+    "frames_dropped_total",
+    "foreign_total",
+];
+
+/// Waits for reader `me` (named if it is a publisher) to finish, and
+/// checks that it got frames 0..`frames` of every sender but itself, each
+/// once and in order, and none of its own.
+fn each_frame_once_in_order(
+    me: &str,
+    (received, reader): (Received, thread::JoinHandle<()>),
+    senders: &[&str],
+    frames: u64,
+) {
+    reader.join().expect("a reader");
+    for sender in senders.iter().filter(|&&n| n != me) {
+        assert_eq!(
+            from(&received, sender),
+            (0..frames).collect::<Vec<_>>(),
+            "{me:?} from {sender}: each frame once, in order"
+        );
+    }
+    assert!(from(&received, me).is_empty(), "{me} got its own frames");
+}
+
 #[test]
 #[ignore = "needs redis-server (apt-get install -y redis-server)"]
 fn every_frame_reaches_every_other_client_of_three_hubs_once_and_in_order() {
     const FRAMES: u64 = 300;
     let redis = Redis::on_socket();
     let url = redis.url("chat");
-    let hubs: Vec<Hub> = (0..3).map(|_| Hub::start(&url, &[])).collect();
-    for hub in &hubs {
-        hub.wait_linked();
-    }
+    let hubs: Vec<Hub> = (0..3).map(|_| Hub::linked(&url, &[])).collect();
     // Publishers a0 and a1 on the first hub, b0 on the second; each reads
     // too. Two readers only on each hub, and the first hub's one.
     let senders = [("a0", 0), ("a1", 0), ("b0", 1)];
@@ -277,24 +303,11 @@ fn every_frame_reaches_every_other_client_of_three_hubs_once_and_in_order() {
             });
         }
     });
-    for (me, (received, reader)) in reading {
-        reader.join().expect("a reader");
-        for sender in names.iter().filter(|&&n| n != me) {
-            let seqs = from(&received, sender);
-            assert_eq!(
-                seqs,
-                (0..FRAMES).collect::<Vec<_>>(),
-                "{me:?} from {sender}: each frame once, in order"
-            );
-        }
-        assert!(from(&received, &me).is_empty(), "{me} got its own frames");
+    for (me, reading) in reading {
+        each_frame_once_in_order(&me, reading, &names, FRAMES);
     }
     for hub in &hubs {
-        for counter in [
-            "frames_missed_total",
-            "frames_dropped_total",
-            "foreign_total",
-        ] {
+        for counter in NO_LOSS {
             assert_eq!(hub.federation(counter), 0, "{counter}");
         }
     }
@@ -309,12 +322,9 @@ fn when_redis_restarts_local_delivery_goes_on_and_every_missed_frame_is_counted(
     let mut redis = Redis::on_port();
     let url = redis.url("news");
     // The publisher's hub keeps at most 2 KiB for Redis: a few dozen frames.
-    let mut hubs = vec![Hub::start(&url, &["--federate-buffer", "2K"])];
-    hubs.push(Hub::start(&url, &[]));
-    hubs.push(Hub::start(&url, &[]));
-    for hub in &hubs {
-        hub.wait_linked();
-    }
+    let mut hubs = vec![Hub::linked(&url, &["--federate-buffer", "2K"])];
+    hubs.push(Hub::linked(&url, &[]));
+    hubs.push(Hub::linked(&url, &[]));
     let mut publisher = hubs[0].connect();
     let subscribers: Vec<_> = hubs.iter().map(|hub| hub.connect()).collect();
     hubs[0].wait_clients(2);
@@ -361,19 +371,25 @@ fn when_redis_restarts_local_delivery_goes_on_and_every_missed_frame_is_counted(
     let dropped = hubs[0].federation("frames_dropped_total");
     assert!(dropped > 0, "the 2 KiB queue held all 7 KiB of frames");
     for (hub, received) in hubs[1..].iter().zip(&received[1..]) {
-        let seqs = from(received, "p");
-        assert!(
-            seqs.windows(2).all(|w| w[0] < w[1]),
-            "out of order: {seqs:?}"
-        );
-        assert!(seqs.starts_with(&(0..100).collect::<Vec<_>>()));
-        assert_eq!(seqs.last(), Some(&(next - 1)));
-        let missed = next - seqs.len() as u64;
+        let missed = missed_in_order(&from(received, "p"), 100, next);
         assert_eq!(hub.federation("frames_missed_total"), missed);
         assert!(dropped <= missed, "dropped {dropped}, missed {missed}");
         assert!(hub.federation("reconnects_total") >= 1);
     }
     assert!(hubs[0].federation("reconnects_total") >= 1);
+}
+
+/// How many of frames 0..`sent` are not in `seqs`, which must be in order,
+/// hold every one of the first `before` (sent before the outage), and end
+/// with the last.
+fn missed_in_order(seqs: &[u64], before: u64, sent: u64) -> u64 {
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {seqs:?}"
+    );
+    assert!(seqs.starts_with(&(0..before).collect::<Vec<_>>()));
+    assert_eq!(seqs.last(), Some(&(sent - 1)));
+    sent - seqs.len() as u64
 }
 
 /// Without Redis, a federated hub serves its own clients as any hub, and
@@ -399,6 +415,18 @@ fn with_nothing_at_the_federate_address_local_clients_are_served() {
     assert_eq!(hub.federation("frames_out_total"), 0);
 }
 
+/// The two links a hub opens to `fake`, a stand-in for Redis, once both
+/// are accepted.
+fn accept_links(fake: &TcpListener) -> Vec<TcpStream> {
+    fake.set_nonblocking(true).unwrap();
+    let mut links = Vec::new();
+    wait_until("both links to connect", || {
+        links.extend(fake.accept().ok().map(|(stream, _)| stream));
+        (links.len() == 2).then_some(())
+    });
+    links
+}
+
 /// The links serve no client: a graceful shutdown closes them rather than
 /// wait out its timeout for them. Before the fix, SIGTERM took the whole
 /// `--shutdown-timeout` and ended with "shutdown timeout: closing 2
@@ -416,12 +444,7 @@ fn sigterm_closes_the_links_without_waiting_out_the_shutdown_timeout() {
         Stdio::piped(),
     );
     let mut log = LogLines::new(hub.take_stderr());
-    silent.set_nonblocking(true).unwrap();
-    let mut links = Vec::new();
-    wait_until("both links to connect", || {
-        links.extend(silent.accept().ok());
-        (links.len() == 2).then_some(())
-    });
+    let _links = accept_links(&silent);
     hub.signal(Signal::SIGTERM);
     log.wait_for("stopped:");
     assert!(hub.wait_exit().success());
@@ -438,8 +461,7 @@ fn sigterm_closes_the_links_without_waiting_out_the_shutdown_timeout() {
 #[ignore = "needs redis-server (apt-get install -y redis-server)"]
 fn quiet_links_outlive_the_idle_timeout() {
     let redis = Redis::on_port();
-    let hub = Hub::start(&redis.url("quiet"), &["--idle-timeout", "200ms"]);
-    hub.wait_linked();
+    let hub = Hub::linked(&redis.url("quiet"), &["--idle-timeout", "200ms"]);
     // Five idle timeouts with nothing published.
     thread::sleep(Duration::from_secs(1));
     assert_eq!(hub.federation("link_up"), 1);
@@ -455,9 +477,7 @@ fn quiet_links_outlive_the_idle_timeout() {
 fn a_message_not_from_a_hub_is_counted_and_never_delivered() {
     let redis = Redis::on_port();
     let url = redis.url("chat");
-    let (listening, speaking) = (Hub::start(&url, &[]), Hub::start(&url, &[]));
-    listening.wait_linked();
-    speaking.wait_linked();
+    let (listening, speaking) = (Hub::linked(&url, &[]), Hub::linked(&url, &[]));
     let subscriber = listening.connect();
     listening.wait_clients(1);
     let mut outsider = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
@@ -517,12 +537,7 @@ fn under_the_block_policy_a_slow_subscriber_holds_the_subscribe_link_back() {
             "16K",
         ],
     );
-    fake.set_nonblocking(true).unwrap();
-    let mut links = Vec::new();
-    wait_until("both links to connect", || {
-        links.extend(fake.accept().ok().map(|(stream, _)| stream));
-        (links.len() == 2).then_some(())
-    });
+    let mut links = accept_links(&fake);
     let mut peek = [0; 16];
     let mut subscribe = wait_until("SUBSCRIBE", || {
         let said = |s: &TcpStream| {

@@ -32,6 +32,7 @@ mod mtls;
 mod netns;
 mod ordering;
 mod partial_input;
+mod past_one_machine;
 mod proxy_listener;
 mod proxy_protocol;
 mod relay;

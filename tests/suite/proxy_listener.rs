@@ -4,15 +4,15 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use sockloop::codec::proxy;
 
-use crate::common::{IO_TIMEOUT, LogLines, Server, round_trip, wait_until};
+use crate::common::haproxy::Haproxy;
+use crate::common::{IO_TIMEOUT, LogLines, Server, free_port, round_trip};
 
 /// An echo server expecting PROXY headers, with its log at hand.
 fn proxied_echo(extra: &[&str]) -> (Server, LogLines) {
@@ -191,76 +191,15 @@ fn a_relay_with_proxy_protocol_passes_the_real_client_on() {
     );
 }
 
-/// HAProxy, run by a test, killed and its files removed however it ends.
-struct Haproxy {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn find_haproxy() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
-        .map(|dir| dir.join("haproxy"))
-        .find(|file| file.is_file())
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-impl Haproxy {
-    /// `mode tcp` on 127.0.0.1:`port`, each connection to `backend` with a
-    /// PROXY v2 header.
-    fn start(bin: &Path, port: u16, backend: SocketAddr) -> Haproxy {
-        let dir =
-            std::env::temp_dir().join(format!("sockloop-haproxy-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = format!(
-            "global\n    maxconn 100\n\
-             defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
-             frontend front\n    bind 127.0.0.1:{port}\n    default_backend back\n\
-             backend back\n    server s {backend} send-proxy-v2\n"
-        );
-        let config_path = dir.join("haproxy.cfg");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("-db")
-            .arg("-f")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start haproxy");
-        Haproxy { child, dir }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("haproxy.log")).unwrap_or_default()
-    }
-
-    /// A connection to its frontend, once it listens.
-    fn connect(&mut self, port: u16) -> TcpStream {
-        let stream = wait_until("haproxy to listen", || {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("haproxy exited ({status}):\n{}", self.log());
-            }
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream
-    }
+/// `mode tcp` on 127.0.0.1:`port`, each connection to `backend` with a
+/// PROXY v2 header.
+fn one_backend_config(port: u16, backend: SocketAddr) -> String {
+    format!(
+        "global\n    maxconn 100\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
+         frontend front\n    bind 127.0.0.1:{port}\n    default_backend back\n\
+         backend back\n    server s {backend} send-proxy-v2\n"
+    )
 }
 
 // Ignored unless asked for (`cargo test -- --include-ignored`, as .ci/run
@@ -270,10 +209,9 @@ impl Haproxy {
 #[test]
 #[ignore = "needs haproxy (apt-get install -y haproxy)"]
 fn behind_haproxy_send_proxy_v2_the_echo_sees_the_clients_own_address() {
-    let bin = find_haproxy().expect("haproxy on PATH or in /usr/sbin (apt-get install -y haproxy)");
     let (server, mut log) = proxied_echo(&[]);
     let port = free_port();
-    let mut haproxy = Haproxy::start(&bin, port, server.addr());
+    let mut haproxy = Haproxy::start(&one_backend_config(port, server.addr()));
     let mut stream = haproxy.connect(port);
     let me = stream.local_addr().unwrap();
     assert_eq!(
