@@ -89,7 +89,7 @@ impl State {
             self.drain_watch.swap_remove(i);
             self.drained.push(id);
         }
-        if pending > 0 && self.conns.live(id).is_some_and(|c| !c.flags.write_timer) {
+        if pending > 0 {
             self.arm_write_timer(id);
         }
     }

@@ -77,14 +77,14 @@ impl State {
         let Some(timeout) = self.config.write_timeout else {
             return;
         };
-        let owed = self.owed(id);
-        let at = self.stamp.after(timeout);
-        let Some(conn) = self.conns.live_mut(id) else {
-            return;
-        };
-        if owed == 0 || conn.flags.write_timer {
+        if self.conns.live(id).is_none_or(|c| c.flags.write_timer) {
             return;
         }
+        let owed = self.owed(id);
+        let at = self.stamp.after(timeout);
+        let Some(conn) = self.conns.live_mut(id).filter(|_| owed > 0) else {
+            return;
+        };
         conn.flags.write_timer = true;
         conn.owe_by_deadline(owed);
         self.add_conn_timer(at, id, ConnTimer::Write);
