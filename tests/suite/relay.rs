@@ -469,16 +469,7 @@ fn sigterm_mid_transfer_through_the_relay_delivers_every_answer_then_eof() {
 fn an_upstream_reset_reaches_the_client_as_a_reset() {
     for &splice in SPLICE_MODES {
         let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = upstream.local_addr().unwrap();
-        let relay = TestServer::start(Config::default(), move || relay_to(vec![addr], splice));
-        let mut client = relay.connect();
-        client.write_all(b"request").unwrap();
-        let (mut up, _) = upstream.accept().unwrap();
-        let mut request = [0; 7];
-        up.read_exact(&mut request).unwrap();
-        up.write_all(b"half an ans").unwrap();
-        let mut got = [0; 11];
-        client.read_exact(&mut got).unwrap();
+        let (mut client, up, _relay) = half_answered(upstream, Config::default(), splice);
         setsockopt(&up, sockopt::Linger, &RESET).unwrap();
         drop(up);
         let mut rest = [0; 8];
@@ -490,24 +481,14 @@ fn an_upstream_reset_reaches_the_client_as_a_reset() {
     }
 }
 
-/// A relay (write timeout 300 ms) whose client was answered "half an ans"
-/// by an upstream that reads nothing more: returns the client, the
-/// upstream's socket (to keep it open) and the relay. The upstream's
-/// receive buffer and the relay's send buffers are small, so that what the
-/// kernel holds runs out early and the rest waits in the relay, where its
-/// write timeout sees it.
-fn half_answered(splice: bool) -> (TcpStream, TcpStream, TestServer) {
-    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
-    setsockopt(&upstream, sockopt::RcvBuf, &4096).unwrap();
+/// A relay with `config` in front of `upstream`, whose client it answered
+/// "half an ans": returns the client, the upstream's socket and the relay.
+fn half_answered(
+    upstream: TcpListener,
+    config: Config,
+    splice: bool,
+) -> (TcpStream, TcpStream, TestServer) {
     let addr = upstream.local_addr().unwrap();
-    let config = Config {
-        write_timeout: Some(Duration::from_millis(300)),
-        socket: SocketOptions {
-            send_buffer: Some(16384),
-            ..SocketOptions::default()
-        },
-        ..Config::default()
-    };
     let relay = TestServer::start(config, move || relay_to(vec![addr], splice));
     let mut client = relay.connect();
     client.write_all(b"request").unwrap();
@@ -520,6 +501,25 @@ fn half_answered(splice: bool) -> (TcpStream, TcpStream, TestServer) {
     (client, up, relay)
 }
 
+/// As [`half_answered`], with a write timeout of 300 ms, by an upstream
+/// that reads nothing more (keep its socket open). Its receive buffer and
+/// the relay's send buffers are small, so that what the kernel holds runs
+/// out early and the rest waits in the relay, where its write timeout sees
+/// it.
+fn half_answered_by_a_stalled_upstream(splice: bool) -> (TcpStream, TcpStream, TestServer) {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    setsockopt(&upstream, sockopt::RcvBuf, &4096).unwrap();
+    let config = Config {
+        write_timeout: Some(Duration::from_millis(300)),
+        socket: SocketOptions {
+            send_buffer: Some(16384),
+            ..SocketOptions::default()
+        },
+        ..Config::default()
+    };
+    half_answered(upstream, config, splice)
+}
+
 /// The upstream reads no more, so the client's next 512 KiB back up in the
 /// relay's output to it until the write timeout cuts it; the client must
 /// see its answer cut short (a reset), not a clean end. The relay takes in
@@ -528,7 +528,7 @@ fn half_answered(splice: bool) -> (TcpStream, TcpStream, TestServer) {
 /// would hide a FIN.
 #[test]
 fn an_upstream_cut_by_the_write_timeout_reaches_the_client_as_a_reset() {
-    let (mut client, _up, relay) = half_answered(false);
+    let (mut client, _up, relay) = half_answered_by_a_stalled_upstream(false);
     client.write_all(&[7; 512 << 10]).unwrap();
     let end = client.read(&mut [0; 8]);
     assert!(
@@ -545,7 +545,7 @@ fn an_upstream_cut_by_the_write_timeout_reaches_the_client_as_a_reset() {
 #[test]
 #[cfg_attr(not(target_os = "linux"), ignore = "splice(2) is Linux-only")]
 fn an_upstream_that_stops_taking_the_pipe_is_cut_by_the_write_timeout() {
-    let (mut client, _up, relay) = half_answered(true);
+    let (mut client, _up, relay) = half_answered_by_a_stalled_upstream(true);
     let mut writer = client.try_clone().unwrap();
     writer.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     let flood = thread::spawn(move || {
